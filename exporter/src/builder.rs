@@ -1,0 +1,323 @@
+//! A small typed builder for ONNX graphs: named values, nodes with attributes, inline constants, and weights that
+//! stream into the external data file (see [`crate::weights`]).
+//!
+//! Values are plain tensor names (`Value`); every helper returns the name of its output. Node and value names
+//! follow the `/model/layers.N/attn/...` scheme of Optimum exports so graphs stay readable in Netron.
+
+use crate::onnx::{
+    self, attribute_proto::AttributeType, tensor_shape_proto::dimension, type_proto, AttributeProto, DataType,
+    NodeProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+use std::collections::HashSet;
+
+/// The name of a tensor in the graph.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Value(pub String);
+
+impl Value {
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&Value> for Value {
+    fn from(v: &Value) -> Value {
+        v.clone()
+    }
+}
+
+/// A dimension of a graph input or output: fixed or symbolic (`"batch"`, `"sequence"`...).
+#[derive(Debug, Clone)]
+pub enum Dim {
+    Fixed(i64),
+    Named(String),
+}
+
+impl From<i64> for Dim {
+    fn from(v: i64) -> Dim {
+        Dim::Fixed(v)
+    }
+}
+impl From<usize> for Dim {
+    fn from(v: usize) -> Dim {
+        Dim::Fixed(v as i64)
+    }
+}
+impl From<&str> for Dim {
+    fn from(v: &str) -> Dim {
+        Dim::Named(v.to_string())
+    }
+}
+
+/// An attribute value.
+#[derive(Debug, Clone)]
+pub enum Attr {
+    Int(i64),
+    Float(f32),
+    Ints(Vec<i64>),
+    Str(String),
+    Tensor(TensorProto),
+}
+
+/// Builds one `GraphProto`.
+#[derive(Default)]
+pub struct GraphBuilder {
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    inputs: Vec<ValueInfoProto>,
+    outputs: Vec<ValueInfoProto>,
+    used_names: HashSet<String>,
+    initializer_names: HashSet<String>,
+    /// Inline constants already emitted, by label and contents, so repeated helpers share one initializer.
+    const_cache: std::collections::HashMap<(String, Vec<u8>), Value>,
+    /// Current name scope, e.g. `/model/layers.3/attn`.
+    scope: String,
+}
+
+impl GraphBuilder {
+    pub fn new() -> GraphBuilder {
+        GraphBuilder::default()
+    }
+
+    /// Sets the name scope used for the nodes created next; returns the previous one.
+    pub fn set_scope(&mut self, scope: impl Into<String>) -> String {
+        std::mem::replace(&mut self.scope, scope.into())
+    }
+
+    fn unique(&mut self, base: &str) -> String {
+        if self.used_names.insert(base.to_string()) {
+            return base.to_string();
+        }
+        let mut i = 1;
+        loop {
+            let name = format!("{base}_{i}");
+            if self.used_names.insert(name.clone()) {
+                return name;
+            }
+            i += 1;
+        }
+    }
+
+    pub fn input(&mut self, name: &str, elem: DataType, dims: &[Dim]) -> Value {
+        self.used_names.insert(name.to_string());
+        self.inputs.push(value_info(name, elem, dims));
+        Value(name.to_string())
+    }
+
+    /// Declares `value` as a graph output named `name` (adds an Identity when the names differ).
+    pub fn output(&mut self, value: &Value, name: &str, elem: DataType, dims: &[Dim]) {
+        if value.0 != name {
+            self.used_names.insert(name.to_string());
+            self.nodes.push(NodeProto {
+                input: vec![value.0.clone()],
+                output: vec![name.to_string()],
+                name: Some(format!("{}/output/{name}", self.scope)),
+                op_type: Some("Identity".into()),
+                ..Default::default()
+            });
+        }
+        self.outputs.push(value_info(name, elem, dims));
+    }
+
+    /// Adds a node with one output; `label` names it within the current scope.
+    pub fn op(&mut self, op_type: &str, label: &str, inputs: &[&Value], attrs: &[(&str, Attr)]) -> Value {
+        self.op_n(op_type, label, inputs, attrs, 1).pop().expect("one output")
+    }
+
+    /// Adds a node with `n_out` outputs. An empty input name (optional input) is written as "".
+    pub fn op_n(
+        &mut self,
+        op_type: &str,
+        label: &str,
+        inputs: &[&Value],
+        attrs: &[(&str, Attr)],
+        n_out: usize,
+    ) -> Vec<Value> {
+        self.op_domain("", op_type, label, inputs, attrs, n_out)
+    }
+
+    /// Adds a node of an operator domain (`""` for ONNX, `"com.microsoft"` for ONNX Runtime contrib ops).
+    pub fn op_domain(
+        &mut self,
+        domain: &str,
+        op_type: &str,
+        label: &str,
+        inputs: &[&Value],
+        attrs: &[(&str, Attr)],
+        n_out: usize,
+    ) -> Vec<Value> {
+        let node_name = self.unique(&format!("{}/{label}/{op_type}", self.scope));
+        let outputs: Vec<String> = if n_out == 1 {
+            vec![self.unique(&format!("{node_name}_output_0"))]
+        } else {
+            (0..n_out).map(|i| self.unique(&format!("{node_name}_output_{i}"))).collect()
+        };
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|v| v.0.clone()).collect(),
+            output: outputs.clone(),
+            name: Some(node_name),
+            op_type: Some(op_type.into()),
+            domain: if domain.is_empty() { None } else { Some(domain.into()) },
+            attribute: attrs.iter().map(|(k, a)| attribute(k, a)).collect(),
+            ..Default::default()
+        });
+        outputs.into_iter().map(Value).collect()
+    }
+
+    /// Adds an initializer (inline or external; see [`crate::weights`]) and returns its value.
+    pub fn initializer(&mut self, tensor: TensorProto) -> Value {
+        let name = tensor.name.clone().expect("initializers are named");
+        assert!(self.used_names.insert(name.clone()), "initializer {name} added twice");
+        self.push_initializer(tensor)
+    }
+
+    fn push_initializer(&mut self, tensor: TensorProto) -> Value {
+        let name = tensor.name.clone().expect("initializers are named");
+        self.initializer_names.insert(name.clone());
+        self.initializers.push(tensor);
+        Value(name)
+    }
+
+    /// The initializer called `name`, if one was added.
+    pub fn existing(&self, name: &str) -> Option<Value> {
+        self.initializer_names.contains(name).then(|| Value(name.to_string()))
+    }
+
+    fn cached_const(&mut self, label: &str, elem: DataType, dims: &[i64], raw: Vec<u8>) -> Value {
+        let mut key_bytes = raw.clone();
+        key_bytes.extend(dims.iter().flat_map(|d| d.to_le_bytes()));
+        key_bytes.push(elem as u8);
+        let key = (label.to_string(), key_bytes);
+        if let Some(v) = self.const_cache.get(&key) {
+            return v.clone();
+        }
+        let name = self.unique(&format!("/const/{label}"));
+        let v = self.push_initializer(inline_tensor(&name, elem, dims, raw));
+        self.const_cache.insert(key, v.clone());
+        v
+    }
+
+    /// An inline int64 constant (shapes, axes, indices); identical constants are shared.
+    pub fn const_i64(&mut self, label: &str, values: &[i64]) -> Value {
+        self.cached_const(label, DataType::Int64, &[values.len() as i64], bytes_i64(values))
+    }
+
+    /// An inline int64 scalar (rank 0).
+    pub fn scalar_i64(&mut self, label: &str, value: i64) -> Value {
+        self.cached_const(label, DataType::Int64, &[], bytes_i64(&[value]))
+    }
+
+    /// An inline float32 scalar (rank 0).
+    pub fn scalar_f32(&mut self, label: &str, value: f32) -> Value {
+        self.cached_const(label, DataType::Float, &[], value.to_le_bytes().to_vec())
+    }
+
+    /// An inline float32 tensor (small tables such as RoPE inverse frequencies or folded norm gains).
+    pub fn const_f32(&mut self, name: &str, dims: &[i64], values: &[f32]) -> Value {
+        let name = self.unique(name);
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.push_initializer(inline_tensor(&name, DataType::Float, dims, bytes))
+    }
+
+    pub fn finish(self, name: &str) -> onnx::GraphProto {
+        onnx::GraphProto {
+            node: self.nodes,
+            name: Some(name.into()),
+            initializer: self.initializers,
+            input: self.inputs,
+            output: self.outputs,
+            ..Default::default()
+        }
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+}
+
+/// Wraps a graph into a model with the exporter's IR version and opset imports.
+pub fn model(graph: onnx::GraphProto, opsets: &[(&str, i64)], metadata: &[(&str, String)]) -> onnx::ModelProto {
+    onnx::ModelProto {
+        ir_version: Some(onnx::IR_VERSION),
+        opset_import: opsets
+            .iter()
+            .map(|(domain, version)| onnx::OperatorSetIdProto {
+                domain: Some(domain.to_string()),
+                version: Some(*version),
+            })
+            .collect(),
+        producer_name: Some("gemma-onnx".into()),
+        producer_version: Some(env!("CARGO_PKG_VERSION").into()),
+        graph: Some(graph),
+        metadata_props: metadata
+            .iter()
+            .map(|(k, v)| onnx::StringStringEntryProto { key: Some(k.to_string()), value: Some(v.clone()) })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+pub fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| onnx::tensor_shape_proto::Dimension {
+            value: Some(match d {
+                Dim::Fixed(v) => dimension::Value::DimValue(*v),
+                Dim::Named(s) => dimension::Value::DimParam(s.clone()),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(elem as i32),
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn inline_tensor(name: &str, elem: DataType, dims: &[i64], raw: Vec<u8>) -> TensorProto {
+    TensorProto {
+        dims: dims.to_vec(),
+        data_type: Some(elem as i32),
+        name: Some(name.into()),
+        raw_data: Some(raw),
+        ..Default::default()
+    }
+}
+
+fn bytes_i64(values: &[i64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn attribute(name: &str, a: &Attr) -> AttributeProto {
+    let mut p = AttributeProto { name: Some(name.into()), ..Default::default() };
+    match a {
+        Attr::Int(v) => {
+            p.i = Some(*v);
+            p.r#type = Some(AttributeType::Int as i32);
+        }
+        Attr::Float(v) => {
+            p.f = Some(*v);
+            p.r#type = Some(AttributeType::Float as i32);
+        }
+        Attr::Ints(v) => {
+            p.ints = v.clone();
+            p.r#type = Some(AttributeType::Ints as i32);
+        }
+        Attr::Str(v) => {
+            p.s = Some(v.as_bytes().to_vec());
+            p.r#type = Some(AttributeType::String as i32);
+        }
+        Attr::Tensor(t) => {
+            p.t = Some(t.clone());
+            p.r#type = Some(AttributeType::Tensor as i32);
+        }
+    }
+    p
+}

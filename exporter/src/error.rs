@@ -1,0 +1,27 @@
+//! The exporter's typed errors. Every message names the file, tensor, field or argument and what was expected.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Config(#[from] gemma_models::ConfigError),
+    #[error(transparent)]
+    Checkpoint(#[from] gemma_models::CheckpointError),
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("output folder {} already exists; pass --force to replace it", .0.display())]
+    OutputExists(PathBuf),
+    #[error("source folder {} has no config.json: expected a Hugging Face checkpoint folder (config.json + *.safetensors)", .0.display())]
+    NotACheckpoint(PathBuf),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{}: invalid JSON: {source}", path.display())]
+    Json { path: PathBuf, source: serde_json::Error },
+}
+
+impl ExportError {
+    pub fn io(path: &Path, source: std::io::Error) -> ExportError {
+        ExportError::Io { path: path.to_path_buf(), source }
+    }
+}

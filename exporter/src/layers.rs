@@ -1,0 +1,190 @@
+//! The building blocks of a Gemma decoder as ONNX subgraphs: RMSNorm, linear layers, RoPE, masks, attention and
+//! the GeGLU MLP. They are the exact maths of `../shared/spec/gemma-reference.md` §1 in float32.
+//!
+//! [`Kernels`] chooses how each block is expressed. The portable choice uses standard ONNX ops only (opset 21),
+//! which every runtime and execution provider loads; faster variants (quantized MatMuls, fused ONNX Runtime
+//! attention) plug in as other variants without touching the family graphs.
+
+use crate::builder::{Attr, GraphBuilder, Value};
+use crate::weights::WeightWriter;
+use crate::ExportError;
+use gemma_models::Checkpoint;
+
+/// `torch.finfo(torch.float32).min`: what eager attention adds at masked positions.
+pub const MASK_MIN: f32 = f32::MIN;
+
+/// How linear layers are expressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinearKind {
+    /// `Gemm(x[N, in], W[out, in], transB=1)`: the checkpoint layout as is, float32.
+    GemmF32,
+}
+
+/// How attention is expressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionKind {
+    /// MatMul / Softmax / MatMul with an explicit additive mask; the KV cache is `Concat(past, new)`.
+    Portable,
+}
+
+/// How RMSNorm is expressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormKind {
+    /// `x * 1/sqrt(mean(x²) + eps) * (1 + w)` from elementary ops, float32.
+    Decomposed,
+}
+
+/// The implementation choices of one export.
+#[derive(Debug, Clone, Copy)]
+pub struct Kernels {
+    pub linear: LinearKind,
+    pub attention: AttentionKind,
+    pub norm: NormKind,
+}
+
+impl Kernels {
+    /// Standard ONNX ops only, float32 everywhere: the reference export.
+    pub const PORTABLE: Kernels =
+        Kernels { linear: LinearKind::GemmF32, attention: AttentionKind::Portable, norm: NormKind::Decomposed };
+}
+
+/// Everything a block needs to emit nodes and weights.
+pub struct Ctx<'a> {
+    pub g: &'a mut GraphBuilder,
+    pub w: &'a mut WeightWriter,
+    pub ckpt: &'a Checkpoint,
+    pub kernels: Kernels,
+}
+
+impl Ctx<'_> {
+    /// Gemma's RMSNorm over the last axis with gain `(1 + w)` folded into a float32 constant.
+    pub fn rms_norm(&mut self, x: &Value, weight_name: &str, eps: f64) -> Result<Value, ExportError> {
+        let view = self.ckpt.tensor(weight_name)?;
+        let gain = self.w.f32_from_checkpoint(self.ckpt, &format!("{weight_name}_plus_one"), &view, Some(&|v| 1.0 + v))?;
+        let gain = self.g.initializer(gain);
+        match self.kernels.norm {
+            NormKind::Decomposed => {
+                let g = &mut *self.g;
+                let sq = g.op("Mul", "norm/sq", &[x, x], &[]);
+                let axes = g.const_i64("axes_last", &[-1]);
+                let mean = g.op("ReduceMean", "norm/mean", &[&sq, &axes], &[("keepdims", Attr::Int(1))]);
+                let eps = g.scalar_f32("rms_eps", eps as f32);
+                let var = g.op("Add", "norm/add_eps", &[&mean, &eps], &[]);
+                let std = g.op("Sqrt", "norm/sqrt", &[&var], &[]);
+                let inv = g.op("Reciprocal", "norm/rsqrt", &[&std], &[]);
+                let y = g.op("Mul", "norm/scale", &[x, &inv], &[]);
+                Ok(g.op("Mul", "norm/gain", &[&y, &gain], &[]))
+            }
+        }
+    }
+
+    /// `x · Wᵀ` for a checkpoint weight `[out, in]`; `x` is `[N, in]`.
+    pub fn linear(&mut self, x: &Value, weight_name: &str) -> Result<Value, ExportError> {
+        let w = if let Some(existing) = self.g.existing(weight_name) {
+            existing
+        } else {
+            let view = self.ckpt.tensor(weight_name)?;
+            let t = self.w.f32_from_checkpoint(self.ckpt, weight_name, &view, None)?;
+            self.g.initializer(t)
+        };
+        match self.kernels.linear {
+            LinearKind::GemmF32 => Ok(self.g.op("Gemm", "linear", &[x, &w], &[("transB", Attr::Int(1))])),
+        }
+    }
+
+    /// `rotate_half` RoPE: `x·cos + rotate_half(x)·sin` on `[B, heads, S, hd]` with `cos`/`sin` `[B, 1, S, hd]`.
+    pub fn rope(&mut self, x: &Value, cos: &Value, sin: &Value) -> Value {
+        let g = &mut *self.g;
+        let halves = g.op_n("Split", "rope/split", &[x], &[("axis", Attr::Int(-1)), ("num_outputs", Attr::Int(2))], 2);
+        let neg = g.op("Neg", "rope/neg", &[&halves[1]], &[]);
+        let rot = g.op("Concat", "rope/rotate_half", &[&neg, &halves[0]], &[("axis", Attr::Int(-1))]);
+        let a = g.op("Mul", "rope/cos", &[x, cos], &[]);
+        let b = g.op("Mul", "rope/sin", &[&rot, sin], &[]);
+        g.op("Add", "rope/add", &[&a, &b], &[])
+    }
+
+    /// `down(gelu_tanh(gate(x)) * up(x))`.
+    pub fn geglu_mlp(&mut self, x: &Value, gate: &str, up: &str, down: &str) -> Result<Value, ExportError> {
+        let gate = self.linear(x, gate)?;
+        let up = self.linear(x, up)?;
+        let act = self.g.op("Gelu", "mlp/gelu", &[&gate], &[("approximate", Attr::Str("tanh".into()))]);
+        let prod = self.g.op("Mul", "mlp/mul", &[&act, &up], &[]);
+        self.linear(&prod, down)
+    }
+
+    /// `c · tanh(x / c)`.
+    pub fn softcap(&mut self, x: &Value, cap: f64) -> Value {
+        let g = &mut *self.g;
+        let c = g.scalar_f32("softcap", cap as f32);
+        let d = g.op("Div", "softcap/div", &[x, &c], &[]);
+        let t = g.op("Tanh", "softcap/tanh", &[&d], &[]);
+        g.op("Mul", "softcap/mul", &[&t, &c], &[])
+    }
+}
+
+/// RoPE cos/sin tables for one layer type, computed in the graph in float32 from `position_ids` exactly as
+/// transformers does: `ang = float(pos) * inv_freq`, `emb = concat(ang, ang)`, then cos and sin; shaped
+/// `[B, 1, S, hd]` to broadcast over heads.
+pub fn rope_tables(g: &mut GraphBuilder, position_ids: &Value, label: &str, theta: f64, factor: Option<f64>, head_dim: usize) -> (Value, Value) {
+    let inv_freq = inv_freq(theta, factor, head_dim);
+    let inv = g.const_f32(&format!("/rope/{label}/inv_freq"), &[inv_freq.len() as i64], &inv_freq);
+    let pos = g.op("Cast", &format!("rope_{label}/cast"), &[position_ids], &[("to", Attr::Int(crate::onnx::DataType::Float as i64))]);
+    let axes = g.const_i64("axes_last", &[-1]);
+    let pos = g.op("Unsqueeze", &format!("rope_{label}/unsqueeze"), &[&pos, &axes], &[]);
+    let ang = g.op("Mul", &format!("rope_{label}/freqs"), &[&pos, &inv], &[]);
+    let emb = g.op("Concat", &format!("rope_{label}/emb"), &[&ang, &ang], &[("axis", Attr::Int(-1))]);
+    let axis1 = g.const_i64("axes_1", &[1]);
+    let cos = g.op("Cos", &format!("rope_{label}/cos"), &[&emb], &[]);
+    let sin = g.op("Sin", &format!("rope_{label}/sin"), &[&emb], &[]);
+    let cos = g.op("Unsqueeze", &format!("rope_{label}/cos_heads"), &[&cos, &axis1], &[]);
+    let sin = g.op("Unsqueeze", &format!("rope_{label}/sin_heads"), &[&sin, &axis1], &[]);
+    (cos, sin)
+}
+
+/// `inv_freq[k] = 1 / theta^(2k / hd)` in float32 as torch computes it, divided by the linear factor if any.
+pub fn inv_freq(theta: f64, factor: Option<f64>, head_dim: usize) -> Vec<f32> {
+    (0..head_dim / 2)
+        .map(|k| {
+            let exponent = (2 * k) as f32 / head_dim as f32;
+            let v = 1.0f32 / (theta as f32).powf(exponent);
+            match factor {
+                Some(f) => v / f as f32,
+                None => v,
+            }
+        })
+        .collect()
+}
+
+/// The additive attention mask `[B, 1, S, T]` (0 where allowed, `MASK_MIN` elsewhere) for queries at absolute
+/// KV indices `past .. past+S` and keys `0 .. T`: causal (`j ≤ i`), within the window when `window` is set
+/// (`i − W < j`), and only real keys (`attention_mask[b, j] == 1`).
+pub fn attention_mask(g: &mut GraphBuilder, input_ids: &Value, attention_mask: &Value, window: Option<usize>, label: &str) -> Value {
+    let l = |s: &str| format!("mask_{label}/{s}");
+    let zero = g.scalar_i64("zero", 0);
+    let one = g.scalar_i64("one", 1);
+    let ids_shape = g.op("Shape", &l("ids_shape"), &[input_ids], &[]);
+    let mask_shape = g.op("Shape", &l("mask_shape"), &[attention_mask], &[]);
+    let s = g.op("Gather", &l("seq_len"), &[&ids_shape, &one], &[("axis", Attr::Int(0))]);
+    let t = g.op("Gather", &l("total_len"), &[&mask_shape, &one], &[("axis", Attr::Int(0))]);
+    let past = g.op("Sub", &l("past_len"), &[&t, &s], &[]);
+    let q_idx = g.op("Range", &l("q_idx"), &[&past, &t, &one], &[]);
+    let k_idx = g.op("Range", &l("k_idx"), &[&zero, &t, &one], &[]);
+    let ax1 = g.const_i64("axes_1", &[1]);
+    let ax0 = g.const_i64("axes_0", &[0]);
+    let qi = g.op("Unsqueeze", &l("qi"), &[&q_idx, &ax1], &[]);
+    let kj = g.op("Unsqueeze", &l("kj"), &[&k_idx, &ax0], &[]);
+    let mut allowed = g.op("LessOrEqual", &l("causal"), &[&kj, &qi], &[]);
+    if let Some(w) = window {
+        let wv = g.scalar_i64("window", w as i64);
+        let lo = g.op("Sub", &l("window_start"), &[&qi, &wv], &[]);
+        let inside = g.op("Greater", &l("in_window"), &[&kj, &lo], &[]);
+        allowed = g.op("And", &l("sliding"), &[&allowed, &inside], &[]);
+    }
+    let keys = g.op("Cast", &l("keys_bool"), &[attention_mask], &[("to", Attr::Int(crate::onnx::DataType::Bool as i64))]);
+    let ax12 = g.const_i64("axes_1_2", &[1, 2]);
+    let keys = g.op("Unsqueeze", &l("keys_4d"), &[&keys, &ax12], &[]);
+    let allowed = g.op("And", &l("allowed"), &[&allowed, &keys], &[]);
+    let zero_f = g.scalar_f32("mask_zero", 0.0);
+    let min_f = g.scalar_f32("mask_min", MASK_MIN);
+    g.op("Where", &l("additive"), &[&allowed, &zero_f, &min_f], &[])
+}
