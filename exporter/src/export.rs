@@ -103,14 +103,23 @@ fn file_name(p: &Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "export".into())
 }
 
-/// `.NAME.partial-PID` beside the destination, so the final rename stays on one file system.
-fn temp_dir_for(out: &Path) -> Result<PathBuf, ExportError> {
-    let parent = match out.parent() {
+fn parent_of(out: &Path) -> PathBuf {
+    match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
-    };
+    }
+}
+
+/// The temporary folder an export to `out` writes into: `.NAME.partial-PID` beside the destination, so the
+/// final rename stays on one file system and a leftover never looks like a finished export.
+pub fn temp_dir_path(out: &Path) -> PathBuf {
+    parent_of(out).join(format!(".{}.partial-{}", file_name(out), std::process::id()))
+}
+
+fn temp_dir_for(out: &Path) -> Result<PathBuf, ExportError> {
+    let parent = parent_of(out);
     fs::create_dir_all(&parent).map_err(|e| ExportError::io(&parent, e))?;
-    let tmp = parent.join(format!(".{}.partial-{}", file_name(out), std::process::id()));
+    let tmp = temp_dir_path(out);
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(|e| ExportError::io(&tmp, e))?;
     }

@@ -44,8 +44,23 @@ struct Args {
     quiet: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let args = Args::parse();
+    if let Err(e) = run(args) {
+        // One readable line per cause; no backtrace noise for input errors.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    // Ctrl-C: remove the temporary folder so an interrupted export leaves nothing behind.
+    let tmp = gemma_exporter::export::temp_dir_path(&args.out);
+    let _ = ctrlc::set_handler(move || {
+        let _ = std::fs::remove_dir_all(&tmp);
+        eprintln!("\ninterrupted: nothing was written");
+        std::process::exit(130);
+    });
     let started = Instant::now();
     let opts = ExportOptions {
         src: args.src_dir.clone(),

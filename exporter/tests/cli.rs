@@ -1,0 +1,240 @@
+//! `gemma-export` as users run it: a good export, and every kind of bad input giving a clear error, exit ≠ 0,
+//! and nothing left behind that looks like an export.
+
+use safetensors::tensor::{serialize, Dtype, TensorView};
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const H: usize = 16;
+const HD: usize = 8;
+const NH: usize = 2;
+const NKV: usize = 1;
+const I: usize = 32;
+const V: usize = 32;
+const LAYERS: usize = 2;
+
+fn config() -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
+        "vocab_size": V, "hidden_size": H, "intermediate_size": I, "num_hidden_layers": LAYERS,
+        "num_attention_heads": NH, "num_key_value_heads": NKV, "head_dim": HD, "query_pre_attn_scalar": HD,
+        "rms_norm_eps": 1e-6, "sliding_window": 4, "sliding_window_pattern": 2, "rope_theta": 1000000.0,
+        "rope_local_base_freq": 10000.0, "rope_scaling": null, "max_position_embeddings": 128,
+        "hidden_activation": "gelu_pytorch_tanh", "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0,
+        "torch_dtype": "float32"
+    })
+}
+
+fn tensors() -> Vec<(String, Vec<usize>)> {
+    let mut v = vec![("model.embed_tokens.weight".to_string(), vec![V, H]), ("model.norm.weight".to_string(), vec![H])];
+    for l in 0..LAYERS {
+        for (s, shape) in [
+            ("input_layernorm.weight", vec![H]),
+            ("post_attention_layernorm.weight", vec![H]),
+            ("pre_feedforward_layernorm.weight", vec![H]),
+            ("post_feedforward_layernorm.weight", vec![H]),
+            ("self_attn.q_proj.weight", vec![NH * HD, H]),
+            ("self_attn.k_proj.weight", vec![NKV * HD, H]),
+            ("self_attn.v_proj.weight", vec![NKV * HD, H]),
+            ("self_attn.o_proj.weight", vec![H, NH * HD]),
+            ("self_attn.q_norm.weight", vec![HD]),
+            ("self_attn.k_norm.weight", vec![HD]),
+            ("mlp.gate_proj.weight", vec![I, H]),
+            ("mlp.up_proj.weight", vec![I, H]),
+            ("mlp.down_proj.weight", vec![H, I]),
+        ] {
+            v.push((format!("model.layers.{l}.{s}"), shape));
+        }
+    }
+    v
+}
+
+/// Writes a tiny Gemma 3 checkpoint; `edit` may change tensor shapes or drop tensors before writing.
+fn checkpoint(dir: &Path, edit: impl FnOnce(&mut Vec<(String, Vec<usize>)>)) -> PathBuf {
+    let src = dir.join("ckpt");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("config.json"), config().to_string()).unwrap();
+    let mut list = tensors();
+    edit(&mut list);
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = list
+        .into_iter()
+        .enumerate()
+        .map(|(k, (name, shape))| {
+            let n: usize = shape.iter().product();
+            let bytes = (0..n).flat_map(|i| (((i * 7 + k * 13) % 17) as f32 * 0.01 - 0.08).to_le_bytes()).collect();
+            (name, shape, bytes)
+        })
+        .collect();
+    let views: HashMap<String, TensorView<'_>> = data
+        .iter()
+        .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap()))
+        .collect();
+    fs::write(src.join("model.safetensors"), serialize(&views, None).unwrap()).unwrap();
+    src
+}
+
+fn export(src: &Path, out: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gemma-export"))
+        .arg(src)
+        .arg("-o")
+        .arg(out)
+        .arg("--quiet")
+        .args(extra)
+        .output()
+        .expect("run gemma-export")
+}
+
+/// Asserts failure with `needle` in stderr, no panic, and no output or temporary folder left behind.
+fn assert_refused(out: &Output, dest: &Path, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success; stderr: {stderr}");
+    assert_eq!(out.status.code(), Some(1), "expected exit 1 (error), got {:?}: {stderr}", out.status.code());
+    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
+    assert!(stderr.contains(needle), "stderr should mention {needle:?}: {stderr}");
+    assert!(!dest.exists(), "{} must not exist after a failed export", dest.display());
+    let parent = dest.parent().unwrap();
+    let leftovers: Vec<_> = fs::read_dir(parent)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary folders left behind: {leftovers:?}");
+}
+
+#[test]
+fn exports_a_complete_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = checkpoint(dir.path(), |_| {});
+    let dest = dir.path().join("onnx");
+    let out = export(&src, &dest, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["model.onnx", "model.onnx_data", "config.json", "generation_config.json", "gemma-onnx.json"] {
+        assert!(dest.join(f).is_file(), "missing {f}");
+    }
+    let manifest: serde_json::Value = serde_json::from_str(&fs::read_to_string(dest.join("gemma-onnx.json")).unwrap()).unwrap();
+    assert_eq!(manifest["num_layers"], LAYERS);
+    assert_eq!(manifest["layer_types"], serde_json::json!(["sliding_attention", "full_attention"]));
+    // The external data holds the weights once (the tied lm_head reuses the embedding).
+    let data_len = fs::metadata(dest.join("model.onnx_data")).unwrap().len();
+    let weights: u64 = tensors().iter().map(|(_, s)| s.iter().product::<usize>() as u64 * 4).sum();
+    assert!(data_len <= weights + 64 * 1024 * tensors().len() as u64, "data file {data_len} B for {weights} B of weights");
+
+    // An existing output folder is refused without --force and replaced with it.
+    let again = export(&src, &dest, &[]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert!(dest.join("model.onnx").is_file(), "a refused export must not touch the existing folder");
+    let forced = export(&src, &dest, &["--force"]);
+    assert!(forced.status.success(), "{}", String::from_utf8_lossy(&forced.stderr));
+    assert!(dest.join("model.onnx").is_file());
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = checkpoint(dir.path(), |v| v.retain(|(n, _)| n != "model.layers.1.self_attn.k_norm.weight"));
+    let dest = dir.path().join("onnx");
+    assert_refused(&export(&src, &dest, &[]), &dest, "model.layers.1.self_attn.k_norm.weight");
+}
+
+#[test]
+fn wrong_shape_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = checkpoint(dir.path(), |v| {
+        for (n, s) in v.iter_mut() {
+            if n == "model.layers.0.mlp.up_proj.weight" {
+                *s = vec![I + 1, H];
+            }
+        }
+    });
+    let dest = dir.path().join("onnx");
+    let out = export(&src, &dest, &[]);
+    assert_refused(&out, &dest, "model.layers.0.mlp.up_proj.weight");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{:?}", [I, H])));
+}
+
+#[test]
+fn truncated_safetensors_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = checkpoint(dir.path(), |_| {});
+    let file = src.join("model.safetensors");
+    let len = fs::metadata(&file).unwrap().len();
+    let f = fs::OpenOptions::new().write(true).open(&file).unwrap();
+    f.set_len(len - 100).unwrap();
+    let dest = dir.path().join("onnx");
+    assert_refused(&export(&src, &dest, &[]), &dest, "truncated");
+}
+
+#[test]
+fn header_lying_about_offsets_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = checkpoint(dir.path(), |_| {});
+    let file = src.join("model.safetensors");
+    let mut bytes = fs::read(&file).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(bytes[8..8 + n].to_vec()).unwrap();
+    // Point the norm weight past the end of the data section, keeping the header length unchanged.
+    let json: serde_json::Value = serde_json::from_str(&header).unwrap();
+    let offs = json["model.norm.weight"]["data_offsets"].clone();
+    let (b, e) = (offs[0].as_u64().unwrap(), offs[1].as_u64().unwrap());
+    let old = format!("[{b},{e}]");
+    let new = format!("[{},{}]", b + 900000, e + 900000);
+    assert!(header.contains(&old));
+    let mut patched = header.replacen(&old, &new, 1);
+    while patched.len() < n {
+        patched.push(' ');
+    }
+    patched.truncate(n.max(patched.trim_end().len()));
+    let mut new_bytes = (patched.len() as u64).to_le_bytes().to_vec();
+    new_bytes.extend(patched.as_bytes());
+    new_bytes.extend(&bytes[8 + n..]);
+    bytes = new_bytes;
+    fs::write(&file, bytes).unwrap();
+    let dest = dir.path().join("onnx");
+    assert_refused(&export(&src, &dest, &[]), &dest, "model.safetensors");
+}
+
+#[test]
+fn pickle_checkpoint_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = checkpoint(dir.path(), |_| {});
+    fs::remove_file(src.join("model.safetensors")).unwrap();
+    fs::write(src.join("pytorch_model.bin"), b"not really a pickle").unwrap();
+    let dest = dir.path().join("onnx");
+    assert_refused(&export(&src, &dest, &[]), &dest, "pytorch_model.bin");
+}
+
+#[test]
+fn unknown_model_type_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = checkpoint(dir.path(), |_| {});
+    let mut cfg = config();
+    cfg["model_type"] = "llama".into();
+    cfg["architectures"] = serde_json::json!(["LlamaForCausalLM"]);
+    fs::write(src.join("config.json"), cfg.to_string()).unwrap();
+    let dest = dir.path().join("onnx");
+    assert_refused(&export(&src, &dest, &[]), &dest, "llama");
+}
+
+#[test]
+fn shard_index_escaping_the_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = checkpoint(dir.path(), |_| {});
+    fs::rename(src.join("model.safetensors"), dir.path().join("outside.safetensors")).unwrap();
+    let map: serde_json::Map<String, serde_json::Value> =
+        tensors().into_iter().map(|(n, _)| (n, "../outside.safetensors".into())).collect();
+    let index = serde_json::json!({"metadata": {}, "weight_map": map});
+    fs::write(src.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let dest = dir.path().join("onnx");
+    assert_refused(&export(&src, &dest, &[]), &dest, "outside");
+}
+
+#[test]
+fn missing_source_folder_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("onnx");
+    assert_refused(&export(&dir.path().join("nope"), &dest, &[]), &dest, "config.json");
+}
