@@ -75,3 +75,22 @@ pub fn max_abs_diff_row(a: ArrayView3<f32>, ai: (usize, usize), b: ArrayView3<f3
 
 /// The tolerance of every fp32 parity test against transformers (max |Δlogit|).
 pub const FP32_TOLERANCE: f32 = 1e-4;
+
+/// The real Gemma 3 270M checkpoint folder: `$GEMMA3_270M_DIR` (scripts/test sets it), else built by
+/// `../shared/tools/get-gemma3-270m` (cached after its first run).
+pub fn gemma3_270m_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("GEMMA3_270M_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/tools/get-gemma3-270m");
+    let out = std::process::Command::new(&tool)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", tool.display()))?;
+    if !out.status.success() {
+        bail!("{} failed ({})", tool.display(), out.status);
+    }
+    let stdout = String::from_utf8(out.stdout)?;
+    let path = stdout.lines().last().context("get-gemma3-270m printed no path")?;
+    Ok(PathBuf::from(path.trim()))
+}
