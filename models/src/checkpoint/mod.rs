@@ -1,0 +1,294 @@
+//! Reading weights from a Hugging Face checkpoint folder, safetensors only.
+//!
+//! A folder holds either one `model.safetensors`, or `model.safetensors.index.json` whose `weight_map` sends
+//! each tensor name to a shard file in the same folder (a Hugging Face hub-cache snapshot may symlink its shards
+//! into the cache's `blobs` folder; any other path leaving the folder is refused). Every file is memory-mapped and
+//! its header validated when the checkpoint is opened, so later reads cannot run off the end of a file. Pickle
+//! checkpoints (`*.bin`, `*.pt`, …) are refused: unpickling can run arbitrary code.
+//!
+//! Tensors are handed out as [`TensorView`]s borrowing the mapped bytes; [`TensorView::read_f32`] converts any
+//! window of elements to f32, so a caller can stream a multi-gigabyte model through a small buffer, calling
+//! [`Checkpoint::release`] after each tensor to keep the resident set small.
+
+mod folder;
+mod shard;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::CheckpointError;
+use shard::{Shard, StoredDType};
+
+/// File name of a single-file checkpoint.
+pub const SINGLE_FILE: &str = "model.safetensors";
+/// File name of the index of a sharded checkpoint.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// Element types we can convert to f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(&self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+
+    /// The safetensors name ("F32", "F16", "BF16").
+    pub fn name(&self) -> &'static str {
+        match self {
+            DType::F32 => "F32",
+            DType::F16 => "F16",
+            DType::BF16 => "BF16",
+        }
+    }
+
+    /// Parses a safetensors dtype name; `None` for every dtype we do not convert (they are reported by name in
+    /// [`CheckpointError::UnsupportedDtype`]).
+    pub fn from_safetensors_name(name: &str) -> Option<DType> {
+        match name {
+            "F32" => Some(DType::F32),
+            "F16" => Some(DType::F16),
+            "BF16" => Some(DType::BF16),
+            _ => None,
+        }
+    }
+}
+
+/// An opened checkpoint folder. Cheap to query; tensor bytes are read lazily through the memory maps.
+pub struct Checkpoint {
+    dir: PathBuf,
+    shards: Vec<Shard>,
+    /// Tensor name → index into `shards`.
+    tensors: BTreeMap<String, usize>,
+}
+
+/// One tensor's bytes inside a mapped file, with its metadata.
+#[derive(Clone)]
+pub struct TensorView<'a> {
+    pub name: &'a str,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    /// The raw little-endian element bytes (`numel × dtype.size()` of them; not necessarily aligned).
+    pub data: &'a [u8],
+    /// The safetensors file holding the tensor.
+    pub file: &'a Path,
+}
+
+impl Checkpoint {
+    /// Opens a checkpoint folder: finds the weights, maps every file and validates every header (see the module
+    /// docs for what is accepted).
+    pub fn open(dir: &Path) -> Result<Checkpoint, CheckpointError> {
+        let single = dir.join(SINGLE_FILE);
+        let index = dir.join(INDEX_FILE);
+        let (shards, tensors) = if single.is_file() {
+            let shard = Shard::open(&single)?;
+            let tensors = shard.tensors.keys().map(|name| (name.clone(), 0)).collect();
+            (vec![shard], tensors)
+        } else if index.is_file() {
+            folder::open_index(dir, &index)?
+        } else {
+            return Err(folder::no_weights_error(dir));
+        };
+        Ok(Checkpoint {
+            dir: dir.to_path_buf(),
+            shards,
+            tensors,
+        })
+    }
+
+    /// The folder this checkpoint was opened from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The safetensors files, in the order they were opened.
+    pub fn files(&self) -> Vec<&Path> {
+        self.shards.iter().map(|s| s.path.as_path()).collect()
+    }
+
+    /// Whether the checkpoint has a tensor of this name.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// All tensor names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        self.tensors.keys().map(String::as_str).collect()
+    }
+
+    /// A view of one tensor. Fails if it is absent or stored in a dtype other than F32/F16/BF16.
+    pub fn tensor(&self, name: &str) -> Result<TensorView<'_>, CheckpointError> {
+        let Some((key, &shard_index)) = self.tensors.get_key_value(name) else {
+            return Err(CheckpointError::TensorMissing {
+                name: name.to_string(),
+                files: self.shards.iter().map(|s| s.path.clone()).collect(),
+            });
+        };
+        let shard = &self.shards[shard_index];
+        let stored = &shard.tensors[name];
+        let dtype = match &stored.dtype {
+            StoredDType::Supported(d) => *d,
+            StoredDType::Other(dtype) => {
+                return Err(CheckpointError::UnsupportedDtype {
+                    path: shard.path.clone(),
+                    tensor: name.to_string(),
+                    dtype: dtype.clone(),
+                })
+            }
+        };
+        Ok(TensorView {
+            name: key,
+            dtype,
+            shape: stored.shape.clone(),
+            data: &shard.mmap[stored.begin..stored.end],
+            file: &shard.path,
+        })
+    }
+
+    /// Like [`tensor`](Self::tensor), and also checks the shape.
+    pub fn tensor_with_shape(
+        &self,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<TensorView<'_>, CheckpointError> {
+        let view = self.tensor(name)?;
+        if view.shape != shape {
+            return Err(CheckpointError::ShapeMismatch {
+                path: view.file.to_path_buf(),
+                tensor: name.to_string(),
+                expected: shape.to_vec(),
+                found: view.shape,
+            });
+        }
+        Ok(view)
+    }
+
+    /// Tells the OS that the bytes of `view` are no longer needed, so that streaming a whole model keeps the
+    /// resident set near one tensor. Only whole pages inside the tensor are dropped; touching the bytes again
+    /// simply re-reads them from the file. Errors are ignored (this is only a hint); a no-op off Unix.
+    pub fn release(&self, view: &TensorView<'_>) {
+        #[cfg(unix)]
+        {
+            // Page size bound used for rounding: rounding inward to 4 KiB keeps the range inside the tensor on
+            // 4 KiB-page systems; on larger-page systems memmap2 rounds the start down to a page boundary, which
+            // at worst also drops (re-readable) bytes of the neighbouring tensor.
+            const PAGE: usize = 4096;
+            let ptr = view.data.as_ptr() as usize;
+            let Some(shard) = self.shards.iter().find(|s| {
+                let base = s.mmap.as_ptr() as usize;
+                ptr >= base && ptr + view.data.len() <= base + s.mmap.len()
+            }) else {
+                return;
+            };
+            let offset = ptr - shard.mmap.as_ptr() as usize;
+            let start = offset.next_multiple_of(PAGE);
+            let end = (offset + view.data.len()) / PAGE * PAGE;
+            if start < end {
+                // SAFETY: the mapping is a read-only file mapping we never write to, so MADV_DONTNEED only drops
+                // clean pages; later reads fault them back in from the file with the same contents, and every
+                // outstanding slice stays valid.
+                let _ = unsafe {
+                    shard.mmap.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        start,
+                        end - start,
+                    )
+                };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = view;
+    }
+
+    /// Sum of the byte sizes of all tensors.
+    pub fn total_bytes(&self) -> u64 {
+        self.tensors
+            .iter()
+            .map(|(name, &i)| {
+                let t = &self.shards[i].tensors[name];
+                (t.end - t.begin) as u64
+            })
+            .sum()
+    }
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("dir", &self.dir)
+            .field("files", &self.files())
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for TensorView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TensorView")
+            .field("name", &self.name)
+            .field("dtype", &self.dtype)
+            .field("shape", &self.shape)
+            .field("bytes", &self.data.len())
+            .field("file", &self.file)
+            .finish()
+    }
+}
+
+impl TensorView<'_> {
+    /// Number of elements (the product of the shape; 1 for a scalar).
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Converts elements `[start, start + out.len())` (in row-major order) to f32: an exact upcast for BF16 and F16,
+    /// a copy for F32. Works on unaligned bytes.
+    ///
+    /// # Panics
+    /// If the range goes past [`numel`](Self::numel).
+    pub fn read_f32(&self, start: usize, out: &mut [f32]) {
+        let numel = self.numel();
+        assert!(
+            start <= numel && out.len() <= numel - start,
+            "read_f32 on {:?}: elements [{start}, {}) are outside its {numel} elements",
+            self.name,
+            start + out.len()
+        );
+        let size = self.dtype.size();
+        let bytes = &self.data[start * size..(start + out.len()) * size];
+        match self.dtype {
+            DType::F32 => {
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
+            DType::F16 => {
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                }
+            }
+            DType::BF16 => {
+                // bf16 is the top half of an f32, so the upcast is a shift (exact, NaN payloads included).
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16);
+                }
+            }
+        }
+    }
+
+    /// All elements as f32 (for small tensors such as norm weights).
+    pub fn to_f32_vec(&self) -> Vec<f32> {
+        let mut out = vec![0.0; self.numel()];
+        self.read_f32(0, &mut out);
+        out
+    }
+}

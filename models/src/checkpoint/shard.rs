@@ -1,0 +1,214 @@
+//! One memory-mapped safetensors file and its validated header.
+//!
+//! Format: an 8-byte little-endian header length `n`, `n` bytes of JSON
+//! (`{"name": {"dtype": "BF16", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}}`), then the
+//! data section; offsets are relative to the start of the data section.
+//!
+//! We parse the header ourselves (rather than through `safetensors::SafeTensors`) so that every problem can be
+//! reported with the file path and the tensor it concerns; the `safetensors` crate is only used for its table of
+//! dtype bit sizes.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::DType;
+use crate::error::CheckpointError;
+
+/// Headers above this size are refused (the same limit as the `safetensors` crate).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// A tensor's dtype as stored: one we convert, or another valid safetensors dtype (kept by name so that a
+/// checkpoint with, say, an I64 buffer still opens, and only asking for that tensor fails).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum StoredDType {
+    Supported(DType),
+    Other(String),
+}
+
+/// Where one tensor lives inside its file.
+#[derive(Debug, Clone)]
+pub(super) struct StoredTensor {
+    pub dtype: StoredDType,
+    pub shape: Vec<usize>,
+    /// Byte range in the whole file (already shifted past the header).
+    pub begin: usize,
+    pub end: usize,
+}
+
+/// An opened safetensors file.
+pub(super) struct Shard {
+    pub path: PathBuf,
+    pub mmap: Mmap,
+    pub tensors: BTreeMap<String, StoredTensor>,
+}
+
+/// A header entry as written in the JSON.
+#[derive(Deserialize)]
+struct HeaderEntry {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: (usize, usize),
+}
+
+impl Shard {
+    /// Maps `path` and validates its header against the file size.
+    pub(super) fn open(path: &Path) -> Result<Shard, CheckpointError> {
+        let io_err = |source| CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let header_err = |detail: String| CheckpointError::Header {
+            path: path.to_path_buf(),
+            detail,
+        };
+
+        let file = File::open(path).map_err(io_err)?;
+        let file_len = file.metadata().map_err(io_err)?.len();
+        if file_len < 8 {
+            return Err(header_err(format!(
+                "file is {file_len} bytes, too short for the 8-byte header length"
+            )));
+        }
+        // SAFETY: the mapping is read-only. As with any mmap, another process truncating or rewriting the file while
+        // we hold it is undefined behaviour; checkpoints are not expected to change while being exported.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(io_err)?;
+
+        let header_len = u64::from_le_bytes(mmap[..8].try_into().expect("8 bytes"));
+        if header_len > MAX_HEADER_BYTES {
+            return Err(header_err(format!(
+                "header length is {header_len} bytes (limit {MAX_HEADER_BYTES}); not a safetensors file?"
+            )));
+        }
+        if 8 + header_len > file_len {
+            return Err(header_err(format!(
+                "header length is {header_len} bytes, but the file has only {} bytes after the length field",
+                file_len - 8
+            )));
+        }
+        let data_start = 8 + header_len as usize;
+        let data_len = mmap.len() - data_start;
+
+        let header: BTreeMap<String, Value> = serde_json::from_slice(&mmap[8..data_start])
+            .map_err(|e| header_err(format!("header is not a JSON object: {e}")))?;
+
+        let mut tensors = BTreeMap::new();
+        let mut data_needed = 0usize;
+        for (name, value) in header {
+            if name == "__metadata__" {
+                continue;
+            }
+            let entry = parse_entry(path, &name, value)?;
+            data_needed = data_needed.max(entry.end);
+            tensors.insert(name, entry);
+        }
+        if data_needed > data_len {
+            return Err(CheckpointError::Truncated {
+                path: path.to_path_buf(),
+                expected: data_needed as u64,
+                actual: data_len as u64,
+            });
+        }
+        check_overlaps(path, &tensors)?;
+
+        // Offsets become absolute file offsets from here on.
+        for t in tensors.values_mut() {
+            t.begin += data_start;
+            t.end += data_start;
+        }
+        Ok(Shard {
+            path: path.to_path_buf(),
+            mmap,
+            tensors,
+        })
+    }
+}
+
+/// Validates one header entry: a known dtype, and offsets whose span matches shape × dtype size.
+/// The returned offsets are still relative to the data section.
+fn parse_entry(path: &Path, name: &str, value: Value) -> Result<StoredTensor, CheckpointError> {
+    let bad = |detail: String| CheckpointError::BadTensor {
+        path: path.to_path_buf(),
+        tensor: name.to_string(),
+        detail,
+    };
+
+    let entry: HeaderEntry =
+        serde_json::from_value(value).map_err(|e| bad(format!("invalid header entry: {e}")))?;
+    let (begin, end) = entry.data_offsets;
+    if end < begin {
+        return Err(bad(format!(
+            "data_offsets [{begin}, {end}] end before they begin"
+        )));
+    }
+
+    let (dtype, bits) = match DType::from_safetensors_name(&entry.dtype) {
+        Some(d) => (StoredDType::Supported(d), d.size() * 8),
+        None => {
+            // Any other valid safetensors dtype is accepted here and refused only when the tensor is read.
+            let known: Option<safetensors::Dtype> =
+                serde_json::from_value(Value::String(entry.dtype.clone())).ok();
+            match known {
+                Some(d) => (StoredDType::Other(entry.dtype.clone()), d.bitsize()),
+                None => return Err(bad(format!("unknown dtype {:?}", entry.dtype))),
+            }
+        }
+    };
+
+    let numel = entry
+        .shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    let needed_bits = numel.and_then(|n| n.checked_mul(bits));
+    let Some(needed_bits) = needed_bits.filter(|b| b % 8 == 0) else {
+        return Err(bad(format!(
+            "shape {:?} of dtype {} does not fill a whole number of bytes",
+            entry.shape, entry.dtype
+        )));
+    };
+    let needed = needed_bits / 8;
+    if end - begin != needed {
+        return Err(bad(format!(
+            "data_offsets [{begin}, {end}] span {} bytes, but shape {:?} of dtype {} needs {needed}",
+            end - begin,
+            entry.shape,
+            entry.dtype
+        )));
+    }
+    Ok(StoredTensor {
+        dtype,
+        shape: entry.shape,
+        begin,
+        end,
+    })
+}
+
+/// Refuses tensors whose byte ranges overlap (empty tensors are ignored).
+fn check_overlaps(
+    path: &Path,
+    tensors: &BTreeMap<String, StoredTensor>,
+) -> Result<(), CheckpointError> {
+    let mut ranges: Vec<(&str, usize, usize)> = tensors
+        .iter()
+        .filter(|(_, t)| t.end > t.begin)
+        .map(|(n, t)| (n.as_str(), t.begin, t.end))
+        .collect();
+    ranges.sort_by_key(|&(_, begin, end)| (begin, end));
+    for pair in ranges.windows(2) {
+        let ((prev, pb, pe), (cur, cb, ce)) = (pair[0], pair[1]);
+        if cb < pe {
+            return Err(CheckpointError::BadTensor {
+                path: path.to_path_buf(),
+                tensor: cur.to_string(),
+                detail: format!(
+                    "data_offsets [{cb}, {ce}] overlap tensor {prev:?} at [{pb}, {pe}]"
+                ),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! What a Gemma model is, as far as an exporter needs to know: typed configs (transformers 4.x and 5.x keys, class
+//! defaults applied), safetensors checkpoint reading, and the tensor names of each generation.
+//!
+//! * [`config`]: [`ModelConfig`] / [`TextConfig`] from `config.json` for Gemma 1, 2 and 3 (text and multimodal).
+//! * [`checkpoint`]: [`Checkpoint`], memory-mapped and validated safetensors (single file or sharded), with
+//!   [`TensorView::read_f32`] for streaming conversion.
+//! * [`names`]: the tensor names of the text decoder for a given prefix.
+//! * [`error`]: [`ConfigError`] and [`CheckpointError`]; every message names the file concerned.
+//!
+//! The semantics follow `shared/spec/gemma-reference.md` (§ numbers in the docs refer to it).
+
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod names;
+
+pub use checkpoint::{Checkpoint, DType, TensorView};
+pub use config::{Family, LayerType, ModelConfig, RopeParams, TextConfig};
+pub use error::{CheckpointError, ConfigError};
