@@ -5,8 +5,8 @@
 //! follow the `/model/layers.N/attn/...` scheme of Optimum exports so graphs stay readable in Netron.
 
 use crate::onnx::{
-    self, attribute_proto::AttributeType, tensor_shape_proto::dimension, type_proto, AttributeProto, DataType,
-    NodeProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    self, attribute_proto::AttributeType, tensor_shape_proto::dimension, type_proto,
+    AttributeProto, DataType, NodeProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use std::collections::HashSet;
 
@@ -120,8 +120,16 @@ impl GraphBuilder {
     }
 
     /// Adds a node with one output; `label` names it within the current scope.
-    pub fn op(&mut self, op_type: &str, label: &str, inputs: &[&Value], attrs: &[(&str, Attr)]) -> Value {
-        self.op_n(op_type, label, inputs, attrs, 1).pop().expect("one output")
+    pub fn op(
+        &mut self,
+        op_type: &str,
+        label: &str,
+        inputs: &[&Value],
+        attrs: &[(&str, Attr)],
+    ) -> Value {
+        self.op_n(op_type, label, inputs, attrs, 1)
+            .pop()
+            .expect("one output")
     }
 
     /// Adds a node with `n_out` outputs. An empty input name (optional input) is written as "".
@@ -150,14 +158,20 @@ impl GraphBuilder {
         let outputs: Vec<String> = if n_out == 1 {
             vec![self.unique(&format!("{node_name}_output_0"))]
         } else {
-            (0..n_out).map(|i| self.unique(&format!("{node_name}_output_{i}"))).collect()
+            (0..n_out)
+                .map(|i| self.unique(&format!("{node_name}_output_{i}")))
+                .collect()
         };
         self.nodes.push(NodeProto {
             input: inputs.iter().map(|v| v.0.clone()).collect(),
             output: outputs.clone(),
             name: Some(node_name),
             op_type: Some(op_type.into()),
-            domain: if domain.is_empty() { None } else { Some(domain.into()) },
+            domain: if domain.is_empty() {
+                None
+            } else {
+                Some(domain.into())
+            },
             attribute: attrs.iter().map(|(k, a)| attribute(k, a)).collect(),
             ..Default::default()
         });
@@ -167,7 +181,10 @@ impl GraphBuilder {
     /// Adds an initializer (inline or external; see [`crate::weights`]) and returns its value.
     pub fn initializer(&mut self, tensor: TensorProto) -> Value {
         let name = tensor.name.clone().expect("initializers are named");
-        assert!(self.used_names.insert(name.clone()), "initializer {name} added twice");
+        assert!(
+            self.used_names.insert(name.clone()),
+            "initializer {name} added twice"
+        );
         self.push_initializer(tensor)
     }
 
@@ -180,7 +197,9 @@ impl GraphBuilder {
 
     /// The initializer called `name`, if one was added.
     pub fn existing(&self, name: &str) -> Option<Value> {
-        self.initializer_names.contains(name).then(|| Value(name.to_string()))
+        self.initializer_names
+            .contains(name)
+            .then(|| Value(name.to_string()))
     }
 
     fn cached_const(&mut self, label: &str, elem: DataType, dims: &[i64], raw: Vec<u8>) -> Value {
@@ -199,7 +218,12 @@ impl GraphBuilder {
 
     /// An inline int64 constant (shapes, axes, indices); identical constants are shared.
     pub fn const_i64(&mut self, label: &str, values: &[i64]) -> Value {
-        self.cached_const(label, DataType::Int64, &[values.len() as i64], bytes_i64(values))
+        self.cached_const(
+            label,
+            DataType::Int64,
+            &[values.len() as i64],
+            bytes_i64(values),
+        )
     }
 
     /// An inline int64 scalar (rank 0).
@@ -236,7 +260,11 @@ impl GraphBuilder {
 }
 
 /// Wraps a graph into a model with the exporter's IR version and opset imports.
-pub fn model(graph: onnx::GraphProto, opsets: &[(&str, i64)], metadata: &[(&str, String)]) -> onnx::ModelProto {
+pub fn model(
+    graph: onnx::GraphProto,
+    opsets: &[(&str, i64)],
+    metadata: &[(&str, String)],
+) -> onnx::ModelProto {
     onnx::ModelProto {
         ir_version: Some(onnx::IR_VERSION),
         opset_import: opsets
@@ -251,7 +279,10 @@ pub fn model(graph: onnx::GraphProto, opsets: &[(&str, i64)], metadata: &[(&str,
         graph: Some(graph),
         metadata_props: metadata
             .iter()
-            .map(|(k, v)| onnx::StringStringEntryProto { key: Some(k.to_string()), value: Some(v.clone()) })
+            .map(|(k, v)| onnx::StringStringEntryProto {
+                key: Some(k.to_string()),
+                value: Some(v.clone()),
+            })
             .collect(),
         ..Default::default()
     }
@@ -296,7 +327,10 @@ fn bytes_i64(values: &[i64]) -> Vec<u8> {
 }
 
 fn attribute(name: &str, a: &Attr) -> AttributeProto {
-    let mut p = AttributeProto { name: Some(name.into()), ..Default::default() };
+    let mut p = AttributeProto {
+        name: Some(name.into()),
+        ..Default::default()
+    };
     match a {
         Attr::Int(v) => {
             p.i = Some(*v);

@@ -10,60 +10,75 @@ use crate::layers::{attention_mask, rope_tables, Ctx, Kernels};
 use crate::onnx::DataType;
 use crate::weights::WeightWriter;
 use crate::ExportError;
-use gemma_models::{names, Checkpoint, Family, LayerType, ModelConfig, TextConfig};
+use gemma_models::{names, Checkpoint, LayerType, ModelConfig, TextConfig};
 
 /// Every tensor the decoder reads, with its expected shape. Checked before anything is written.
 pub fn required_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
-    let t = &cfg.text;
-    let p = cfg.text_prefix.as_str();
-    let (h, hd, nh, nkv, i) = (t.hidden_size, t.head_dim, t.num_attention_heads, t.num_key_value_heads, t.intermediate_size);
-    let mut v = vec![(names::embed_tokens(p), vec![t.vocab_size, h]), (names::final_norm(p), vec![h])];
-    for l in 0..t.num_hidden_layers {
-        let mut add = |suffix: &str, shape: Vec<usize>| v.push((names::layer(p, l, suffix), shape));
-        add("input_layernorm.weight", vec![h]);
-        add("post_attention_layernorm.weight", vec![h]);
-        if t.family != Family::Gemma {
-            add("pre_feedforward_layernorm.weight", vec![h]);
-            add("post_feedforward_layernorm.weight", vec![h]);
-        }
-        add("self_attn.q_proj.weight", vec![nh * hd, h]);
-        add("self_attn.k_proj.weight", vec![nkv * hd, h]);
-        add("self_attn.v_proj.weight", vec![nkv * hd, h]);
-        add("self_attn.o_proj.weight", vec![h, nh * hd]);
-        if t.family == Family::Gemma3 {
-            add("self_attn.q_norm.weight", vec![hd]);
-            add("self_attn.k_norm.weight", vec![hd]);
-        }
-        add("mlp.gate_proj.weight", vec![i, h]);
-        add("mlp.up_proj.weight", vec![i, h]);
-        add("mlp.down_proj.weight", vec![h, i]);
-    }
-    v
+    names::text_tensors(&cfg.text, &cfg.text_prefix)
 }
 
 /// Bytes the decoder's weights take in float32 (for the progress bar).
 pub fn weight_bytes(cfg: &ModelConfig) -> u64 {
-    required_tensors(cfg).iter().map(|(_, s)| s.iter().product::<usize>() as u64 * 4).sum()
+    required_tensors(cfg)
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>() as u64 * 4)
+        .sum()
 }
 
 /// Builds the decoder graph, streaming its weights through `w`.
-pub fn build(g: &mut GraphBuilder, w: &mut WeightWriter, ckpt: &Checkpoint, cfg: &ModelConfig, kernels: Kernels) -> Result<(), ExportError> {
+pub fn build(
+    g: &mut GraphBuilder,
+    w: &mut WeightWriter,
+    ckpt: &Checkpoint,
+    cfg: &ModelConfig,
+    kernels: Kernels,
+) -> Result<(), ExportError> {
     let t: &TextConfig = &cfg.text;
     let p = cfg.text_prefix.as_str();
     let (h, hd, nkv) = (t.hidden_size, t.head_dim, t.num_key_value_heads);
 
-    let input_ids = g.input("input_ids", DataType::Int64, &["batch_size".into(), "sequence_length".into()]);
-    let attention_mask_in = g.input("attention_mask", DataType::Int64, &["batch_size".into(), "total_sequence_length".into()]);
-    let position_ids = g.input("position_ids", DataType::Int64, &["batch_size".into(), "sequence_length".into()]);
-    let kv_dims: Vec<Dim> = vec!["batch_size".into(), nkv.into(), "past_sequence_length".into(), hd.into()];
+    let input_ids = g.input(
+        "input_ids",
+        DataType::Int64,
+        &["batch_size".into(), "sequence_length".into()],
+    );
+    let attention_mask_in = g.input(
+        "attention_mask",
+        DataType::Int64,
+        &["batch_size".into(), "total_sequence_length".into()],
+    );
+    let position_ids = g.input(
+        "position_ids",
+        DataType::Int64,
+        &["batch_size".into(), "sequence_length".into()],
+    );
+    let kv_dims: Vec<Dim> = vec![
+        "batch_size".into(),
+        nkv.into(),
+        "past_sequence_length".into(),
+        hd.into(),
+    ];
     let mut past = Vec::new();
     for l in 0..t.num_hidden_layers {
-        let k = g.input(&format!("past_key_values.{l}.key"), DataType::Float, &kv_dims);
-        let v = g.input(&format!("past_key_values.{l}.value"), DataType::Float, &kv_dims);
+        let k = g.input(
+            &format!("past_key_values.{l}.key"),
+            DataType::Float,
+            &kv_dims,
+        );
+        let v = g.input(
+            &format!("past_key_values.{l}.value"),
+            DataType::Float,
+            &kv_dims,
+        );
         past.push((k, v));
     }
 
-    let mut cx = Ctx { g, w, ckpt, kernels };
+    let mut cx = Ctx {
+        g,
+        w,
+        ckpt,
+        kernels,
+    };
 
     // Scaled embedding (spec §1.1): E[ids] · fp32(sqrt(H)), flattened to the [N, H] residual stream.
     cx.g.set_scope("/model/embed_tokens");
@@ -71,7 +86,12 @@ pub fn build(g: &mut GraphBuilder, w: &mut WeightWriter, ckpt: &Checkpoint, cfg:
     let view = ckpt.tensor(&embed_name)?;
     let e = cx.w.f32_from_checkpoint(ckpt, &embed_name, &view, None)?;
     let e = cx.g.initializer(e);
-    let emb = cx.g.op("Gather", "gather", &[&e, &input_ids], &[("axis", Attr::Int(0))]);
+    let emb = cx.g.op(
+        "Gather",
+        "gather",
+        &[&e, &input_ids],
+        &[("axis", Attr::Int(0))],
+    );
     let scale = cx.g.scalar_f32("embed_scale", (h as f64).sqrt() as f32);
     let emb = cx.g.op("Mul", "scale", &[&emb, &scale], &[]);
     let flat_h = cx.g.const_i64("flat_hidden", &[-1, h as i64]);
@@ -81,20 +101,37 @@ pub fn build(g: &mut GraphBuilder, w: &mut WeightWriter, ckpt: &Checkpoint, cfg:
     let batch_seq = cx.g.op("Shape", "batch_seq", &[&input_ids], &[]);
     let uses = |ty: LayerType| t.layer_types.contains(&ty);
     let full = uses(LayerType::Full).then(|| {
-        let rope = rope_tables(cx.g, &position_ids, "global", t.rope_full.theta, t.rope_full.linear_factor, hd);
+        let rope = rope_tables(
+            cx.g,
+            &position_ids,
+            "global",
+            t.rope_full.theta,
+            t.rope_full.linear_factor,
+            hd,
+        );
         let mask = attention_mask(cx.g, &input_ids, &attention_mask_in, None, "global");
         (rope, mask)
     });
     let sliding = uses(LayerType::Sliding).then(|| {
-        let rope = rope_tables(cx.g, &position_ids, "local", t.rope_sliding.theta, t.rope_sliding.linear_factor, hd);
-        let mask = attention_mask(cx.g, &input_ids, &attention_mask_in, t.sliding_window, "local");
+        let rope = rope_tables(
+            cx.g,
+            &position_ids,
+            "local",
+            t.rope_sliding.theta,
+            t.rope_sliding.linear_factor,
+            hd,
+        );
+        let mask = attention_mask(
+            cx.g,
+            &input_ids,
+            &attention_mask_in,
+            t.sliding_window,
+            "local",
+        );
         (rope, mask)
     });
 
-    let scaling = match t.family {
-        Family::Gemma => (hd as f64).powf(-0.5),
-        Family::Gemma2 | Family::Gemma3 => t.query_pre_attn_scalar.powf(-0.5),
-    };
+    let scaling = t.attention_scale();
     let eps = t.rms_norm_eps;
     let mut presents = Vec::new();
     for (l, (past_k, past_v)) in past.iter().enumerate() {
@@ -116,54 +153,96 @@ pub fn build(g: &mut GraphBuilder, w: &mut WeightWriter, ckpt: &Checkpoint, cfg:
             k_proj: n("self_attn.k_proj.weight"),
             v_proj: n("self_attn.v_proj.weight"),
             o_proj: n("self_attn.o_proj.weight"),
-            q_norm: (t.family == Family::Gemma3).then(|| n("self_attn.q_norm.weight")),
-            k_norm: (t.family == Family::Gemma3).then(|| n("self_attn.k_norm.weight")),
+            q_norm: t.has_qk_norm().then(|| n("self_attn.q_norm.weight")),
+            k_norm: t.has_qk_norm().then(|| n("self_attn.k_norm.weight")),
         };
-        let io = AttentionInputs { batch_seq: &batch_seq, cos, sin, mask, past_key: past_k, past_value: past_v };
+        let io = AttentionInputs {
+            batch_seq: &batch_seq,
+            cos,
+            sin,
+            mask,
+            past_key: past_k,
+            past_value: past_v,
+        };
 
         let normed = cx.rms_norm(&x, &n("input_layernorm.weight"), eps)?;
         let attn = cx.self_attention(&normed, &spec, &io)?;
-        let (gate, up, down) = (n("mlp.gate_proj.weight"), n("mlp.up_proj.weight"), n("mlp.down_proj.weight"));
-        x = match t.family {
+        let (gate, up, down) = (
+            n("mlp.gate_proj.weight"),
+            n("mlp.up_proj.weight"),
+            n("mlp.down_proj.weight"),
+        );
+        x = if !t.has_sandwich_norms() {
             // Gemma 1: pre-norm only; `post_attention_layernorm` is the pre-MLP norm (spec §2.1).
-            Family::Gemma => {
-                let x1 = cx.g.op("Add", "residual_attn", &[&x, &attn.hidden], &[]);
-                let m = cx.rms_norm(&x1, &n("post_attention_layernorm.weight"), eps)?;
-                let m = cx.geglu_mlp(&m, &gate, &up, &down)?;
-                cx.g.op("Add", "residual_mlp", &[&x1, &m], &[])
-            }
+            let x1 = cx.g.op("Add", "residual_attn", &[&x, &attn.hidden], &[]);
+            let m = cx.rms_norm(&x1, &n("post_attention_layernorm.weight"), eps)?;
+            let m = cx.geglu_mlp(&m, &gate, &up, &down)?;
+            cx.g.op("Add", "residual_mlp", &[&x1, &m], &[])
+        } else {
             // Gemma 2/3: sandwich norms (spec §3.1).
-            Family::Gemma2 | Family::Gemma3 => {
-                let a = cx.rms_norm(&attn.hidden, &n("post_attention_layernorm.weight"), eps)?;
-                let x1 = cx.g.op("Add", "residual_attn", &[&x, &a], &[]);
-                let m = cx.rms_norm(&x1, &n("pre_feedforward_layernorm.weight"), eps)?;
-                let m = cx.geglu_mlp(&m, &gate, &up, &down)?;
-                let m = cx.rms_norm(&m, &n("post_feedforward_layernorm.weight"), eps)?;
-                cx.g.op("Add", "residual_mlp", &[&x1, &m], &[])
-            }
+            let a = cx.rms_norm(&attn.hidden, &n("post_attention_layernorm.weight"), eps)?;
+            let x1 = cx.g.op("Add", "residual_attn", &[&x, &a], &[]);
+            let m = cx.rms_norm(&x1, &n("pre_feedforward_layernorm.weight"), eps)?;
+            let m = cx.geglu_mlp(&m, &gate, &up, &down)?;
+            let m = cx.rms_norm(&m, &n("post_feedforward_layernorm.weight"), eps)?;
+            cx.g.op("Add", "residual_mlp", &[&x1, &m], &[])
         };
         presents.push((attn.present_key, attn.present_value));
     }
 
-    // Final norm, tied lm_head (the embedding matrix, stored once), optional soft-cap.
+    // Final norm, lm_head (tied: the embedding matrix, stored once), optional soft-cap.
     cx.g.set_scope("/model/norm");
     let xn = cx.rms_norm(&x, &names::final_norm(p), eps)?;
     cx.g.set_scope("/lm_head");
-    let mut logits = cx.linear(&xn, &embed_name)?;
+    let head = if t.tie_word_embeddings {
+        embed_name
+    } else {
+        names::lm_head(p)
+    };
+    let mut logits = cx.linear(&xn, &head)?;
     if let Some(cap) = t.final_logit_softcapping {
         logits = cx.softcap(&logits, cap);
     }
     let vocab = cx.g.const_i64("vocab", &[t.vocab_size as i64]);
-    let shape = cx.g.op("Concat", "logits_shape", &[&batch_seq, &vocab], &[("axis", Attr::Int(0))]);
+    let shape = cx.g.op(
+        "Concat",
+        "logits_shape",
+        &[&batch_seq, &vocab],
+        &[("axis", Attr::Int(0))],
+    );
     let logits = cx.g.op("Reshape", "logits", &[&logits, &shape], &[]);
 
     let g = cx.g;
     g.set_scope("");
-    g.output(&logits, "logits", DataType::Float, &["batch_size".into(), "sequence_length".into(), t.vocab_size.into()]);
-    let present_dims: Vec<Dim> = vec!["batch_size".into(), nkv.into(), "total_sequence_length".into(), hd.into()];
+    g.output(
+        &logits,
+        "logits",
+        DataType::Float,
+        &[
+            "batch_size".into(),
+            "sequence_length".into(),
+            t.vocab_size.into(),
+        ],
+    );
+    let present_dims: Vec<Dim> = vec![
+        "batch_size".into(),
+        nkv.into(),
+        "total_sequence_length".into(),
+        hd.into(),
+    ];
     for (l, (k, v)) in presents.iter().enumerate() {
-        g.output(k, &format!("present.{l}.key"), DataType::Float, &present_dims);
-        g.output(v, &format!("present.{l}.value"), DataType::Float, &present_dims);
+        g.output(
+            k,
+            &format!("present.{l}.key"),
+            DataType::Float,
+            &present_dims,
+        );
+        g.output(
+            v,
+            &format!("present.{l}.value"),
+            DataType::Float,
+            &present_dims,
+        );
     }
     Ok(())
 }

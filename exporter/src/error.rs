@@ -9,7 +9,10 @@ pub enum ExportError {
     #[error(transparent)]
     Checkpoint(#[from] gemma_models::CheckpointError),
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("output folder {} already exists; pass --force to replace it", .0.display())]
     OutputExists(PathBuf),
     #[error("source folder {} has no config.json: expected a Hugging Face checkpoint folder (config.json + *.safetensors)", .0.display())]
@@ -17,11 +20,17 @@ pub enum ExportError {
     #[error("{0}")]
     Unsupported(String),
     #[error("{}: invalid JSON: {source}", path.display())]
-    Json { path: PathBuf, source: serde_json::Error },
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
 }
 
 impl ExportError {
     pub fn io(path: &Path, source: std::io::Error) -> ExportError {
-        ExportError::Io { path: path.to_path_buf(), source }
+        ExportError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }

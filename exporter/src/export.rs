@@ -82,7 +82,11 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
     match result {
         Ok(mut report) => {
             if opts.out.exists() {
-                let old = opts.out.with_file_name(format!(".{}.replaced-{}", file_name(&opts.out), std::process::id()));
+                let old = opts.out.with_file_name(format!(
+                    ".{}.replaced-{}",
+                    file_name(&opts.out),
+                    std::process::id()
+                ));
                 fs::rename(&opts.out, &old).map_err(|e| ExportError::io(&opts.out, e))?;
                 fs::rename(&tmp, &opts.out).map_err(|e| ExportError::io(&opts.out, e))?;
                 fs::remove_dir_all(&old).map_err(|e| ExportError::io(&old, e))?;
@@ -100,7 +104,9 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "export".into())
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "export".into())
 }
 
 fn parent_of(out: &Path) -> PathBuf {
@@ -113,7 +119,11 @@ fn parent_of(out: &Path) -> PathBuf {
 /// The temporary folder an export to `out` writes into: `.NAME.partial-PID` beside the destination, so the
 /// final rename stays on one file system and a leftover never looks like a finished export.
 pub fn temp_dir_path(out: &Path) -> PathBuf {
-    parent_of(out).join(format!(".{}.partial-{}", file_name(out), std::process::id()))
+    parent_of(out).join(format!(
+        ".{}.partial-{}",
+        file_name(out),
+        std::process::id()
+    ))
 }
 
 fn temp_dir_for(out: &Path) -> Result<PathBuf, ExportError> {
@@ -127,13 +137,24 @@ fn temp_dir_for(out: &Path) -> Result<PathBuf, ExportError> {
     Ok(tmp)
 }
 
-fn write_export(opts: &ExportOptions, cfg: &ModelConfig, ckpt: &Checkpoint, dir: &Path) -> Result<ExportReport, ExportError> {
+fn write_export(
+    opts: &ExportOptions,
+    cfg: &ModelConfig,
+    ckpt: &Checkpoint,
+    dir: &Path,
+) -> Result<ExportReport, ExportError> {
     let total = decoder::weight_bytes(cfg);
-    let progress = if opts.progress { ProgressBar::new(total) } else { ProgressBar::hidden() };
+    let progress = if opts.progress {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::hidden()
+    };
     progress.set_style(
-        ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     progress.set_message("writing model.onnx_data");
 
@@ -149,7 +170,10 @@ fn write_export(opts: &ExportOptions, cfg: &ModelConfig, ckpt: &Checkpoint, dir:
     let proto = model(
         g.finish("gemma_decoder"),
         &[("", crate::onnx::OPSET)],
-        &[("gemma_onnx.family", manifest.family.clone()), ("gemma_onnx.precision", manifest.precision.clone())],
+        &[
+            ("gemma_onnx.family", manifest.family.clone()),
+            ("gemma_onnx.precision", manifest.precision.clone()),
+        ],
     );
     let model_path = dir.join("model.onnx");
     fs::write(&model_path, proto.encode_to_vec()).map_err(|e| ExportError::io(&model_path, e))?;
@@ -168,8 +192,14 @@ fn write_export(opts: &ExportOptions, cfg: &ModelConfig, ckpt: &Checkpoint, dir:
             "pad_token_id": cfg.pad_token_id,
         });
         let path = dir.join("generation_config.json");
-        fs::write(&path, serde_json::to_string_pretty(&gen).expect("json")).map_err(|e| ExportError::io(&path, e))?;
+        fs::write(&path, serde_json::to_string_pretty(&gen).expect("json"))
+            .map_err(|e| ExportError::io(&path, e))?;
     }
     manifest.write(dir)?;
-    Ok(ExportReport { out: dir.to_path_buf(), manifest, weight_bytes, nodes })
+    Ok(ExportReport {
+        out: dir.to_path_buf(),
+        manifest,
+        weight_bytes,
+        nodes,
+    })
 }

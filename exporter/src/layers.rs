@@ -44,8 +44,11 @@ pub struct Kernels {
 
 impl Kernels {
     /// Standard ONNX ops only, float32 everywhere: the reference export.
-    pub const PORTABLE: Kernels =
-        Kernels { linear: LinearKind::GemmF32, attention: AttentionKind::Portable, norm: NormKind::Decomposed };
+    pub const PORTABLE: Kernels = Kernels {
+        linear: LinearKind::GemmF32,
+        attention: AttentionKind::Portable,
+        norm: NormKind::Decomposed,
+    };
 }
 
 /// Everything a block needs to emit nodes and weights.
@@ -58,16 +61,31 @@ pub struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// Gemma's RMSNorm over the last axis with gain `(1 + w)` folded into a float32 constant.
-    pub fn rms_norm(&mut self, x: &Value, weight_name: &str, eps: f64) -> Result<Value, ExportError> {
+    pub fn rms_norm(
+        &mut self,
+        x: &Value,
+        weight_name: &str,
+        eps: f64,
+    ) -> Result<Value, ExportError> {
         let view = self.ckpt.tensor(weight_name)?;
-        let gain = self.w.f32_from_checkpoint(self.ckpt, &format!("{weight_name}_plus_one"), &view, Some(&|v| 1.0 + v))?;
+        let gain = self.w.f32_from_checkpoint(
+            self.ckpt,
+            &format!("{weight_name}_plus_one"),
+            &view,
+            Some(&|v| 1.0 + v),
+        )?;
         let gain = self.g.initializer(gain);
         match self.kernels.norm {
             NormKind::Decomposed => {
                 let g = &mut *self.g;
                 let sq = g.op("Mul", "norm/sq", &[x, x], &[]);
                 let axes = g.const_i64("axes_last", &[-1]);
-                let mean = g.op("ReduceMean", "norm/mean", &[&sq, &axes], &[("keepdims", Attr::Int(1))]);
+                let mean = g.op(
+                    "ReduceMean",
+                    "norm/mean",
+                    &[&sq, &axes],
+                    &[("keepdims", Attr::Int(1))],
+                );
                 let eps = g.scalar_f32("rms_eps", eps as f32);
                 let var = g.op("Add", "norm/add_eps", &[&mean, &eps], &[]);
                 let std = g.op("Sqrt", "norm/sqrt", &[&var], &[]);
@@ -84,30 +102,58 @@ impl Ctx<'_> {
             existing
         } else {
             let view = self.ckpt.tensor(weight_name)?;
-            let t = self.w.f32_from_checkpoint(self.ckpt, weight_name, &view, None)?;
+            let t = self
+                .w
+                .f32_from_checkpoint(self.ckpt, weight_name, &view, None)?;
             self.g.initializer(t)
         };
         match self.kernels.linear {
-            LinearKind::GemmF32 => Ok(self.g.op("Gemm", "linear", &[x, &w], &[("transB", Attr::Int(1))])),
+            LinearKind::GemmF32 => {
+                Ok(self
+                    .g
+                    .op("Gemm", "linear", &[x, &w], &[("transB", Attr::Int(1))]))
+            }
         }
     }
 
     /// `rotate_half` RoPE: `x·cos + rotate_half(x)·sin` on `[B, heads, S, hd]` with `cos`/`sin` `[B, 1, S, hd]`.
     pub fn rope(&mut self, x: &Value, cos: &Value, sin: &Value) -> Value {
         let g = &mut *self.g;
-        let halves = g.op_n("Split", "rope/split", &[x], &[("axis", Attr::Int(-1)), ("num_outputs", Attr::Int(2))], 2);
+        let halves = g.op_n(
+            "Split",
+            "rope/split",
+            &[x],
+            &[("axis", Attr::Int(-1)), ("num_outputs", Attr::Int(2))],
+            2,
+        );
         let neg = g.op("Neg", "rope/neg", &[&halves[1]], &[]);
-        let rot = g.op("Concat", "rope/rotate_half", &[&neg, &halves[0]], &[("axis", Attr::Int(-1))]);
+        let rot = g.op(
+            "Concat",
+            "rope/rotate_half",
+            &[&neg, &halves[0]],
+            &[("axis", Attr::Int(-1))],
+        );
         let a = g.op("Mul", "rope/cos", &[x, cos], &[]);
         let b = g.op("Mul", "rope/sin", &[&rot, sin], &[]);
         g.op("Add", "rope/add", &[&a, &b], &[])
     }
 
     /// `down(gelu_tanh(gate(x)) * up(x))`.
-    pub fn geglu_mlp(&mut self, x: &Value, gate: &str, up: &str, down: &str) -> Result<Value, ExportError> {
+    pub fn geglu_mlp(
+        &mut self,
+        x: &Value,
+        gate: &str,
+        up: &str,
+        down: &str,
+    ) -> Result<Value, ExportError> {
         let gate = self.linear(x, gate)?;
         let up = self.linear(x, up)?;
-        let act = self.g.op("Gelu", "mlp/gelu", &[&gate], &[("approximate", Attr::Str("tanh".into()))]);
+        let act = self.g.op(
+            "Gelu",
+            "mlp/gelu",
+            &[&gate],
+            &[("approximate", Attr::Str("tanh".into()))],
+        );
         let prod = self.g.op("Mul", "mlp/mul", &[&act, &up], &[]);
         self.linear(&prod, down)
     }
@@ -125,19 +171,55 @@ impl Ctx<'_> {
 /// RoPE cos/sin tables for one layer type, computed in the graph in float32 from `position_ids` exactly as
 /// transformers does: `ang = float(pos) * inv_freq`, `emb = concat(ang, ang)`, then cos and sin; shaped
 /// `[B, 1, S, hd]` to broadcast over heads.
-pub fn rope_tables(g: &mut GraphBuilder, position_ids: &Value, label: &str, theta: f64, factor: Option<f64>, head_dim: usize) -> (Value, Value) {
+pub fn rope_tables(
+    g: &mut GraphBuilder,
+    position_ids: &Value,
+    label: &str,
+    theta: f64,
+    factor: Option<f64>,
+    head_dim: usize,
+) -> (Value, Value) {
     let inv_freq = inv_freq(theta, factor, head_dim);
-    let inv = g.const_f32(&format!("/rope/{label}/inv_freq"), &[inv_freq.len() as i64], &inv_freq);
-    let pos = g.op("Cast", &format!("rope_{label}/cast"), &[position_ids], &[("to", Attr::Int(crate::onnx::DataType::Float as i64))]);
+    let inv = g.const_f32(
+        &format!("/rope/{label}/inv_freq"),
+        &[inv_freq.len() as i64],
+        &inv_freq,
+    );
+    let pos = g.op(
+        "Cast",
+        &format!("rope_{label}/cast"),
+        &[position_ids],
+        &[("to", Attr::Int(crate::onnx::DataType::Float as i64))],
+    );
     let axes = g.const_i64("axes_last", &[-1]);
-    let pos = g.op("Unsqueeze", &format!("rope_{label}/unsqueeze"), &[&pos, &axes], &[]);
+    let pos = g.op(
+        "Unsqueeze",
+        &format!("rope_{label}/unsqueeze"),
+        &[&pos, &axes],
+        &[],
+    );
     let ang = g.op("Mul", &format!("rope_{label}/freqs"), &[&pos, &inv], &[]);
-    let emb = g.op("Concat", &format!("rope_{label}/emb"), &[&ang, &ang], &[("axis", Attr::Int(-1))]);
+    let emb = g.op(
+        "Concat",
+        &format!("rope_{label}/emb"),
+        &[&ang, &ang],
+        &[("axis", Attr::Int(-1))],
+    );
     let axis1 = g.const_i64("axes_1", &[1]);
     let cos = g.op("Cos", &format!("rope_{label}/cos"), &[&emb], &[]);
     let sin = g.op("Sin", &format!("rope_{label}/sin"), &[&emb], &[]);
-    let cos = g.op("Unsqueeze", &format!("rope_{label}/cos_heads"), &[&cos, &axis1], &[]);
-    let sin = g.op("Unsqueeze", &format!("rope_{label}/sin_heads"), &[&sin, &axis1], &[]);
+    let cos = g.op(
+        "Unsqueeze",
+        &format!("rope_{label}/cos_heads"),
+        &[&cos, &axis1],
+        &[],
+    );
+    let sin = g.op(
+        "Unsqueeze",
+        &format!("rope_{label}/sin_heads"),
+        &[&sin, &axis1],
+        &[],
+    );
     (cos, sin)
 }
 
@@ -158,14 +240,30 @@ pub fn inv_freq(theta: f64, factor: Option<f64>, head_dim: usize) -> Vec<f32> {
 /// The additive attention mask `[B, 1, S, T]` (0 where allowed, `MASK_MIN` elsewhere) for queries at absolute
 /// KV indices `past .. past+S` and keys `0 .. T`: causal (`j ≤ i`), within the window when `window` is set
 /// (`i − W < j`), and only real keys (`attention_mask[b, j] == 1`).
-pub fn attention_mask(g: &mut GraphBuilder, input_ids: &Value, attention_mask: &Value, window: Option<usize>, label: &str) -> Value {
+pub fn attention_mask(
+    g: &mut GraphBuilder,
+    input_ids: &Value,
+    attention_mask: &Value,
+    window: Option<usize>,
+    label: &str,
+) -> Value {
     let l = |s: &str| format!("mask_{label}/{s}");
     let zero = g.scalar_i64("zero", 0);
     let one = g.scalar_i64("one", 1);
     let ids_shape = g.op("Shape", &l("ids_shape"), &[input_ids], &[]);
     let mask_shape = g.op("Shape", &l("mask_shape"), &[attention_mask], &[]);
-    let s = g.op("Gather", &l("seq_len"), &[&ids_shape, &one], &[("axis", Attr::Int(0))]);
-    let t = g.op("Gather", &l("total_len"), &[&mask_shape, &one], &[("axis", Attr::Int(0))]);
+    let s = g.op(
+        "Gather",
+        &l("seq_len"),
+        &[&ids_shape, &one],
+        &[("axis", Attr::Int(0))],
+    );
+    let t = g.op(
+        "Gather",
+        &l("total_len"),
+        &[&mask_shape, &one],
+        &[("axis", Attr::Int(0))],
+    );
     let past = g.op("Sub", &l("past_len"), &[&t, &s], &[]);
     let q_idx = g.op("Range", &l("q_idx"), &[&past, &t, &one], &[]);
     let k_idx = g.op("Range", &l("k_idx"), &[&zero, &t, &one], &[]);
@@ -180,7 +278,12 @@ pub fn attention_mask(g: &mut GraphBuilder, input_ids: &Value, attention_mask: &
         let inside = g.op("Greater", &l("in_window"), &[&kj, &lo], &[]);
         allowed = g.op("And", &l("sliding"), &[&allowed, &inside], &[]);
     }
-    let keys = g.op("Cast", &l("keys_bool"), &[attention_mask], &[("to", Attr::Int(crate::onnx::DataType::Bool as i64))]);
+    let keys = g.op(
+        "Cast",
+        &l("keys_bool"),
+        &[attention_mask],
+        &[("to", Attr::Int(crate::onnx::DataType::Bool as i64))],
+    );
     let ax12 = g.const_i64("axes_1_2", &[1, 2]);
     let keys = g.op("Unsqueeze", &l("keys_4d"), &[&keys, &ax12], &[]);
     let allowed = g.op("And", &l("allowed"), &[&allowed, &keys], &[]);

@@ -37,17 +37,28 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    pub fn new(cfg: &ModelConfig, src: &Path, precision: Precision, decoder: &str) -> Result<Manifest, ExportError> {
+    pub fn new(
+        cfg: &ModelConfig,
+        src: &Path,
+        precision: Precision,
+        decoder: &str,
+    ) -> Result<Manifest, ExportError> {
         let t = &cfg.text;
         let mut eos = cfg.eos_token_ids.clone();
         let gen_path = src.join("generation_config.json");
         if gen_path.is_file() {
-            let text = std::fs::read_to_string(&gen_path).map_err(|e| ExportError::io(&gen_path, e))?;
+            let text =
+                std::fs::read_to_string(&gen_path).map_err(|e| ExportError::io(&gen_path, e))?;
             let v: serde_json::Value =
-                serde_json::from_str(&text).map_err(|source| ExportError::Json { path: gen_path.clone(), source })?;
+                serde_json::from_str(&text).map_err(|source| ExportError::Json {
+                    path: gen_path.clone(),
+                    source,
+                })?;
             match v.get("eos_token_id") {
                 Some(serde_json::Value::Number(n)) => eos.extend(n.as_u64().map(|x| x as u32)),
-                Some(serde_json::Value::Array(a)) => eos.extend(a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32)),
+                Some(serde_json::Value::Array(a)) => {
+                    eos.extend(a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32))
+                }
                 _ => {}
             }
         }

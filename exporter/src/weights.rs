@@ -36,7 +36,11 @@ impl WeightWriter {
         Ok(WeightWriter {
             out: BufWriter::with_capacity(1 << 20, file),
             path: path.to_path_buf(),
-            location: path.file_name().and_then(|n| n.to_str()).unwrap_or("model.onnx_data").to_string(),
+            location: path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("model.onnx_data")
+                .to_string(),
             offset: 0,
             progress,
         })
@@ -79,7 +83,12 @@ impl WeightWriter {
     }
 
     /// Stores computed float32 values (inline when small).
-    pub fn f32_values(&mut self, name: &str, dims: &[i64], values: &[f32]) -> Result<TensorProto, ExportError> {
+    pub fn f32_values(
+        &mut self,
+        name: &str,
+        dims: &[i64],
+        values: &[f32],
+    ) -> Result<TensorProto, ExportError> {
         if values.len() * 4 < INLINE_LIMIT {
             self.progress.inc((values.len() * 4) as u64);
             return Ok(inline_f32(name, dims, values));
@@ -91,30 +100,43 @@ impl WeightWriter {
 
     /// Flushes and syncs the file; returns its size in bytes.
     pub fn finish(mut self) -> Result<u64, ExportError> {
-        self.out.flush().map_err(|e| ExportError::io(&self.path, e))?;
-        let file = self.out.into_inner().map_err(|e| ExportError::io(&self.path, e.into_error()))?;
-        file.sync_all().map_err(|e| ExportError::io(&self.path, e))?;
+        self.out
+            .flush()
+            .map_err(|e| ExportError::io(&self.path, e))?;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| ExportError::io(&self.path, e.into_error()))?;
+        file.sync_all()
+            .map_err(|e| ExportError::io(&self.path, e))?;
         Ok(self.offset)
     }
 
     fn begin(&mut self) -> Result<u64, ExportError> {
         let pad = (ALIGN - self.offset % ALIGN) % ALIGN;
         if pad > 0 {
-            self.out.write_all(&vec![0u8; pad as usize]).map_err(|e| ExportError::io(&self.path, e))?;
+            self.out
+                .write_all(&vec![0u8; pad as usize])
+                .map_err(|e| ExportError::io(&self.path, e))?;
             self.offset += pad;
         }
         Ok(self.offset)
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), ExportError> {
-        self.out.write_all(bytes).map_err(|e| ExportError::io(&self.path, e))?;
+        self.out
+            .write_all(bytes)
+            .map_err(|e| ExportError::io(&self.path, e))?;
         self.offset += bytes.len() as u64;
         self.progress.inc(bytes.len() as u64);
         Ok(())
     }
 
     fn external(&self, name: &str, elem: DataType, dims: &[i64], start: u64) -> TensorProto {
-        let entry = |k: &str, v: String| StringStringEntryProto { key: Some(k.into()), value: Some(v) };
+        let entry = |k: &str, v: String| StringStringEntryProto {
+            key: Some(k.into()),
+            value: Some(v),
+        };
         TensorProto {
             dims: dims.to_vec(),
             data_type: Some(elem as i32),
@@ -131,5 +153,10 @@ impl WeightWriter {
 }
 
 fn inline_f32(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
-    crate::builder::inline_tensor(name, DataType::Float, dims, bytemuck::cast_slice(values).to_vec())
+    crate::builder::inline_tensor(
+        name,
+        DataType::Float,
+        dims,
+        bytemuck::cast_slice(values).to_vec(),
+    )
 }

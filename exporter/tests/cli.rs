@@ -28,7 +28,10 @@ fn config() -> serde_json::Value {
 }
 
 fn tensors() -> Vec<(String, Vec<usize>)> {
-    let mut v = vec![("model.embed_tokens.weight".to_string(), vec![V, H]), ("model.norm.weight".to_string(), vec![H])];
+    let mut v = vec![
+        ("model.embed_tokens.weight".to_string(), vec![V, H]),
+        ("model.norm.weight".to_string(), vec![H]),
+    ];
     for l in 0..LAYERS {
         for (s, shape) in [
             ("input_layernorm.weight", vec![H]),
@@ -63,15 +66,26 @@ fn checkpoint(dir: &Path, edit: impl FnOnce(&mut Vec<(String, Vec<usize>)>)) -> 
         .enumerate()
         .map(|(k, (name, shape))| {
             let n: usize = shape.iter().product();
-            let bytes = (0..n).flat_map(|i| (((i * 7 + k * 13) % 17) as f32 * 0.01 - 0.08).to_le_bytes()).collect();
+            let bytes = (0..n)
+                .flat_map(|i| (((i * 7 + k * 13) % 17) as f32 * 0.01 - 0.08).to_le_bytes())
+                .collect();
             (name, shape, bytes)
         })
         .collect();
     let views: HashMap<String, TensorView<'_>> = data
         .iter()
-        .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap()))
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
         .collect();
-    fs::write(src.join("model.safetensors"), serialize(&views, None).unwrap()).unwrap();
+    fs::write(
+        src.join("model.safetensors"),
+        serialize(&views, None).unwrap(),
+    )
+    .unwrap();
     src
 }
 
@@ -89,11 +103,26 @@ fn export(src: &Path, out: &Path, extra: &[&str]) -> Output {
 /// Asserts failure with `needle` in stderr, no panic, and no output or temporary folder left behind.
 fn assert_refused(out: &Output, dest: &Path, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success; stderr: {stderr}");
-    assert_eq!(out.status.code(), Some(1), "expected exit 1 (error), got {:?}: {stderr}", out.status.code());
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {stderr}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected exit 1 (error), got {:?}: {stderr}",
+        out.status.code()
+    );
     assert!(!stderr.contains("panicked"), "panicked: {stderr}");
-    assert!(stderr.contains(needle), "stderr should mention {needle:?}: {stderr}");
-    assert!(!dest.exists(), "{} must not exist after a failed export", dest.display());
+    assert!(
+        stderr.contains(needle),
+        "stderr should mention {needle:?}: {stderr}"
+    );
+    assert!(
+        !dest.exists(),
+        "{} must not exist after a failed export",
+        dest.display()
+    );
     let parent = dest.parent().unwrap();
     let leftovers: Vec<_> = fs::read_dir(parent)
         .unwrap()
@@ -101,7 +130,10 @@ fn assert_refused(out: &Output, dest: &Path, needle: &str) {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains("partial"))
         .collect();
-    assert!(leftovers.is_empty(), "temporary folders left behind: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "temporary folders left behind: {leftovers:?}"
+    );
 }
 
 #[test]
@@ -110,34 +142,67 @@ fn exports_a_complete_folder() {
     let src = checkpoint(dir.path(), |_| {});
     let dest = dir.path().join("onnx");
     let out = export(&src, &dest, &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for f in ["model.onnx", "model.onnx_data", "config.json", "generation_config.json", "gemma-onnx.json"] {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "model.onnx",
+        "model.onnx_data",
+        "config.json",
+        "generation_config.json",
+        "gemma-onnx.json",
+    ] {
         assert!(dest.join(f).is_file(), "missing {f}");
     }
-    let manifest: serde_json::Value = serde_json::from_str(&fs::read_to_string(dest.join("gemma-onnx.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dest.join("gemma-onnx.json")).unwrap()).unwrap();
     assert_eq!(manifest["num_layers"], LAYERS);
-    assert_eq!(manifest["layer_types"], serde_json::json!(["sliding_attention", "full_attention"]));
+    assert_eq!(
+        manifest["layer_types"],
+        serde_json::json!(["sliding_attention", "full_attention"])
+    );
     // The external data holds the weights once (the tied lm_head reuses the embedding).
     let data_len = fs::metadata(dest.join("model.onnx_data")).unwrap().len();
-    let weights: u64 = tensors().iter().map(|(_, s)| s.iter().product::<usize>() as u64 * 4).sum();
-    assert!(data_len <= weights + 64 * 1024 * tensors().len() as u64, "data file {data_len} B for {weights} B of weights");
+    let weights: u64 = tensors()
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>() as u64 * 4)
+        .sum();
+    assert!(
+        data_len <= weights + 64 * 1024 * tensors().len() as u64,
+        "data file {data_len} B for {weights} B of weights"
+    );
 
     // An existing output folder is refused without --force and replaced with it.
     let again = export(&src, &dest, &[]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
-    assert!(dest.join("model.onnx").is_file(), "a refused export must not touch the existing folder");
+    assert!(
+        dest.join("model.onnx").is_file(),
+        "a refused export must not touch the existing folder"
+    );
     let forced = export(&src, &dest, &["--force"]);
-    assert!(forced.status.success(), "{}", String::from_utf8_lossy(&forced.stderr));
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
     assert!(dest.join("model.onnx").is_file());
 }
 
 #[test]
 fn missing_tensor_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let src = checkpoint(dir.path(), |v| v.retain(|(n, _)| n != "model.layers.1.self_attn.k_norm.weight"));
+    let src = checkpoint(dir.path(), |v| {
+        v.retain(|(n, _)| n != "model.layers.1.self_attn.k_norm.weight")
+    });
     let dest = dir.path().join("onnx");
-    assert_refused(&export(&src, &dest, &[]), &dest, "model.layers.1.self_attn.k_norm.weight");
+    assert_refused(
+        &export(&src, &dest, &[]),
+        &dest,
+        "model.layers.1.self_attn.k_norm.weight",
+    );
 }
 
 #[test]
@@ -223,9 +288,15 @@ fn unknown_model_type_is_refused() {
 fn shard_index_escaping_the_folder_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let src = checkpoint(dir.path(), |_| {});
-    fs::rename(src.join("model.safetensors"), dir.path().join("outside.safetensors")).unwrap();
-    let map: serde_json::Map<String, serde_json::Value> =
-        tensors().into_iter().map(|(n, _)| (n, "../outside.safetensors".into())).collect();
+    fs::rename(
+        src.join("model.safetensors"),
+        dir.path().join("outside.safetensors"),
+    )
+    .unwrap();
+    let map: serde_json::Map<String, serde_json::Value> = tensors()
+        .into_iter()
+        .map(|(n, _)| (n, "../outside.safetensors".into()))
+        .collect();
     let index = serde_json::json!({"metadata": {}, "weight_map": map});
     fs::write(src.join("model.safetensors.index.json"), index.to_string()).unwrap();
     let dest = dir.path().join("onnx");
@@ -236,5 +307,9 @@ fn shard_index_escaping_the_folder_is_refused() {
 fn missing_source_folder_is_explained() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("onnx");
-    assert_refused(&export(&dir.path().join("nope"), &dest, &[]), &dest, "config.json");
+    assert_refused(
+        &export(&dir.path().join("nope"), &dest, &[]),
+        &dest,
+        "config.json",
+    );
 }

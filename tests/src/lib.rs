@@ -13,8 +13,12 @@ pub fn fixtures_dir() -> PathBuf {
 }
 
 /// The tiny random checkpoints made by `fixtures/make_fixtures.py`.
-pub const TINY_FIXTURES: &[&str] =
-    &["gqa-bf16-sharded-hf4", "mqa-f32-hf5", "gqa-f16-hf5", "cg-mqa-bf16-sharded-hf4"];
+pub const TINY_FIXTURES: &[&str] = &[
+    "gqa-bf16-sharded-hf4",
+    "mqa-f32-hf5",
+    "gqa-f16-hf5",
+    "cg-mqa-bf16-sharded-hf4",
+];
 
 pub fn tiny_fixture(name: &str) -> PathBuf {
     fixtures_dir().join("tiny").join(name)
@@ -24,8 +28,14 @@ pub fn tiny_fixture(name: &str) -> PathBuf {
 pub fn export_to_temp(src: &Path) -> Result<(tempfile::TempDir, PathBuf)> {
     let tmp = tempfile::tempdir()?;
     let out = tmp.path().join("onnx");
-    export(&ExportOptions { src: src.to_path_buf(), out: out.clone(), precision: Precision::Fp32, force: false, progress: false })
-        .with_context(|| format!("exporting {}", src.display()))?;
+    export(&ExportOptions {
+        src: src.to_path_buf(),
+        out: out.clone(),
+        precision: Precision::Fp32,
+        force: false,
+        progress: false,
+    })
+    .with_context(|| format!("exporting {}", src.display()))?;
     Ok((tmp, out))
 }
 
@@ -37,12 +47,16 @@ pub struct Reference {
 impl Reference {
     pub fn load(fixture: &Path) -> Result<Reference> {
         let path = fixture.join("reference.safetensors");
-        Ok(Reference { bytes: std::fs::read(&path).with_context(|| path.display().to_string())? })
+        Ok(Reference {
+            bytes: std::fs::read(&path).with_context(|| path.display().to_string())?,
+        })
     }
 
     fn view(&self, name: &str) -> Result<(Vec<usize>, Vec<u8>, safetensors::Dtype)> {
         let st = SafeTensors::deserialize(&self.bytes)?;
-        let t = st.tensor(name).with_context(|| format!("reference tensor {name}"))?;
+        let t = st
+            .tensor(name)
+            .with_context(|| format!("reference tensor {name}"))?;
         Ok((t.shape().to_vec(), t.data().to_vec(), t.dtype()))
     }
 
@@ -51,7 +65,10 @@ impl Reference {
         if dtype != safetensors::Dtype::I64 || shape.len() != 2 {
             bail!("{name}: expected a 2-D int64 tensor, got {dtype:?} {shape:?}");
         }
-        let v = data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+        let v = data
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         Ok(Array2::from_shape_vec((shape[0], shape[1]), v)?)
     }
 
@@ -60,17 +77,28 @@ impl Reference {
         if dtype != safetensors::Dtype::F32 || shape.len() != 3 {
             bail!("{name}: expected a 3-D float32 tensor, got {dtype:?} {shape:?}");
         }
-        let v = data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let v = data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         Ok(Array3::from_shape_vec((shape[0], shape[1], shape[2]), v)?)
     }
 }
 
 /// Largest |a − b| over one row (`[vocab]`) of two logits tensors.
-pub fn max_abs_diff_row(a: ArrayView3<f32>, ai: (usize, usize), b: ArrayView3<f32>, bi: (usize, usize)) -> f32 {
+pub fn max_abs_diff_row(
+    a: ArrayView3<f32>,
+    ai: (usize, usize),
+    b: ArrayView3<f32>,
+    bi: (usize, usize),
+) -> f32 {
     let ra = a.slice(ndarray::s![ai.0, ai.1, ..]);
     let rb = b.slice(ndarray::s![bi.0, bi.1, ..]);
     assert_eq!(ra.len(), rb.len(), "vocab sizes differ");
-    ra.iter().zip(rb.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    ra.iter()
+        .zip(rb.iter())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// The tolerance of every fp32 parity test against transformers (max |Δlogit|).
@@ -91,6 +119,9 @@ pub fn gemma3_270m_dir() -> Result<PathBuf> {
         bail!("{} failed ({})", tool.display(), out.status);
     }
     let stdout = String::from_utf8(out.stdout)?;
-    let path = stdout.lines().last().context("get-gemma3-270m printed no path")?;
+    let path = stdout
+        .lines()
+        .last()
+        .context("get-gemma3-270m printed no path")?;
     Ok(PathBuf::from(path.trim()))
 }

@@ -22,7 +22,10 @@ fn prefill_then_decode(fixture: &str, prefill: usize) {
     let mut decoder = Decoder::open(&out, &runtime()).unwrap();
     let window = decoder.manifest().sliding_window.unwrap();
     let total = ids.ncols();
-    assert!(total > window + 2, "{fixture}: the prompt ({total}) must be longer than the window ({window})");
+    assert!(
+        total > window + 2,
+        "{fixture}: the prompt ({total}) must be longer than the window ({window})"
+    );
 
     let mut cache = decoder.new_cache(1).unwrap();
     let mut worst = 0f32;
@@ -32,16 +35,25 @@ fn prefill_then_decode(fixture: &str, prefill: usize) {
         let step_ids = ids.slice(s![.., start..end]).to_owned();
         let mask = Array2::<i64>::ones((1, end));
         let pos = Array2::from_shape_fn((1, end - start), |(_, j)| (start + j) as i64);
-        let logits = decoder.forward(step_ids.view(), mask.view(), pos.view(), &mut cache).unwrap();
+        let logits = decoder
+            .forward(step_ids.view(), mask.view(), pos.view(), &mut cache)
+            .unwrap();
         for j in 0..end - start {
             let d = max_abs_diff_row(logits.view(), (0, j), expected.view(), (0, start + j));
-            assert!(d <= FP32_TOLERANCE, "{fixture}: position {} differs from transformers by {d}", start + j);
+            assert!(
+                d <= FP32_TOLERANCE,
+                "{fixture}: position {} differs from transformers by {d}",
+                start + j
+            );
             worst = worst.max(d);
         }
         start = end;
     }
     assert_eq!(cache.len(), total);
-    eprintln!("{fixture}: prefill {prefill} + {} decode steps, max |Δlogit| = {worst:e}", total - prefill);
+    eprintln!(
+        "{fixture}: prefill {prefill} + {} decode steps, max |Δlogit| = {worst:e}",
+        total - prefill
+    );
 }
 
 /// Batch of 2, the second row left-padded: real positions match transformers, and so do three decode steps.
@@ -54,19 +66,27 @@ fn left_padded_batch(fixture: &str) {
     let expected = reference.f32_3d("batch.logits").unwrap();
     let next_ids = reference.i64_2d("batch.next_ids").unwrap();
     let next_expected = reference.f32_3d("batch.next_logits").unwrap();
-    assert!(mask.iter().any(|&m| m == 0), "{fixture}: the batch reference must contain padding");
+    assert!(
+        mask.iter().any(|&m| m == 0),
+        "{fixture}: the batch reference must contain padding"
+    );
 
     let (_tmp, out) = export_to_temp(&dir).unwrap();
     let mut decoder = Decoder::open(&out, &runtime()).unwrap();
     let mut cache = decoder.new_cache(2).unwrap();
-    let logits = decoder.forward(ids.view(), mask.view(), pos.view(), &mut cache).unwrap();
+    let logits = decoder
+        .forward(ids.view(), mask.view(), pos.view(), &mut cache)
+        .unwrap();
     let mut worst = 0f32;
     let mut compared = 0;
     for b in 0..2 {
         for j in 0..ids.ncols() {
             if mask[[b, j]] == 1 {
                 let d = max_abs_diff_row(logits.view(), (b, j), expected.view(), (b, j));
-                assert!(d <= FP32_TOLERANCE, "{fixture}: row {b} position {j} differs by {d}");
+                assert!(
+                    d <= FP32_TOLERANCE,
+                    "{fixture}: row {b} position {j} differs by {d}"
+                );
                 worst = worst.max(d);
                 compared += 1;
             }
@@ -81,14 +101,22 @@ fn left_padded_batch(fixture: &str) {
         let step = next_ids.slice(s![.., t..t + 1]).to_owned();
         last_pos.iter_mut().for_each(|p| *p += 1);
         let step_pos = Array2::from_shape_fn((2, 1), |(b, _)| last_pos[b]);
-        let logits = decoder.forward(step.view(), mask.view(), step_pos.view(), &mut cache).unwrap();
+        let logits = decoder
+            .forward(step.view(), mask.view(), step_pos.view(), &mut cache)
+            .unwrap();
         for b in 0..2 {
             let d = max_abs_diff_row(logits.view(), (b, 0), next_expected.view(), (b, t));
-            assert!(d <= FP32_TOLERANCE, "{fixture}: decode step {t} row {b} differs by {d}");
+            assert!(
+                d <= FP32_TOLERANCE,
+                "{fixture}: decode step {t} row {b} differs by {d}"
+            );
             worst = worst.max(d);
         }
     }
-    eprintln!("{fixture}: batch 2 with left padding + {} decode steps, max |Δlogit| = {worst:e}", next_ids.ncols());
+    eprintln!(
+        "{fixture}: batch 2 with left padding + {} decode steps, max |Δlogit| = {worst:e}",
+        next_ids.ncols()
+    );
 }
 
 #[test]
@@ -142,8 +170,15 @@ fn single_prefill_longer_than_window() {
 #[test]
 fn layer_types_resolved_like_transformers() {
     let lt = |f: &str| {
-        let cfg = gemma_models::ModelConfig::from_file(&tiny_fixture(f).join("config.json")).unwrap();
-        cfg.text.layer_types.iter().enumerate().filter(|(_, t)| **t == gemma_models::LayerType::Full).map(|(i, _)| i).collect::<Vec<_>>()
+        let cfg =
+            gemma_models::ModelConfig::from_file(&tiny_fixture(f).join("config.json")).unwrap();
+        cfg.text
+            .layer_types
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t == gemma_models::LayerType::Full)
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>()
     };
     assert_eq!(lt("gqa-bf16-sharded-hf4"), vec![2, 5]);
     assert_eq!(lt("mqa-f32-hf5"), vec![2, 5]);

@@ -2,7 +2,9 @@
 //! run through ONNX Runtime, and compared with transformers fp32 eager (tests/fixtures/real/gemma3-270m.json):
 //! greedy generation gives the same 32 token ids for each prompt, and perplexity is within 0.1%.
 
-use gemma_runtime::{perplexity, Decoder, GenerateOptions, Generator, RuntimeOptions, SamplingConfig, Tokenizer};
+use gemma_runtime::{
+    perplexity, Decoder, GenerateOptions, Generator, RuntimeOptions, SamplingConfig, Tokenizer,
+};
 use gemma_tests::*;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -56,17 +58,31 @@ fn greedy_generation_matches_transformers_token_for_token() {
     let reference = reference();
     let mut generator = Generator::open(exported(), &runtime()).unwrap();
     for p in &reference.prompts {
-        assert_eq!(generator.encode_prompt(&p.text).unwrap(), p.input_ids, "tokenization of {:?}", p.text);
+        assert_eq!(
+            generator.encode_prompt(&p.text).unwrap(),
+            p.input_ids,
+            "tokenization of {:?}",
+            p.text
+        );
         let options = GenerateOptions {
             max_new_tokens: p.generated_ids.len(),
             sampling: SamplingConfig::greedy(),
             ..Default::default()
         };
         let mut streamed = String::new();
-        let out = generator.generate(&p.text, &options, |t| streamed.push_str(t)).unwrap();
-        assert_eq!(out.token_ids, p.generated_ids, "greedy continuation of {:?}: got {:?}", p.text, out.text);
+        let out = generator
+            .generate(&p.text, &options, |t| streamed.push_str(t))
+            .unwrap();
+        assert_eq!(
+            out.token_ids, p.generated_ids,
+            "greedy continuation of {:?}: got {:?}",
+            p.text, out.text
+        );
         assert_eq!(out.prompt_tokens, p.input_ids.len());
-        assert_eq!(streamed, out.text, "streamed text must equal the final text");
+        assert_eq!(
+            streamed, out.text,
+            "streamed text must equal the final text"
+        );
         eprintln!("{:?} → {:?}", p.text, out.text);
     }
 }
@@ -74,7 +90,8 @@ fn greedy_generation_matches_transformers_token_for_token() {
 #[test]
 fn perplexity_matches_transformers_within_0_1_percent() {
     let reference = reference().perplexity;
-    let text = std::fs::read_to_string(fixtures_dir().join("real").join(&reference.text_file)).unwrap();
+    let text =
+        std::fs::read_to_string(fixtures_dir().join("real").join(&reference.text_file)).unwrap();
     let mut decoder = Decoder::open(exported(), &runtime()).unwrap();
     let tokenizer = Tokenizer::from_dir(exported()).unwrap();
     let got = perplexity(&mut decoder, &tokenizer, &text, reference.context).unwrap();
@@ -85,5 +102,10 @@ fn perplexity_matches_transformers_within_0_1_percent() {
         "perplexity {:.4} (transformers {:.4}), mean NLL {:.6} (transformers {:.6}), relative difference {rel:e}",
         got.perplexity, reference.perplexity, got.mean_nll, reference.mean_nll
     );
-    assert!(rel <= 1e-3, "perplexity {} vs transformers {}: {rel} relative", got.perplexity, reference.perplexity);
+    assert!(
+        rel <= 1e-3,
+        "perplexity {} vs transformers {}: {rel} relative",
+        got.perplexity,
+        reference.perplexity
+    );
 }
