@@ -1,0 +1,306 @@
+//! `gemma`: run a gemma-onnx export folder (from `gemma-export`) with ONNX Runtime.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use gemma_runtime::{
+    perplexity, ExecutionProvider, GenerateOptions, Generator, Message, RuntimeOptions,
+    SamplingConfig, StopReason, Tokenizer,
+};
+
+const ABOUT: &str = "Run Gemma models exported by gemma-export with ONNX Runtime";
+
+const LONG_ABOUT: &str = "\
+Run Gemma models exported by `gemma-export` (a folder with gemma-onnx.json, model.onnx, tokenizer.json...)
+with ONNX Runtime.
+
+The ONNX Runtime library (libonnxruntime.so 1.31.x) is looked for at $ORT_DYLIB_PATH if set, else at
+${GEMMA_ONNX_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/gemma-onnx}/onnxruntime/libonnxruntime.so
+(where `scripts/setup-ort` installs it), else beside this executable.";
+
+const EXAMPLES: &str = "\
+Examples:
+  # Export once, then generate (greedy, streamed to stdout)
+  gemma-export <HF_MODEL_DIR> -o gemma-3-270m-onnx
+  gemma generate -m gemma-3-270m-onnx -p \"The capital of France is\"
+
+  # Chat-formatted prompt, sampling with a fixed seed
+  gemma generate -m gemma-3-270m-onnx --chat -p \"Write a haiku about the sea\" --temperature 1.0 --top-k 64 --top-p 0.95 --seed 7
+
+  # Machine-readable output
+  gemma generate -m gemma-3-270m-onnx -p \"Hello\" -n 32 --json
+
+  # Perplexity of a text file, 512-token windows
+  gemma perplexity -m gemma-3-270m-onnx --text wiki.txt --context 512";
+
+#[derive(Parser)]
+#[command(name = "gemma", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt, streamed to stdout as it is produced
+    #[command(after_help = GENERATE_EXAMPLES)]
+    Generate(GenerateArgs),
+    /// Perplexity of a text file (teacher-forced, non-overlapping windows)
+    #[command(after_help = PERPLEXITY_EXAMPLES)]
+    Perplexity(PerplexityArgs),
+    // `chat` (interactive multi-turn) and `bench` come later.
+}
+
+const GENERATE_EXAMPLES: &str = "\
+Examples:
+  gemma generate -m gemma-3-270m-onnx -p \"Once upon a time\"
+  gemma generate -m gemma-3-270m-onnx --chat -p \"What is 2+2?\" -n 64
+  gemma generate -m gemma-3-270m-onnx -p \"Once upon a time\" --temperature 0.8 --top-p 0.9 --seed 1
+  echo \"Summarise: ...\" | gemma generate -m gemma-3-270m-onnx --chat -p -
+  gemma generate -m gemma-3-270m-onnx -p \"Hi\" --json | jq .decode_tokens_per_s
+
+Stops at an end-of-sequence token (gemma-onnx.json's eos_token_ids and generation_config.json's
+eos_token_id) or after --max-new-tokens. Ctrl-C stops generation early and still prints the statistics.
+Statistics go to stderr (stdout has only the generated text), or into the object with --json.";
+
+const PERPLEXITY_EXAMPLES: &str = "\
+Examples:
+  gemma perplexity -m gemma-3-270m-onnx --text wiki.txt
+  gemma perplexity -m gemma-3-270m-onnx --text wiki.txt --context 1024 --json
+
+The text is tokenized with a leading <bos> and cut into consecutive windows of --context tokens; each
+window is scored from scratch. perplexity = exp(mean NLL over every predicted token).";
+
+#[derive(Args)]
+struct ModelArgs {
+    /// Export folder written by gemma-export (has gemma-onnx.json)
+    #[arg(short = 'm', long = "model", value_name = "DIR")]
+    model: PathBuf,
+    /// Intra-op threads for ONNX Runtime [default: all logical cores]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
+    /// Execution provider: cpu, cuda, tensorrt, coreml (non-CPU ones need the matching cargo feature)
+    #[arg(long = "ep", value_name = "EP", default_value = "cpu", value_parser = parse_ep)]
+    execution_provider: ExecutionProvider,
+}
+
+impl ModelArgs {
+    fn runtime_options(&self) -> RuntimeOptions {
+        RuntimeOptions::default()
+            .with_threads(self.threads.map(usize::from))
+            .with_execution_provider(self.execution_provider)
+    }
+}
+
+fn parse_ep(s: &str) -> std::result::Result<ExecutionProvider, String> {
+    s.parse().map_err(|e: gemma_runtime::Error| e.to_string())
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt ("-" reads it from stdin)
+    #[arg(short = 'p', long, value_name = "PROMPT")]
+    prompt: String,
+    /// Most tokens to generate
+    #[arg(
+        short = 'n',
+        long = "max-new-tokens",
+        value_name = "MAX_NEW",
+        default_value_t = 128
+    )]
+    max_new_tokens: usize,
+    /// Sampling temperature; 0 = greedy (always the most likely token)
+    #[arg(
+        long,
+        value_name = "T",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
+    temperature: f32,
+    /// Sample only among the K most likely tokens (needs --temperature > 0)
+    #[arg(long = "top-k", value_name = "K")]
+    top_k: Option<usize>,
+    /// Sample only among the most likely tokens whose probabilities add up to P (needs --temperature > 0)
+    #[arg(long = "top-p", value_name = "P")]
+    top_p: Option<f32>,
+    /// RNG seed for reproducible sampling [default: random]
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
+    /// Wrap the prompt as one user message in the model's chat template
+    #[arg(long)]
+    chat: bool,
+    /// Print one JSON object at the end (text, token_ids, prompt_tokens, prefill_tokens_per_s,
+    /// decode_tokens_per_s) instead of streaming
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct PerplexityArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// UTF-8 text file to score
+    #[arg(long, value_name = "FILE")]
+    text: PathBuf,
+    /// Window size in tokens
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    context: usize,
+    /// Print one JSON object (tokens, predicted, mean_nll, perplexity)
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => run_generate(args),
+        Command::Perplexity(args) => run_perplexity(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = std::io::stdout().flush();
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_generate(args: GenerateArgs) -> Result<()> {
+    let prompt = if args.prompt == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the prompt from stdin")?;
+        s
+    } else {
+        args.prompt.clone()
+    };
+    if args.temperature == 0.0 && (args.top_k.is_some() || args.top_p.is_some()) {
+        eprintln!("note: --top-k/--top-p have no effect with greedy decoding (--temperature 0)");
+    }
+    let sampling = SamplingConfig {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+    };
+    sampling.validate()?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // A second Ctrl-C while stopping exits at once.
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        });
+    }
+    let options = GenerateOptions {
+        max_new_tokens: args.max_new_tokens,
+        sampling,
+        stop: Some(stop),
+    };
+
+    let mut generator = Generator::open(&args.model.model, &args.model.runtime_options())
+        .with_context(|| format!("opening {}", args.model.model.display()))?;
+    let prompt_ids = if args.chat {
+        generator.encode_chat(&[Message::user(prompt)])?
+    } else {
+        generator.encode_prompt(&prompt)?
+    };
+
+    let stdout = std::io::stdout();
+    let json = args.json;
+    let mut write_error = None;
+    let out = generator.generate_from_ids(&prompt_ids, &options, |delta| {
+        if json || write_error.is_some() {
+            return;
+        }
+        let mut lock = stdout.lock();
+        if let Err(e) = lock.write_all(delta.as_bytes()).and_then(|_| lock.flush()) {
+            write_error = Some(e);
+        }
+    })?;
+    if let Some(e) = write_error {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e).context("writing to stdout");
+        }
+        return Ok(());
+    }
+
+    if json {
+        let obj = serde_json::json!({
+            "text": out.text,
+            "token_ids": out.token_ids,
+            "prompt_tokens": out.prompt_tokens,
+            "generated_tokens": out.token_ids.len(),
+            "stop_reason": out.stop_reason,
+            "prefill_tokens_per_s": out.prefill_tokens_per_s,
+            "decode_tokens_per_s": out.decode_tokens_per_s,
+        });
+        println!("{obj}");
+    } else {
+        println!();
+        let why = match out.stop_reason {
+            StopReason::Eos => "end of sequence",
+            StopReason::MaxNewTokens => "max new tokens",
+            StopReason::Interrupted => "interrupted",
+        };
+        eprintln!(
+            "[{} prompt tokens, {:.1} tok/s prefill | {} generated, {:.1} tok/s decode | stop: {why}]",
+            out.prompt_tokens,
+            out.prefill_tokens_per_s,
+            out.token_ids.len(),
+            out.decode_tokens_per_s
+        );
+    }
+    Ok(())
+}
+
+fn run_perplexity(args: PerplexityArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.text)
+        .with_context(|| format!("reading {}", args.text.display()))?;
+    let dir = &args.model.model;
+    let mut decoder = gemma_runtime::Decoder::open(dir, &args.model.runtime_options())
+        .with_context(|| format!("opening {}", dir.display()))?;
+    let tokenizer = Tokenizer::from_dir(dir)?;
+    let tokens = gemma_runtime::generate::with_single_bos(
+        tokenizer.encode(&text, true)?,
+        decoder.manifest().bos_token_id,
+    );
+    let show_progress = !args.json && std::io::stderr().is_terminal();
+    let result = perplexity::score_tokens(&mut decoder, &tokens, args.context, |done, total| {
+        if show_progress && total > 1 {
+            eprint!("\rwindow {done}/{total}");
+            if done == total {
+                eprintln!();
+            }
+        }
+    })?;
+    if args.json {
+        let obj = serde_json::json!({
+            "tokens": result.tokens,
+            "predicted": result.predicted,
+            "windows": result.windows,
+            "context": args.context,
+            "mean_nll": result.mean_nll,
+            "perplexity": result.perplexity,
+        });
+        println!("{obj}");
+    } else {
+        println!(
+            "perplexity {:.4} (mean NLL {:.6} over {} predicted tokens; {} tokens in {} window(s) of {})",
+            result.perplexity, result.mean_nll, result.predicted, result.tokens, result.windows, args.context
+        );
+    }
+    Ok(())
+}

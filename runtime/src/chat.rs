@@ -1,0 +1,419 @@
+//! Chat templates: the Jinja `chat_template` of `tokenizer_config.json` (or `chat_template.jinja` /
+//! `chat_template.json`, where newer transformers save it), rendered with minijinja the way transformers renders it:
+//! `trim_blocks` and `lstrip_blocks` on, Python string methods through minijinja-contrib's pycompat, and a
+//! `raise_exception(msg)` function that becomes [`Error::TemplateException`].
+//!
+//! The rendered text already starts with `<bos>` for Gemma: tokenize it without adding special tokens.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use minijinja::{Environment, ErrorKind};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// One chat message. `content` is a plain string; templates that accept lists of parts get a string.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Message {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new("system", content)
+    }
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::new("user", content)
+    }
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new("assistant", content)
+    }
+}
+
+const TEMPLATE_NAME: &str = "chat_template";
+
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    bos_token: String,
+    eos_token: String,
+    /// Message of the last `raise_exception` call, read back when rendering fails.
+    raised: Arc<Mutex<Option<String>>>,
+}
+
+impl ChatTemplate {
+    /// Compiles `source` (a syntax error is reported here, not at render time).
+    pub fn new(
+        source: impl Into<String>,
+        bos_token: impl Into<String>,
+        eos_token: impl Into<String>,
+    ) -> Result<Self> {
+        let raised = Arc::new(Mutex::new(None::<String>));
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        let sink = raised.clone();
+        env.add_function(
+            "raise_exception",
+            move |msg: String| -> std::result::Result<String, minijinja::Error> {
+                *sink.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg.clone());
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
+        env.add_function("strftime_now", |format: String| -> String {
+            strftime_now(&format)
+        });
+        env.add_template_owned(TEMPLATE_NAME, source.into())
+            .map_err(|e| Error::ChatTemplate(describe(&e)))?;
+        Ok(ChatTemplate {
+            env,
+            bos_token: bos_token.into(),
+            eos_token: eos_token.into(),
+            raised,
+        })
+    }
+
+    /// The template of an export folder: `tokenizer_config.json`'s `chat_template` (a string, or a list of named
+    /// templates whose `default` is taken), else `chat_template.jinja`, else `chat_template.json`. `Ok(None)` when
+    /// the folder has none. bos/eos tokens come from `tokenizer_config.json` (`<bos>`/`<eos>` if absent).
+    pub fn from_dir(dir: &Path) -> Result<Option<ChatTemplate>> {
+        let config_path = dir.join("tokenizer_config.json");
+        let config = if config_path.is_file() {
+            Some(read_json(&config_path)?)
+        } else {
+            None
+        };
+        let token = |field: &str, default: &str| -> String {
+            config
+                .as_ref()
+                .and_then(|c| c.get(field))
+                .and_then(|v| {
+                    v.as_str()
+                        .or_else(|| v.get("content").and_then(|c| c.as_str()))
+                })
+                .unwrap_or(default)
+                .to_string()
+        };
+        let (bos, eos) = (token("bos_token", "<bos>"), token("eos_token", "<eos>"));
+
+        let mut source = None;
+        if let Some(t) = config.as_ref().and_then(|c| c.get("chat_template")) {
+            source = Some(template_from_value(t, &config_path)?);
+        }
+        let jinja = dir.join("chat_template.jinja");
+        if source.is_none() && jinja.is_file() {
+            source = Some(std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?);
+        }
+        let json = dir.join("chat_template.json");
+        if source.is_none() && json.is_file() {
+            let v = read_json(&json)?;
+            let t = v
+                .get("chat_template")
+                .ok_or_else(|| Error::invalid_file(&json, "missing field `chat_template`"))?;
+            source = Some(template_from_value(t, &json)?);
+        }
+        source.map(|s| ChatTemplate::new(s, bos, eos)).transpose()
+    }
+
+    pub fn bos_token(&self) -> &str {
+        &self.bos_token
+    }
+
+    pub fn eos_token(&self) -> &str {
+        &self.eos_token
+    }
+
+    /// Renders `messages`; with `add_generation_prompt` the text ends with the model turn's header.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        let messages =
+            serde_json::to_value(messages).map_err(|e| Error::ChatTemplate(e.to_string()))?;
+        self.render_value(&messages, add_generation_prompt)
+    }
+
+    /// Renders messages given as JSON (for message shapes [`Message`] does not cover, like lists of content parts).
+    pub fn render_value(
+        &self,
+        messages: &serde_json::Value,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        *self.raised.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let template = self
+            .env
+            .get_template(TEMPLATE_NAME)
+            .map_err(|e| Error::ChatTemplate(describe(&e)))?;
+        let ctx = minijinja::context! {
+            messages => messages,
+            bos_token => &self.bos_token,
+            eos_token => &self.eos_token,
+            add_generation_prompt => add_generation_prompt,
+        };
+        template.render(ctx).map_err(|e| {
+            match self.raised.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                Some(msg) => Error::TemplateException(msg),
+                None => Error::ChatTemplate(describe(&e)),
+            }
+        })
+    }
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::invalid_file(path, format!("not valid JSON: {e}")))
+}
+
+/// A `chat_template` field: a string, or `[{"name": ..., "template": ...}]` (take `default`, else the first).
+fn template_from_value(v: &serde_json::Value, path: &Path) -> Result<String> {
+    if let Some(s) = v.as_str() {
+        return Ok(s.to_string());
+    }
+    if let Some(list) = v.as_array() {
+        let pick = list
+            .iter()
+            .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+            .or_else(|| list.first())
+            .and_then(|t| t.get("template"))
+            .and_then(|t| t.as_str());
+        if let Some(s) = pick {
+            return Ok(s.to_string());
+        }
+    }
+    Err(Error::invalid_file(
+        path,
+        "field `chat_template` must be a string or a list of {name, template}",
+    ))
+}
+
+/// minijinja's error with its cause chain (the detail is often in the source).
+fn describe(e: &minijinja::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// transformers' `strftime_now(format)` for the few directives templates use (UTC date).
+fn strftime_now(format: &str) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let mut out = String::new();
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('Y') => out.push_str(&year.to_string()),
+            Some('m') => out.push_str(&format!("{month:02}")),
+            Some('d') => out.push_str(&format!("{day:02}")),
+            Some('B') => out.push_str(MONTHS[(month - 1) as usize]),
+            Some('b') => out.push_str(&MONTHS[(month - 1) as usize][..3]),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gemma3() -> ChatTemplate {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/gemma-3-270m");
+        ChatTemplate::from_dir(&dir)
+            .unwrap()
+            .expect("the Gemma 3 tokenizer_config.json has a chat template")
+    }
+
+    #[test]
+    fn gemma3_system_and_user() {
+        let t = gemma3();
+        let s = t
+            .render(
+                &[Message::system("Be helpful."), Message::user("Hello")],
+                true,
+            )
+            .unwrap();
+        assert_eq!(
+            s,
+            "<bos><start_of_turn>user\nBe helpful.\n\nHello<end_of_turn>\n<start_of_turn>model\n"
+        );
+    }
+
+    #[test]
+    fn gemma3_multi_turn() {
+        let t = gemma3();
+        let msgs = [
+            Message::user("Hi there "),
+            Message::assistant("  Hello! How can I help?\n"),
+            Message::user("Tell me a joke."),
+        ];
+        assert_eq!(
+            t.render(&msgs, true).unwrap(),
+            "<bos><start_of_turn>user\nHi there<end_of_turn>\n<start_of_turn>model\nHello! How can I help?<end_of_turn>\n\
+             <start_of_turn>user\nTell me a joke.<end_of_turn>\n<start_of_turn>model\n"
+        );
+        assert_eq!(
+            t.render(&msgs[..2], false).unwrap(),
+            "<bos><start_of_turn>user\nHi there<end_of_turn>\n<start_of_turn>model\nHello! How can I help?<end_of_turn>\n"
+        );
+        // With a system prompt, it goes into the first user turn only.
+        let mut with_system = vec![Message::system("Be brief.")];
+        with_system.extend_from_slice(&msgs);
+        let s = t.render(&with_system, true).unwrap();
+        assert!(s.starts_with("<bos><start_of_turn>user\nBe brief.\n\nHi there<end_of_turn>\n"));
+        assert!(s.contains("<start_of_turn>user\nTell me a joke.<end_of_turn>"));
+    }
+
+    #[test]
+    fn gemma3_list_content() {
+        let t = gemma3();
+        let msgs = serde_json::json!([{"role": "user", "content": [
+            {"type": "image"}, {"type": "text", "text": " Describe this. "}
+        ]}]);
+        assert_eq!(
+            t.render_value(&msgs, true).unwrap(),
+            "<bos><start_of_turn>user\n<start_of_image>Describe this.<end_of_turn>\n<start_of_turn>model\n"
+        );
+    }
+
+    #[test]
+    fn raise_exception_becomes_a_typed_error() {
+        let t = gemma3();
+        let e = t
+            .render(&[Message::user("a"), Message::user("b")], true)
+            .unwrap_err();
+        match e {
+            Error::TemplateException(msg) => {
+                assert_eq!(
+                    msg,
+                    "Conversation roles must alternate user/assistant/user/assistant/..."
+                )
+            }
+            other => panic!("expected TemplateException, got {other:?}"),
+        }
+        // The next render starts clean.
+        t.render(&[Message::user("a")], true).unwrap();
+    }
+
+    #[test]
+    fn gemma2_style_template_rejects_system() {
+        let src = "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}";
+        let t = ChatTemplate::new(src, "<bos>", "<eos>").unwrap();
+        assert_eq!(
+            t.render(&[Message::user(" Hi ")], true).unwrap(),
+            "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
+        );
+        assert!(matches!(
+            t.render(&[Message::system("x"), Message::user("y")], true),
+            Err(Error::TemplateException(m)) if m == "System role not supported"
+        ));
+    }
+
+    #[test]
+    fn trim_and_lstrip_blocks_like_transformers() {
+        // trim_blocks drops the newline after a block tag, lstrip_blocks the indentation before it.
+        let src = "{% for m in messages %}\n    {% if m.role == 'user' %}\n[{{ m.content }}]\n    {% endif %}\n{% endfor %}";
+        let t = ChatTemplate::new(src, "<bos>", "<eos>").unwrap();
+        assert_eq!(
+            t.render(&[Message::user("a"), Message::user("b")], false)
+                .unwrap(),
+            "[a]\n[b]\n"
+        );
+    }
+
+    #[test]
+    fn python_string_methods_work() {
+        let src = "{{ messages[0].content.strip().upper() }}|{{ messages[0].content.startswith(' he') }}|{{ eos_token }}";
+        let t = ChatTemplate::new(src, "<bos>", "<eos>").unwrap();
+        assert_eq!(
+            t.render(&[Message::user(" hello ")], false).unwrap(),
+            "HELLO|True|<eos>"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_reported_at_load() {
+        let e = ChatTemplate::new("{% for %}", "<bos>", "<eos>")
+            .err()
+            .unwrap();
+        assert!(matches!(e, Error::ChatTemplate(_)), "{e:?}");
+    }
+
+    #[test]
+    fn folder_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(ChatTemplate::from_dir(dir.path()).unwrap().is_none());
+        std::fs::write(
+            dir.path().join("chat_template.jinja"),
+            "{{ bos_token }}{{ messages[0].content }}",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("tokenizer_config.json"),
+            r#"{"bos_token": {"content": "<s>", "lstrip": false}, "eos_token": "</s>"}"#,
+        )
+        .unwrap();
+        let t = ChatTemplate::from_dir(dir.path()).unwrap().unwrap();
+        assert_eq!(t.render(&[Message::user("x")], false).unwrap(), "<s>x");
+        std::fs::write(
+            dir.path().join("tokenizer_config.json"),
+            r#"{"chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D{{ eos_token }}"}]}"#,
+        )
+        .unwrap();
+        let t = ChatTemplate::from_dir(dir.path()).unwrap().unwrap();
+        assert_eq!(t.render(&[], false).unwrap(), "D<eos>");
+    }
+
+    #[test]
+    fn strftime_now_formats_a_date() {
+        let s = strftime_now("%d %B %Y");
+        assert!(s.len() >= "01 May 2025".len(), "{s}");
+        assert!(s.split(' ').nth(2).unwrap().parse::<i32>().unwrap() >= 2024);
+    }
+}

@@ -1,0 +1,106 @@
+//! The one error type of the runtime. Every failure a user can cause (missing library, wrong folder, bad template,
+//! prompt too long...) is a typed variant with a message that says what to do; nothing here panics.
+
+use std::path::{Path, PathBuf};
+
+/// What `ORT_*` errors tell the user to do.
+pub const ORT_HINT: &str =
+    "run `scripts/setup-ort` (or set ORT_DYLIB_PATH to libonnxruntime.so 1.31.x)";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No ONNX Runtime shared library at any of the places looked at.
+    #[error("ONNX Runtime library not found; tried: {}. {ORT_HINT}", join_paths(.tried))]
+    OrtNotFound { tried: Vec<PathBuf> },
+
+    /// A library was found but could not be loaded (not a shared library, wrong version, missing symbols...).
+    #[error("could not load ONNX Runtime from {}: {reason}. {ORT_HINT}", .path.display())]
+    OrtLoad { path: PathBuf, reason: String },
+
+    /// An execution provider was asked for that this build or this ONNX Runtime library cannot give.
+    #[error("execution provider {provider}: {reason}")]
+    ExecutionProvider { provider: String, reason: String },
+
+    /// The folder has no `gemma-onnx.json`.
+    #[error("not a gemma-onnx export folder: {} has no gemma-onnx.json; run gemma-export first", .dir.display())]
+    NotAnExport { dir: PathBuf },
+
+    /// A file of the export folder (manifest, config, tokenizer config) is malformed.
+    #[error("{}: {message}", .path.display())]
+    InvalidFile { path: PathBuf, message: String },
+
+    /// Reading a file failed.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// ONNX Runtime reported an error while creating a session or running it.
+    #[error("{context}: {message}")]
+    Ort { context: String, message: String },
+
+    /// The tokenizer failed (loading tokenizer.json, encoding, decoding).
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    /// The chat template failed to parse or render.
+    #[error("chat template: {0}")]
+    ChatTemplate(String),
+
+    /// The chat template called `raise_exception(message)`.
+    #[error("the chat template rejected the conversation: {0}")]
+    TemplateException(String),
+
+    /// The prompt plus the tokens to generate do not fit in the model's positions.
+    #[error(
+        "prompt too long: {prompt_tokens} prompt tokens + {max_new_tokens} new tokens = {} > {max_positions} \
+         (max_position_embeddings); shorten the prompt or lower --max-new-tokens",
+        .prompt_tokens + .max_new_tokens
+    )]
+    PromptTooLong {
+        prompt_tokens: usize,
+        max_new_tokens: usize,
+        max_positions: usize,
+    },
+
+    /// A caller passed arguments that cannot work (shapes, ranges, empty inputs...).
+    #[error("{0}")]
+    InvalidArgument(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn invalid_file(path: &Path, message: impl Into<String>) -> Self {
+        Error::InvalidFile {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn ort(context: impl Into<String>, err: impl std::fmt::Display) -> Self {
+        Error::Ort {
+            context: context.into(),
+            message: err.to_string(),
+        }
+    }
+}
+
+fn join_paths(paths: &[PathBuf]) -> String {
+    if paths.is_empty() {
+        return "(no candidate path: set ORT_DYLIB_PATH)".into();
+    }
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
