@@ -51,6 +51,10 @@ impl Ctx<'_> {
     ) -> Result<AttentionOutputs, ExportError> {
         match self.kernels.attention {
             AttentionKind::Portable => self.attention_portable(x, spec, io),
+            // GroupQueryAttention needs the CPU graph's own inputs (KV buffers, sequence lengths).
+            AttentionKind::GroupQuery => Err(ExportError::Unsupported(
+                "GroupQueryAttention is only built by the CPU decoder graph (decoder_cpu)".into(),
+            )),
         }
     }
 

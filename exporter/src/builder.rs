@@ -57,6 +57,8 @@ pub enum Attr {
     Ints(Vec<i64>),
     Str(String),
     Tensor(TensorProto),
+    /// A subgraph (the `body` of Loop, the branches of If). Its names must not clash with the outer graph's.
+    Graph(onnx::GraphProto),
 }
 
 /// Builds one `GraphProto`.
@@ -72,6 +74,8 @@ pub struct GraphBuilder {
     const_cache: std::collections::HashMap<(String, Vec<u8>), Value>,
     /// Current name scope, e.g. `/model/layers.3/attn`.
     scope: String,
+    /// Values computed once per graph and reused, by key (see [`GraphBuilder::memo`]).
+    memo: std::collections::HashMap<String, Value>,
 }
 
 impl GraphBuilder {
@@ -193,6 +197,24 @@ impl GraphBuilder {
         self.initializer_names.insert(name.clone());
         self.initializers.push(tensor);
         Value(name)
+    }
+
+    /// A value remembered under `key` by [`set_memo`](Self::set_memo): e.g. the one fp32 Cast of a 16-bit weight
+    /// that both the embedding lookup and the tied lm_head use.
+    pub fn memo(&self, key: &str) -> Option<Value> {
+        self.memo.get(key).cloned()
+    }
+
+    pub fn set_memo(&mut self, key: &str, value: Value) {
+        self.memo.insert(key.to_string(), value);
+    }
+
+    /// Whether some node of the graph is in operator domain `domain` (e.g. `"com.microsoft"`), which the model
+    /// must then import.
+    pub fn uses_domain(&self, domain: &str) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| n.domain.as_deref() == Some(domain))
     }
 
     /// The initializer called `name`, if one was added.
@@ -351,6 +373,10 @@ fn attribute(name: &str, a: &Attr) -> AttributeProto {
         Attr::Tensor(t) => {
             p.t = Some(t.clone());
             p.r#type = Some(AttributeType::Tensor as i32);
+        }
+        Attr::Graph(g) => {
+            p.g = Some(g.clone());
+            p.r#type = Some(AttributeType::Graph as i32);
         }
     }
     p

@@ -3,10 +3,14 @@
 //!
 //! I/O follows Hugging Face Optimum / transformers.js: `input_ids`, `attention_mask`, `position_ids`,
 //! `past_key_values.{i}.key|value` → `logits`, `present.{i}.key|value`.
+//!
+//! The same graph with [`DecoderInput::InputsEmbeds`] takes `inputs_embeds` (embedded and scaled outside, image
+//! features scattered in; see [`crate::vision`]) instead of `input_ids`, plus `token_type_ids` for Gemma 3's
+//! bidirectional image blocks: transformers.js's `decoder_model_merged.onnx`.
 
 use crate::attention::{AttentionInputs, AttentionSpec};
 use crate::builder::{Attr, Dim, GraphBuilder};
-use crate::layers::{attention_mask, rope_tables, Ctx, Kernels};
+use crate::layers::{attention_mask_with_blocks, image_blocks, rope_tables, Ctx, Kernels};
 use crate::onnx::DataType;
 use crate::weights::WeightWriter;
 use crate::ExportError;
@@ -25,7 +29,19 @@ pub fn weight_bytes(cfg: &ModelConfig) -> u64 {
         .sum()
 }
 
-/// Builds the decoder graph, streaming its weights through `w`.
+/// What the decoder graph takes as its tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecoderInput {
+    /// `input_ids` int64 `[batch, seq]`, embedded and scaled inside the graph (`model.onnx`).
+    InputIds,
+    /// `inputs_embeds` float32 `[batch, seq, hidden]`, already scaled by sqrt(hidden) (`embed_tokens.onnx`) with
+    /// image features in place of the `<image_soft_token>` rows (`decoder_model_merged.onnx`). With
+    /// `with_token_type_ids`, an int64 `[batch, seq]` input `token_type_ids` (1 at image soft tokens of this chunk)
+    /// makes each image's tokens attend to each other in both directions (spec §5.5).
+    InputsEmbeds { with_token_type_ids: bool },
+}
+
+/// Builds the decoder graph on `input_ids`, streaming its weights through `w`.
 pub fn build(
     g: &mut GraphBuilder,
     w: &mut WeightWriter,
@@ -33,15 +49,35 @@ pub fn build(
     cfg: &ModelConfig,
     kernels: Kernels,
 ) -> Result<(), ExportError> {
+    build_with_input(g, w, ckpt, cfg, kernels, DecoderInput::InputIds)
+}
+
+/// Builds the decoder graph with the given token input. Weights already in `w` (from an earlier graph of the same
+/// export) are referenced, not written again.
+pub fn build_with_input(
+    g: &mut GraphBuilder,
+    w: &mut WeightWriter,
+    ckpt: &Checkpoint,
+    cfg: &ModelConfig,
+    kernels: Kernels,
+    input: DecoderInput,
+) -> Result<(), ExportError> {
     let t: &TextConfig = &cfg.text;
     let p = cfg.text_prefix.as_str();
     let (h, hd, nkv) = (t.hidden_size, t.head_dim, t.num_key_value_heads);
 
-    let input_ids = g.input(
-        "input_ids",
-        DataType::Int64,
-        &["batch_size".into(), "sequence_length".into()],
-    );
+    let tokens = match input {
+        DecoderInput::InputIds => g.input(
+            "input_ids",
+            DataType::Int64,
+            &["batch_size".into(), "sequence_length".into()],
+        ),
+        DecoderInput::InputsEmbeds { .. } => g.input(
+            "inputs_embeds",
+            DataType::Float,
+            &["batch_size".into(), "sequence_length".into(), h.into()],
+        ),
+    };
     let attention_mask_in = g.input(
         "attention_mask",
         DataType::Int64,
@@ -52,6 +88,16 @@ pub fn build(
         DataType::Int64,
         &["batch_size".into(), "sequence_length".into()],
     );
+    let token_type_ids = match input {
+        DecoderInput::InputsEmbeds {
+            with_token_type_ids: true,
+        } => Some(g.input(
+            "token_type_ids",
+            DataType::Int64,
+            &["batch_size".into(), "sequence_length".into()],
+        )),
+        _ => None,
+    };
     let kv_dims: Vec<Dim> = vec![
         "batch_size".into(),
         nkv.into(),
@@ -83,22 +129,30 @@ pub fn build(
     // Scaled embedding (spec §1.1): E[ids] · fp32(sqrt(H)), flattened to the [N, H] residual stream.
     cx.g.set_scope("/model/embed_tokens");
     let embed_name = names::embed_tokens(p);
-    let view = ckpt.tensor(&embed_name)?;
-    let e = cx.w.f32_from_checkpoint(ckpt, &embed_name, &view, None)?;
-    let e = cx.g.initializer(e);
-    let emb = cx.g.op(
-        "Gather",
-        "gather",
-        &[&e, &input_ids],
-        &[("axis", Attr::Int(0))],
-    );
-    let scale = cx.g.scalar_f32("embed_scale", (h as f64).sqrt() as f32);
-    let emb = cx.g.op("Mul", "scale", &[&emb, &scale], &[]);
-    let flat_h = cx.g.const_i64("flat_hidden", &[-1, h as i64]);
-    let mut x = cx.g.op("Reshape", "flatten", &[&emb, &flat_h], &[]);
+    let mut x = match input {
+        DecoderInput::InputIds => {
+            // fp32/fp16/bf16 Gather, or the block-quantized lookup sharing the lm_head's bytes.
+            let emb = cx.embedding(&tokens, &embed_name)?;
+            let scale = cx.g.scalar_f32("embed_scale", (h as f64).sqrt() as f32);
+            let emb = cx.g.op("Mul", "scale", &[&emb, &scale], &[]);
+            let flat_h = cx.g.const_i64("flat_hidden", &[-1, h as i64]);
+            cx.g.op("Reshape", "flatten", &[&emb, &flat_h], &[])
+        }
+        DecoderInput::InputsEmbeds { .. } => {
+            let flat_h = cx.g.const_i64("flat_hidden", &[-1, h as i64]);
+            cx.g.op("Reshape", "flatten", &[&tokens, &flat_h], &[])
+        }
+    };
 
     cx.g.set_scope("/model");
-    let batch_seq = cx.g.op("Shape", "batch_seq", &[&input_ids], &[]);
+    // [B, S]: the shape of input_ids, or the first two dims of inputs_embeds.
+    let batch_seq = match input {
+        DecoderInput::InputIds => cx.g.op("Shape", "batch_seq", &[&tokens], &[]),
+        DecoderInput::InputsEmbeds { .. } => {
+            cx.g.op("Shape", "batch_seq", &[&tokens], &[("end", Attr::Int(2))])
+        }
+    };
+    let blocks = token_type_ids.as_ref().map(|tt| image_blocks(cx.g, tt));
     let uses = |ty: LayerType| t.layer_types.contains(&ty);
     let full = uses(LayerType::Full).then(|| {
         let rope = rope_tables(
@@ -109,7 +163,14 @@ pub fn build(
             t.rope_full.linear_factor,
             hd,
         );
-        let mask = attention_mask(cx.g, &input_ids, &attention_mask_in, None, "global");
+        let mask = attention_mask_with_blocks(
+            cx.g,
+            &tokens,
+            &attention_mask_in,
+            None,
+            blocks.as_ref(),
+            "global",
+        );
         (rope, mask)
     });
     let sliding = uses(LayerType::Sliding).then(|| {
@@ -121,11 +182,12 @@ pub fn build(
             t.rope_sliding.linear_factor,
             hd,
         );
-        let mask = attention_mask(
+        let mask = attention_mask_with_blocks(
             cx.g,
-            &input_ids,
+            &tokens,
             &attention_mask_in,
             t.sliding_window,
+            blocks.as_ref(),
             "local",
         );
         (rope, mask)

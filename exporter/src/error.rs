@@ -19,6 +19,16 @@ pub enum ExportError {
     NotACheckpoint(PathBuf),
     #[error("{0}")]
     Unsupported(String),
+    #[error("tensor {tensor} holds {value}, beyond the range of {precision} (±65504); export with --precision bf16 or fp32")]
+    OutOfRange {
+        tensor: String,
+        value: f32,
+        precision: &'static str,
+    },
+    #[error("{}: Gemma3ForConditionalGeneration checkpoint without a vision tower: none of {} is in it", dir.display(), tried.join(", "))]
+    VisionTowerMissing { dir: PathBuf, tried: Vec<String> },
+    #[error("{}: {reason}", path.display())]
+    ProcessorConfig { path: PathBuf, reason: String },
     #[error("{}: invalid JSON: {source}", path.display())]
     Json {
         path: PathBuf,

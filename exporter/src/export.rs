@@ -1,10 +1,17 @@
 //! The export pipeline: validate the checkpoint, build the graphs while streaming weights into a temporary folder
 //! beside the destination, copy the tokenizer and configs, write the manifest, then rename the folder into place.
 //! A failed or interrupted export never leaves a folder that looks complete.
+//!
+//! Gemma3ForConditionalGeneration checkpoints also get the image graphs of [`crate::vision`]; their tensors are
+//! checked up front with the text ones.
 
 use crate::builder::{model, GraphBuilder};
-use crate::layers::Kernels;
+use crate::decoder::DecoderInput;
+use crate::half::HalfType;
+use crate::layers::{Kernels, LinearKind};
+use crate::quant::QuantConfig;
 use crate::manifest::Manifest;
+use crate::vision::{self, VisionPlan};
 use crate::weights::WeightWriter;
 use crate::{decoder, ExportError};
 use gemma_models::{Checkpoint, ModelConfig};
@@ -13,16 +20,72 @@ use prost::Message;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// Weight precision of the export.
+/// Weight precision of the export. Activations, norms, the residual stream and the KV cache are float32 in all
+/// of them (spec §9.2: Gemma's activations overflow fp16).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
     Fp32,
+    /// Weights stored as fp16, cast to fp32 in the graph ([`crate::half`]).
+    Fp16,
+    /// Weights stored as bf16, cast to fp32 in the graph.
+    Bf16,
+    /// Block-quantized weights, 8 bits by default ([`QuantConfig::int8`]).
+    Int8(QuantConfig),
+    /// Block-quantized weights, 4 bits by default ([`QuantConfig::int4`]).
+    Int4(QuantConfig),
 }
 
 impl Precision {
+    /// `--precision int4` with its default scheme.
+    pub const INT4: Precision = Precision::Int4(QuantConfig::int4());
+    /// `--precision int8` with its default scheme.
+    pub const INT8: Precision = Precision::Int8(QuantConfig::int8());
+
     pub fn name(&self) -> &'static str {
         match self {
             Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+            Precision::Bf16 => "bf16",
+            Precision::Int8(_) => "int8",
+            Precision::Int4(_) => "int4",
+        }
+    }
+
+    /// The quantization scheme, for int8/int4.
+    pub fn quant(&self) -> Option<&QuantConfig> {
+        match self {
+            Precision::Int8(q) | Precision::Int4(q) => Some(q),
+            _ => None,
+        }
+    }
+
+    /// How linear layers and the embedding are expressed at this precision.
+    pub fn linear_kind(&self) -> LinearKind {
+        match *self {
+            Precision::Fp32 => LinearKind::GemmF32,
+            Precision::Fp16 => LinearKind::GemmHalf(HalfType::F16),
+            Precision::Bf16 => LinearKind::GemmHalf(HalfType::Bf16),
+            Precision::Int8(q) | Precision::Int4(q) => LinearKind::MatMulNBits(q),
+        }
+    }
+}
+
+/// Which text decoder graph an export holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GraphKind {
+    /// Standard ONNX ops only (opset 21): loads in any ONNX runtime; the KV cache goes in and out whole each step.
+    Portable,
+    /// ONNX Runtime's CPU-optimized graph ([`crate::decoder_cpu`]): in-place KV buffers, window-sized sliding
+    /// caches, last-position logits, fused contrib ops. Same logits as the portable graph within 1e-4.
+    #[default]
+    Cpu,
+}
+
+impl GraphKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            GraphKind::Portable => "portable",
+            GraphKind::Cpu => "cpu",
         }
     }
 }
@@ -33,6 +96,8 @@ pub struct ExportOptions {
     pub src: PathBuf,
     pub out: PathBuf,
     pub precision: Precision,
+    /// The text decoder graph; image graphs (Gemma3ForConditionalGeneration) are always portable.
+    pub graph: GraphKind,
     /// Replace `out` if it exists.
     pub force: bool,
     /// Show a progress bar on stderr (hidden anyway when stderr is not a terminal).
@@ -46,6 +111,8 @@ pub struct ExportReport {
     pub manifest: Manifest,
     pub weight_bytes: u64,
     pub nodes: usize,
+    /// int8/int4: relative RMS error of the quantized weights per tensor class, one line each.
+    pub quantization: Vec<String>,
 }
 
 /// Files copied verbatim from the checkpoint folder when present.
@@ -69,16 +136,22 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
     }
     let cfg = ModelConfig::from_file(&config_path)?;
     let ckpt = Checkpoint::open(&opts.src)?;
-    // Check every tensor (presence, shape, dtype) before writing anything.
+    // Check every tensor (presence, shape, dtype) before writing anything, and that the checkpoint has no layer
+    // tensors of another Gemma generation than config.json says (config and weights must describe one model).
+    gemma_models::names::check_layer_tensors(&cfg, &ckpt)?;
     for (name, shape) in decoder::required_tensors(&cfg) {
         ckpt.tensor_with_shape(&name, &shape)?;
+    }
+    let vision = VisionPlan::check(&cfg, &ckpt)?;
+    if let Some(q) = opts.precision.quant() {
+        q.validate().map_err(ExportError::Unsupported)?;
     }
     if opts.out.exists() && !opts.force {
         return Err(ExportError::OutputExists(opts.out.clone()));
     }
 
     let tmp = temp_dir_for(&opts.out)?;
-    let result = write_export(opts, &cfg, &ckpt, &tmp);
+    let result = write_export(opts, &cfg, &ckpt, vision.as_ref(), &tmp);
     match result {
         Ok(mut report) => {
             if opts.out.exists() {
@@ -141,9 +214,10 @@ fn write_export(
     opts: &ExportOptions,
     cfg: &ModelConfig,
     ckpt: &Checkpoint,
+    vision: Option<&VisionPlan>,
     dir: &Path,
 ) -> Result<ExportReport, ExportError> {
-    let total = decoder::weight_bytes(cfg);
+    let total = decoder::weight_bytes(cfg) + vision.map_or(0, |v| v.weight_bytes);
     let progress = if opts.progress {
         ProgressBar::new(total)
     } else {
@@ -161,15 +235,64 @@ fn write_export(
     let data_path = dir.join("model.onnx_data");
     let mut w = WeightWriter::create(&data_path, progress.clone())?;
     let mut g = GraphBuilder::new();
-    decoder::build(&mut g, &mut w, ckpt, cfg, Kernels::PORTABLE)?;
-    let weight_bytes = w.finish()?;
+    let kernels = Kernels {
+        linear: opts.precision.linear_kind(),
+        ..Kernels::PORTABLE
+    };
+    match opts.graph {
+        GraphKind::Portable => decoder::build(&mut g, &mut w, ckpt, cfg, kernels)?,
+        GraphKind::Cpu => {
+            let cpu = Kernels {
+                linear: kernels.linear,
+                ..Kernels::CPU
+            };
+            crate::decoder_cpu::build(&mut g, &mut w, ckpt, cfg, cpu)?
+        }
+    }
+    // The image graphs (file, graph name, graph). The two text ones reuse the weights model.onnx just wrote.
+    let mut image_graphs = Vec::new();
+    let mut vision_bytes = 0;
+    if let Some(plan) = vision {
+        let mut e = GraphBuilder::new();
+        vision::build_embed_tokens(&mut e, &mut w, ckpt, cfg, kernels)?;
+        image_graphs.push((vision::EMBED_FILE, "gemma_embed_tokens", e));
+        let mut d = GraphBuilder::new();
+        let input = DecoderInput::InputsEmbeds {
+            with_token_type_ids: true,
+        };
+        decoder::build_with_input(&mut d, &mut w, ckpt, cfg, kernels, input)?;
+        image_graphs.push((
+            vision::DECODER_WITH_EMBEDS_FILE,
+            "gemma_decoder_with_embeds",
+            d,
+        ));
+
+        progress.set_message(format!("writing {}", vision::ENCODER_DATA_FILE));
+        let data = dir.join(vision::ENCODER_DATA_FILE);
+        let mut vw = WeightWriter::create(&data, progress.clone())?;
+        let mut v = GraphBuilder::new();
+        vision::build_encoder(&mut v, &mut vw, ckpt, cfg, plan)?;
+        vision_bytes = vw.finish()?;
+        image_graphs.push((vision::ENCODER_FILE, "gemma_vision_encoder", v));
+    }
+    let quantization = opts
+        .precision
+        .quant()
+        .map(|q| w.quant_stats.summary(q))
+        .unwrap_or_default();
+    let weight_bytes = w.finish()? + vision_bytes;
     progress.finish_and_clear();
 
     let nodes = g.node_count();
-    let manifest = Manifest::new(cfg, &opts.src, opts.precision, "model.onnx")?;
+    let mut manifest = Manifest::new(cfg, &opts.src, opts.precision, "model.onnx")?;
+    if opts.graph == GraphKind::Cpu {
+        manifest.graph = GraphKind::Cpu.name().into();
+        manifest.cpu = Some(crate::manifest::CpuGraphManifest::current());
+    }
+    let opsets = opset_imports(&g);
     let proto = model(
         g.finish("gemma_decoder"),
-        &[("", crate::onnx::OPSET)],
+        &opsets,
         &[
             ("gemma_onnx.family", manifest.family.clone()),
             ("gemma_onnx.precision", manifest.precision.clone()),
@@ -177,6 +300,19 @@ fn write_export(
     );
     let model_path = dir.join("model.onnx");
     fs::write(&model_path, proto.encode_to_vec()).map_err(|e| ExportError::io(&model_path, e))?;
+    for (file, name, graph) in image_graphs {
+        let opsets = opset_imports(&graph);
+        let proto = model(
+            graph.finish(name),
+            &opsets,
+            &[
+                ("gemma_onnx.family", manifest.family.clone()),
+                ("gemma_onnx.precision", manifest.precision.clone()),
+            ],
+        );
+        let path = dir.join(file);
+        fs::write(&path, proto.encode_to_vec()).map_err(|e| ExportError::io(&path, e))?;
+    }
 
     for name in COPIED_FILES {
         let src = opts.src.join(name);
@@ -201,5 +337,16 @@ fn write_export(
         manifest,
         weight_bytes,
         nodes,
+        quantization,
     })
+}
+
+/// The operator sets a graph imports: ONNX, plus ONNX Runtime's contrib domain when it uses one of its ops
+/// (quantized MatMuls, fused attention).
+fn opset_imports(g: &GraphBuilder) -> Vec<(&'static str, i64)> {
+    let mut opsets = vec![("", crate::onnx::OPSET)];
+    if g.uses_domain(crate::quant::graph::MS_DOMAIN) {
+        opsets.push((crate::quant::graph::MS_DOMAIN, 1));
+    }
+    opsets
 }

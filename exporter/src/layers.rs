@@ -13,11 +13,16 @@ use gemma_models::Checkpoint;
 /// `torch.finfo(torch.float32).min`: what eager attention adds at masked positions.
 pub const MASK_MIN: f32 = f32::MIN;
 
-/// How linear layers are expressed.
+/// How linear layers (and the embedding table they share with the lm_head) are expressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinearKind {
     /// `Gemm(x[N, in], W[out, in], transB=1)`: the checkpoint layout as is, float32.
     GemmF32,
+    /// The same Gemm on weights stored as fp16 or bf16 and cast to float32 in the graph (see [`crate::half`]).
+    GemmHalf(crate::half::HalfType),
+    /// ONNX Runtime's `MatMulNBits` on block-quantized weights; the embedding via `GatherBlockQuantized` on the
+    /// same bytes (see [`crate::quant`]).
+    MatMulNBits(crate::quant::QuantConfig),
 }
 
 /// How attention is expressed.
@@ -25,6 +30,9 @@ pub enum LinearKind {
 pub enum AttentionKind {
     /// MatMul / Softmax / MatMul with an explicit additive mask; the KV cache is `Concat(past, new)`.
     Portable,
+    /// ONNX Runtime's contrib `GroupQueryAttention` updating shared past/present KV buffers in place, with a
+    /// window-sized cache on sliding layers. Only the CPU-optimized decoder graph uses it ([`crate::decoder_cpu`]).
+    GroupQuery,
 }
 
 /// How RMSNorm is expressed.
@@ -32,6 +40,9 @@ pub enum AttentionKind {
 pub enum NormKind {
     /// `x * 1/sqrt(mean(x²) + eps) * (1 + w)` from elementary ops, float32.
     Decomposed,
+    /// ONNX Runtime's `SimplifiedLayerNormalization` (fp32 statistics) with the folded fp32 `(1 + w)` gain; the
+    /// CPU graph also fuses residual adds into `SkipSimplifiedLayerNormalization` ([`crate::decoder_cpu`]).
+    Fused,
 }
 
 /// The implementation choices of one export.
@@ -48,6 +59,13 @@ impl Kernels {
         linear: LinearKind::GemmF32,
         attention: AttentionKind::Portable,
         norm: NormKind::Decomposed,
+    };
+
+    /// The CPU-optimized graph (`--graph cpu`): fused ONNX Runtime attention and norms, float32 linears.
+    pub const CPU: Kernels = Kernels {
+        linear: LinearKind::GemmF32,
+        attention: AttentionKind::GroupQuery,
+        norm: NormKind::Fused,
     };
 }
 
@@ -93,27 +111,73 @@ impl Ctx<'_> {
                 let y = g.op("Mul", "norm/scale", &[x, &inv], &[]);
                 Ok(g.op("Mul", "norm/gain", &[&y, &gain], &[]))
             }
+            NormKind::Fused => Ok(self.g.op(
+                "SimplifiedLayerNormalization",
+                "norm",
+                &[x, &gain],
+                &[
+                    ("axis", Attr::Int(-1)),
+                    ("epsilon", Attr::Float(eps as f32)),
+                    ("stash_type", Attr::Int(1)),
+                ],
+            )),
         }
     }
 
     /// `x · Wᵀ` for a checkpoint weight `[out, in]`; `x` is `[N, in]`.
     pub fn linear(&mut self, x: &Value, weight_name: &str) -> Result<Value, ExportError> {
-        let w = if let Some(existing) = self.g.existing(weight_name) {
-            existing
-        } else {
-            let view = self.ckpt.tensor(weight_name)?;
-            let t = self
-                .w
-                .f32_from_checkpoint(self.ckpt, weight_name, &view, None)?;
-            self.g.initializer(t)
-        };
-        match self.kernels.linear {
-            LinearKind::GemmF32 => {
-                Ok(self
-                    .g
-                    .op("Gemm", "linear", &[x, &w], &[("transB", Attr::Int(1))]))
-            }
+        if let LinearKind::MatMulNBits(cfg) = self.kernels.linear {
+            return self.linear_nbits(x, weight_name, &cfg);
         }
+        let w = self.weight_f32(weight_name)?;
+        Ok(self
+            .g
+            .op("Gemm", "linear", &[x, &w], &[("transB", Attr::Int(1))]))
+    }
+
+    /// Rows `ids` (int64, any shape `[..]`) of the embedding table `weight_name` `[V, H]` as float32 `[.., H]`,
+    /// unscaled. The table is stored once even when the lm_head (tied) multiplies by it too.
+    pub fn embedding(&mut self, ids: &Value, weight_name: &str) -> Result<Value, ExportError> {
+        if let LinearKind::MatMulNBits(cfg) = self.kernels.linear {
+            return self.embedding_nbits(ids, weight_name, &cfg);
+        }
+        let e = self.weight_f32(weight_name)?;
+        Ok(self
+            .g
+            .op("Gather", "gather", &[&e, ids], &[("axis", Attr::Int(0))]))
+    }
+
+    /// A checkpoint weight as a float32 value of this graph: the initializer itself (fp32 storage) or one shared
+    /// Cast of its 16-bit initializer, created on first use.
+    fn weight_f32(&mut self, weight_name: &str) -> Result<Value, ExportError> {
+        let memo = format!("f32:{weight_name}");
+        if let Some(v) = self.g.memo(&memo) {
+            return Ok(v);
+        }
+        let view = self.ckpt.tensor(weight_name)?;
+        let v = match self.kernels.linear {
+            LinearKind::GemmHalf(ty) => {
+                let t = crate::half::half_from_checkpoint(self.w, self.ckpt, weight_name, &view, ty)?;
+                let stored = self.g.initializer(t);
+                self.g.op(
+                    "Cast",
+                    "to_f32",
+                    &[&stored],
+                    &[("to", Attr::Int(crate::onnx::DataType::Float as i64))],
+                )
+            }
+            _ => match self.g.existing(weight_name) {
+                Some(v) => v,
+                None => {
+                    let t = self
+                        .w
+                        .f32_from_checkpoint(self.ckpt, weight_name, &view, None)?;
+                    self.g.initializer(t)
+                }
+            },
+        };
+        self.g.set_memo(&memo, v.clone());
+        Ok(v)
     }
 
     /// `rotate_half` RoPE: `x·cos + rotate_half(x)·sin` on `[B, heads, S, hd]` with `cos`/`sin` `[B, 1, S, hd]`.
@@ -247,6 +311,24 @@ pub fn attention_mask(
     window: Option<usize>,
     label: &str,
 ) -> Value {
+    attention_mask_with_blocks(g, input_ids, attention_mask, window, None, label)
+}
+
+/// [`attention_mask`] with Gemma 3's bidirectional image blocks (spec §5.5) when `blocks` is given:
+/// `allowed(i, j) = (j ≤ i OR same_block(i, j)) AND [sliding: j > i − W] AND key_not_padded(j)`.
+///
+/// `blocks` is `[B, S]` int64 from [`image_blocks`]: 0 for text, k ≥ 1 for the k-th run of image tokens of the
+/// current chunk. Keys from the past cache get block 0, so a block never spans chunks: the runtime must prefill
+/// each image whole in one chunk. `input_ids` may be any `[B, S, ...]` tensor of the chunk (e.g.
+/// `inputs_embeds`): only its sequence length is read.
+pub fn attention_mask_with_blocks(
+    g: &mut GraphBuilder,
+    input_ids: &Value,
+    attention_mask: &Value,
+    window: Option<usize>,
+    blocks: Option<&Value>,
+    label: &str,
+) -> Value {
     let l = |s: &str| format!("mask_{label}/{s}");
     let zero = g.scalar_i64("zero", 0);
     let one = g.scalar_i64("one", 1);
@@ -272,6 +354,26 @@ pub fn attention_mask(
     let qi = g.op("Unsqueeze", &l("qi"), &[&q_idx, &ax1], &[]);
     let kj = g.op("Unsqueeze", &l("kj"), &[&k_idx, &ax0], &[]);
     let mut allowed = g.op("LessOrEqual", &l("causal"), &[&kj, &qi], &[]);
+    if let Some(blocks) = blocks {
+        // Key block ids [B, T]: 0 for the `past` cached keys, then the chunk's own ids.
+        let past_1 = g.op("Unsqueeze", &l("past_1d"), &[&past, &ax0], &[]);
+        let zero_1 = g.const_i64("zero_1d", &[0]);
+        let pads = g.op(
+            "Concat",
+            &l("block_pads"),
+            &[&zero_1, &past_1, &zero_1, &zero_1],
+            &[("axis", Attr::Int(0))],
+        );
+        let k_blocks = g.op("Pad", &l("key_blocks"), &[blocks, &pads], &[]);
+        let ax2 = g.const_i64("axes_2", &[2]);
+        let qb = g.op("Unsqueeze", &l("q_block"), &[blocks, &ax2], &[]);
+        let kb = g.op("Unsqueeze", &l("k_block"), &[&k_blocks, &ax1], &[]);
+        let same = g.op("Equal", &l("same_block"), &[&qb, &kb], &[]);
+        let in_image = g.op("Greater", &l("in_image"), &[&qb, &zero], &[]);
+        let same = g.op("And", &l("same_image"), &[&same, &in_image], &[]);
+        let same = g.op("Unsqueeze", &l("same_image_4d"), &[&same, &ax1], &[]);
+        allowed = g.op("Or", &l("causal_or_block"), &[&allowed, &same], &[]);
+    }
     if let Some(w) = window {
         let wv = g.scalar_i64("window", w as i64);
         let lo = g.op("Sub", &l("window_start"), &[&qi, &wv], &[]);
@@ -290,4 +392,41 @@ pub fn attention_mask(
     let zero_f = g.scalar_f32("mask_zero", 0.0);
     let min_f = g.scalar_f32("mask_min", MASK_MIN);
     g.op("Where", &l("additive"), &[&allowed, &zero_f, &min_f], &[])
+}
+
+/// Image block ids `[B, S]` int64 of one chunk from `token_type_ids` `[B, S]` (1 at `<image_soft_token>`): each
+/// maximal run of consecutive type-1 tokens gets its own id 1, 2, … in order, every other token 0. This is
+/// transformers' `get_block_sequence_ids_for_mask` shifted by one (−1 there is 0 here).
+pub fn image_blocks(g: &mut GraphBuilder, token_type_ids: &Value) -> Value {
+    let l = |s: &str| format!("image_blocks/{s}");
+    let one = g.scalar_i64("one", 1);
+    let is_image = g.op("Equal", &l("is_image"), &[token_type_ids, &one], &[]);
+    let is_image = g.op(
+        "Cast",
+        &l("is_image_i64"),
+        &[&is_image],
+        &[("to", Attr::Int(crate::onnx::DataType::Int64 as i64))],
+    );
+    // previous[b, i] = is_image[b, i − 1], 0 for i = 0
+    let zero_1 = g.const_i64("zero_1d", &[0]);
+    let minus_one = g.const_i64("minus_one_1d", &[-1]);
+    let ax1 = g.const_i64("axes_1", &[1]);
+    let head = g.op(
+        "Slice",
+        &l("all_but_last"),
+        &[&is_image, &zero_1, &minus_one, &ax1],
+        &[],
+    );
+    let shift = g.const_i64("pads_shift_right", &[0, 1, 0, 0]);
+    let previous = g.op("Pad", &l("previous"), &[&head, &shift], &[]);
+    let starts = g.op("Greater", &l("run_starts"), &[&is_image, &previous], &[]);
+    let starts = g.op(
+        "Cast",
+        &l("run_starts_i64"),
+        &[&starts],
+        &[("to", Attr::Int(crate::onnx::DataType::Int64 as i64))],
+    );
+    let axis = g.scalar_i64("axis_1", 1);
+    let run = g.op("CumSum", &l("run_index"), &[&starts, &axis], &[]);
+    g.op("Mul", &l("blocks"), &[&run, &is_image], &[])
 }

@@ -4,19 +4,27 @@
 //! - [`builder`]: a small ONNX graph builder; [`onnx`]: the protobuf messages.
 //! - [`weights`]: the external data writer.
 //! - [`layers`], [`attention`]: Gemma's blocks (norm, linear, RoPE, masks, attention, MLP) with swappable kernels.
-//! - [`decoder`]: the text decoder of Gemma 1, 2 and 3.
+//! - [`decoder`]: the text decoder of Gemma 1, 2 and 3 (portable graph); [`decoder_cpu`]: the same decoder
+//!   optimized for ONNX Runtime's CPU provider (in-place KV cache, last-position logits, fused ops).
+//! - [`vision`]: Gemma 3's SigLIP encoder + projector, the embedding graph and the decoder on `inputs_embeds`.
+//! - [`quant`]: int8/int4 block quantization (`MatMulNBits`, `GatherBlockQuantized`); [`half`]: fp16/bf16 storage.
 //! - [`export`]: the whole pipeline with atomic output; [`manifest`]: `gemma-onnx.json`.
 
 pub mod attention;
 pub mod builder;
 pub mod decoder;
+pub mod decoder_cpu;
 mod error;
 pub mod export;
+pub mod half;
 pub mod layers;
 pub mod manifest;
 pub mod onnx;
+pub mod quant;
+pub mod vision;
 pub mod weights;
 
 pub use error::ExportError;
-pub use export::{export, ExportOptions, ExportReport, Precision};
+pub use export::{export, ExportOptions, ExportReport, GraphKind, Precision};
 pub use manifest::{Manifest, MANIFEST_FILE};
+pub use quant::QuantConfig;

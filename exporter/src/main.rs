@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use gemma_exporter::{export, ExportOptions, Precision};
+use gemma_exporter::{export, ExportOptions, GraphKind, Precision, QuantConfig};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -10,6 +10,24 @@ use std::time::Instant;
 enum PrecisionArg {
     /// float32 weights and compute: the reference export, logits within 1e-4 of transformers fp32.
     Fp32,
+    /// fp16 weights (half the file), cast to fp32 in the graph: compute, memory and speed of fp32.
+    Fp16,
+    /// bf16 weights (half the file), cast to fp32 in the graph: ONNX Runtime's CPU provider has no bf16 kernels.
+    Bf16,
+    /// 8-bit block-quantized weights (MatMulNBits; Q8_0-like: symmetric, blocks of 32): near-lossless.
+    Int8,
+    /// 4-bit block-quantized weights (MatMulNBits + GatherBlockQuantized), the scheme in --help.
+    Int4,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum GraphArg {
+    /// ONNX Runtime CPU-optimized: KV cache updated in place, window-sized cache on sliding layers,
+    /// last-position logits, fused contrib ops (GroupQueryAttention, SkipSimplifiedLayerNormalization,
+    /// RotaryEmbedding). Runs with the `gemma` runtime (ONNX Runtime ≥ 1.31).
+    Cpu,
+    /// Standard ONNX ops only (opset 21), Optimum/transformers.js I/O: loads in any ONNX runtime.
+    Portable,
 }
 
 /// Export a Hugging Face Gemma checkpoint to ONNX, without PyTorch.
@@ -22,9 +40,16 @@ enum PrecisionArg {
 /// config.json, generation_config.json, the tokenizer files and gemma-onnx.json. The export is written to a
 /// temporary folder beside OUT_DIR and renamed at the end, so an interrupted export never looks complete.
 ///
+/// Gemma3ForConditionalGeneration checkpoints (vision tower named vision_tower.vision_model.* or vision_tower.*)
+/// also get the image graphs: vision_encoder.onnx + vision_encoder.onnx_data (float32 SigLIP + projector:
+/// pixel_values -> image_features), embed_tokens.onnx (input_ids -> scaled inputs_embeds) and
+/// decoder_model_merged.onnx (the portable decoder on inputs_embeds, with token_type_ids for the bidirectional
+/// image blocks); these two share model.onnx_data and its precision. See `vision` in gemma-onnx.json.
+///
 /// Example:
 ///   gemma-export ~/models/gemma-3-270m -o ~/onnx/gemma-3-270m
 ///   gemma generate -m ~/onnx/gemma-3-270m -p "The capital of France is"
+///   gemma-export ~/models/gemma-3-270m -o ~/onnx/gemma-3-270m-portable --graph portable
 #[derive(Debug, Parser)]
 #[command(name = "gemma-export", version, verbatim_doc_comment)]
 struct Args {
@@ -36,6 +61,18 @@ struct Args {
     /// Weight precision.
     #[arg(long, value_enum, default_value = "fp32")]
     precision: PrecisionArg,
+    /// Decoder graph: `cpu` (fast, ONNX Runtime) or `portable` (standard ops, any runtime).
+    #[arg(long, value_enum, default_value = "cpu")]
+    graph: GraphArg,
+    /// int8/int4: values per quantization block along the input dimension: 16, 32, 64, 128 or 256.
+    #[arg(long, value_name = "N")]
+    block_size: Option<usize>,
+    /// int8/int4, advanced: override the scheme per tensor class, e.g. "emb=8s,down=8s,acc=0".
+    /// Keys: linear (q/k/o/gate/up), v, down, emb (embedding = tied lm_head), all: 4a, 4s, 8a, 8s
+    /// (bits, asymmetric/symmetric), with -rtn for round-to-nearest instead of the scale search;
+    /// block: block size; acc: MatMulNBits accuracy_level (4 = int8 activations, 0 = fp32).
+    #[arg(long, value_name = "SPEC")]
+    quant_spec: Option<String>,
     /// Replace OUT_DIR if it already exists.
     #[arg(long)]
     force: bool,
@@ -62,11 +99,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         std::process::exit(130);
     });
     let started = Instant::now();
+    let precision = precision(&args)?;
     let opts = ExportOptions {
         src: args.src_dir.clone(),
         out: args.out.clone(),
-        precision: match args.precision {
-            PrecisionArg::Fp32 => Precision::Fp32,
+        precision,
+        graph: match args.graph {
+            GraphArg::Cpu => GraphKind::Cpu,
+            GraphArg::Portable => GraphKind::Portable,
         },
         force: args.force,
         progress: !args.quiet,
@@ -83,6 +123,44 @@ fn run(args: Args) -> anyhow::Result<()> {
             report.nodes,
             report.weight_bytes as f64 / (1024.0 * 1024.0)
         );
+        if let Some(q) = precision.quant() {
+            eprintln!("  scheme {}", q.spec());
+        }
+        for line in &report.quantization {
+            eprintln!("  {line}");
+        }
     }
     Ok(())
+}
+
+/// The precision with its scheme: --precision, then --block-size, then --quant-spec.
+fn precision(args: &Args) -> anyhow::Result<Precision> {
+    let quant_default = match args.precision {
+        PrecisionArg::Fp32 | PrecisionArg::Fp16 | PrecisionArg::Bf16 => {
+            if args.block_size.is_some() || args.quant_spec.is_some() {
+                anyhow::bail!("--block-size and --quant-spec apply to --precision int8 and int4 only");
+            }
+            return Ok(match args.precision {
+                PrecisionArg::Fp16 => Precision::Fp16,
+                PrecisionArg::Bf16 => Precision::Bf16,
+                _ => Precision::Fp32,
+            });
+        }
+        PrecisionArg::Int8 => QuantConfig::int8(),
+        PrecisionArg::Int4 => QuantConfig::int4(),
+    };
+    let mut q = quant_default;
+    if let Some(b) = args.block_size {
+        q.block_size = b;
+    }
+    if let Some(spec) = &args.quant_spec {
+        q = q
+            .parse_spec(spec)
+            .map_err(|e| anyhow::anyhow!("--quant-spec: {e}"))?;
+    }
+    q.validate().map_err(|e| anyhow::anyhow!("--block-size: {e}"))?;
+    Ok(match args.precision {
+        PrecisionArg::Int8 => Precision::Int8(q),
+        _ => Precision::Int4(q),
+    })
 }

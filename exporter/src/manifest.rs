@@ -15,7 +15,12 @@ pub struct Manifest {
     pub family: String,
     pub architecture: String,
     pub precision: String,
-    /// "portable": standard ONNX ops, full KV cache passed in and out.
+    /// int8/int4: the block quantization scheme as `gemma-export --quant-spec` takes it, e.g.
+    /// `linear=4a,v=4a,down=4a,emb=4a,block=32,acc=4` (see `gemma_exporter::quant`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<String>,
+    /// "portable": standard ONNX ops, full KV cache passed in and out. "cpu": the graph of
+    /// [`crate::decoder_cpu`]; the `cpu` section says how to drive it.
     pub graph: String,
     pub decoder: String,
     pub num_layers: usize,
@@ -34,6 +39,89 @@ pub struct Manifest {
     pub kv_dtype: String,
     pub logits_dtype: String,
     pub exporter_version: String,
+    /// How to drive a `"cpu"` graph; absent for portable ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuGraphManifest>,
+    /// The image path of Gemma3ForConditionalGeneration exports; absent for text-only models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vision: Option<VisionManifest>,
+}
+
+/// The `cpu` section: the contract of the CPU-optimized decoder graph ([`crate::decoder_cpu`]) with the runtime.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CpuGraphManifest {
+    /// Int64 scalar input: logits are computed for this many trailing positions only (0 = all positions).
+    pub logits_to_keep_input: String,
+    /// `past_key_values.{i}.*` and `present.{i}.*` are one preallocated buffer per layer, bound as both input and
+    /// output (ONNX Runtime updates it in place); dim 2 is its capacity, not the sequence length.
+    pub kv_shared_buffer: bool,
+    /// Symbolic name of dim 2 of the global layers' buffers: any capacity ≥ the total sequence length.
+    pub global_cache_dim: String,
+    /// Symbolic name of dim 2 of the sliding layers' buffers: a capacity ≥ `sliding_window`, managed by ONNX
+    /// Runtime (`sliding_window_cache`: rows `[0, L)` hold the last L positions).
+    pub sliding_cache_dim: String,
+    /// A step with cached context and more than one new token needs batch 1 (`GroupQueryAttention`).
+    pub multi_token_steps_need_batch_1: bool,
+}
+
+impl CpuGraphManifest {
+    /// What this exporter's cpu graph does.
+    pub fn current() -> CpuGraphManifest {
+        use crate::decoder_cpu::*;
+        CpuGraphManifest {
+            logits_to_keep_input: LOGITS_TO_KEEP.into(),
+            kv_shared_buffer: true,
+            global_cache_dim: GLOBAL_CACHE_DIM.into(),
+            sliding_cache_dim: SLIDING_CACHE_DIM.into(),
+            multi_token_steps_need_batch_1: true,
+        }
+    }
+}
+
+/// The `vision` section: the image graphs and what a runtime needs to build their inputs (see
+/// [`crate::vision`] for how the graphs fit together).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VisionManifest {
+    /// `pixel_values` f32 `[num_images, num_channels, image_size, image_size]` → `image_features` f32
+    /// `[num_images, mm_tokens_per_image, hidden_size]`.
+    pub encoder: String,
+    /// The encoder's external data (the text graphs share `model.onnx_data`).
+    pub encoder_data: String,
+    /// `input_ids` i64 `[batch, seq]` → `inputs_embeds` f32 `[batch, seq, hidden_size]`, scaled by sqrt(hidden_size).
+    pub embed_tokens: String,
+    /// The decoder on `inputs_embeds` (image features in place of the image-token rows, unscaled) with
+    /// `token_type_ids` i64 `[batch, seq]`: 1 at the image tokens of the current chunk, 0 elsewhere. Each run of 1s
+    /// is one image attending to itself in both directions, so an image must be prefilled whole in one chunk.
+    pub decoder_with_embeds: String,
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub num_channels: usize,
+    pub mm_tokens_per_image: usize,
+    /// `<start_of_image>`: the placeholder a prompt holds per image, before expansion.
+    pub boi_token_id: u32,
+    /// `<end_of_image>`.
+    pub eoi_token_id: u32,
+    /// `<image_soft_token>`: the rows that image features replace, `mm_tokens_per_image` per image.
+    pub image_token_id: u32,
+}
+
+impl VisionManifest {
+    pub fn new(v: &gemma_models::VisionConfig) -> VisionManifest {
+        use crate::vision::*;
+        VisionManifest {
+            encoder: ENCODER_FILE.into(),
+            encoder_data: ENCODER_DATA_FILE.into(),
+            embed_tokens: EMBED_FILE.into(),
+            decoder_with_embeds: DECODER_WITH_EMBEDS_FILE.into(),
+            image_size: v.image_size,
+            patch_size: v.patch_size,
+            num_channels: v.num_channels,
+            mm_tokens_per_image: v.mm_tokens_per_image,
+            boi_token_id: v.boi_token_id,
+            eoi_token_id: v.eoi_token_id,
+            image_token_id: v.image_token_id,
+        }
+    }
 }
 
 impl Manifest {
@@ -75,6 +163,7 @@ impl Manifest {
             family: family.into(),
             architecture: cfg.architecture.clone(),
             precision: precision.name().into(),
+            quantization: precision.quant().map(|q| q.spec()),
             graph: "portable".into(),
             decoder: decoder.into(),
             num_layers: t.num_hidden_layers,
@@ -99,6 +188,8 @@ impl Manifest {
             kv_dtype: "float32".into(),
             logits_dtype: "float32".into(),
             exporter_version: env!("CARGO_PKG_VERSION").into(),
+            cpu: None,
+            vision: cfg.vision_config.as_ref().map(VisionManifest::new),
         })
     }
 

@@ -4,11 +4,18 @@
 //! memory stays near one chunk (plus the pages of the tensor being read, which are released right after; see
 //! [`gemma_models::Checkpoint::release`]). Large tensors start at 64 KiB-aligned offsets so ONNX Runtime can map
 //! them straight from the file on every platform; tensors under [`INLINE_LIMIT`] bytes stay inside the model proto.
+//!
+//! Several graphs can share one data file (`model.onnx`, `embed_tokens.onnx` and `decoder_model_merged.onnx` all
+//! use `model.onnx_data`): the writer remembers every initializer it produced by name, and asking again for a name
+//! returns the same `TensorProto` (same file offset) without reading or writing anything. An initializer name
+//! therefore always stands for one content (a checkpoint tensor name, or a name derived from it such as
+//! `..._plus_one`).
 
 use crate::onnx::{tensor_proto::DataLocation, DataType, StringStringEntryProto, TensorProto};
 use crate::ExportError;
 use gemma_models::{Checkpoint, TensorView};
 use indicatif::ProgressBar;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -27,6 +34,10 @@ pub struct WeightWriter {
     location: String,
     offset: u64,
     progress: ProgressBar,
+    /// Every initializer written so far, by name, so later graphs reuse it instead of writing it again.
+    written: HashMap<String, TensorProto>,
+    /// Reconstruction error of the block-quantized tensors written so far (see [`crate::quant`]).
+    pub quant_stats: crate::quant::QuantStats,
 }
 
 impl WeightWriter {
@@ -43,7 +54,20 @@ impl WeightWriter {
                 .to_string(),
             offset: 0,
             progress,
+            written: HashMap::new(),
+            quant_stats: Default::default(),
         })
+    }
+
+    /// The initializer already written under `name` (by this or an earlier graph), if any.
+    pub fn written(&self, name: &str) -> Option<TensorProto> {
+        self.written.get(name).cloned()
+    }
+
+    fn remember(&mut self, tensor: TensorProto) -> TensorProto {
+        let name = tensor.name.clone().expect("initializers are named");
+        self.written.insert(name, tensor.clone());
+        tensor
     }
 
     /// Streams a checkpoint tensor as float32, applying `map` to each element, under the initializer `name`.
@@ -54,6 +78,9 @@ impl WeightWriter {
         view: &TensorView<'_>,
         map: Option<&dyn Fn(f32) -> f32>,
     ) -> Result<TensorProto, ExportError> {
+        if let Some(t) = self.written(name) {
+            return Ok(t);
+        }
         let dims: Vec<i64> = view.shape.iter().map(|&d| d as i64).collect();
         let numel = view.numel();
         let tensor = if numel * 4 < INLINE_LIMIT {
@@ -79,7 +106,7 @@ impl WeightWriter {
             self.external(name, DataType::Float, &dims, start)
         };
         ckpt.release(view);
-        Ok(tensor)
+        Ok(self.remember(tensor))
     }
 
     /// Stores computed float32 values (inline when small).
@@ -89,13 +116,87 @@ impl WeightWriter {
         dims: &[i64],
         values: &[f32],
     ) -> Result<TensorProto, ExportError> {
+        if let Some(t) = self.written(name) {
+            return Ok(t);
+        }
         if values.len() * 4 < INLINE_LIMIT {
             self.progress.inc((values.len() * 4) as u64);
-            return Ok(inline_f32(name, dims, values));
+            return Ok(self.remember(inline_f32(name, dims, values)));
         }
         let start = self.begin()?;
         self.write(bytemuck::cast_slice(values))?;
-        Ok(self.external(name, DataType::Float, dims, start))
+        let tensor = self.external(name, DataType::Float, dims, start);
+        Ok(self.remember(tensor))
+    }
+
+    /// Starts an external tensor written piece by piece with [`append`](Self::append) and closed with
+    /// [`end_tensor`](Self::end_tensor): how converted (fp16/bf16) and quantized weights stream. Returns its offset.
+    pub fn begin_tensor(&mut self) -> Result<u64, ExportError> {
+        self.begin()
+    }
+
+    /// Appends bytes to the tensor begun last. Unlike the f32 paths this does not move the progress bar, whose
+    /// unit is the f32 size of the source: call [`advance`](Self::advance) for what was consumed.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<(), ExportError> {
+        self.out
+            .write_all(bytes)
+            .map_err(|e| ExportError::io(&self.path, e))?;
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Closes the tensor begun at `start` and remembers it under `name`.
+    pub fn end_tensor(
+        &mut self,
+        name: &str,
+        elem: DataType,
+        dims: &[i64],
+        start: u64,
+    ) -> TensorProto {
+        let tensor = self.external(name, elem, dims, start);
+        self.remember(tensor)
+    }
+
+    /// Stores a tensor given as little-endian bytes: inline under [`INLINE_LIMIT`], else external.
+    pub fn raw_values(
+        &mut self,
+        name: &str,
+        elem: DataType,
+        dims: &[i64],
+        bytes: &[u8],
+    ) -> Result<TensorProto, ExportError> {
+        if let Some(t) = self.written(name) {
+            return Ok(t);
+        }
+        if bytes.len() < INLINE_LIMIT {
+            let t = crate::builder::inline_tensor(name, elem, dims, bytes.to_vec());
+            return Ok(self.remember(t));
+        }
+        let start = self.begin()?;
+        self.append(bytes)?;
+        Ok(self.end_tensor(name, elem, dims, start))
+    }
+
+    /// A second initializer `name` over the very bytes of `of` (same file range, or a copy when inline), with other
+    /// dims of the same element count: one stored tensor seen with two shapes, e.g. the packed embedding as
+    /// `MatMulNBits` wants it (`[V, blocks, blob]`) and as `GatherBlockQuantized` wants it (`[V, bytes]`).
+    pub fn alias(&mut self, of: &TensorProto, name: &str, dims: &[i64]) -> TensorProto {
+        if let Some(t) = self.written(name) {
+            return t;
+        }
+        debug_assert_eq!(
+            of.dims.iter().product::<i64>(),
+            dims.iter().product::<i64>()
+        );
+        let mut t = of.clone();
+        t.name = Some(name.into());
+        t.dims = dims.to_vec();
+        self.remember(t)
+    }
+
+    /// Moves the progress bar by `source_bytes` (f32 bytes of the source consumed).
+    pub fn advance(&self, source_bytes: u64) {
+        self.progress.inc(source_bytes);
     }
 
     /// Flushes and syncs the file; returns its size in bytes.

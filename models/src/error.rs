@@ -166,6 +166,24 @@ pub enum CheckpointError {
     #[error("tensor {name:?} not found in checkpoint (looked in: {})", display_paths(.files))]
     TensorMissing { name: String, files: Vec<PathBuf> },
 
+    /// The checkpoint holds decoder-layer tensors that config.json's model class does not have (Gemma 3's QK-norm in
+    /// a `"gemma2"` checkpoint, Gemma 2's sandwich norms in a `"gemma"` one) or more layers than it says: config and
+    /// weights describe different models, and exporting would silently drop weights.
+    #[error(
+        "{}: tensor {tensor:?} does not fit config.json: {why}; config.json field `{field}` is {value}, so the \
+         weights and the config describe different models (fix the field, or use the matching checkpoint)",
+        .dir.display()
+    )]
+    TensorNotInConfig {
+        dir: PathBuf,
+        tensor: String,
+        /// Why the tensor does not belong, e.g. "QK-norm weights exist only in Gemma 3".
+        why: String,
+        /// The config field that disagrees (`model_type` or `num_hidden_layers`) and its value.
+        field: String,
+        value: String,
+    },
+
     /// A tensor has a different shape than the config implies.
     #[error("{path}: tensor {tensor:?} has shape {found:?}, expected {expected:?}")]
     ShapeMismatch {

@@ -15,5 +15,5 @@ pub mod error;
 pub mod names;
 
 pub use checkpoint::{Checkpoint, DType, TensorView};
-pub use config::{Family, LayerType, ModelConfig, RopeParams, TextConfig};
+pub use config::{Family, LayerType, ModelConfig, RopeParams, TextConfig, VisionConfig};
 pub use error::{CheckpointError, ConfigError};

@@ -10,7 +10,8 @@
 //! ```
 
 use crate::checkpoint::Checkpoint;
-use crate::config::{Family, TextConfig};
+use crate::config::{Family, ModelConfig, TextConfig};
+use crate::error::CheckpointError;
 
 /// Text prefix of GemmaForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM checkpoints.
 pub const PREFIX_CAUSAL: &str = "model.";
@@ -157,4 +158,61 @@ pub fn detect_text_prefix(checkpoint: &Checkpoint, preferred: &str) -> Option<St
         .chain(TEXT_PREFIXES)
         .find(|prefix| checkpoint.contains(&embed_tokens(prefix)))
         .map(str::to_string)
+}
+
+/// Fails when the checkpoint has decoder-layer tensors the config's generation does not use, or layers past
+/// `num_hidden_layers`. transformers would load such a checkpoint with an "unexpected keys" warning and run without
+/// those weights; we refuse, because it almost always means config.json names the wrong generation (a Gemma 3
+/// checkpoint with `"model_type": "gemma2"`, say). Only the known per-layer suffixes of Gemma 1–3 are judged, so
+/// unrelated extra tensors (vision tower, buffers) are left alone.
+pub fn check_layer_tensors(
+    cfg: &ModelConfig,
+    checkpoint: &Checkpoint,
+) -> Result<(), CheckpointError> {
+    let text = &cfg.text;
+    let prefix =
+        detect_text_prefix(checkpoint, &cfg.text_prefix).unwrap_or_else(|| cfg.text_prefix.clone());
+    let layers = format!("{prefix}layers.");
+    let own = layer_suffixes(text.family);
+    let mut names: Vec<&str> = checkpoint.names();
+    names.sort_unstable();
+    for name in names {
+        let Some((index, suffix)) = name
+            .strip_prefix(&layers)
+            .and_then(|rest| rest.split_once('.'))
+            .and_then(|(i, s)| Some((i.parse::<usize>().ok()?, s)))
+        else {
+            continue;
+        };
+        if layer_tensor_shape(text, suffix).is_none() {
+            continue;
+        }
+        let mismatch =
+            |why: String, field: &str, value: String| CheckpointError::TensorNotInConfig {
+                dir: checkpoint.dir().to_path_buf(),
+                tensor: name.to_string(),
+                why,
+                field: field.to_string(),
+                value,
+            };
+        if !own.contains(&suffix) {
+            let why = match suffix {
+                suffix::Q_NORM | suffix::K_NORM => "QK-norm weights exist only in Gemma 3",
+                _ => "pre/post-feedforward (sandwich) norms exist only in Gemma 2 and 3",
+            };
+            return Err(mismatch(
+                why.to_string(),
+                "model_type",
+                format!("{:?}", cfg.model_type),
+            ));
+        }
+        if index >= text.num_hidden_layers {
+            return Err(mismatch(
+                format!("layer {index} is past the last layer"),
+                "num_hidden_layers",
+                text.num_hidden_layers.to_string(),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -2,10 +2,17 @@
 //! comparing logits.
 
 use anyhow::{bail, Context, Result};
-use gemma_exporter::{export, ExportOptions, Precision};
+use gemma_exporter::{export, ExportOptions, GraphKind, Precision};
 use ndarray::{Array2, Array3, ArrayView3};
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
+
+/// Driving the Gemma 3 image graphs (`vision_encoder.onnx`, `embed_tokens.onnx`, `decoder_model_merged.onnx`).
+pub mod vision;
+
+/// The prefill/decode and left-padded-batch parity checks shared by the Gemma 1, 2 and 3 text fixtures.
+pub mod parity;
+pub use parity::{left_padded_batch, parity_runtime, prefill_then_decode};
 
 /// `tests/fixtures`.
 pub fn fixtures_dir() -> PathBuf {
@@ -20,18 +27,31 @@ pub const TINY_FIXTURES: &[&str] = &[
     "cg-mqa-bf16-sharded-hf4",
 ];
 
+/// The tiny random Gemma 1 and Gemma 2 checkpoints made by `fixtures/make_fixtures.py families`.
+pub const FAMILY_FIXTURES: &[&str] = &[
+    "gemma1-mqa-bf16-hf4",
+    "gemma1-mha-f16-hf5",
+    "gemma2-gqa-bf16-sharded-hf4",
+];
+
 pub fn tiny_fixture(name: &str) -> PathBuf {
     fixtures_dir().join("tiny").join(name)
 }
 
 /// Exports `src` (fp32, portable) into a fresh temporary folder.
 pub fn export_to_temp(src: &Path) -> Result<(tempfile::TempDir, PathBuf)> {
+    export_graph_to_temp(src, GraphKind::Portable)
+}
+
+/// Exports `src` (fp32) with the given decoder graph into a fresh temporary folder.
+pub fn export_graph_to_temp(src: &Path, graph: GraphKind) -> Result<(tempfile::TempDir, PathBuf)> {
     let tmp = tempfile::tempdir()?;
     let out = tmp.path().join("onnx");
     export(&ExportOptions {
         src: src.to_path_buf(),
         out: out.clone(),
         precision: Precision::Fp32,
+        graph,
         force: false,
         progress: false,
     })

@@ -24,6 +24,9 @@ mod rope;
 #[cfg(test)]
 mod tests;
 mod text;
+mod vision;
+
+pub use vision::VisionConfig;
 
 use std::path::Path;
 
@@ -167,6 +170,9 @@ pub struct ModelConfig {
     pub torch_dtype: Option<String>,
     /// The raw `vision_config` of Gemma3ForConditionalGeneration.
     pub vision: Option<Value>,
+    /// The typed vision tower and image-token fields of Gemma3ForConditionalGeneration (class defaults applied);
+    /// `None` for text-only models.
+    pub vision_config: Option<VisionConfig>,
     /// The whole config.json.
     pub raw: Value,
 }
@@ -267,6 +273,11 @@ impl ModelConfig {
         } else {
             None
         };
+        let vision_config = if conditional {
+            Some(vision::parse(&top)?)
+        } else {
+            None
+        };
         let text_prefix = if conditional {
             names::PREFIX_CONDITIONAL
         } else {
@@ -283,6 +294,7 @@ impl ModelConfig {
             eos_token_ids,
             torch_dtype,
             vision,
+            vision_config,
             raw,
         })
     }

@@ -827,3 +827,110 @@ fn layer_type_names_round_trip() {
     }
     assert_eq!(LayerType::from_name("chunked_attention"), None);
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Configs that mix generations, or ask for maths we do not build
+
+#[test]
+fn fields_of_another_generation_are_refused() {
+    // (config, field, value, words the message must contain)
+    let cases = [
+        (
+            gemma_2b(),
+            "attn_logit_softcapping",
+            json!(50.0),
+            "Gemma 2 field",
+        ),
+        (
+            gemma_2b(),
+            "final_logit_softcapping",
+            json!(30.0),
+            "GemmaForCausalLM ignores",
+        ),
+        (gemma_2b(), "sliding_window", json!(4096), "Gemma 2/3 field"),
+        (
+            gemma_2b(),
+            "query_pre_attn_scalar",
+            json!(256),
+            "Gemma 2/3 field",
+        ),
+        (
+            gemma_2b(),
+            "rope_local_base_freq",
+            json!(10000.0),
+            "Gemma 3 field",
+        ),
+        (
+            gemma2_2b(),
+            "rope_local_base_freq",
+            json!(10000.0),
+            "Gemma2ForCausalLM ignores",
+        ),
+        (
+            gemma2_2b(),
+            "sliding_window_pattern",
+            json!(6),
+            "Gemma 3 field",
+        ),
+        (
+            gemma2_2b(),
+            "_sliding_window_pattern",
+            json!(6),
+            "Gemma 3 field",
+        ),
+    ];
+    for (base, key, value, words) in cases {
+        let (e, msg) = err(&with(base, "", key, Some(value)));
+        match e {
+            ConfigError::Invalid { field, .. } => assert_eq!(field, key),
+            other => panic!("{key}: expected Invalid, got {other:?}"),
+        }
+        assert!(msg.contains(words) && msg.contains("model_type"), "{msg}");
+    }
+    // null means "not set", as transformers reads it.
+    for key in [
+        "attn_logit_softcapping",
+        "sliding_window",
+        "query_pre_attn_scalar",
+    ] {
+        ok(&with(gemma_2b(), "", key, Some(Value::Null)));
+    }
+    ok(&with(
+        gemma2_2b(),
+        "",
+        "rope_local_base_freq",
+        Some(Value::Null),
+    ));
+    // Gemma 2 hub configs carry the ignored `sliding_window_size`; that stays accepted.
+    ok(&with(
+        gemma2_2b(),
+        "",
+        "sliding_window_size",
+        Some(json!(4096)),
+    ));
+}
+
+#[test]
+fn bidirectional_attention_and_attention_bias_are_refused() {
+    for base in [gemma_2b(), gemma2_2b(), gemma3_270m_v4()] {
+        for key in ["use_bidirectional_attention", "attention_bias"] {
+            let (_, msg) = err(&with(base.clone(), "", key, Some(json!(true))));
+            assert!(
+                msg.contains(&format!("field `{key}`")) && msg.contains("found true"),
+                "{msg}"
+            );
+            ok(&with(base.clone(), "", key, Some(Value::Null)));
+            ok(&with(base.clone(), "", key, Some(json!(false))));
+        }
+    }
+}
+
+#[test]
+fn gemma2_missing_soft_caps_take_the_class_defaults_like_transformers() {
+    // Gemma2Config defaults both soft-caps (50.0 / 30.0), so an absent field is not an error: transformers would
+    // run with the defaults, and so do we. Only an explicit null turns one off.
+    let t = ok(&with(gemma2_2b(), "", "attn_logit_softcapping", None)).text;
+    assert_eq!(t.attn_logit_softcapping, Some(50.0));
+    let t = ok(&with(gemma2_2b(), "", "final_logit_softcapping", None)).text;
+    assert_eq!(t.final_logit_softcapping, Some(30.0));
+}

@@ -90,6 +90,7 @@ pub(super) fn parse(
     }
 
     check_activation(t, family)?;
+    check_family_fields(t, family)?;
 
     let (query_pre_attn_scalar, sliding_window) = match family {
         // Gemma 1 scales scores by head_dim^-0.5 and has no sliding window.
@@ -241,4 +242,73 @@ fn check_activation(t: &Fields<'_>, family: Family) -> Result<(), ConfigError> {
             }),
         },
     }
+}
+
+/// Refuses fields that would make our graph differ from what the config asks for (spec §1.4, §2–§4).
+///
+/// * `use_bidirectional_attention: true` (EmbeddingGemma-style encoders) and `attention_bias: true` change every
+///   layer, and no released Gemma decoder sets them.
+/// * A field of another generation (a Gemma 2 soft-cap in a `"gemma"` config, Gemma 3's `rope_local_base_freq` in a
+///   `"gemma2"` one...) is ignored by transformers' class for this `model_type`, so the model would run without it:
+///   almost always a config whose `model_type` / `architectures` name the wrong generation. Absent or `null` is fine.
+fn check_family_fields(t: &Fields<'_>, family: Family) -> Result<(), ConfigError> {
+    for (key, expected) in [
+        (
+            "use_bidirectional_attention",
+            "false or null (bidirectional attention, as in EmbeddingGemma, is not supported)",
+        ),
+        (
+            "attention_bias",
+            "false or null (Gemma's attention projections have no bias)",
+        ),
+    ] {
+        if let Some(v) = t.value(key) {
+            if v.as_bool() != Some(false) {
+                return Err(t.invalid(key, expected, describe(v)));
+            }
+        }
+    }
+
+    const GEMMA2: &str = "Gemma 2";
+    const GEMMA2_3: &str = "Gemma 2/3";
+    const GEMMA3: &str = "Gemma 3";
+    let (model_type, class, foreign): (&str, &str, &[(&str, &str)]) = match family {
+        Family::Gemma => (
+            "gemma",
+            "GemmaForCausalLM",
+            &[
+                ("attn_logit_softcapping", GEMMA2),
+                ("final_logit_softcapping", GEMMA2),
+                ("query_pre_attn_scalar", GEMMA2_3),
+                ("sliding_window", GEMMA2_3),
+                ("rope_local_base_freq", GEMMA3),
+                ("sliding_window_pattern", GEMMA3),
+                ("_sliding_window_pattern", GEMMA3),
+            ],
+        ),
+        Family::Gemma2 => (
+            "gemma2",
+            "Gemma2ForCausalLM",
+            &[
+                ("rope_local_base_freq", GEMMA3),
+                ("sliding_window_pattern", GEMMA3),
+                ("_sliding_window_pattern", GEMMA3),
+            ],
+        ),
+        Family::Gemma3 => return Ok(()),
+    };
+    for (key, owner) in foreign {
+        if let Some(v) = t.value(key) {
+            return Err(t.invalid(
+                key,
+                format!(
+                    "no such field for model_type {model_type:?}: it is a {owner} field that {class} ignores, so \
+                     config.json probably names the wrong Gemma generation (fix `model_type` / `architectures`, or \
+                     remove the field)"
+                ),
+                describe(v),
+            ));
+        }
+    }
+    Ok(())
 }

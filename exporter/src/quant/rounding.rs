@@ -1,0 +1,489 @@
+//! How one block of weights becomes integer codes: `w ≈ scale · (code − zero)` with `code ∈ [0, 2^bits − 1]` and
+//! an integer `zero` (ONNX Runtime's `MatMulNBits` and `GatherBlockQuantized` only take integer zero points fast;
+//! float zero points fall back to a dequantize-everything path that is ~50× slower on CPU).
+//!
+//! Four rounders:
+//! - symmetric round-to-nearest, as ONNX Runtime's own quantizer and ONNX Runtime GenAI do it: the value of largest
+//!   magnitude maps to code 0 (`scale = vmax / −2^(bits−1)`), `zero = 2^(bits−1)`;
+//! - asymmetric round-to-nearest: `[min(x, 0), max(x, 0)]` spread over all codes;
+//! - symmetric search (llama.cpp's `make_qx_quants`): try 21 scales around `vmax / 2^(bits−1)`, refit each scale to the
+//!   codes it produced by least squares, keep the one with the smallest weighted squared error (never worse than
+//!   round-to-nearest, which is the starting point);
+//! - asymmetric search (llama.cpp's `make_qkx2_quants`, adapted to an integer zero point): try 21 step sizes across
+//!   `[min, max]`, and for each candidate fit scale and offset by least squares, round the offset to an integer zero
+//!   point, refit the scale for that zero point, re-round the codes once, and keep the best.
+//!
+//! The searches minimise `Σ wᵢ (xᵢ − x̂ᵢ)²` with importance `wᵢ = rms(x) + |xᵢ|` (llama.cpp's weighting for k-quants
+//! without an importance matrix): large weights matter more, but small ones are not ignored.
+//!
+//! Why the search matters beyond lower error: a checkpoint that was itself quantized (for example the test 270M,
+//! dequantized from a GGUF) has blocks whose values already lie on an evenly spaced grid. Round-to-nearest from the
+//! block's extremes lands on that grid only by chance; a least-squares refit over candidate scales finds it whenever
+//! the grid is representable (same or finer step, offset an integer number of steps), and then the re-quantization
+//! is lossless.
+
+/// Which rounder, and whether the zero point is free (asymmetric) or fixed at `2^(bits−1)` (symmetric).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rounding {
+    /// Round-to-nearest from the block's extremes.
+    Nearest,
+    /// Least-squares search over candidate scales (see the module docs).
+    Search,
+}
+
+/// The quantized form of one block.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Block {
+    pub scale: f32,
+    /// Integer zero point, `0 ..= 2^bits − 1`; `2^(bits−1)` for symmetric blocks.
+    pub zero: u8,
+}
+
+/// Quantizes `x` (one block, `x.len() ≤ codes.len()`) into `codes` (one code per byte, unpacked). Codes past
+/// `x.len()` (padding of a last partial block) are set to `zero`, so they dequantize to exactly 0.
+pub fn quantize_block(
+    x: &[f32],
+    bits: u8,
+    symmetric: bool,
+    rounding: Rounding,
+    codes: &mut [u8],
+) -> Block {
+    debug_assert!((2..=8).contains(&bits) && x.len() <= codes.len());
+    let block = match (symmetric, rounding) {
+        (true, Rounding::Nearest) => symmetric_nearest(x, bits, codes),
+        (true, Rounding::Search) => symmetric_search(x, bits, codes),
+        (false, Rounding::Nearest) => asymmetric_nearest(x, bits, codes),
+        (false, Rounding::Search) => asymmetric_search(x, bits, codes),
+    };
+    codes[x.len()..].fill(block.zero);
+    block
+}
+
+/// `scale · (code − zero)`, the value ONNX Runtime reconstructs.
+#[inline]
+pub fn dequantize(code: u8, block: Block) -> f32 {
+    (code as f32 - block.zero as f32) * block.scale
+}
+
+fn max_code(bits: u8) -> i32 {
+    (1i32 << bits) - 1
+}
+
+/// `round(v)` (ties to even) clamped to `[lo, hi]`. Adding 1.5·2²³ leaves the rounded integer in the low mantissa
+/// bits, which compiles to two plain SSE2 instructions instead of a libm `roundf` call (llama.cpp's `nearest_int`).
+/// Exact for |v| < 2²², and every caller clamps to a code range far below that; NaN or huge inputs come out as
+/// some in-range code, never as a panic.
+#[inline]
+fn round_clamp(v: f32, lo: i32, hi: i32) -> i32 {
+    let v = v.clamp(-4_194_304.0, 4_194_304.0);
+    let r = ((v + 12_582_912.0).to_bits() & 0x007f_ffff) as i32 - 0x0040_0000;
+    r.clamp(lo, hi)
+}
+
+/// The value of largest magnitude, with its sign.
+fn signed_absmax(x: &[f32]) -> f32 {
+    x.iter()
+        .copied()
+        .fold(0.0f32, |m, v| if v.abs() > m.abs() { v } else { m })
+}
+
+fn all_zero(codes: &mut [u8], zero: u8) -> Block {
+    codes.fill(zero);
+    Block { scale: 0.0, zero }
+}
+
+fn symmetric_nearest(x: &[f32], bits: u8, codes: &mut [u8]) -> Block {
+    let half = 1i32 << (bits - 1);
+    let zero = half as u8;
+    let vmax = signed_absmax(x);
+    if vmax == 0.0 || !vmax.is_finite() {
+        return all_zero(codes, zero);
+    }
+    let scale = vmax / -(half as f32);
+    let inv = 1.0 / scale;
+    for (c, &v) in codes.iter_mut().zip(x) {
+        *c = (round_clamp(v * inv, -half, half - 1) + half) as u8;
+    }
+    Block { scale, zero }
+}
+
+fn asymmetric_nearest(x: &[f32], bits: u8, codes: &mut [u8]) -> Block {
+    let qmax = max_code(bits);
+    let (lo, hi) = min_max(x);
+    if hi - lo == 0.0 || !(hi - lo).is_finite() {
+        return all_zero(codes, 0);
+    }
+    let scale = (hi - lo) / qmax as f32;
+    let zero = round_clamp(-lo / scale, 0, qmax);
+    let inv = 1.0 / scale;
+    for (c, &v) in codes.iter_mut().zip(x) {
+        *c = round_clamp(v * inv + zero as f32, 0, qmax) as u8;
+    }
+    Block {
+        scale,
+        zero: zero as u8,
+    }
+}
+
+/// `(min(x, 0), max(x, 0))`: an integer zero point can only place 0 inside the code range.
+fn min_max(x: &[f32]) -> (f32, f32) {
+    x.iter()
+        .fold((0.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+}
+
+/// Importance of each value: `rms(x) + |x|`.
+fn importance(x: &[f32], w: &mut [f32]) {
+    let rms = (x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32).sqrt();
+    for (wi, &v) in w.iter_mut().zip(x) {
+        *wi = rms + v.abs();
+    }
+}
+
+/// Candidate scales tried by the searches, as offsets (in code steps) from the round-to-nearest range.
+const STEPS: i32 = 10;
+const STEP: f32 = 0.1;
+/// The largest block: ONNX Runtime's fast quantized kernels take blocks of 16 to 256 values.
+pub const MAX_BLOCK: usize = 256;
+
+fn symmetric_search(x: &[f32], bits: u8, codes: &mut [u8]) -> Block {
+    let half = 1i32 << (bits - 1);
+    let zero = half as u8;
+    let vmax = signed_absmax(x);
+    if vmax == 0.0 || !vmax.is_finite() {
+        return all_zero(codes, zero);
+    }
+    let n = x.len();
+    let mut work = Work::new(x);
+    let base = Sums::of_x(x, &work.w[..n]);
+    let qmax = max_code(bits) as f32;
+
+    // Start from round-to-nearest; every candidate must beat it.
+    let rtn = symmetric_nearest(x, bits, codes);
+    let mut best = (weighted_error(x, &work.w[..n], codes, rtn), None);
+    for is in -STEPS..=STEPS {
+        let iscale = -(half as f32 + STEP * is as f32) / vmax;
+        let sums = round_sums(x, &work.w[..n], iscale, half as f32, qmax, &mut work.l[..n]);
+        let Some((scale, err)) = base.with_codes(sums).fit_scale(half as f64) else {
+            continue;
+        };
+        if err < best.0 {
+            let block = Block {
+                scale: scale as f32,
+                zero,
+            };
+            best = (err, Some(block));
+            work.best = work.l;
+        }
+    }
+    work.finish(x, codes, rtn, best.1)
+}
+
+fn asymmetric_search(x: &[f32], bits: u8, codes: &mut [u8]) -> Block {
+    let qmax = max_code(bits);
+    let (lo, hi) = min_max(x);
+    let range = hi - lo;
+    if range == 0.0 || !range.is_finite() {
+        return all_zero(codes, 0);
+    }
+    let n = x.len();
+    let mut work = Work::new(x);
+    let w = work.w;
+    let w = &w[..n];
+    let base = Sums::of_x(x, w);
+
+    // Start from round-to-nearest; every candidate must beat it.
+    let rtn = asymmetric_nearest(x, bits, codes);
+    let mut best = (weighted_error(x, w, codes, rtn), None);
+    // Rounds with (scale, zero), then fits: the scale for that zero point, or (affine) the zero point nearest to
+    // the best real offset and the scale for it. Returns the refitted block and its weighted error.
+    let round_and_fit = |l: &mut [f32], scale: f32, zero: i32, affine: bool| {
+        let sums = base.with_codes(round_sums(x, w, 1.0 / scale, zero as f32, qmax as f32, l));
+        let zero = if affine {
+            let (a, b) = sums.fit_affine()?;
+            if a <= 0.0 {
+                return None;
+            }
+            round_clamp((-b / a) as f32, 0, qmax)
+        } else {
+            zero
+        };
+        let (scale, err) = sums.fit_scale(zero as f64)?;
+        (scale > 0.0).then_some((scale as f32, zero, err))
+    };
+    for is in -STEPS..=STEPS {
+        let steps = qmax as f32 + STEP * is as f32;
+        if steps <= 0.0 {
+            continue;
+        }
+        let s0 = range / steps;
+        let z0 = round_clamp(-lo / s0, 0, qmax);
+        // Candidate grid → least-squares grid (zero point rounded to an integer) → one more rounding on it.
+        let l = &mut work.l[..n];
+        let Some((s1, z1, _)) = round_and_fit(l, s0, z0, true) else {
+            continue;
+        };
+        let Some((s2, z2, err)) = round_and_fit(l, s1, z1, false) else {
+            continue;
+        };
+        if err < best.0 {
+            let block = Block {
+                scale: s2,
+                zero: z2 as u8,
+            };
+            best = (err, Some(block));
+            work.best = work.l;
+        }
+    }
+    work.finish(x, codes, rtn, best.1)
+}
+
+/// Working memory of a search: importance weights, candidate codes and the best codes so far (as f32), on the
+/// stack (blocks are at most [`MAX_BLOCK`] values).
+struct Work {
+    w: [f32; MAX_BLOCK],
+    l: [f32; MAX_BLOCK],
+    best: [f32; MAX_BLOCK],
+}
+
+impl Work {
+    fn new(x: &[f32]) -> Work {
+        assert!(x.len() <= MAX_BLOCK, "blocks hold at most {MAX_BLOCK} values");
+        let mut work = Work {
+            w: [0.0; MAX_BLOCK],
+            l: [0.0; MAX_BLOCK],
+            best: [0.0; MAX_BLOCK],
+        };
+        importance(x, &mut work.w[..x.len()]);
+        work
+    }
+
+    /// Writes the winning codes. The search ranked candidates by errors computed from sums; the winner is checked
+    /// once more against round-to-nearest (already in `codes`) with the exact per-value error, so a search never
+    /// returns a worse block.
+    fn finish(&self, x: &[f32], codes: &mut [u8], rtn: Block, found: Option<Block>) -> Block {
+        let Some(block) = found else {
+            return rtn;
+        };
+        let n = x.len();
+        let mut cand = [0u8; MAX_BLOCK];
+        for (c, &l) in cand[..n].iter_mut().zip(&self.best[..n]) {
+            *c = l as u8;
+        }
+        let w = &self.w[..n];
+        if weighted_error(x, w, &cand[..n], block) <= weighted_error(x, w, &codes[..n], rtn) {
+            codes[..n].copy_from_slice(&cand[..n]);
+            block
+        } else {
+            rtn
+        }
+    }
+}
+
+/// Rounds `x·inv + offset` to codes in `[0, qmax]` into `l` and returns `(Σwl, Σwl², Σwxl)`. Written as 8
+/// independent lanes so the compiler vectorizes it (this loop is nearly all of an int4 export's time).
+#[inline]
+fn round_sums(x: &[f32], w: &[f32], inv: f32, offset: f32, qmax: f32, l: &mut [f32]) -> [f64; 3] {
+    // Adding and subtracting 1.5·2²³ rounds to nearest (ties to even) for |v| < 2²², which the clamp keeps.
+    const MAGIC: f32 = 12_582_912.0;
+    let code = |v: f32| {
+        let v = v.clamp(-4_194_304.0, 4_194_304.0);
+        ((v + MAGIC) - MAGIC).clamp(0.0, qmax)
+    };
+    let mut acc = [[0f32; 8]; 3];
+    let n8 = x.len() / 8 * 8;
+    for ((xc, wc), lc) in x[..n8]
+        .chunks_exact(8)
+        .zip(w[..n8].chunks_exact(8))
+        .zip(l[..n8].chunks_exact_mut(8))
+    {
+        for j in 0..8 {
+            let r = code(xc[j] * inv + offset);
+            lc[j] = r;
+            let wl = wc[j] * r;
+            acc[0][j] += wl;
+            acc[1][j] += wl * r;
+            acc[2][j] += wl * xc[j];
+        }
+    }
+    let mut sums = [0f64; 3];
+    for (s, a) in sums.iter_mut().zip(&acc) {
+        *s = a.iter().map(|&v| v as f64).sum();
+    }
+    for i in n8..x.len() {
+        let r = code(x[i] * inv + offset);
+        l[i] = r;
+        let wl = (w[i] * r) as f64;
+        sums[0] += wl;
+        sums[1] += wl * r as f64;
+        sums[2] += wl * x[i] as f64;
+    }
+    sums
+}
+
+/// Weighted sums over one block for least-squares fits of `x ≈ s·(l − z)` or `x ≈ a·l + b` with codes `l`,
+/// gathered in the same pass that rounds the codes (in f64: the error is a small difference of large sums).
+#[derive(Clone, Copy)]
+struct Sums {
+    w: f64,
+    wx: f64,
+    wx2: f64,
+    wl: f64,
+    wl2: f64,
+    wxl: f64,
+}
+
+impl Sums {
+    /// The code-independent part.
+    fn of_x(x: &[f32], w: &[f32]) -> Sums {
+        let mut s = Sums {
+            w: 0.0,
+            wx: 0.0,
+            wx2: 0.0,
+            wl: 0.0,
+            wl2: 0.0,
+            wxl: 0.0,
+        };
+        for (&xi, &wi) in x.iter().zip(w) {
+            let (xi, wi) = (xi as f64, wi as f64);
+            s.w += wi;
+            s.wx += wi * xi;
+            s.wx2 += wi * xi * xi;
+        }
+        s
+    }
+
+    /// These sums completed with the code sums `(Σwl, Σwl², Σwxl)` of [`round_sums`].
+    fn with_codes(mut self, [wl, wl2, wxl]: [f64; 3]) -> Sums {
+        self.wl = wl;
+        self.wl2 = wl2;
+        self.wxl = wxl;
+        self
+    }
+
+    /// `(s, Σw(x − s(l − z))²)` for the best scale `s` (any sign) with zero point `z`.
+    fn fit_scale(&self, z: f64) -> Option<(f64, f64)> {
+        let d2 = self.wl2 - 2.0 * z * self.wl + z * z * self.w;
+        let xd = self.wxl - z * self.wx;
+        if d2 <= 0.0 {
+            return None;
+        }
+        let s = xd / d2;
+        Some((s, (self.wx2 - s * xd).max(0.0)))
+    }
+
+    /// `(a, b)` of the weighted least squares `x ≈ a·l + b`.
+    fn fit_affine(&self) -> Option<(f64, f64)> {
+        let d = self.w * self.wl2 - self.wl * self.wl;
+        if d <= 0.0 {
+            return None;
+        }
+        Some((
+            (self.w * self.wxl - self.wx * self.wl) / d,
+            (self.wl2 * self.wx - self.wl * self.wxl) / d,
+        ))
+    }
+}
+
+fn weighted_error(x: &[f32], w: &[f32], l: &[u8], b: Block) -> f64 {
+    (0..x.len())
+        .map(|i| {
+            let e = (x[i] - dequantize(l[i], b)) as f64;
+            w[i] as f64 * e * e
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(x: &[f32], bits: u8, sym: bool, r: Rounding) -> (Vec<f32>, Block) {
+        let mut codes = vec![0u8; x.len()];
+        let b = quantize_block(x, bits, sym, r, &mut codes);
+        (codes.iter().map(|&c| dequantize(c, b)).collect(), b)
+    }
+
+    fn max_err(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    /// A deterministic pseudo-random block.
+    fn block(seed: u32, n: usize) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32 - 0.45) * 0.2
+            })
+            .collect()
+    }
+
+    #[test]
+    fn nearest_error_is_within_half_a_step() {
+        for seed in 0..50 {
+            let x = block(seed, 32);
+            for bits in [4u8, 8] {
+                let (y, b) = roundtrip(&x, bits, false, Rounding::Nearest);
+                assert!(max_err(&x, &y) <= b.scale * 0.5 + 1e-7);
+                // Symmetric: the side opposite the largest magnitude has one code fewer and may clip by a step.
+                let (y, b) = roundtrip(&x, bits, true, Rounding::Nearest);
+                assert!(max_err(&x, &y) <= b.scale.abs() + 1e-7);
+                assert_eq!(b.zero, 1 << (bits - 1));
+            }
+        }
+    }
+
+    #[test]
+    fn search_never_loses_to_nearest() {
+        for seed in 0..200 {
+            let x = block(seed, 32);
+            let mut w = vec![0.0; 32];
+            importance(&x, &mut w);
+            for bits in [4u8, 8] {
+                for sym in [false, true] {
+                    let mut c1 = vec![0u8; 32];
+                    let mut c2 = vec![0u8; 32];
+                    let b1 = quantize_block(&x, bits, sym, Rounding::Nearest, &mut c1);
+                    let b2 = quantize_block(&x, bits, sym, Rounding::Search, &mut c2);
+                    let e1 = weighted_error(&x, &w, &c1, b1);
+                    let e2 = weighted_error(&x, &w, &c2, b2);
+                    assert!(e2 <= e1 * 1.0001, "seed {seed} bits {bits} sym {sym}: {e2} > {e1}");
+                }
+            }
+        }
+    }
+
+    /// Values already on an asymmetric 4-bit grid whose offset is a whole number of steps come back exactly;
+    /// round-to-nearest from the extremes does not find that grid when the extreme codes are unused.
+    #[test]
+    fn search_recovers_a_representable_grid() {
+        let (scale, zero) = (0.013f32, 5i32);
+        let x: Vec<f32> = (0..32)
+            .map(|i| scale * (((i * 7) % 14 + 1) - zero) as f32)
+            .collect();
+        let (y, _) = roundtrip(&x, 4, false, Rounding::Search);
+        assert!(max_err(&x, &y) < 1e-6, "{}", max_err(&x, &y));
+        // Symmetric 5-bit grid (like GGUF Q5_0) re-quantized to 8 bits: exact.
+        let x: Vec<f32> = (0..32).map(|i| 0.02 * ((i * 11) % 32 - 16) as f32).collect();
+        let (y, _) = roundtrip(&x, 8, true, Rounding::Search);
+        assert!(max_err(&x, &y) < 1e-6, "{}", max_err(&x, &y));
+    }
+
+    #[test]
+    fn padding_and_degenerate_blocks() {
+        let mut codes = vec![9u8; 32];
+        let b = quantize_block(&[0.5, -0.25], 4, false, Rounding::Search, &mut codes);
+        assert!(codes[2..].iter().all(|&c| c == b.zero));
+        assert_eq!(dequantize(codes[5], b), 0.0);
+        for sym in [false, true] {
+            for r in [Rounding::Nearest, Rounding::Search] {
+                let (y, _) = roundtrip(&[0.0; 32], 4, sym, r);
+                assert!(y.iter().all(|&v| v == 0.0));
+                let (y, _) = roundtrip(&[f32::NAN; 4], 4, sym, r);
+                assert!(y.iter().all(|v| v.is_finite()));
+            }
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! The Gemma 3 image processor's settings that `preprocess.onnx` bakes in (spec §6.1).
+//!
+//! transformers 5.x reads them from the `image_processor` object nested in `processor_config.json` when there is
+//! one, else from `preprocessor_config.json` (`image_processing_base.py: get_image_processor_dict`), and we do the
+//! same. JSON `null`s and absent keys take the values of `Gemma3Processor.images_kwargs` and of the image
+//! processor class (`do_pan_and_scan` False, min crop 256, max 4 crops, ratio 1.2, bilinear, 1/255, mean/std 0.5).
+//! Without either file the output size is the vision tower's `image_size` (the class default 224 would not fit
+//! the encoder anyway).
+
+use crate::ExportError;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// `processor_config.json`: the processor; in transformers 5.x it nests the image processor's settings.
+pub const PROCESSOR_CONFIG_FILE: &str = "processor_config.json";
+/// `preprocessor_config.json`: the image processor's settings (hub checkpoints, transformers 4.x).
+pub const PREPROCESSOR_CONFIG_FILE: &str = "preprocessor_config.json";
+
+/// PIL's `Image.BILINEAR`, the only resample filter the graph implements (Gemma 3's).
+const PIL_BILINEAR: i64 = 2;
+/// Largest output side accepted: far above any released model (896), small enough for int32 arithmetic.
+const MAX_SIDE: usize = 16384;
+
+/// What the graph computes, with the processor's defaults applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PreprocessConfig {
+    /// Output height S_h (`size.height`).
+    pub height: usize,
+    /// Output width S_w (`size.width`).
+    pub width: usize,
+    /// `rescale_factor` (1/255); applied in float64 then cast to float32, as the PIL backend does.
+    pub rescale_factor: f64,
+    /// `do_normalize`: `(x − mean) / std` per channel in float32.
+    pub do_normalize: bool,
+    pub image_mean: [f64; 3],
+    pub image_std: [f64; 3],
+    /// The processor's default for the graph's `do_pan_and_scan` input (which a caller may override).
+    pub do_pan_and_scan: bool,
+    pub pan_and_scan_min_crop_size: usize,
+    pub pan_and_scan_max_num_crops: usize,
+    pub pan_and_scan_min_ratio_to_activate: f64,
+    /// The file the settings came from (`processor_config.json#image_processor`, `preprocessor_config.json`), or
+    /// `None` for the built-in defaults.
+    pub source: Option<String>,
+}
+
+impl PreprocessConfig {
+    /// The Gemma 3 processor's defaults at `size`×`size`.
+    pub fn gemma3_defaults(size: usize) -> PreprocessConfig {
+        PreprocessConfig {
+            height: size,
+            width: size,
+            rescale_factor: 1.0 / 255.0,
+            do_normalize: true,
+            image_mean: [0.5; 3],
+            image_std: [0.5; 3],
+            do_pan_and_scan: false,
+            pan_and_scan_min_crop_size: 256,
+            pan_and_scan_max_num_crops: 4,
+            pan_and_scan_min_ratio_to_activate: 1.2,
+            source: None,
+        }
+    }
+
+    /// Reads the settings of checkpoint folder `dir` (see the module docs for which file wins);
+    /// `default_size` (the vision tower's `image_size`) is the output size when neither file gives one.
+    pub fn from_dir(dir: &Path, default_size: usize) -> Result<PreprocessConfig, ExportError> {
+        let processor = dir.join(PROCESSOR_CONFIG_FILE);
+        if processor.is_file() {
+            let v = read_json(&processor)?;
+            if let Some(nested) = v.get("image_processor") {
+                let source = format!("{PROCESSOR_CONFIG_FILE}#image_processor");
+                return Self::from_json(nested, default_size, &processor, &source);
+            }
+        }
+        let preprocessor = dir.join(PREPROCESSOR_CONFIG_FILE);
+        if preprocessor.is_file() {
+            let v = read_json(&preprocessor)?;
+            return Self::from_json(&v, default_size, &preprocessor, PREPROCESSOR_CONFIG_FILE);
+        }
+        Ok(Self::gemma3_defaults(default_size))
+    }
+
+    /// Parses one image-processor object; `path` names the file in error messages.
+    pub fn from_json(
+        v: &Value,
+        default_size: usize,
+        path: &Path,
+        source: &str,
+    ) -> Result<PreprocessConfig, ExportError> {
+        let err = |reason: String| ExportError::ProcessorConfig {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let obj = v
+            .as_object()
+            .ok_or_else(|| err("expected a JSON object".into()))?;
+        let f = Fields { obj, err: &err };
+        let mut c = Self::gemma3_defaults(default_size);
+        c.source = Some(source.to_string());
+
+        if let Some(t) = f.str("image_processor_type")? {
+            if !t.starts_with("Gemma3ImageProcessor") {
+                return Err(err(format!(
+                    "image_processor_type is {t}; preprocess.onnx implements Gemma3ImageProcessor only"
+                )));
+            }
+        }
+        if f.bool("do_resize")? == Some(false) {
+            return Err(err(
+                "do_resize is false: Gemma 3 images must be resized to the encoder's size".into(),
+            ));
+        }
+        if f.bool("do_rescale")? == Some(false) {
+            return Err(err(
+                "do_rescale is false: unsupported (Gemma 3 rescales by 1/255)".into(),
+            ));
+        }
+        if let Some(r) = f.int("resample")? {
+            if r != PIL_BILINEAR {
+                return Err(err(format!(
+                    "resample is {r}; only {PIL_BILINEAR} (PIL BILINEAR, Gemma 3's filter) is implemented"
+                )));
+            }
+        }
+        if let Some(size) = obj.get("size").filter(|s| !s.is_null()) {
+            let (h, w) = parse_size(size).map_err(err)?;
+            c.height = h;
+            c.width = w;
+        }
+        if let Some(r) = f.num("rescale_factor")? {
+            c.rescale_factor = r;
+        }
+        if let Some(b) = f.bool("do_normalize")? {
+            c.do_normalize = b;
+        }
+        if let Some(m) = f.triple("image_mean")? {
+            c.image_mean = m;
+        }
+        if let Some(s) = f.triple("image_std")? {
+            c.image_std = s;
+        }
+        if let Some(b) = f.bool("do_pan_and_scan")? {
+            c.do_pan_and_scan = b;
+        }
+        if let Some(n) = f.int("pan_and_scan_min_crop_size")? {
+            c.pan_and_scan_min_crop_size =
+                positive(n, "pan_and_scan_min_crop_size").map_err(err)?;
+        }
+        if let Some(n) = f.int("pan_and_scan_max_num_crops")? {
+            c.pan_and_scan_max_num_crops =
+                positive(n, "pan_and_scan_max_num_crops").map_err(err)?;
+        }
+        if let Some(r) = f.num("pan_and_scan_min_ratio_to_activate")? {
+            c.pan_and_scan_min_ratio_to_activate = r;
+        }
+        c.validate().map_err(err)?;
+        Ok(c)
+    }
+
+    /// Range checks, so that the graph never divides by zero or overflows its int32 sums.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, side) in [("size.height", self.height), ("size.width", self.width)] {
+            if side == 0 || side > MAX_SIDE {
+                return Err(format!("{name} is {side}; expected 1..={MAX_SIDE}"));
+            }
+        }
+        if !(self.rescale_factor.is_finite() && self.rescale_factor > 0.0) {
+            return Err(format!(
+                "rescale_factor is {}; expected a positive number",
+                self.rescale_factor
+            ));
+        }
+        if self.image_std.iter().any(|s| !s.is_finite() || *s == 0.0) {
+            return Err(format!(
+                "image_std is {:?}; expected non-zero numbers",
+                self.image_std
+            ));
+        }
+        if self.image_mean.iter().any(|m| !m.is_finite()) {
+            return Err(format!(
+                "image_mean is {:?}; expected numbers",
+                self.image_mean
+            ));
+        }
+        let r = self.pan_and_scan_min_ratio_to_activate;
+        if !(r.is_finite() && r > 0.0) {
+            return Err(format!(
+                "pan_and_scan_min_ratio_to_activate is {r}; expected a positive number"
+            ));
+        }
+        if self.pan_and_scan_min_crop_size == 0 || self.pan_and_scan_max_num_crops == 0 {
+            return Err(
+                "pan_and_scan_min_crop_size and pan_and_scan_max_num_crops must be ≥ 1".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value, ExportError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ExportError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|source| ExportError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `{"height": h, "width": w}` (Gemma 3), or a plain number for a square.
+fn parse_size(v: &Value) -> Result<(usize, usize), String> {
+    let side = |x: Option<&Value>, key: &str| -> Result<usize, String> {
+        x.and_then(Value::as_u64)
+            .map(|n| n as usize)
+            .ok_or_else(|| format!("size.{key} must be a positive integer, got {v}"))
+    };
+    match v {
+        Value::Number(n) => {
+            let s = n.as_u64().ok_or_else(|| format!("size must be a positive integer, got {v}"))?;
+            Ok((s as usize, s as usize))
+        }
+        Value::Object(o) if o.contains_key("height") || o.contains_key("width") => {
+            Ok((side(o.get("height"), "height")?, side(o.get("width"), "width")?))
+        }
+        _ => Err(format!(
+            "size is {v}; preprocess.onnx needs {{\"height\": H, \"width\": W}} (Gemma 3 resizes without keeping \
+             the aspect ratio)"
+        )),
+    }
+}
+
+fn positive(n: i64, key: &str) -> Result<usize, String> {
+    if n >= 1 {
+        Ok(n as usize)
+    } else {
+        Err(format!("{key} is {n}; expected ≥ 1"))
+    }
+}
+
+/// Typed access to optional keys; `null` counts as absent (the processor then uses its default).
+struct Fields<'a, E: Fn(String) -> ExportError> {
+    obj: &'a Map<String, Value>,
+    err: &'a E,
+}
+
+impl<E: Fn(String) -> ExportError> Fields<'_, E> {
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.obj.get(key).filter(|v| !v.is_null())
+    }
+
+    fn bad(&self, key: &str, what: &str) -> ExportError {
+        (self.err)(format!("{key} must be {what}, got {}", self.obj[key]))
+    }
+
+    fn bool(&self, key: &str) -> Result<Option<bool>, ExportError> {
+        self.get(key)
+            .map(|v| v.as_bool().ok_or_else(|| self.bad(key, "true or false")))
+            .transpose()
+    }
+
+    fn num(&self, key: &str) -> Result<Option<f64>, ExportError> {
+        self.get(key)
+            .map(|v| v.as_f64().ok_or_else(|| self.bad(key, "a number")))
+            .transpose()
+    }
+
+    /// An integer; `256.0` is accepted too (JSON written from Python floats).
+    fn int(&self, key: &str) -> Result<Option<i64>, ExportError> {
+        self.get(key)
+            .map(|v| match (v.as_i64(), v.as_f64()) {
+                (Some(i), _) => Ok(i),
+                (None, Some(f)) if f.fract() == 0.0 && f.abs() < 1e15 => Ok(f as i64),
+                _ => Err(self.bad(key, "an integer")),
+            })
+            .transpose()
+    }
+
+    fn str(&self, key: &str) -> Result<Option<&str>, ExportError> {
+        self.get(key)
+            .map(|v| v.as_str().ok_or_else(|| self.bad(key, "a string")))
+            .transpose()
+    }
+
+    /// One number for all three channels, or a list of three.
+    fn triple(&self, key: &str) -> Result<Option<[f64; 3]>, ExportError> {
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        if let Some(x) = v.as_f64() {
+            return Ok(Some([x; 3]));
+        }
+        match v
+            .as_array()
+            .map(|a| a.iter().map(Value::as_f64).collect::<Option<Vec<f64>>>())
+        {
+            Some(Some(a)) if a.len() == 3 => Ok(Some([a[0], a[1], a[2]])),
+            _ => Err(self.bad(key, "a number or a list of 3 numbers")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<PreprocessConfig, ExportError> {
+        PreprocessConfig::from_json(&v, 56, Path::new("preprocessor_config.json"), "test")
+    }
+
+    #[test]
+    fn hub_config_fills_nulls_with_processor_defaults() {
+        // The hub's Gemma 3 preprocessor_config.json (spec §6.1), verbatim.
+        let c = parse(json!({
+            "image_processor_type": "Gemma3ImageProcessor", "processor_class": "Gemma3Processor",
+            "size": {"height": 896, "width": 896}, "resample": 2, "do_resize": true,
+            "do_rescale": true, "rescale_factor": 0.00392156862745098,
+            "do_normalize": true, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+            "do_convert_rgb": null, "do_pan_and_scan": null, "pan_and_scan_min_crop_size": null,
+            "pan_and_scan_max_num_crops": null, "pan_and_scan_min_ratio_to_activate": null,
+            "image_seq_length": 256
+        }))
+        .unwrap();
+        let expected = PreprocessConfig {
+            source: Some("test".into()),
+            ..PreprocessConfig::gemma3_defaults(896)
+        };
+        assert_eq!(c, expected);
+        assert_eq!(c.rescale_factor, 1.0 / 255.0);
+    }
+
+    #[test]
+    fn explicit_values_and_scalar_mean() {
+        let c = parse(json!({
+            "size": {"height": 64, "width": 48}, "do_pan_and_scan": true,
+            "pan_and_scan_min_crop_size": 32.0, "pan_and_scan_max_num_crops": 3,
+            "pan_and_scan_min_ratio_to_activate": 1.5, "image_mean": 0.25, "do_normalize": false
+        }))
+        .unwrap();
+        assert_eq!((c.height, c.width), (64, 48));
+        assert!(c.do_pan_and_scan && !c.do_normalize);
+        assert_eq!(c.pan_and_scan_min_crop_size, 32);
+        assert_eq!(c.pan_and_scan_max_num_crops, 3);
+        assert_eq!(c.pan_and_scan_min_ratio_to_activate, 1.5);
+        assert_eq!(c.image_mean, [0.25; 3]);
+    }
+
+    #[test]
+    fn missing_size_uses_the_tower_size() {
+        assert_eq!(parse(json!({})).unwrap().height, 56);
+    }
+
+    #[test]
+    fn unsupported_settings_are_refused_with_the_key() {
+        for (v, needle) in [
+            (json!({"resample": 3}), "resample is 3"),
+            (json!({"do_resize": false}), "do_resize"),
+            (json!({"do_rescale": false}), "do_rescale"),
+            (json!({"size": {"shortest_edge": 224}}), "size is"),
+            (json!({"image_std": [0.5, 0.0, 0.5]}), "image_std"),
+            (json!({"image_mean": [0.5, 0.5]}), "image_mean"),
+            (
+                json!({"pan_and_scan_max_num_crops": 0}),
+                "pan_and_scan_max_num_crops is 0",
+            ),
+            (
+                json!({"pan_and_scan_min_crop_size": "big"}),
+                "pan_and_scan_min_crop_size must be an integer",
+            ),
+            (
+                json!({"image_processor_type": "SiglipImageProcessor"}),
+                "Gemma3ImageProcessor only",
+            ),
+            (json!([1, 2]), "JSON object"),
+        ] {
+            let msg = parse(v.clone()).unwrap_err().to_string();
+            assert!(msg.contains(needle), "{v}: {msg}");
+            assert!(msg.contains("preprocessor_config.json"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn nested_processor_config_wins_over_preprocessor_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(PREPROCESSOR_CONFIG_FILE),
+            r#"{"size": {"height": 32, "width": 32}}"#,
+        )
+        .unwrap();
+        let c = PreprocessConfig::from_dir(dir.path(), 56).unwrap();
+        assert_eq!(
+            (c.height, c.source.as_deref()),
+            (32, Some(PREPROCESSOR_CONFIG_FILE))
+        );
+
+        // A processor_config.json without the nested object (transformers 4.x) leaves preprocessor_config.json.
+        std::fs::write(
+            dir.path().join(PROCESSOR_CONFIG_FILE),
+            r#"{"image_seq_length": 256}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            PreprocessConfig::from_dir(dir.path(), 56).unwrap().height,
+            32
+        );
+
+        std::fs::write(
+            dir.path().join(PROCESSOR_CONFIG_FILE),
+            r#"{"image_processor": {"size": {"height": 40, "width": 40}, "do_pan_and_scan": true}}"#,
+        )
+        .unwrap();
+        let c = PreprocessConfig::from_dir(dir.path(), 56).unwrap();
+        assert_eq!((c.height, c.do_pan_and_scan), (40, true));
+
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(
+            PreprocessConfig::from_dir(empty.path(), 56).unwrap(),
+            PreprocessConfig::gemma3_defaults(56)
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! The SigLIP vision tower of Gemma 3 (spec §5.2), float32, standard ONNX ops:
+//!
+//! ```text
+//! pixel_values [N, C, S, S] ─Conv(k=p, stride=p)→ [N, D, P, P] → [N·T, D] (patch t = row·P + col) + positions
+//! repeat L×:  x += out_proj(MHA(LayerNorm1(x)))     heads × hd, scale hd^-0.5, no mask, biased projections
+//!             x += fc2(gelu_tanh(fc1(LayerNorm2(x))))
+//! x = post_layernorm(x)                              → [N·T, D], what Gemma 3's projector reads
+//! ```
+//!
+//! The residual stream is kept flat as `[N·T, D]` so every linear is one `Gemm` with its bias; it is reshaped to
+//! heads only inside attention. T, D and the head sizes are fixed by the config, only N (images) is symbolic.
+
+use super::VisionWeights;
+use crate::builder::{Attr, Value};
+use crate::layers::Ctx;
+use crate::ExportError;
+use gemma_models::VisionConfig;
+
+impl Ctx<'_> {
+    /// A checkpoint tensor as a float32 initializer (written once per export, see [`crate::weights`]).
+    pub(crate) fn weight(&mut self, name: &str) -> Result<Value, ExportError> {
+        if let Some(v) = self.g.existing(name) {
+            return Ok(v);
+        }
+        let view = self.ckpt.tensor(name)?;
+        let t = self.w.f32_from_checkpoint(self.ckpt, name, &view, None)?;
+        Ok(self.g.initializer(t))
+    }
+
+    /// `x · Wᵀ + b` for an `nn.Linear` with bias: `x` `[M, in]`, `W` `[out, in]`, `b` `[out]`.
+    fn linear_bias(&mut self, x: &Value, prefix: &str) -> Result<Value, ExportError> {
+        let w = self.weight(&format!("{prefix}.weight"))?;
+        let b = self.weight(&format!("{prefix}.bias"))?;
+        Ok(self
+            .g
+            .op("Gemm", "linear", &[x, &w, &b], &[("transB", Attr::Int(1))]))
+    }
+
+    /// Standard LayerNorm over the last axis (biased variance, affine), as `nn.LayerNorm`.
+    fn layer_norm(&mut self, x: &Value, prefix: &str, eps: f64) -> Result<Value, ExportError> {
+        let w = self.weight(&format!("{prefix}.weight"))?;
+        let b = self.weight(&format!("{prefix}.bias"))?;
+        Ok(self.g.op(
+            "LayerNormalization",
+            "layer_norm",
+            &[x, &w, &b],
+            &[
+                ("axis", Attr::Int(-1)),
+                ("epsilon", Attr::Float(eps as f32)),
+            ],
+        ))
+    }
+}
+
+/// Builds the tower from `pixel_values` `[N, C, S, S]`; returns `last_hidden_state` flattened to `[N·T, D]`.
+pub fn tower(
+    cx: &mut Ctx<'_>,
+    pixel_values: &Value,
+    v: &VisionConfig,
+    names: &VisionWeights,
+) -> Result<Value, ExportError> {
+    let (d, t, p) = (v.hidden_size, v.num_patches(), v.patch_size);
+    let eps = v.layer_norm_eps;
+
+    // Patch embedding: a stride-p convolution, then tokens in row-major patch order, plus learned positions.
+    cx.g.set_scope("/vision_tower/embeddings");
+    let w = cx.weight(&names.tower("embeddings.patch_embedding.weight"))?;
+    let b = cx.weight(&names.tower("embeddings.patch_embedding.bias"))?;
+    let patches = cx.g.op(
+        "Conv",
+        "patch_embedding",
+        &[pixel_values, &w, &b],
+        &[
+            ("kernel_shape", Attr::Ints(vec![p as i64, p as i64])),
+            ("strides", Attr::Ints(vec![p as i64, p as i64])),
+        ],
+    );
+    let seq_shape =
+        cx.g.const_i64("vision_channels_tokens", &[-1, d as i64, t as i64]);
+    let patches =
+        cx.g.op("Reshape", "flatten_patches", &[&patches, &seq_shape], &[]);
+    let tokens = cx.g.op(
+        "Transpose",
+        "tokens",
+        &[&patches],
+        &[("perm", Attr::Ints(vec![0, 2, 1]))],
+    );
+    let pos = cx.weight(&names.tower("embeddings.position_embedding.weight"))?;
+    let x = cx.g.op("Add", "positions", &[&tokens, &pos], &[]);
+    let flat = cx.g.const_i64("vision_flat", &[-1, d as i64]);
+    let mut x = cx.g.op("Reshape", "flatten", &[&x, &flat], &[]);
+
+    for l in 0..v.num_hidden_layers {
+        cx.g.set_scope(format!("/vision_tower/encoder/layers.{l}"));
+        let n = |s: &str| names.tower(&format!("encoder.layers.{l}.{s}"));
+        let h = cx.layer_norm(&x, &n("layer_norm1"), eps)?;
+        let a = self_attention(cx, &h, v, &n("self_attn"))?;
+        x = cx.g.op("Add", "residual_attn", &[&x, &a], &[]);
+        let h = cx.layer_norm(&x, &n("layer_norm2"), eps)?;
+        let h = cx.linear_bias(&h, &n("mlp.fc1"))?;
+        let h = cx.g.op(
+            "Gelu",
+            "mlp/gelu",
+            &[&h],
+            &[("approximate", Attr::Str("tanh".into()))],
+        );
+        let h = cx.linear_bias(&h, &n("mlp.fc2"))?;
+        x = cx.g.op("Add", "residual_mlp", &[&x, &h], &[]);
+    }
+    cx.g.set_scope("/vision_tower/post_layernorm");
+    cx.layer_norm(&x, &names.tower("post_layernorm"), eps)
+}
+
+/// Bidirectional multi-head attention over the T patches of each image: `x` `[N·T, D]` → `[N·T, D]`.
+fn self_attention(
+    cx: &mut Ctx<'_>,
+    x: &Value,
+    v: &VisionConfig,
+    prefix: &str,
+) -> Result<Value, ExportError> {
+    let (nh, hd, t, d) = (
+        v.num_attention_heads,
+        v.head_dim(),
+        v.num_patches(),
+        v.hidden_size,
+    );
+    let heads_shape =
+        cx.g.const_i64("vision_heads", &[-1, t as i64, nh as i64, hd as i64]);
+    let proj = |cx: &mut Ctx<'_>, which: &str, perm: Vec<i64>| -> Result<Value, ExportError> {
+        let y = cx.linear_bias(x, &format!("{prefix}.{which}"))?;
+        let y =
+            cx.g.op("Reshape", "heads/reshape", &[&y, &heads_shape], &[]);
+        Ok(cx.g.op(
+            "Transpose",
+            "heads/transpose",
+            &[&y],
+            &[("perm", Attr::Ints(perm))],
+        ))
+    };
+    let q = proj(cx, "q_proj", vec![0, 2, 1, 3])?; // [N, nh, T, hd]
+    let kt = proj(cx, "k_proj", vec![0, 2, 3, 1])?; // [N, nh, hd, T]
+    let vv = proj(cx, "v_proj", vec![0, 2, 1, 3])?; // [N, nh, T, hd]
+    let g = &mut *cx.g;
+    let scores = g.op("MatMul", "attn/qk", &[&q, &kt], &[]);
+    let scale = g.scalar_f32("vision_attn_scale", (hd as f64).powf(-0.5) as f32);
+    let scores = g.op("Mul", "attn/scale", &[&scores, &scale], &[]);
+    let probs = g.op(
+        "Softmax",
+        "attn/softmax",
+        &[&scores],
+        &[("axis", Attr::Int(-1))],
+    );
+    let ctx = g.op("MatMul", "attn/pv", &[&probs, &vv], &[]);
+    let ctx = g.op(
+        "Transpose",
+        "attn/context_t",
+        &[&ctx],
+        &[("perm", Attr::Ints(vec![0, 2, 1, 3]))],
+    );
+    let flat = g.const_i64("vision_flat", &[-1, d as i64]);
+    let ctx = g.op("Reshape", "attn/context_flat", &[&ctx, &flat], &[]);
+    cx.linear_bias(&ctx, &format!("{prefix}.out_proj"))
+}

@@ -1,0 +1,393 @@
+//! The image side of Gemma3ForConditionalGeneration: the SigLIP vision tower (`vision_config`) and the
+//! multimodal fields of the top level (`mm_tokens_per_image`, the image token ids). Spec §5, §10.
+//!
+//! Defaults are those of transformers' `SiglipVisionConfig` (SigLIP-base: 768 wide, 12 layers, 224 px, patch 16)
+//! and `Gemma3Config` (256 soft tokens, boi 255999, eoi 256000, image token 262144), applied only where a key is
+//! absent, as transformers does. Released Gemma 3 configs spell out the So400m values (1152, 27 layers, 896 px,
+//! patch 14), so the SigLIP-base defaults only matter for hand-written configs.
+//!
+//! ```
+//! # use gemma_models::ModelConfig;
+//! let json = r#"{"model_type": "gemma3", "text_config": {"hidden_size": 2560, "intermediate_size": 10240,
+//!   "num_hidden_layers": 34}, "vision_config": {"hidden_size": 1152, "image_size": 896, "patch_size": 14,
+//!   "intermediate_size": 4304, "num_hidden_layers": 27, "num_attention_heads": 16}}"#;
+//! let cfg = ModelConfig::from_json_str(json, "config.json".as_ref())?;
+//! let v = cfg.vision_config.unwrap();
+//! assert_eq!((v.patches_per_side(), v.tokens_per_side(), v.pool_kernel()), (64, 16, 4));
+//! # Ok::<(), gemma_models::ConfigError>(())
+//! ```
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::fields::{describe, Fields};
+use crate::error::ConfigError;
+
+/// SigLIP vision tower and projector sizes, with the image token ids of the text side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VisionConfig {
+    /// Width of the SigLIP residual stream (1152 for So400m).
+    pub hidden_size: usize,
+    /// Width of the SigLIP MLP (4304 for So400m).
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    /// Input channels of `pixel_values` (3).
+    pub num_channels: usize,
+    /// Side S of the square input image in pixels (896 for Gemma 3).
+    pub image_size: usize,
+    /// Side of one square patch, also the stride of the patch convolution (14).
+    pub patch_size: usize,
+    /// Epsilon of the SigLIP LayerNorms and of the projector's RMSNorm (`mm_soft_emb_norm`).
+    pub layer_norm_eps: f64,
+    /// Soft tokens per image after average pooling (256): a square number.
+    pub mm_tokens_per_image: usize,
+    /// `<start_of_image>` (`boi_token_index`).
+    pub boi_token_id: u32,
+    /// `<end_of_image>` (`eoi_token_index`).
+    pub eoi_token_id: u32,
+    /// `<image_soft_token>` (`image_token_index`): the placeholders that image features replace.
+    pub image_token_id: u32,
+}
+
+/// `SiglipVisionConfig` class defaults (SigLIP-base patch16-224).
+const DEFAULT_HIDDEN: usize = 768;
+const DEFAULT_INTERMEDIATE: usize = 3072;
+const DEFAULT_LAYERS: usize = 12;
+const DEFAULT_HEADS: usize = 12;
+const DEFAULT_CHANNELS: usize = 3;
+const DEFAULT_IMAGE_SIZE: usize = 224;
+const DEFAULT_PATCH_SIZE: usize = 16;
+const DEFAULT_LAYER_NORM_EPS: f64 = 1e-6;
+/// `Gemma3Config` class defaults.
+const DEFAULT_MM_TOKENS: usize = 256;
+const DEFAULT_BOI: u32 = 255_999;
+const DEFAULT_EOI: u32 = 256_000;
+const DEFAULT_IMAGE_TOKEN: u32 = 262_144;
+
+impl VisionConfig {
+    /// Per-head width of SigLIP attention (`hidden_size / num_attention_heads`, 72 for So400m).
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Patches along one side of the image (`image_size / patch_size`, 64 for Gemma 3).
+    pub fn patches_per_side(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+
+    /// Patches per image (4096 for Gemma 3): the length of SigLIP's sequence and of its position table.
+    pub fn num_patches(&self) -> usize {
+        self.patches_per_side() * self.patches_per_side()
+    }
+
+    /// Soft tokens along one side of the pooled grid (`sqrt(mm_tokens_per_image)`, 16 for Gemma 3).
+    pub fn tokens_per_side(&self) -> usize {
+        integer_sqrt(self.mm_tokens_per_image).unwrap_or(0)
+    }
+
+    /// Kernel and stride of the projector's average pooling (`patches_per_side / tokens_per_side`, 4 for Gemma 3).
+    pub fn pool_kernel(&self) -> usize {
+        self.patches_per_side() / self.tokens_per_side().max(1)
+    }
+}
+
+fn integer_sqrt(n: usize) -> Option<usize> {
+    let r = (n as f64).sqrt().round() as usize;
+    (r * r == n).then_some(r)
+}
+
+/// Parses `vision_config` (absent → all SigLIP defaults) and the multimodal fields of `top`.
+pub(super) fn parse(top: &Fields<'_>) -> Result<VisionConfig, ConfigError> {
+    let empty = Map::new();
+    let v = top
+        .object("vision_config")?
+        .unwrap_or_else(|| Fields::new(&empty, top.origin(), "vision_config."));
+    if let Some(mt) = v.str("model_type")? {
+        if mt != "siglip_vision_model" {
+            return Err(v.invalid("model_type", "\"siglip_vision_model\"", format!("{mt:?}")));
+        }
+    }
+    if let Some(act) = v.value("hidden_act") {
+        if act.as_str() != Some("gelu_pytorch_tanh") {
+            return Err(ConfigError::UnsupportedActivation {
+                path: v.origin().to_path_buf(),
+                field: v.path_of("hidden_act"),
+                found: act.as_str().map_or_else(|| describe(act), str::to_string),
+                supported: "gelu_pytorch_tanh".into(),
+            });
+        }
+    }
+
+    let hidden_size = v.positive("hidden_size", Some(DEFAULT_HIDDEN))?;
+    let intermediate_size = v.positive("intermediate_size", Some(DEFAULT_INTERMEDIATE))?;
+    let num_hidden_layers = v.positive("num_hidden_layers", Some(DEFAULT_LAYERS))?;
+    let num_attention_heads = v.positive("num_attention_heads", Some(DEFAULT_HEADS))?;
+    let num_channels = v.positive("num_channels", Some(DEFAULT_CHANNELS))?;
+    let image_size = square_size(&v, "image_size", DEFAULT_IMAGE_SIZE)?;
+    let patch_size = square_size(&v, "patch_size", DEFAULT_PATCH_SIZE)?;
+    let layer_norm_eps = v.positive_f64("layer_norm_eps", Some(DEFAULT_LAYER_NORM_EPS))?;
+    let mm_tokens_per_image = top.positive("mm_tokens_per_image", Some(DEFAULT_MM_TOKENS))?;
+
+    if hidden_size % num_attention_heads != 0 {
+        return Err(v.invalid(
+            "num_attention_heads",
+            format!("a divisor of vision_config.hidden_size ({hidden_size})"),
+            num_attention_heads.to_string(),
+        ));
+    }
+    if image_size % patch_size != 0 {
+        return Err(v.invalid(
+            "patch_size",
+            format!("a divisor of vision_config.image_size ({image_size})"),
+            patch_size.to_string(),
+        ));
+    }
+    let per_side = image_size / patch_size;
+    // The projector average-pools the per_side × per_side patch grid down to sqrt(mm_tokens) × sqrt(mm_tokens).
+    match integer_sqrt(mm_tokens_per_image) {
+        Some(t) if per_side % t == 0 => {}
+        _ => {
+            return Err(top.invalid(
+                "mm_tokens_per_image",
+                format!(
+                    "a square k² with k dividing the {per_side} patches per side \
+                     (vision_config.image_size {image_size} / patch_size {patch_size})"
+                ),
+                mm_tokens_per_image.to_string(),
+            ))
+        }
+    }
+
+    Ok(VisionConfig {
+        hidden_size,
+        intermediate_size,
+        num_hidden_layers,
+        num_attention_heads,
+        num_channels,
+        image_size,
+        patch_size,
+        layer_norm_eps,
+        mm_tokens_per_image,
+        boi_token_id: token_id(top, "boi_token_index", "boi_token_id", DEFAULT_BOI)?,
+        eoi_token_id: token_id(top, "eoi_token_index", "eoi_token_id", DEFAULT_EOI)?,
+        image_token_id: token_id(
+            top,
+            "image_token_index",
+            "image_token_id",
+            DEFAULT_IMAGE_TOKEN,
+        )?,
+    })
+}
+
+/// `image_size` / `patch_size`: an integer, or a `[height, width]` pair that must be square (transformers accepts
+/// pairs, but Gemma 3's projector assumes a square grid).
+fn square_size(v: &Fields<'_>, key: &str, default: usize) -> Result<usize, ConfigError> {
+    match v.value(key) {
+        Some(Value::Array(items)) => {
+            let dims: Vec<Option<u64>> = items.iter().map(Value::as_u64).collect();
+            match dims.as_slice() {
+                [Some(h), Some(w)] if h == w && *h > 0 => Ok(*h as usize),
+                _ => Err(v.invalid(
+                    key,
+                    "a positive integer or a square [height, width] pair",
+                    describe(v.value(key).expect("present")),
+                )),
+            }
+        }
+        _ => v.positive(key, Some(default)),
+    }
+}
+
+/// A single token id under `key` (the 4.x name, which 5.x still writes) or `alias`, else `default`.
+fn token_id(top: &Fields<'_>, key: &str, alias: &str, default: u32) -> Result<u32, ConfigError> {
+    let (used, ids) = match top.token_ids(key)? {
+        Some(ids) => (key, Some(ids)),
+        None => (alias, top.token_ids(alias)?),
+    };
+    match ids {
+        None => Ok(default),
+        Some(ids) if ids.len() == 1 => Ok(ids[0]),
+        Some(ids) => Err(top.invalid(used, "a single token id", format!("{ids:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::{json, Value};
+
+    use crate::{ConfigError, ModelConfig};
+
+    const ORIGIN: &str = "/models/gemma-3-4b/config.json";
+
+    fn parse(v: &Value) -> Result<ModelConfig, ConfigError> {
+        ModelConfig::from_json_str(&v.to_string(), Path::new(ORIGIN))
+    }
+
+    /// google/gemma-3-4b-it's multimodal fields (spec §10).
+    fn gemma3_4b() -> Value {
+        json!({
+            "architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": 255999,
+            "eoi_token_index": 256000, "image_token_index": 262144, "mm_tokens_per_image": 256,
+            "model_type": "gemma3",
+            "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+                            "num_hidden_layers": 34, "sliding_window": 1024},
+            "vision_config": {
+                "hidden_size": 1152, "image_size": 896, "intermediate_size": 4304,
+                "model_type": "siglip_vision_model", "num_attention_heads": 16, "num_hidden_layers": 27,
+                "patch_size": 14, "vision_use_head": false
+            }
+        })
+    }
+
+    fn set(mut v: Value, path: &[&str], value: Option<Value>) -> Value {
+        let (key, parents) = path.split_last().unwrap();
+        let mut obj = &mut v;
+        for p in parents {
+            obj = &mut obj[*p];
+        }
+        let map = obj.as_object_mut().unwrap();
+        match value {
+            Some(x) => map.insert(key.to_string(), x),
+            None => map.remove(*key),
+        };
+        v
+    }
+
+    fn err(v: &Value) -> String {
+        let msg = parse(v).expect_err("config should be refused").to_string();
+        assert!(
+            msg.contains(ORIGIN),
+            "message does not name the file: {msg}"
+        );
+        msg
+    }
+
+    #[test]
+    fn gemma3_4b_vision_values_and_derived_sizes() {
+        let v = parse(&gemma3_4b()).unwrap().vision_config.unwrap();
+        assert_eq!(
+            (
+                v.hidden_size,
+                v.intermediate_size,
+                v.num_hidden_layers,
+                v.num_attention_heads
+            ),
+            (1152, 4304, 27, 16)
+        );
+        assert_eq!((v.num_channels, v.image_size, v.patch_size), (3, 896, 14));
+        assert_eq!(v.layer_norm_eps, 1e-6);
+        assert_eq!(v.mm_tokens_per_image, 256);
+        assert_eq!(
+            (v.boi_token_id, v.eoi_token_id, v.image_token_id),
+            (255_999, 256_000, 262_144)
+        );
+        assert_eq!(v.head_dim(), 72);
+        assert_eq!((v.patches_per_side(), v.num_patches()), (64, 4096));
+        assert_eq!((v.tokens_per_side(), v.pool_kernel()), (16, 4));
+    }
+
+    #[test]
+    fn text_only_models_have_no_vision_config() {
+        let v = json!({"model_type": "gemma3_text", "hidden_size": 64, "intermediate_size": 128,
+                       "num_hidden_layers": 2, "vocab_size": 300});
+        assert!(parse(&v).unwrap().vision_config.is_none());
+    }
+
+    #[test]
+    fn absent_fields_take_siglip_and_gemma3_class_defaults() {
+        // SigLIP-base is 224 px / patch 16 = 14 patches per side, so 256 soft tokens (16 per side) cannot be
+        // pooled from it: transformers would fail too. 196 = 14² pools with kernel 1.
+        let mut v = set(gemma3_4b(), &["vision_config"], None);
+        for key in ["boi_token_index", "eoi_token_index", "image_token_index"] {
+            v = set(v, &[key], None);
+        }
+        let msg = err(&v);
+        assert!(
+            msg.contains("`mm_tokens_per_image`") && msg.contains("14 patches per side"),
+            "{msg}"
+        );
+        let v = set(v, &["mm_tokens_per_image"], Some(json!(196)));
+        let c = parse(&v).unwrap().vision_config.unwrap();
+        assert_eq!(
+            (
+                c.hidden_size,
+                c.intermediate_size,
+                c.num_hidden_layers,
+                c.num_attention_heads
+            ),
+            (768, 3072, 12, 12)
+        );
+        assert_eq!((c.image_size, c.patch_size, c.num_channels), (224, 16, 3));
+        assert_eq!((c.tokens_per_side(), c.pool_kernel()), (14, 1));
+        assert_eq!(
+            (c.boi_token_id, c.eoi_token_id, c.image_token_id),
+            (255_999, 256_000, 262_144)
+        );
+    }
+
+    #[test]
+    fn token_ids_accept_the_id_aliases_and_square_pairs() {
+        let mut v = set(gemma3_4b(), &["image_token_index"], None);
+        v = set(v, &["image_token_id"], Some(json!(7)));
+        v = set(v, &["vision_config", "image_size"], Some(json!([896, 896])));
+        let c = parse(&v).unwrap().vision_config.unwrap();
+        assert_eq!((c.image_token_id, c.image_size), (7, 896));
+    }
+
+    #[test]
+    fn invalid_vision_fields_are_named() {
+        let cases: Vec<(Value, &str)> = vec![
+            (
+                set(gemma3_4b(), &["vision_config", "patch_size"], Some(json!(15))),
+                "field `vision_config.patch_size`: expected a divisor of vision_config.image_size (896)",
+            ),
+            (
+                set(gemma3_4b(), &["vision_config", "num_attention_heads"], Some(json!(5))),
+                "field `vision_config.num_attention_heads`: expected a divisor of vision_config.hidden_size (1152)",
+            ),
+            (
+                set(gemma3_4b(), &["mm_tokens_per_image"], Some(json!(250))),
+                "field `mm_tokens_per_image`: expected a square",
+            ),
+            (
+                set(gemma3_4b(), &["mm_tokens_per_image"], Some(json!(9))),
+                "field `mm_tokens_per_image`: expected a square k² with k dividing the 64 patches per side",
+            ),
+            (
+                set(gemma3_4b(), &["vision_config", "image_size"], Some(json!([896, 448]))),
+                "field `vision_config.image_size`: expected a positive integer or a square",
+            ),
+            (
+                set(gemma3_4b(), &["vision_config", "image_size"], Some(json!(0))),
+                "field `vision_config.image_size`: expected a positive integer, found 0",
+            ),
+            (
+                set(gemma3_4b(), &["vision_config", "model_type"], Some(json!("clip_vision_model"))),
+                "field `vision_config.model_type`: expected \"siglip_vision_model\"",
+            ),
+            (
+                set(gemma3_4b(), &["vision_config", "hidden_act"], Some(json!("gelu"))),
+                "field `vision_config.hidden_act`: unsupported activation \"gelu\"",
+            ),
+            (
+                set(gemma3_4b(), &["vision_config"], Some(json!(3))),
+                "field `vision_config`: expected an object",
+            ),
+            (
+                set(gemma3_4b(), &["boi_token_index"], Some(json!([1, 2]))),
+                "field `boi_token_index`: expected a single token id",
+            ),
+            (
+                set(gemma3_4b(), &["vision_config", "layer_norm_eps"], Some(json!(-1.0))),
+                "field `vision_config.layer_norm_eps`: expected a positive number",
+            ),
+        ];
+        for (v, want) in cases {
+            let msg = err(&v);
+            assert!(msg.contains(want), "expected {want:?} in: {msg}");
+        }
+    }
+}
