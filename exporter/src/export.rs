@@ -143,6 +143,9 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
         ckpt.tensor_with_shape(&name, &shape)?;
     }
     let vision = VisionPlan::check(&cfg, &ckpt)?;
+    if let Some(plan) = &vision {
+        vision::preprocess::PreprocessConfig::for_checkpoint(&opts.src, &plan.config)?;
+    }
     if let Some(q) = opts.precision.quant() {
         q.validate().map_err(ExportError::Unsupported)?;
     }
@@ -288,6 +291,12 @@ fn write_export(
     if opts.graph == GraphKind::Cpu {
         manifest.graph = GraphKind::Cpu.name().into();
         manifest.cpu = Some(crate::manifest::CpuGraphManifest::current());
+    }
+    if let (Some(plan), Some(v)) = (vision, manifest.vision.as_mut()) {
+        // The image processor as a graph, with the checkpoint's processor settings (checked in `export`).
+        let pre = vision::preprocess::PreprocessConfig::for_checkpoint(&opts.src, &plan.config)?;
+        vision::preprocess::write_preprocess(dir, &pre)?;
+        v.preprocess = Some(vision::preprocess::PreprocessManifest::new(&pre));
     }
     let opsets = opset_imports(&g);
     let proto = model(

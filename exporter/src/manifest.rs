@@ -103,6 +103,10 @@ pub struct VisionManifest {
     pub eoi_token_id: u32,
     /// `<image_soft_token>`: the rows that image features replace, `mm_tokens_per_image` per image.
     pub image_token_id: u32,
+    /// `preprocess.onnx` (decoded RGB uint8 `[h, w, 3]` + `do_pan_and_scan` → `pixel_values`, `num_crops`,
+    /// `crop_boxes`) and the image-processor settings it bakes in ([`crate::vision::preprocess`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocess: Option<crate::vision::preprocess::PreprocessManifest>,
 }
 
 impl VisionManifest {
@@ -120,6 +124,7 @@ impl VisionManifest {
             boi_token_id: v.boi_token_id,
             eoi_token_id: v.eoi_token_id,
             image_token_id: v.image_token_id,
+            preprocess: None,
         }
     }
 }

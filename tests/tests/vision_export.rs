@@ -71,6 +71,7 @@ fn export_layout_and_shared_weights() {
             "embed_tokens.onnx",
             "model.onnx",
             "model.onnx_data",
+            "preprocess.onnx",
             "vision_encoder.onnx",
             "vision_encoder.onnx_data"
         ]

@@ -4,7 +4,7 @@
 //! | input | |
 //! |---|---|
 //! | `image` uint8 `[height, width, 3]` | a decoded RGB image of any size ≥ 1×1 (alpha composited on white and grey expanded to RGB beforehand, the processor's `convert_rgb`) |
-//! | `do_pan_and_scan` bool `[]` | optional: defaults to the processor config's `do_pan_and_scan` (False for the released models) |
+//! | `do_pan_and_scan` bool `[]` | whether to add Pan & Scan crops; the processor's default is the config's `do_pan_and_scan` (False for the released models), recorded in the model metadata |
 //!
 //! | output | |
 //! |---|---|
@@ -22,7 +22,8 @@
 //! Dynamic crop count: one `Loop` over the boxes `[full image, crop 1, …]` resizes each and stacks them (its
 //! scan output), so the full image and the crops share one subgraph and the Loop always runs at least once (a
 //! zero-trip Loop's scan output has no known shape). Inside, the resize is an `If` (Pillow's pass order) around
-//! two passes, each two small Loops over the filter taps. Standard ops only, opset 21.
+//! two passes, each an `If` (skipped when the size does not change) around two small Loops over the filter taps.
+//! Standard ops only, opset 21; an empty image is the caller's to refuse.
 
 mod config;
 mod ops;
@@ -30,15 +31,35 @@ mod resample;
 
 pub use config::{PreprocessConfig, PREPROCESSOR_CONFIG_FILE, PROCESSOR_CONFIG_FILE};
 
-use crate::builder::{inline_tensor, model, Attr, Dim, GraphBuilder, Value};
+use crate::builder::{model, Attr, Dim, GraphBuilder, Value};
 use crate::onnx::{self, DataType};
 use crate::ExportError;
 use ops::{at, cast, counted_loop, f32t, f64s, i64s, unsqueeze};
 use prost::Message;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// The file name in an export folder.
 pub const PREPROCESS_FILE: &str = "preprocess.onnx";
+
+/// The `preprocess` entry of the manifest's `vision` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreprocessManifest {
+    /// [`PREPROCESS_FILE`].
+    pub file: String,
+    /// What the graph bakes in; `config.do_pan_and_scan` is the processor's default for the graph's
+    /// `do_pan_and_scan` input.
+    pub config: PreprocessConfig,
+}
+
+impl PreprocessManifest {
+    pub fn new(cfg: &PreprocessConfig) -> PreprocessManifest {
+        PreprocessManifest {
+            file: PREPROCESS_FILE.into(),
+            config: cfg.clone(),
+        }
+    }
+}
 
 /// Builds the preprocessing model for `cfg`.
 pub fn build_preprocess_graph(cfg: &PreprocessConfig) -> onnx::ModelProto {
@@ -49,14 +70,6 @@ pub fn build_preprocess_graph(cfg: &PreprocessConfig) -> onnx::ModelProto {
         DataType::Uint8,
         &["height".into(), "width".into(), 3i64.into()],
     );
-    // An input that is also an initializer: optional, with the config's default.
-    let flag = inline_tensor(
-        "do_pan_and_scan",
-        DataType::Bool,
-        &[],
-        vec![cfg.do_pan_and_scan as u8],
-    );
-    g.initializer(flag);
     let do_pas = g.input("do_pan_and_scan", DataType::Bool, &[]);
 
     let shape = g.op("Shape", "shape", &[&image], &[]);
@@ -223,13 +236,7 @@ fn one_image(
     let ends = b.op("Slice", "ends", &[&bx, &s2, &s4], &[]);
     let axes = ops::i64v(b, "hw_axes", &[0, 1]);
     let crop = b.op("Slice", "crop", &[image, &starts, &ends, &axes], &[]);
-    let resized = resample::resize(b, &format!("{scope}/resize"), &crop, cfg.height, cfg.width);
-    let chw = b.op(
-        "Transpose",
-        "to_chw",
-        &[&resized],
-        &[("perm", Attr::Ints(vec![2, 0, 1]))],
-    );
+    let chw = resample::resize(b, &format!("{scope}/resize"), &crop, cfg.height, cfg.width);
     // The PIL backend: float64(u8) · rescale_factor, cast to float32, then (x − mean) / std in float32.
     let x = cast(b, "to_f64", &chw, DataType::Double);
     let factor = f64s(b, "rescale_factor", cfg.rescale_factor);
@@ -247,12 +254,44 @@ fn one_image(
 }
 
 #[cfg(test)]
-mod tmp_dump {
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// ONNX wants single static assignment across nested graphs: no value defined twice, in any subgraph.
+    fn defined(g: &onnx::GraphProto, seen: &mut HashSet<String>, dupes: &mut Vec<String>) {
+        let names = g
+            .input
+            .iter()
+            .filter_map(|i| i.name.clone())
+            .chain(g.initializer.iter().filter_map(|t| t.name.clone()))
+            .chain(g.node.iter().flat_map(|n| n.output.iter().cloned()));
+        for name in names {
+            if !seen.insert(name.clone()) {
+                dupes.push(name);
+            }
+        }
+        for n in &g.node {
+            for a in &n.attribute {
+                if let Some(sub) = &a.g {
+                    defined(sub, seen, dupes);
+                }
+            }
+        }
+    }
+
     #[test]
-    #[ignore]
-    fn dump() {
-        let size: usize = std::env::var("PP_SIZE").unwrap().parse().unwrap();
-        let cfg = super::PreprocessConfig::gemma3_defaults(size);
-        super::write_preprocess(std::path::Path::new("/tmp/pp"), &cfg).unwrap();
+    fn names_are_unique_across_subgraphs() {
+        let model = build_preprocess_graph(&PreprocessConfig::gemma3_defaults(896));
+        let graph = model.graph.as_ref().unwrap();
+        let (mut seen, mut dupes) = (HashSet::new(), Vec::new());
+        defined(graph, &mut seen, &mut dupes);
+        assert!(dupes.is_empty(), "defined more than once: {dupes:?}");
+        let inputs: Vec<_> = graph.input.iter().filter_map(|i| i.name.clone()).collect();
+        let outputs: Vec<_> = graph.output.iter().filter_map(|o| o.name.clone()).collect();
+        assert_eq!(inputs, ["image", "do_pan_and_scan"]);
+        assert_eq!(outputs, ["pixel_values", "num_crops", "crop_boxes"]);
+        // Small enough to embed anywhere: the constants are per-output-pixel tables.
+        assert!(model.encode_to_vec().len() < 200_000);
     }
 }
