@@ -9,6 +9,8 @@ use std::time::Instant;
 use crate::chat::{ChatTemplate, Message};
 use crate::decoder::Decoder;
 use crate::error::{Error, Result};
+use crate::fim::FimTokens;
+use crate::kv_cache::KvCache;
 use crate::manifest;
 use crate::ort_env::RuntimeOptions;
 use crate::sampling::{Sampler, SamplingConfig};
@@ -99,8 +101,58 @@ impl Generator {
         &self.stop_ids
     }
 
+    /// The stop tokens of chat mode: [`stop_token_ids`](Self::stop_token_ids) plus the tokenizer's `<end_of_turn>`,
+    /// looked up by name (107 in Gemma 1/2, 106 in Gemma 3), so that a model whose generation_config.json lists only
+    /// `<eos>` (every base model, and Gemma 1 -it) still ends its turn.
+    pub fn chat_stop_token_ids(&self) -> Vec<u32> {
+        let mut ids = self.stop_ids.clone();
+        if let Some(id) = self.tokenizer.token_to_id(END_OF_TURN) {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
+    /// The fill-in-the-middle prompt of CodeGemma, `<bos><|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>`,
+    /// and the tokens that end the middle part: the model's stop tokens and the four FIM tokens (the HF CodeGemma
+    /// blog's advice; `<|file_separator|>` is the one the model emits). Fails, naming the missing tokens, when the
+    /// tokenizer has no FIM tokens (models other than CodeGemma were not trained for it).
+    pub fn encode_fim(&self, prefix: &str, suffix: &str) -> Result<(Vec<u32>, Vec<u32>)> {
+        let fim = FimTokens::from_tokenizer(&self.tokenizer).map_err(|missing| {
+            Error::InvalidArgument(format!(
+                "{}: the tokenizer has no {missing} token, so this model cannot fill in the middle (CodeGemma \
+                 2B/7B can); use a plain prompt instead of --fim-prefix/--fim-suffix",
+                self.decoder.dir().join(crate::tokenizer::TOKENIZER_FILE).display()
+            ))
+        })?;
+        let ids = fim.prompt_ids(&self.tokenizer, self.bos_token_id(), prefix, suffix)?;
+        let mut stops = self.stop_ids.clone();
+        for id in fim.stop_ids() {
+            if !stops.contains(&id) {
+                stops.push(id);
+            }
+        }
+        Ok((ids, stops))
+    }
+
     pub fn bos_token_id(&self) -> u32 {
         self.decoder.manifest().bos_token_id
+    }
+
+    /// The export folder.
+    pub fn decoder_dir(&self) -> &Path {
+        self.decoder.dir()
+    }
+
+    /// The model's positions (`max_position_embeddings`): prompt plus generated tokens must fit.
+    pub fn max_positions(&self) -> usize {
+        self.decoder.manifest().max_position_embeddings
+    }
+
+    /// An empty batch-1 KV cache for [`continue_generation`](Self::continue_generation).
+    pub fn new_cache(&self) -> Result<KvCache> {
+        self.decoder.new_cache(1)
     }
 
     /// Token ids of a plain prompt: the tokenizer's post-processor adds BOS; the result starts with exactly one BOS
@@ -139,6 +191,9 @@ impl Generator {
         self.generate_from_ids(&ids, options, on_text)
     }
 
+    /// Replies to `messages` (rendered by the chat template), stopping at the chat stop tokens
+    /// ([`chat_stop_token_ids`](Self::chat_stop_token_ids)). For a conversation that goes on, see
+    /// [`ChatSession`](crate::ChatSession), which keeps the KV cache between turns.
     pub fn generate_chat(
         &mut self,
         messages: &[Message],
@@ -146,14 +201,46 @@ impl Generator {
         on_text: impl FnMut(&str),
     ) -> Result<GenerationOutput> {
         let ids = self.encode_chat(messages)?;
-        self.generate_from_ids(&ids, options, on_text)
+        let stops = self.chat_stop_token_ids();
+        self.generate_from_ids_until(&ids, &stops, options, on_text)
     }
 
-    /// Generates after `prompt_ids` (used as given: no BOS is added). `on_text` receives each new piece of
-    /// complete UTF-8 text as soon as it is known.
+    /// Generates after `prompt_ids` (used as given: no BOS is added), stopping at the model's stop tokens.
+    /// `on_text` receives each new piece of complete UTF-8 text as soon as it is known.
     pub fn generate_from_ids(
         &mut self,
         prompt_ids: &[u32],
+        options: &GenerateOptions,
+        on_text: impl FnMut(&str),
+    ) -> Result<GenerationOutput> {
+        let stops = self.stop_ids.clone();
+        self.generate_from_ids_until(prompt_ids, &stops, options, on_text)
+    }
+
+    /// [`generate_from_ids`](Self::generate_from_ids) with explicit stop tokens (chat: `<end_of_turn>` too; FIM: the
+    /// FIM tokens too).
+    pub fn generate_from_ids_until(
+        &mut self,
+        prompt_ids: &[u32],
+        stop_ids: &[u32],
+        options: &GenerateOptions,
+        on_text: impl FnMut(&str),
+    ) -> Result<GenerationOutput> {
+        let mut cache = self.decoder.new_cache(1)?;
+        self.continue_generation(&mut cache, prompt_ids, stop_ids, options, on_text)
+    }
+
+    /// Feeds `prompt_ids` after the positions `cache` already holds (one prefill pass), then generates until a token
+    /// of `stop_ids` or `options.max_new_tokens`. This is how a chat turn reuses the conversation so far.
+    ///
+    /// On success the cache also holds `prompt_ids` and every generated token but the last one (the last token is
+    /// returned, never fed). On error it may hold part of the run: reset it before reuse.
+    /// `GenerationOutput::prompt_tokens` counts `prompt_ids` only, not what the cache held before.
+    pub fn continue_generation(
+        &mut self,
+        cache: &mut KvCache,
+        prompt_ids: &[u32],
+        stop_ids: &[u32],
         options: &GenerateOptions,
         mut on_text: impl FnMut(&str),
     ) -> Result<GenerationOutput> {
@@ -161,9 +248,9 @@ impl Generator {
             return Err(Error::InvalidArgument("the prompt has no tokens".into()));
         }
         let max_positions = self.decoder.manifest().max_position_embeddings;
-        if prompt_ids.len() + options.max_new_tokens > max_positions {
+        if cache.len() + prompt_ids.len() + options.max_new_tokens > max_positions {
             return Err(Error::PromptTooLong {
-                prompt_tokens: prompt_ids.len(),
+                prompt_tokens: cache.len() + prompt_ids.len(),
                 max_new_tokens: options.max_new_tokens,
                 max_positions,
             });
@@ -195,9 +282,8 @@ impl Generator {
                 .is_some_and(|s| s.load(Ordering::Relaxed))
         };
 
-        let mut cache = self.decoder.new_cache(1)?;
         let start = Instant::now();
-        let mut logits = self.decoder.forward_tokens(prompt_ids, &mut cache)?;
+        let mut logits = self.decoder.forward_tokens(prompt_ids, cache)?;
         out.prefill_seconds = start.elapsed().as_secs_f64();
 
         let mut stream = self.tokenizer.stream(true);
@@ -206,7 +292,7 @@ impl Generator {
         loop {
             let token = sampler.sample(&logits);
             out.token_ids.push(token);
-            if self.stop_ids.contains(&token) {
+            if stop_ids.contains(&token) {
                 out.stop_reason = StopReason::Eos;
                 break;
             }
@@ -221,7 +307,7 @@ impl Generator {
                 out.stop_reason = StopReason::Interrupted;
                 break;
             }
-            logits = self.decoder.forward_tokens(&[token], &mut cache)?;
+            logits = self.decoder.forward_tokens(&[token], cache)?;
             decode_steps += 1;
         }
         if let Some(rest) = stream.finish()? {
@@ -238,6 +324,9 @@ impl Generator {
         Ok(out)
     }
 }
+
+/// The token that ends a chat turn in every Gemma tokenizer (id 107 in Gemma 1/2, 106 in Gemma 3).
+pub const END_OF_TURN: &str = "<end_of_turn>";
 
 fn rate(count: usize, seconds: f64) -> f64 {
     if count == 0 || seconds <= 0.0 {

@@ -4,7 +4,11 @@
 //! - [`manifest`] reads `gemma-onnx.json`.
 //! - [`decoder`] and [`kv_cache`] run one forward pass of the decoder graph, with its KV cache.
 //! - [`sampling`], [`tokenizer`] and [`chat`] choose the next token, map text ↔ tokens, render chat templates.
-//! - [`generate`] and [`perplexity`] do text generation and teacher-forced scoring.
+//! - [`generate`] and [`perplexity`] do text generation and teacher-forced scoring; [`fim`] builds CodeGemma
+//!   fill-in-the-middle prompts; [`chat_session`] holds a multi-turn conversation over one KV cache.
+//! - [`vision`] runs the image graphs of Gemma 3 multimodal exports: image decoding, `preprocess.onnx`, the
+//!   encoder, the processor's prompt expansion, generation from embeddings (`gemma-vision`).
+//! - [`bench`] measures prefill/decode speed, time to first token, peak RSS and KV-cache bytes (`gemma bench`).
 //!
 //! ```no_run
 //! use gemma_runtime::{GenerateOptions, Generator, RuntimeOptions};
@@ -14,9 +18,12 @@
 //! # Ok::<(), gemma_runtime::Error>(())
 //! ```
 
+pub mod bench;
 pub mod chat;
+pub mod chat_session;
 pub mod decoder;
 pub mod error;
+pub mod fim;
 pub mod generate;
 pub mod kv_cache;
 pub mod manifest;
@@ -24,8 +31,10 @@ pub mod ort_env;
 pub mod perplexity;
 pub mod sampling;
 pub mod tokenizer;
+pub mod vision;
 
 pub use chat::{ChatTemplate, Message};
+pub use chat_session::{ChatOptions, ChatSession, TurnReport};
 pub use decoder::{position_ids_from_mask, single_sequence_inputs, Decoder, LogitsMode};
 pub use error::{Error, Result};
 pub use generate::{GenerateOptions, GenerationOutput, Generator, StopReason};
@@ -35,3 +44,4 @@ pub use ort_env::{ExecutionProvider, RuntimeOptions};
 pub use perplexity::{perplexity, score_tokens, PerplexityResult};
 pub use sampling::{Sampler, SamplingConfig};
 pub use tokenizer::{TextStream, Tokenizer};
+pub use vision::{VisionGenerator, VisionOptions, VisionOutput};

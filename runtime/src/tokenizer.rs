@@ -74,6 +74,20 @@ impl Tokenizer {
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
     }
+
+    /// Adds `token` as a special token unless the tokenizer has it, and returns its id (a new one is the next
+    /// free id). transformers does this for the tokens `tokenizer_config.json` names but `tokenizer.json` lacks,
+    /// like Gemma 3's `<image_soft_token>` (262144, one past the vocabulary of tokenizer.json).
+    pub fn ensure_special_token(&mut self, token: &str) -> u32 {
+        if let Some(id) = self.inner.token_to_id(token) {
+            return id;
+        }
+        self.inner
+            .add_special_tokens(&[tokenizers::AddedToken::from(token.to_string(), true)]);
+        self.inner
+            .token_to_id(token)
+            .expect("a token just added has an id")
+    }
 }
 
 /// Incremental detokenizer: [`push`](Self::push) one token at a time and get the new text, or `None` while the text

@@ -59,6 +59,26 @@ pub fn export_graph_to_temp(src: &Path, graph: GraphKind) -> Result<(tempfile::T
     Ok((tmp, out))
 }
 
+/// Exports `src` at `precision` with the given decoder graph into a fresh temporary folder.
+pub fn export_precision_to_temp(
+    src: &Path,
+    precision: Precision,
+    graph: GraphKind,
+) -> Result<(tempfile::TempDir, PathBuf)> {
+    let tmp = tempfile::tempdir()?;
+    let out = tmp.path().join("onnx");
+    export(&ExportOptions {
+        src: src.to_path_buf(),
+        out: out.clone(),
+        precision,
+        graph,
+        force: false,
+        progress: false,
+    })
+    .with_context(|| format!("exporting {} at {}", src.display(), precision.name()))?;
+    Ok((tmp, out))
+}
+
 /// The reference tensors of one fixture (`reference.safetensors`).
 pub struct Reference {
     bytes: Vec<u8>,

@@ -1,7 +1,7 @@
 //! Gemma 1 and Gemma 2 text parity: the tiny random checkpoints of `make_fixtures.py families` are exported, run
 //! through ONNX Runtime with the runtime's decoder and KV cache, and compared with transformers fp32 eager logits
 //! (max |Δ| ≤ 1e-4): prefill then one-token decode steps, the whole prompt in one prefill (past Gemma 2's window),
-//! and a batch of 2 with left padding followed by decode steps.
+//! and a batch of 2 with left padding followed by decode steps; prefill and decode with the CPU-optimized graph too.
 //!
 //! Also: the configs resolve to what transformers used, the manifest says so, and checkpoints whose tensors belong to
 //! another generation than their config.json are refused with a message naming the tensor and the field.
@@ -260,4 +260,42 @@ fn config_fields_of_another_generation_are_refused() {
         msg.contains("field `rope_local_base_freq`") && msg.contains("Gemma 3 field"),
         "{msg}"
     );
+}
+
+/// The CPU-optimized graph (`--graph cpu`: GroupQueryAttention with in-place KV buffers) on the same fixtures:
+/// prefill 7 tokens, then one token at a time past Gemma 2's window, every position within 1e-4 of transformers.
+#[test]
+fn cpu_graph_prefill_and_decode() {
+    use ndarray::{s, Array2};
+    for fixture in FAMILY_FIXTURES {
+        let dir = tiny_fixture(fixture);
+        let reference = Reference::load(&dir).unwrap();
+        let ids = reference.i64_2d("prefill.input_ids").unwrap();
+        let expected = reference.f32_3d("prefill.logits").unwrap();
+        let (_tmp, out) = export_graph_to_temp(&dir, gemma_exporter::GraphKind::Cpu).unwrap();
+        let mut decoder = gemma_runtime::Decoder::open(&out, &parity_runtime()).unwrap();
+        let mut cache = decoder.new_cache(1).unwrap();
+        let mut worst = 0f32;
+        let mut start = 0;
+        while start < ids.ncols() {
+            let end = if start == 0 { 7 } else { start + 1 };
+            let step = ids.slice(s![.., start..end]).to_owned();
+            let mask = Array2::<i64>::ones((1, end));
+            let pos = Array2::from_shape_fn((1, end - start), |(_, j)| (start + j) as i64);
+            let logits = decoder
+                .forward(step.view(), mask.view(), pos.view(), &mut cache)
+                .unwrap();
+            for j in 0..end - start {
+                let d = max_abs_diff_row(logits.view(), (0, j), expected.view(), (0, start + j));
+                assert!(
+                    d <= FP32_TOLERANCE,
+                    "{fixture} (cpu graph): position {} differs by {d}",
+                    start + j
+                );
+                worst = worst.max(d);
+            }
+            start = end;
+        }
+        eprintln!("{fixture} (cpu graph): prefill 7 + decode, max |Δlogit| = {worst:e}");
+    }
 }

@@ -8,6 +8,14 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+
+/// `gemma chat`: the interactive and the `--messages` conversation. (A file beside this one would be taken for a
+/// binary of its own, hence the subfolder.)
+#[path = "gemma/chat.rs"]
+mod chat;
+/// `gemma chat` with images, on Gemma 3 multimodal exports.
+#[path = "gemma/vision_chat.rs"]
+mod vision_chat;
 use gemma_runtime::{
     perplexity, ExecutionProvider, GenerateOptions, Generator, Message, RuntimeOptions,
     SamplingConfig, StopReason, Tokenizer,
@@ -35,6 +43,9 @@ Examples:
   # Machine-readable output
   gemma generate -m gemma-3-270m-onnx -p \"Hello\" -n 32 --json
 
+  # A conversation in the terminal (Ctrl-C stops a reply, Ctrl-D quits)
+  gemma chat -m gemma-3-270m-onnx --system \"Be brief.\"
+
   # Perplexity of a text file, 512-token windows
   gemma perplexity -m gemma-3-270m-onnx --text wiki.txt --context 512";
 
@@ -53,7 +64,12 @@ enum Command {
     /// Perplexity of a text file (teacher-forced, non-overlapping windows)
     #[command(after_help = PERPLEXITY_EXAMPLES)]
     Perplexity(PerplexityArgs),
-    // `chat` (interactive multi-turn) and `bench` come later.
+    /// Measure prefill and decode speed, time to first token, peak memory and KV-cache size
+    #[command(after_help = BENCH_EXAMPLES)]
+    Bench(BenchArgs),
+    /// Talk with a chat model: multi-turn in the terminal, or one reply to a JSON conversation
+    #[command(after_help = chat::CHAT_EXAMPLES)]
+    Chat(chat::ChatArgs),
 }
 
 const GENERATE_EXAMPLES: &str = "\
@@ -64,8 +80,18 @@ Examples:
   echo \"Summarise: ...\" | gemma generate -m gemma-3-270m-onnx --chat -p -
   gemma generate -m gemma-3-270m-onnx -p \"Hi\" --json | jq .decode_tokens_per_s
 
+  # CodeGemma fill-in-the-middle: the code before and after the cursor; prints the middle
+  gemma generate -m codegemma-2b-onnx \\
+      --fim-prefix $'def add(a, b):\\n    ' --fim-suffix $'\\n\\nprint(add(1, 2))'
+  gemma generate -m codegemma-2b-onnx -n 64 \\
+      --fim-prefix \"$(cat before.py)\" --fim-suffix \"$(cat after.py)\"
+
 Stops at an end-of-sequence token (gemma-onnx.json's eos_token_ids and generation_config.json's
-eos_token_id) or after --max-new-tokens. Ctrl-C stops generation early and still prints the statistics.
+eos_token_id) or after --max-new-tokens; with --chat also at the tokenizer's <end_of_turn>, with
+--fim-* also at <|file_separator|> (and the other FIM tokens). The FIM prompt is
+<bos><|fim_prefix|>PREFIX<|fim_suffix|>SUFFIX<|fim_middle|>, the ids of those tokens looked up in
+tokenizer.json (if it lacks them, an error names them: only CodeGemma's tokenizer has them).
+Ctrl-C stops generation early and still prints the statistics.
 Statistics go to stderr (stdout has only the generated text), or into the object with --json.";
 
 const PERPLEXITY_EXAMPLES: &str = "\
@@ -101,21 +127,9 @@ fn parse_ep(s: &str) -> std::result::Result<ExecutionProvider, String> {
     s.parse().map_err(|e: gemma_runtime::Error| e.to_string())
 }
 
+/// Sampling options shared by `generate` and `chat`.
 #[derive(Args)]
-struct GenerateArgs {
-    #[command(flatten)]
-    model: ModelArgs,
-    /// The prompt ("-" reads it from stdin)
-    #[arg(short = 'p', long, value_name = "PROMPT")]
-    prompt: String,
-    /// Most tokens to generate
-    #[arg(
-        short = 'n',
-        long = "max-new-tokens",
-        value_name = "MAX_NEW",
-        default_value_t = 128
-    )]
-    max_new_tokens: usize,
+struct SamplingArgs {
     /// Sampling temperature; 0 = greedy (always the most likely token)
     #[arg(
         long,
@@ -133,11 +147,91 @@ struct GenerateArgs {
     /// RNG seed for reproducible sampling [default: random]
     #[arg(long, value_name = "S")]
     seed: Option<u64>,
+}
+
+impl SamplingArgs {
+    /// The validated config (with a note on stderr when top-k/top-p cannot apply).
+    fn config(&self) -> Result<SamplingConfig> {
+        if self.temperature == 0.0 && (self.top_k.is_some() || self.top_p.is_some()) {
+            eprintln!(
+                "note: --top-k/--top-p have no effect with greedy decoding (--temperature 0)"
+            );
+        }
+        let sampling = SamplingConfig {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+        };
+        sampling.validate()?;
+        Ok(sampling)
+    }
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt ("-" reads it from stdin)
+    #[arg(
+        short = 'p',
+        long,
+        value_name = "PROMPT",
+        required_unless_present_any = ["fim_prefix", "fim_suffix"]
+    )]
+    prompt: Option<String>,
+    /// CodeGemma fill-in-the-middle: the code before the cursor (the model writes what goes between)
+    #[arg(long = "fim-prefix", value_name = "TEXT", conflicts_with_all = ["prompt", "chat"])]
+    fim_prefix: Option<String>,
+    /// CodeGemma fill-in-the-middle: the code after the cursor
+    #[arg(long = "fim-suffix", value_name = "TEXT", conflicts_with_all = ["prompt", "chat"])]
+    fim_suffix: Option<String>,
+    /// Most tokens to generate
+    #[arg(
+        short = 'n',
+        long = "max-new-tokens",
+        value_name = "MAX_NEW",
+        default_value_t = 128
+    )]
+    max_new_tokens: usize,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Wrap the prompt as one user message in the model's chat template
     #[arg(long)]
     chat: bool,
     /// Print one JSON object at the end (text, token_ids, prompt_tokens, prefill_tokens_per_s,
     /// decode_tokens_per_s) instead of streaming
+    #[arg(long)]
+    json: bool,
+}
+
+const BENCH_EXAMPLES: &str = "\
+Examples:
+  gemma bench -m gemma-3-270m-onnx --threads 2
+  gemma bench -m gemma-3-270m-onnx --prompt-tokens 128 --gen-tokens 64 --repeat 5 --json
+  GEMMA_ORT_PROFILE=/tmp/prof gemma bench -m gemma-3-270m-onnx --prompt-tokens 128 --repeat 1
+
+Each prompt length runs once untimed, then --repeat times; medians are printed. A run prefills a
+deterministic synthetic prompt (logits of the last position only), picks tokens greedily, and decodes
+--gen-tokens tokens in all (the first comes from the prefill). prefill tok/s = prompt / prefill time;
+TTFT = prefill + first pick; decode tok/s = (gen − 1) / decode time. Peak RSS is the process's
+high-water mark (model loading included). With GEMMA_ORT_PROFILE=PREFIX, ONNX Runtime writes a
+per-operator profile PREFIX_<date>.json when the model closes.";
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt lengths to measure, comma-separated
+    #[arg(long = "prompt-tokens", value_name = "N,..", value_delimiter = ',', default_value = "128,512")]
+    prompt_tokens: Vec<usize>,
+    /// Tokens to generate per run (including the one from the prefill)
+    #[arg(long = "gen-tokens", value_name = "N", default_value_t = 128)]
+    gen_tokens: usize,
+    /// Timed runs per prompt length; medians are reported
+    #[arg(long, value_name = "R", default_value_t = 3)]
+    repeat: usize,
+    /// Print one JSON object instead of the table
     #[arg(long)]
     json: bool,
 }
@@ -162,6 +256,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => run_generate(args),
         Command::Perplexity(args) => run_perplexity(args),
+        Command::Bench(args) => run_bench(args),
+        Command::Chat(args) => chat::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -174,25 +270,18 @@ fn main() -> ExitCode {
 }
 
 fn run_generate(args: GenerateArgs) -> Result<()> {
-    let prompt = if args.prompt == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("reading the prompt from stdin")?;
-        s
-    } else {
-        args.prompt.clone()
+    let prompt = match args.prompt.as_deref() {
+        Some("-") => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the prompt from stdin")?;
+            s
+        }
+        Some(p) => p.to_string(),
+        None => String::new(),
     };
-    if args.temperature == 0.0 && (args.top_k.is_some() || args.top_p.is_some()) {
-        eprintln!("note: --top-k/--top-p have no effect with greedy decoding (--temperature 0)");
-    }
-    let sampling = SamplingConfig {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        seed: args.seed,
-    };
-    sampling.validate()?;
+    let sampling = args.sampling.config()?;
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -212,16 +301,28 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
 
     let mut generator = Generator::open(&args.model.model, &args.model.runtime_options())
         .with_context(|| format!("opening {}", args.model.model.display()))?;
-    let prompt_ids = if args.chat {
-        generator.encode_chat(&[Message::user(prompt)])?
+    let fim = args.fim_prefix.is_some() || args.fim_suffix.is_some();
+    let (prompt_ids, stop_ids) = if fim {
+        generator.encode_fim(
+            args.fim_prefix.as_deref().unwrap_or(""),
+            args.fim_suffix.as_deref().unwrap_or(""),
+        )?
+    } else if args.chat {
+        (
+            generator.encode_chat(&[Message::user(prompt)])?,
+            generator.chat_stop_token_ids(),
+        )
     } else {
-        generator.encode_prompt(&prompt)?
+        (
+            generator.encode_prompt(&prompt)?,
+            generator.stop_token_ids().to_vec(),
+        )
     };
 
     let stdout = std::io::stdout();
     let json = args.json;
     let mut write_error = None;
-    let out = generator.generate_from_ids(&prompt_ids, &options, |delta| {
+    let out = generator.generate_from_ids_until(&prompt_ids, &stop_ids, &options, |delta| {
         if json || write_error.is_some() {
             return;
         }
@@ -301,6 +402,44 @@ fn run_perplexity(args: PerplexityArgs) -> Result<()> {
             "perplexity {:.4} (mean NLL {:.6} over {} predicted tokens; {} tokens in {} window(s) of {})",
             result.perplexity, result.mean_nll, result.predicted, result.tokens, result.windows, args.context
         );
+    }
+    Ok(())
+}
+
+fn run_bench(args: BenchArgs) -> Result<()> {
+    let dir = &args.model.model;
+    let options = args.model.runtime_options();
+    let started = std::time::Instant::now();
+    let mut decoder = gemma_runtime::Decoder::open(dir, &options)
+        .with_context(|| format!("opening {}", dir.display()))?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    let bench_options = gemma_runtime::bench::BenchOptions {
+        prompt_tokens: args.prompt_tokens.clone(),
+        gen_tokens: args.gen_tokens,
+        repeat: args.repeat,
+    };
+    let show_progress = !args.json && std::io::stderr().is_terminal();
+    let rows = gemma_runtime::bench::run(&mut decoder, &bench_options, |p, r, n| {
+        if show_progress {
+            eprint!("\rprompt {p}: run {r}/{n}   ");
+        }
+    })?;
+    if show_progress {
+        eprint!("\r{:40}\r", "");
+    }
+    let manifest = decoder.manifest();
+    let report = gemma_runtime::bench::BenchReport {
+        graph: manifest.graph.clone(),
+        precision: manifest.precision.clone(),
+        threads: options.resolved_threads(),
+        load_seconds,
+        rows,
+        peak_rss_bytes: gemma_runtime::bench::peak_rss_bytes(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.table());
     }
     Ok(())
 }

@@ -1,0 +1,127 @@
+//! `gemma chat` on a Gemma 3 multimodal export: the same terminal conversation as `chat.rs`, with images —
+//! `--image PATH` attaches images to the first message, `/image PATH` inside the conversation to the next one.
+//! Runs on [`VisionChat`] (the image graphs and `decoder_model_merged.onnx`).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result};
+use gemma_runtime::vision::{ImageReport, VisionChat};
+use gemma_runtime::{ChatOptions, RuntimeOptions, StopReason, VisionGenerator};
+
+/// What `chat.rs` hands over.
+pub struct Setup {
+    pub dir: PathBuf,
+    pub runtime: RuntimeOptions,
+    pub options: ChatOptions,
+    /// `--image`: attached to the first message.
+    pub images: Vec<PathBuf>,
+    pub pan_and_scan: bool,
+    pub verbose: bool,
+}
+
+/// Opens the export and runs the conversation until end of input or `/quit`.
+pub fn run(setup: Setup, stop: &AtomicBool, replying: &AtomicBool) -> Result<()> {
+    let generator = VisionGenerator::open(&setup.dir, &setup.runtime)
+        .with_context(|| format!("opening {}", setup.dir.display()))?;
+    let mut chat = VisionChat::new(generator, setup.options, setup.pan_and_scan)?;
+    for path in &setup.images {
+        let report = chat.add_image(path)?;
+        note_image(&report, chat.pending_images());
+    }
+    let tty = std::io::stdin().is_terminal();
+    if tty {
+        eprintln!(
+            "Chatting with {} (images: /image PATH attaches one to your next message). Ctrl-C stops a reply, \
+             Ctrl-D or /quit leaves, /reset starts over.",
+            setup.dir.display()
+        );
+    }
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout();
+    let mut line = String::new();
+    loop {
+        if tty {
+            print!("> ");
+            stdout.flush()?;
+        }
+        line.clear();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            if tty {
+                println!();
+            }
+            return Ok(());
+        }
+        let text = line.trim_end_matches(['\n', '\r']);
+        match text.trim() {
+            "" => continue,
+            "/quit" | "/exit" => return Ok(()),
+            "/reset" => {
+                chat.reset()?;
+                eprintln!("(conversation and images cleared)");
+                continue;
+            }
+            command if command.starts_with("/image") => {
+                let path = command["/image".len()..].trim();
+                if path.is_empty() {
+                    eprintln!("usage: /image PATH (the image goes with your next message)");
+                    continue;
+                }
+                match chat.add_image(path.as_ref()) {
+                    Ok(report) => note_image(&report, chat.pending_images()),
+                    Err(e) => eprintln!("error: {e:#}"),
+                }
+                continue;
+            }
+            _ => {}
+        }
+        stop.store(false, Ordering::SeqCst);
+        replying.store(true, Ordering::SeqCst);
+        let result = chat.send(text, |delta| {
+            let _ = stdout
+                .write_all(delta.as_bytes())
+                .and_then(|_| stdout.flush());
+        });
+        replying.store(false, Ordering::SeqCst);
+        println!();
+        match result {
+            Ok(report) => {
+                if report.output.stop_reason == StopReason::Interrupted {
+                    eprintln!("[stopped]");
+                }
+                if setup.verbose {
+                    for line in &report.debug {
+                        eprintln!("[debug] {line}");
+                    }
+                    let o = &report.output;
+                    eprintln!(
+                        "[{} cached tokens reused, {} prefilled at {:.1} tok/s | {} generated at {:.1} tok/s]",
+                        report.reused_tokens,
+                        report.prefilled_tokens,
+                        o.prefill_tokens_per_s,
+                        o.token_ids.len(),
+                        o.decode_tokens_per_s
+                    );
+                }
+            }
+            // The turn is undone (its images stay attached); the conversation goes on.
+            Err(e) => eprintln!("error: {e:#}"),
+        }
+    }
+}
+
+fn note_image(r: &ImageReport, pending: usize) {
+    let crops = if r.num_crops > 0 {
+        format!(", {} Pan & Scan crops", r.num_crops)
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "(image {} attached: {}×{}{crops}, encoded in {:.2} s; {pending} waiting for your next message)",
+        r.path.display(),
+        r.width,
+        r.height,
+        r.preprocess_seconds + r.encode_seconds
+    );
+}
