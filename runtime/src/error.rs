@@ -67,6 +67,34 @@ pub enum Error {
     /// A caller passed arguments that cannot work (shapes, ranges, empty inputs...).
     #[error("{0}")]
     InvalidArgument(String),
+
+    /// An image could not be used: unreadable, truncated, unsupported format, zero-sized, or larger than the
+    /// decoding limits (refused from its header, before any pixel memory is allocated).
+    #[error("{}: {message}", .path.display())]
+    Image {
+        path: PathBuf,
+        kind: crate::vision::ImageErrorKind,
+        message: String,
+    },
+
+    /// Images were given to an export without the image graphs.
+    #[error(
+        "{} is a text-only export (gemma-onnx.json has no `vision` section), so it cannot see images; export a \
+         Gemma3ForConditionalGeneration checkpoint (Gemma 3 4B/12B/27B, MedGemma 4B...) to use images",
+        .dir.display()
+    )]
+    NoVision { dir: PathBuf },
+
+    /// The prompt holds a different number of image placeholders than images were given.
+    #[error(
+        "the prompt has {placeholders} image placeholder(s) `{placeholder}` but {images} image(s) were given; \
+         each image needs exactly one placeholder"
+    )]
+    ImagePlaceholders {
+        placeholders: usize,
+        images: usize,
+        placeholder: String,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,297 @@
+//! `gemma-vision`: ask a Gemma 3 multimodal export (from `gemma-export` on a Gemma3ForConditionalGeneration
+//! checkpoint) about images.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use gemma_runtime::vision::{DecodedImage, ImageLimits, VisionSection};
+use gemma_runtime::{
+    ExecutionProvider, GenerateOptions, Manifest, RuntimeOptions, SamplingConfig, StopReason,
+    VisionGenerator, VisionOptions,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+
+const ABOUT: &str = "Ask Gemma 3 vision models about images (exports of gemma-export)";
+
+const LONG_ABOUT: &str = "\
+Ask a Gemma 3 multimodal model (Gemma 3 4B/12B/27B, MedGemma 4B... exported by `gemma-export`, whose
+folder has vision_encoder.onnx, preprocess.onnx, embed_tokens.onnx and decoder_model_merged.onnx) about
+images, with ONNX Runtime. The whole image path is ONNX: preprocess.onnx resizes and normalizes (and crops,
+with Pan & Scan), vision_encoder.onnx turns each image into 256 soft tokens, and the decoder reads them in
+place of the prompt's <image_soft_token>s.
+
+The ONNX Runtime library is found as for `gemma` ($ORT_DYLIB_PATH, else scripts/setup-ort's install).";
+
+const DESCRIBE_EXAMPLES: &str = "\
+Examples:
+  # Export once, then describe a photo (greedy, streamed)
+  gemma-export google/gemma-3-4b-it-local-dir -o gemma-3-4b-it-onnx
+  gemma-vision describe photo.jpg -m gemma-3-4b-it-onnx
+
+  # A question about two images in one prompt
+  gemma-vision describe before.png after.png -m gemma-3-4b-it-onnx -p \"What changed between these two pictures?\"
+
+  # A long panorama: Pan & Scan adds up to 4 crops so small details survive the 896×896 resize
+  gemma-vision describe panorama.jpg -m gemma-3-4b-it-onnx --pan-and-scan -n 300
+
+  # Your own prompt layout: one <start_of_image> per image, no chat template
+  gemma-vision describe cat.webp -m gemma-3-4b-pt-onnx --raw -p \"<start_of_image> A photo of\"
+
+  # Machine-readable: text, token ids, crop counts, time to first token
+  gemma-vision describe photo.jpg -m gemma-3-4b-it-onnx --json | jq .time_to_first_token_s
+
+Reads JPEG, PNG, WebP, GIF (first frame) and BMP; EXIF orientation is applied, transparency is
+composited on white, grey images become RGB. Images above 16384 px a side or 64 megapixels are
+refused from their header, before decoding. The prompt goes after the images in one user turn of
+the model's chat template (each image becomes <start_of_image>, then the processor's soft tokens).
+Stops at <end_of_turn>, an eos token or --max-new-tokens; Ctrl-C stops early. Statistics go to
+stderr (stdout has only the answer), or into the object with --json.";
+
+#[derive(Parser)]
+#[command(name = "gemma-vision", version, about = ABOUT, long_about = LONG_ABOUT, after_help = DESCRIBE_EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Describe images, or answer a question about them, streaming the answer to stdout
+    #[command(after_help = DESCRIBE_EXAMPLES)]
+    Describe(DescribeArgs),
+}
+
+#[derive(Args)]
+struct DescribeArgs {
+    /// Image files (JPEG, PNG, WebP, GIF, BMP), in the order the prompt sees them
+    #[arg(value_name = "IMAGE", required = true)]
+    images: Vec<PathBuf>,
+    /// Export folder written by gemma-export from a Gemma3ForConditionalGeneration checkpoint
+    #[arg(short = 'm', long = "model", value_name = "DIR")]
+    model: PathBuf,
+    /// The question or instruction, after the images ("-" reads it from stdin)
+    #[arg(
+        short = 'p',
+        long,
+        value_name = "TEXT",
+        default_value = "Describe this image."
+    )]
+    prompt: String,
+    /// Use the prompt as given instead of the chat template; it must hold one <start_of_image> per image
+    #[arg(long)]
+    raw: bool,
+    /// Pan & Scan: also show the model up to 4 crops of a long image (each costs one more image's tokens)
+    /// [default: the export's processor config, off for the released models]
+    #[arg(long = "pan-and-scan")]
+    pan_and_scan: bool,
+    /// Most tokens to generate
+    #[arg(
+        short = 'n',
+        long = "max-new-tokens",
+        value_name = "MAX_NEW",
+        default_value_t = 256
+    )]
+    max_new_tokens: usize,
+    /// Sampling temperature; 0 = greedy (always the most likely token)
+    #[arg(long, value_name = "T", default_value_t = 0.0)]
+    temperature: f32,
+    /// Sample only among the K most likely tokens (needs --temperature > 0)
+    #[arg(long = "top-k", value_name = "K")]
+    top_k: Option<usize>,
+    /// Sample among the most likely tokens whose probabilities add up to P (needs --temperature > 0)
+    #[arg(long = "top-p", value_name = "P")]
+    top_p: Option<f32>,
+    /// RNG seed for reproducible sampling [default: random]
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
+    /// Intra-op threads for ONNX Runtime [default: all logical cores]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
+    /// Execution provider: cpu, cuda, tensorrt, coreml (non-CPU ones need the matching cargo feature)
+    #[arg(long = "ep", value_name = "EP", default_value = "cpu", value_parser = parse_ep)]
+    execution_provider: ExecutionProvider,
+    /// Print one JSON object at the end (text, token_ids, images with crop counts and timings,
+    /// time_to_first_token_s...) instead of streaming
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_ep(s: &str) -> std::result::Result<ExecutionProvider, String> {
+    s.parse().map_err(|e: gemma_runtime::Error| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Describe(args) => describe(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = std::io::stdout().flush();
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn describe(args: DescribeArgs) -> Result<()> {
+    let prompt = if args.prompt == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the prompt from stdin")?;
+        s
+    } else {
+        args.prompt.clone()
+    };
+    let sampling = SamplingConfig {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+    };
+    sampling.validate()?;
+    // Cheap checks first, so that a wrong folder or a bad image fails before the model loads.
+    let dir = &args.model;
+    Manifest::load(dir).with_context(|| format!("opening {}", dir.display()))?;
+    let section = VisionSection::load(dir)?
+        .ok_or_else(|| gemma_runtime::Error::NoVision { dir: dir.clone() })?;
+    let limits = ImageLimits::default();
+    let mut images = Vec::with_capacity(args.images.len());
+    for path in &args.images {
+        let t = std::time::Instant::now();
+        let image = gemma_runtime::vision::load_image(path, &limits)?;
+        images.push(DecodedImage {
+            path: path.clone(),
+            image,
+            decode_seconds: t.elapsed().as_secs_f64(),
+        });
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        });
+    }
+    let options = VisionOptions {
+        generate: GenerateOptions {
+            max_new_tokens: args.max_new_tokens,
+            sampling,
+            stop: Some(stop),
+        },
+        pan_and_scan: args.pan_and_scan || section.default_pan_and_scan(),
+        raw_prompt: args.raw,
+        ..Default::default()
+    };
+    let runtime = RuntimeOptions::default()
+        .with_threads(args.threads.map(usize::from))
+        .with_execution_provider(args.execution_provider);
+    let mut generator = VisionGenerator::open(dir, &runtime)
+        .with_context(|| format!("opening {}", dir.display()))?;
+
+    let progress = if !args.json && std::io::stderr().is_terminal() {
+        let p = ProgressBar::new(images.len() as u64);
+        p.set_style(
+            ProgressStyle::with_template("{spinner} encoding image {pos}/{len} {msg} [{elapsed}]")
+                .expect("valid template"),
+        );
+        p.enable_steady_tick(Duration::from_millis(120));
+        p
+    } else {
+        ProgressBar::hidden()
+    };
+    let stdout = std::io::stdout();
+    let json = args.json;
+    let mut write_error = None;
+    let mut first = true;
+    let out = generator.describe_decoded(
+        &images,
+        &prompt,
+        &options,
+        |i, report| match report {
+            None => progress.set_message(format!("({})", images[i].path.display())),
+            Some(r) => {
+                progress.inc(1);
+                if r.num_crops > 0 {
+                    progress.println(format!(
+                        "{}: {} Pan & Scan crops",
+                        r.path.display(),
+                        r.num_crops
+                    ));
+                }
+            }
+        },
+        |delta| {
+            if first {
+                progress.finish_and_clear();
+                first = false;
+            }
+            if json || write_error.is_some() {
+                return;
+            }
+            let mut lock = stdout.lock();
+            if let Err(e) = lock.write_all(delta.as_bytes()).and_then(|_| lock.flush()) {
+                write_error = Some(e);
+            }
+        },
+    )?;
+    progress.finish_and_clear();
+    if let Some(e) = write_error {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e).context("writing to stdout");
+        }
+        return Ok(());
+    }
+    let g = &out.generation;
+    if json {
+        let obj = serde_json::json!({
+            "text": g.text,
+            "token_ids": g.token_ids,
+            "prompt_tokens": g.prompt_tokens,
+            "generated_tokens": g.token_ids.len(),
+            "stop_reason": g.stop_reason,
+            "prefill_tokens_per_s": g.prefill_tokens_per_s,
+            "decode_tokens_per_s": g.decode_tokens_per_s,
+            "time_to_first_token_s": out.time_to_first_token_seconds,
+            "pan_and_scan": options.pan_and_scan,
+            "images": out.images,
+        });
+        println!("{obj}");
+    } else {
+        println!();
+        let why = match g.stop_reason {
+            StopReason::Eos => "end of turn",
+            StopReason::MaxNewTokens => "max new tokens",
+            StopReason::Interrupted => "interrupted",
+        };
+        let crops: Vec<String> = out.images.iter().map(|i| i.num_crops.to_string()).collect();
+        let encode: f64 = out
+            .images
+            .iter()
+            .map(|i| i.preprocess_seconds + i.encode_seconds)
+            .sum();
+        eprintln!(
+            "[{} image(s), crops {}, encoded in {encode:.2} s | {} prompt tokens, {:.1} tok/s prefill | first token \
+             after {:.2} s | {} generated, {:.1} tok/s | stop: {why}]",
+            out.images.len(),
+            crops.join("+"),
+            g.prompt_tokens,
+            g.prefill_tokens_per_s,
+            out.time_to_first_token_seconds,
+            g.token_ids.len(),
+            g.decode_tokens_per_s
+        );
+    }
+    Ok(())
+}

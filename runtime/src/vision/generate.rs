@@ -1,0 +1,414 @@
+//! [`VisionGenerator`]: text generation with images, the runtime side of Gemma3ForConditionalGeneration.
+//!
+//! 1. each image: `preprocess.onnx` (full image + Pan & Scan crops) then `vision_encoder.onnx`, one image at a time;
+//! 2. the prompt: chat template with image items (or a raw prompt with `<start_of_image>` placeholders), expanded as
+//!    `Gemma3Processor` does ([`ImageTokens::expand`]), tokenized;
+//! 3. prefill: `embed_tokens.onnx` for the ids, the `<image_soft_token>` rows overwritten by the features in order
+//!    (no sqrt(hidden) factor), `decoder_model_merged.onnx` with `token_type_ids` = 1 on those rows, in chunks that
+//!    never cut an image block (the bidirectional image mask only spans one chunk);
+//! 4. decode: each new token embedded through `embed_tokens.onnx`, `token_type_ids` 0, sampled and streamed with the
+//!    same [`Sampler`] and [`TextStream`](crate::TextStream) as text generation.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use image::RgbImage;
+use ndarray::{s, Array2, Array3, ArrayView3, ArrayView4};
+
+use super::graphs::{ImageGraphs, VisionSection};
+use super::image_file::{load_image, ImageLimits};
+use super::processor::{self, prefill_chunks, token_type_ids, ImageTokens};
+use crate::chat::ChatTemplate;
+use crate::error::{Error, Result};
+use crate::generate::{GenerateOptions, GenerationOutput, StopReason, END_OF_TURN};
+use crate::kv_cache::KvCache;
+use crate::manifest::{self, Manifest};
+use crate::ort_env::RuntimeOptions;
+use crate::sampling::Sampler;
+use crate::tokenizer::Tokenizer;
+
+/// Default most tokens per prefill step: bounds the attention scores' memory for prompts with many crops while
+/// keeping every image block (256 tokens for the released models) whole.
+pub const DEFAULT_PREFILL_CHUNK: usize = 2048;
+
+#[derive(Clone, Debug)]
+pub struct VisionOptions {
+    pub generate: GenerateOptions,
+    /// Pan & Scan: add up to 4 crops of a long image (each crop costs one more image's tokens and encoder pass).
+    pub pan_and_scan: bool,
+    /// Use the prompt as given (it must hold one `<start_of_image>` per image) instead of the chat template.
+    pub raw_prompt: bool,
+    /// Most tokens per prefill step (image blocks are never cut, so a step may hold one block more).
+    pub prefill_chunk: usize,
+}
+
+impl Default for VisionOptions {
+    fn default() -> Self {
+        VisionOptions {
+            generate: GenerateOptions::default(),
+            pan_and_scan: false,
+            raw_prompt: false,
+            prefill_chunk: DEFAULT_PREFILL_CHUNK,
+        }
+    }
+}
+
+/// One image ready for a prompt.
+#[derive(Clone, Debug)]
+pub struct EncodedImage {
+    /// `[1 + num_crops, mm_tokens_per_image, hidden]`: the full image, then the crops.
+    pub features: Array3<f32>,
+    pub num_crops: usize,
+    /// Size of the decoded image (before preprocessing).
+    pub width: u32,
+    pub height: u32,
+    pub preprocess_seconds: f64,
+    pub encode_seconds: f64,
+}
+
+pub struct VisionGenerator {
+    dir: PathBuf,
+    manifest: Manifest,
+    section: VisionSection,
+    graphs: ImageGraphs,
+    tokenizer: Tokenizer,
+    chat_template: Option<ChatTemplate>,
+    stop_ids: Vec<u32>,
+    tokens: ImageTokens,
+    limits: ImageLimits,
+}
+
+impl VisionGenerator {
+    /// Opens a multimodal export: the image graphs, tokenizer, chat template, stop tokens. A text-only export is
+    /// [`Error::NoVision`].
+    pub fn open(dir: impl AsRef<Path>, options: &RuntimeOptions) -> Result<VisionGenerator> {
+        let dir = dir.as_ref();
+        let manifest = Manifest::load(dir)?;
+        let section = VisionSection::load(dir)?.ok_or_else(|| Error::NoVision {
+            dir: dir.to_path_buf(),
+        })?;
+        let (tokenizer, tokens) = processor::image_tokenizer(dir, section.mm_tokens_per_image)?;
+        for (token, expected) in [
+            (&tokens.boi, section.boi_token_id),
+            (&tokens.eoi, section.eoi_token_id),
+            (&tokens.soft, section.image_token_id),
+        ] {
+            let id = tokenizer.token_to_id(token).unwrap_or(u32::MAX);
+            if id != expected {
+                return Err(Error::Tokenizer(format!(
+                    "{}: {token} has id {id}, but the model's is {expected} (gemma-onnx.json); is it the model's own \
+                     tokenizer?",
+                    dir.join(crate::tokenizer::TOKENIZER_FILE).display()
+                )));
+            }
+        }
+        let graphs = ImageGraphs::open(dir, &manifest, &section, options)?;
+        let chat_template = ChatTemplate::from_dir(dir)?;
+        let stop_ids = manifest::stop_token_ids(dir, &manifest)?;
+        Ok(VisionGenerator {
+            dir: dir.to_path_buf(),
+            manifest,
+            section,
+            graphs,
+            tokenizer,
+            chat_template,
+            stop_ids,
+            tokens,
+            limits: ImageLimits::default(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn vision(&self) -> &VisionSection {
+        &self.section
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat_template.as_ref()
+    }
+
+    pub fn image_tokens(&self) -> &ImageTokens {
+        &self.tokens
+    }
+
+    pub fn image_limits_mut(&mut self) -> &mut ImageLimits {
+        &mut self.limits
+    }
+
+    /// The model's stop tokens; `chat` adds the tokenizer's `<end_of_turn>`.
+    pub fn stop_token_ids(&self, chat: bool) -> Vec<u32> {
+        let mut ids = self.stop_ids.clone();
+        if chat {
+            if let Some(id) = self.tokenizer.token_to_id(END_OF_TURN) {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        ids
+    }
+
+    /// Decodes an image file (within this generator's [`ImageLimits`]).
+    pub fn load_image(&self, path: &Path) -> Result<RgbImage> {
+        load_image(path, &self.limits)
+    }
+
+    /// Preprocesses and encodes one decoded image.
+    pub fn encode_image(&mut self, image: &RgbImage, pan_and_scan: bool) -> Result<EncodedImage> {
+        let t0 = Instant::now();
+        let pre = self.graphs.preprocess(image, pan_and_scan)?;
+        let t1 = Instant::now();
+        let features = self.graphs.encode(pre.pixel_values.view())?;
+        Ok(EncodedImage {
+            features,
+            num_crops: pre.num_crops,
+            width: image.width(),
+            height: image.height(),
+            preprocess_seconds: (t1 - t0).as_secs_f64(),
+            encode_seconds: t1.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// `vision_encoder.onnx` on ready `pixel_values` `[N, 3, S, S]` (one image at a time).
+    pub fn encode_pixels(&mut self, pixels: ArrayView4<f32>) -> Result<Array3<f32>> {
+        self.graphs.encode(pixels)
+    }
+
+    /// `preprocess.onnx` alone: `pixel_values` `[1 + crops, 3, S, S]` and the crop count.
+    pub fn preprocess(
+        &mut self,
+        image: &RgbImage,
+        pan_and_scan: bool,
+    ) -> Result<(ndarray::Array4<f32>, usize)> {
+        let p = self.graphs.preprocess(image, pan_and_scan)?;
+        Ok((p.pixel_values, p.num_crops))
+    }
+
+    /// Token ids of `text` with its placeholders expanded for `num_crops` ([`processor::prompt_ids`]).
+    pub fn prompt_ids(&self, text: &str, num_crops: &[usize], chat: bool) -> Result<Vec<u32>> {
+        processor::prompt_ids(
+            &self.tokenizer,
+            &self.tokens,
+            text,
+            num_crops,
+            chat,
+            self.manifest.bos_token_id,
+        )
+    }
+
+    /// An empty cache for [`continue_generation`](Self::continue_generation).
+    pub fn new_cache(&self) -> Result<KvCache> {
+        self.graphs.new_cache()
+    }
+
+    /// Logits of every prompt position `[seq, vocab]`, the prompt prefilled in one step (for tests and scoring).
+    /// `features` are the image blocks in prompt order, `[blocks, tokens, hidden]`.
+    pub fn prompt_logits(&mut self, ids: &[u32], features: ArrayView3<f32>) -> Result<Array2<f32>> {
+        let mut cache = self.new_cache()?;
+        let embeds = self.embed_with_features(ids, features)?;
+        let tt = token_type_ids(ids, self.section.image_token_id);
+        let tt = Array2::from_shape_vec((1, tt.len()), tt).expect("shape matches");
+        self.graphs.step(embeds.view(), tt.view(), &mut cache, |l| {
+            l.slice(s![0, .., ..]).to_owned()
+        })
+    }
+
+    /// Embeddings of `ids` `[1, n, hidden]` with the soft-token rows replaced by `features` (all of them, in order).
+    fn embed_with_features(
+        &mut self,
+        ids: &[u32],
+        features: ArrayView3<f32>,
+    ) -> Result<Array3<f32>> {
+        let image = self.section.image_token_id;
+        let soft = ids.iter().filter(|&&t| t == image).count();
+        let (blocks, per, hidden) = features.dim();
+        if soft != blocks * per {
+            return Err(Error::InvalidArgument(format!(
+                "the prompt has {soft} image soft tokens but the images give {blocks} × {per} features"
+            )));
+        }
+        let mut embeds = self.graphs.embed(ids)?;
+        if embeds.shape()[2] != hidden && blocks > 0 {
+            return Err(Error::InvalidArgument(format!(
+                "image features are {hidden} wide, the text embeddings {}",
+                embeds.shape()[2]
+            )));
+        }
+        let flat = features
+            .to_shape((blocks * per, hidden))
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let mut next = 0;
+        for (j, &t) in ids.iter().enumerate() {
+            if t == image {
+                embeds.slice_mut(s![0, j, ..]).assign(&flat.row(next));
+                next += 1;
+            }
+        }
+        Ok(embeds)
+    }
+
+    /// The image blocks of `images` (full images and crops, in order) as one `[blocks, tokens, hidden]` array.
+    pub fn stack_features(&self, images: &[&EncodedImage]) -> Result<Array3<f32>> {
+        if images.is_empty() {
+            let (t, h) = (self.section.mm_tokens_per_image, self.manifest.hidden_size);
+            return Ok(Array3::zeros((0, t, h)));
+        }
+        let views: Vec<_> = images.iter().map(|i| i.features.view()).collect();
+        ndarray::concatenate(ndarray::Axis(0), &views)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))
+    }
+
+    /// Feeds `ids` after what `cache` holds, in steps of at most `max_chunk` tokens that never cut an image block,
+    /// the soft-token rows taking `features` `[blocks, tokens, hidden]` in order; returns the last position's
+    /// logits.
+    pub fn prefill(
+        &mut self,
+        cache: &mut KvCache,
+        ids: &[u32],
+        features: ArrayView3<f32>,
+        max_chunk: usize,
+    ) -> Result<Vec<f32>> {
+        let image = self.section.image_token_id;
+        let per = self.section.mm_tokens_per_image;
+        let soft = ids.iter().filter(|&&t| t == image).count();
+        if soft != features.shape()[0] * per {
+            return Err(Error::InvalidArgument(format!(
+                "the prompt has {soft} image soft tokens but the images give {} blocks of {per}",
+                features.shape()[0]
+            )));
+        }
+        let types = token_type_ids(ids, image);
+        let mut logits = Vec::new();
+        let mut used = 0;
+        for chunk in prefill_chunks(&types, max_chunk) {
+            let part = &ids[chunk.clone()];
+            let blocks = part.iter().filter(|&&t| t == image).count() / per;
+            let embeds =
+                self.embed_with_features(part, features.slice(s![used..used + blocks, .., ..]))?;
+            used += blocks;
+            let tt = Array2::from_shape_vec((1, chunk.len()), types[chunk].to_vec())
+                .expect("shape matches");
+            logits = self.graphs.step(embeds.view(), tt.view(), cache, |l| {
+                l.slice(s![0, -1, ..]).to_vec()
+            })?;
+        }
+        Ok(logits)
+    }
+
+    /// One decode step: `token` (a text token: `token_type_ids` 0) after the cache; returns its logits.
+    pub fn decode_step(&mut self, cache: &mut KvCache, token: u32) -> Result<Vec<f32>> {
+        self.graphs.decode_step(cache, token)
+    }
+
+    /// Feeds `new_ids` (holding the soft tokens of `images`, in order) after what `cache` holds, in chunks that keep
+    /// each image whole, then generates until a token of `stop_ids` or `max_new_tokens`, streaming text to
+    /// `on_text`. Returns the output and the seconds to the first token (from the call).
+    pub fn continue_generation(
+        &mut self,
+        cache: &mut KvCache,
+        new_ids: &[u32],
+        images: &[&EncodedImage],
+        stop_ids: &[u32],
+        options: &VisionOptions,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<(GenerationOutput, f64)> {
+        let start = Instant::now();
+        let gen = &options.generate;
+        if new_ids.is_empty() {
+            return Err(Error::InvalidArgument("the prompt has no tokens".into()));
+        }
+        let max_positions = self.manifest.max_position_embeddings;
+        if cache.len() + new_ids.len() + gen.max_new_tokens > max_positions {
+            return Err(Error::PromptTooLong {
+                prompt_tokens: cache.len() + new_ids.len(),
+                max_new_tokens: gen.max_new_tokens,
+                max_positions,
+            });
+        }
+        let vocab = self.manifest.vocab_size;
+        if let Some(&bad) = new_ids.iter().find(|&&t| t as usize >= vocab) {
+            return Err(Error::InvalidArgument(format!(
+                "prompt token id {bad} is outside the vocabulary ({vocab})"
+            )));
+        }
+        let mut sampler = Sampler::new(gen.sampling.clone())?;
+        let mut out = GenerationOutput {
+            token_ids: Vec::new(),
+            text: String::new(),
+            prompt_tokens: new_ids.len(),
+            stop_reason: StopReason::MaxNewTokens,
+            prefill_seconds: 0.0,
+            decode_seconds: 0.0,
+            prefill_tokens_per_s: 0.0,
+            decode_tokens_per_s: 0.0,
+        };
+        let features = self.stack_features(images)?;
+        let prefill_start = Instant::now();
+        let mut logits = self.prefill(cache, new_ids, features.view(), options.prefill_chunk)?;
+        out.prefill_seconds = prefill_start.elapsed().as_secs_f64();
+        let mut ttft = start.elapsed().as_secs_f64();
+        if gen.max_new_tokens == 0 {
+            return Ok((out, ttft));
+        }
+
+        let mut stream = self.tokenizer.stream(true);
+        let decode_start = Instant::now();
+        let mut steps = 0usize;
+        loop {
+            let token = sampler.sample(&logits);
+            if out.token_ids.is_empty() {
+                ttft = start.elapsed().as_secs_f64();
+            }
+            out.token_ids.push(token);
+            if stop_ids.contains(&token) {
+                out.stop_reason = StopReason::Eos;
+                break;
+            }
+            if let Some(delta) = stream.push(token)? {
+                out.text.push_str(&delta);
+                on_text(&delta);
+            }
+            if out.token_ids.len() >= gen.max_new_tokens {
+                break;
+            }
+            if gen.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+                out.stop_reason = StopReason::Interrupted;
+                break;
+            }
+            logits = self.graphs.decode_step(cache, token)?;
+            steps += 1;
+        }
+        if let Some(rest) = stream.finish()? {
+            out.text.push_str(&rest);
+            on_text(&rest);
+        }
+        out.decode_seconds = if steps > 0 {
+            decode_start.elapsed().as_secs_f64()
+        } else {
+            0.0
+        };
+        out.prefill_tokens_per_s = rate(new_ids.len(), out.prefill_seconds);
+        out.decode_tokens_per_s = rate(steps, out.decode_seconds);
+        Ok((out, ttft))
+    }
+}
+
+fn rate(count: usize, seconds: f64) -> f64 {
+    if count == 0 || seconds <= 0.0 {
+        0.0
+    } else {
+        count as f64 / seconds
+    }
+}
