@@ -74,6 +74,7 @@ pub fn half_from_checkpoint(
     while done < numel {
         let n = CHUNK.min(numel - done);
         view.read_f32(done, &mut buf[..n]);
+        ckpt.release_elements(view, done, done + n);
         for (o, &v) in out[..n].iter_mut().zip(&buf[..n]) {
             *o = ty.bits(v).ok_or_else(|| ExportError::OutOfRange {
                 tensor: view.name.to_string(),
@@ -98,6 +99,7 @@ pub fn half_from_checkpoint(
     })
 }
 
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,7 +112,10 @@ mod tests {
         assert_eq!(HalfType::F16.bits(-7e4), None);
         // Non-finite inputs stay what they are (they were already broken in the checkpoint).
         assert!(HalfType::F16.bits(f32::INFINITY).is_some());
-        assert_eq!(HalfType::Bf16.bits(1e30), Some(half::bf16::from_f32(1e30).to_bits()));
+        assert_eq!(
+            HalfType::Bf16.bits(1e30),
+            Some(half::bf16::from_f32(1e30).to_bits())
+        );
         // bf16 → fp16 is exact for in-range values with bf16's 8-bit significand.
         let v = half::bf16::from_bits(0x3e9a).to_f32();
         let h = half::f16::from_bits(HalfType::F16.bits(v).unwrap()).to_f32();

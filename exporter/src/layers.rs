@@ -157,7 +157,8 @@ impl Ctx<'_> {
         let view = self.ckpt.tensor(weight_name)?;
         let v = match self.kernels.linear {
             LinearKind::GemmHalf(ty) => {
-                let t = crate::half::half_from_checkpoint(self.w, self.ckpt, weight_name, &view, ty)?;
+                let t =
+                    crate::half::half_from_checkpoint(self.w, self.ckpt, weight_name, &view, ty)?;
                 let stored = self.g.initializer(t);
                 self.g.op(
                     "Cast",

@@ -101,6 +101,7 @@ impl WeightWriter {
                     buf[..n].iter_mut().for_each(|v| *v = f(*v));
                 }
                 self.write(bytemuck::cast_slice(&buf[..n]))?;
+                ckpt.release_elements(view, done, done + n);
                 done += n;
             }
             self.external(name, DataType::Float, &dims, start)

@@ -313,3 +313,117 @@ fn missing_source_folder_is_explained() {
         "config.json",
     );
 }
+
+#[test]
+fn every_precision_exports_and_is_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = checkpoint(tmp.path(), |_| {});
+    for (precision, extra, spec) in [
+        ("fp16", &[][..], None),
+        ("bf16", &[][..], None),
+        ("int8", &[][..], Some("emb=8s")),
+        ("int4", &[][..], Some("emb=4a16")),
+        (
+            "int4",
+            &["--block-size", "16", "--quant-spec", "all=4a,down=8s-rtn"][..],
+            Some("down=8s-rtn,emb=4a,block=16"),
+        ),
+    ] {
+        let out = tmp.path().join(format!("out-{precision}-{}", extra.len()));
+        let mut args = vec!["--precision", precision];
+        args.extend_from_slice(extra);
+        let run = export(&src, &out, &args);
+        assert!(
+            run.status.success(),
+            "{precision} {extra:?}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let manifest: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(out.join("gemma-onnx.json")).unwrap())
+                .unwrap();
+        assert_eq!(manifest["precision"], precision);
+        match spec {
+            Some(s) => assert!(
+                manifest["quantization"].as_str().unwrap().contains(s),
+                "{precision}: {}",
+                manifest["quantization"]
+            ),
+            None => assert!(manifest.get("quantization").is_none()),
+        }
+    }
+}
+
+#[test]
+fn bad_quantization_options_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = checkpoint(tmp.path(), |_| {});
+    let dest = tmp.path().join("out");
+    for (args, needle) in [
+        (
+            &["--precision", "int4", "--block-size", "48"][..],
+            "block size 48",
+        ),
+        (
+            &["--precision", "int8", "--block-size", "512"][..],
+            "block size 512",
+        ),
+        (&["--block-size", "32"][..], "int8 and int4 only"),
+        (
+            &["--precision", "bf16", "--quant-spec", "all=4a"][..],
+            "int8 and int4 only",
+        ),
+        (
+            &["--precision", "int4", "--quant-spec", "emb=5a"][..],
+            "`5a`",
+        ),
+        (
+            &["--precision", "int4", "--quant-spec", "lm=4a"][..],
+            "unknown key",
+        ),
+    ] {
+        let out = export(&src, &dest, args);
+        assert_refused(&out, &dest, needle);
+    }
+}
+
+/// A weight beyond fp16's range: the fp16 export names it and suggests bf16, which succeeds.
+#[test]
+fn fp16_overflow_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = checkpoint(tmp.path(), |_| {});
+    let path = src.join("model.safetensors");
+    let bytes = fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let target = "model.layers.1.mlp.up_proj.weight";
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            let mut b = t.data().to_vec();
+            if name == target {
+                b[4..8].copy_from_slice(&1.0e5f32.to_le_bytes());
+            }
+            (name, t.shape().to_vec(), b)
+        })
+        .collect();
+    let views: HashMap<String, TensorView<'_>> = data
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    fs::write(&path, serialize(&views, None).unwrap()).unwrap();
+    let dest = tmp.path().join("out");
+    let out = export(&src, &dest, &["--precision", "fp16"]);
+    assert_refused(&out, &dest, target);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bf16"));
+    let ok = export(&src, &dest, &["--precision", "bf16"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}

@@ -80,7 +80,14 @@ impl Ctx<'_> {
         ];
         let mut e = self
             .g
-            .op_domain(MS_DOMAIN, "GatherBlockQuantized", "gather", &inputs, &attrs, 1)
+            .op_domain(
+                MS_DOMAIN,
+                "GatherBlockQuantized",
+                "gather",
+                &inputs,
+                &attrs,
+                1,
+            )
             .pop()
             .expect("one output");
         if p.blocks() * p.block_size != p.k {
@@ -88,22 +95,33 @@ impl Ctx<'_> {
             let zero = self.g.const_i64("zero_1d", &[0]);
             let end = self.g.const_i64("embed_width", &[p.k as i64]);
             let last = self.g.const_i64("minus_one_1d", &[-1]);
-            e = self
-                .g
-                .op("Slice", "unpad", &[&e, &zero, &end, &last], &[]);
+            e = self.g.op("Slice", "unpad", &[&e, &zero, &end, &last], &[]);
         }
         Ok(e)
     }
 
     /// Quantizes `weight_name` (once per export) and registers its initializers in this graph (once per graph).
-    fn quantized(&mut self, weight_name: &str, cfg: &QuantConfig) -> Result<Registered, ExportError> {
+    fn quantized(
+        &mut self,
+        weight_name: &str,
+        cfg: &QuantConfig,
+    ) -> Result<Registered, ExportError> {
+        let scheme = cfg.scheme(weight_name);
+        let columns = if cfg.activation_aware && scheme.rounding == super::Rounding::Search {
+            // The checkpoint's own config (the graph builders do not pass theirs down to the kernels).
+            let model = gemma_models::ModelConfig::from_file(&self.ckpt.dir().join("config.json"))?;
+            super::importance::column_importance(self.ckpt, &model, weight_name)?
+        } else {
+            None
+        };
         let mut stats = std::mem::take(&mut self.w.quant_stats);
         let packed = pack::quantize_matrix(
             self.w,
             self.ckpt,
             weight_name,
-            cfg.scheme(weight_name),
-            cfg.block_size,
+            scheme,
+            scheme.block_size(cfg.block_size),
+            columns.as_deref(),
             &mut stats,
         );
         self.w.quant_stats = stats;

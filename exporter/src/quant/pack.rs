@@ -19,7 +19,7 @@ use super::{QuantStats, Role, TensorScheme};
 use crate::onnx::{DataType, TensorProto};
 use crate::weights::WeightWriter;
 use crate::ExportError;
-use gemma_models::{Checkpoint, TensorView};
+use gemma_models::Checkpoint;
 
 /// A quantized matrix as stored initializers.
 #[derive(Debug, Clone)]
@@ -68,6 +68,7 @@ pub fn quantize_matrix(
     weight_name: &str,
     scheme: TensorScheme,
     block_size: usize,
+    columns: Option<&[f32]>,
     stats: &mut QuantStats,
 ) -> Result<Packed, ExportError> {
     let view = ckpt.tensor(weight_name)?;
@@ -110,8 +111,9 @@ pub fn quantize_matrix(
     while r0 < n {
         let rows = rows_per_chunk.min(n - r0);
         view.read_f32(r0 * k, &mut x[..rows * k]);
-        release_rows(ckpt, &view, r0 * k, (r0 + rows) * k);
+        ckpt.release_elements(&view, r0 * k, (r0 + rows) * k);
         let job = Rows {
+            columns,
             x: &x[..rows * k],
             out: &mut out[..rows * row_bytes],
             scales: &mut scales[r0 * blocks..(r0 + rows) * blocks],
@@ -148,18 +150,11 @@ pub fn quantize_matrix(
     Ok(packed(b, s, z))
 }
 
-/// Drops the page-cache pages of elements `[from, to)` of `view` from this process (they were just copied out).
-fn release_rows(ckpt: &Checkpoint, view: &TensorView<'_>, from: usize, to: usize) {
-    let size = view.dtype.size();
-    let part = TensorView {
-        data: &view.data[from * size..to * size],
-        ..view.clone()
-    };
-    ckpt.release(&part);
-}
 
 /// One chunk of rows and where its results go.
 struct Rows<'a> {
+    /// Importance of each input column (`[K]`), if known.
+    columns: Option<&'a [f32]>,
     x: &'a [f32],
     out: &'a mut [u8],
     scales: &'a mut [f32],
@@ -173,8 +168,18 @@ impl Rows<'_> {
         let rows = self.scales.len() / blocks;
         let row_bytes = self.out.len() / rows.max(1);
         let per = rows.div_ceil(threads.max(1)).max(1);
+        let columns = self.columns;
         if threads <= 1 || rows <= 1 {
-            return quantize_rows(self.x, self.out, self.scales, self.zeros, k, block, scheme);
+            return quantize_rows(
+                self.x,
+                columns,
+                self.out,
+                self.scales,
+                self.zeros,
+                k,
+                block,
+                scheme,
+            );
         }
         std::thread::scope(|s| {
             let handles: Vec<_> = self
@@ -184,7 +189,7 @@ impl Rows<'_> {
                 .zip(self.scales.chunks_mut(per * blocks))
                 .zip(self.zeros.chunks_mut(per * blocks))
                 .map(|(((x, out), sc), zs)| {
-                    s.spawn(move || quantize_rows(x, out, sc, zs, k, block, scheme))
+                    s.spawn(move || quantize_rows(x, columns, out, sc, zs, k, block, scheme))
                 })
                 .collect();
             handles
@@ -195,8 +200,10 @@ impl Rows<'_> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn quantize_rows(
     x: &[f32],
+    columns: Option<&[f32]>,
     out: &mut [u8],
     scales: &mut [f32],
     zeros: &mut [u8],
@@ -211,8 +218,17 @@ fn quantize_rows(
     let (mut err2, mut sum2) = (0f64, 0f64);
     for (r, row) in x.chunks_exact(k).enumerate() {
         for j in 0..blocks {
-            let xs = &row[j * block..((j + 1) * block).min(k)];
-            let b = quantize_block(xs, bits, scheme.symmetric, scheme.rounding, &mut codes);
+            let range = j * block..((j + 1) * block).min(k);
+            let cols = columns.map(|c| &c[range.clone()]);
+            let xs = &row[range];
+            let b = quantize_block(
+                xs,
+                bits,
+                scheme.symmetric,
+                scheme.rounding,
+                cols,
+                &mut codes,
+            );
             let i = r * blocks + j;
             scales[i] = b.scale;
             zeros[i] = b.zero;
@@ -271,7 +287,10 @@ mod tests {
         pack_codes(&[1, 2, 3, 0], 2, &mut out);
         assert_eq!(out, [0b00_11_10_01]);
         // An odd number of 4-bit zero points per row: the last byte's high nibble is 0.
-        assert_eq!(pack_rows(&[1, 2, 3, 4, 5, 6], 3, 4), vec![0x21, 0x03, 0x54, 0x06]);
+        assert_eq!(
+            pack_rows(&[1, 2, 3, 4, 5, 6], 3, 4),
+            vec![0x21, 0x03, 0x54, 0x06]
+        );
         assert_eq!(pack_rows(&[7, 8], 2, 8), vec![7, 8]);
     }
 }

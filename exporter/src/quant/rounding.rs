@@ -10,8 +10,8 @@
 //!   codes it produced by least squares, keep the one with the smallest weighted squared error (never worse than
 //!   round-to-nearest, which is the starting point);
 //! - asymmetric search (llama.cpp's `make_qkx2_quants`, adapted to an integer zero point): try 21 step sizes across
-//!   `[min, max]`, and for each candidate fit scale and offset by least squares, round the offset to an integer zero
-//!   point, refit the scale for that zero point, re-round the codes once, and keep the best.
+//!   `[min, max]`; for each candidate fit scale and offset to its codes by least squares, round the offset to an
+//!   integer zero point and refit the scale for it; keep the best, then round once more on its refitted grid.
 //!
 //! The searches minimise `Σ wᵢ (xᵢ − x̂ᵢ)²` with importance `wᵢ = rms(x) + |xᵢ|` (llama.cpp's weighting for k-quants
 //! without an importance matrix): large weights matter more, but small ones are not ignored.
@@ -46,14 +46,20 @@ pub fn quantize_block(
     bits: u8,
     symmetric: bool,
     rounding: Rounding,
+    columns: Option<&[f32]>,
     codes: &mut [u8],
 ) -> Block {
     debug_assert!((2..=8).contains(&bits) && x.len() <= codes.len());
+    debug_assert!(columns.is_none_or(|c| c.len() == x.len()));
     let block = match (symmetric, rounding) {
         (true, Rounding::Nearest) => symmetric_nearest(x, bits, codes),
-        (true, Rounding::Search) => symmetric_search(x, bits, codes),
+        (true, Rounding::Search) => {
+            WORK.with_borrow_mut(|w| symmetric_search(x, bits, columns, codes, w))
+        }
         (false, Rounding::Nearest) => asymmetric_nearest(x, bits, codes),
-        (false, Rounding::Search) => asymmetric_search(x, bits, codes),
+        (false, Rounding::Search) => {
+            WORK.with_borrow_mut(|w| asymmetric_search(x, bits, columns, codes, w))
+        }
     };
     codes[x.len()..].fill(block.zero);
     block
@@ -131,21 +137,39 @@ fn min_max(x: &[f32]) -> (f32, f32) {
         .fold((0.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)))
 }
 
-/// Importance of each value: `rms(x) + |x|`.
-fn importance(x: &[f32], w: &mut [f32]) {
+/// Importance of each value: `rms(x) + |x|`, times its column's importance when known.
+fn importance(x: &[f32], columns: Option<&[f32]>, w: &mut [f32]) {
     let rms = (x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32).sqrt();
     for (wi, &v) in w.iter_mut().zip(x) {
         *wi = rms + v.abs();
     }
+    if let Some(c) = columns {
+        for (wi, &ci) in w.iter_mut().zip(c) {
+            *wi *= ci;
+        }
+    }
 }
 
 /// Candidate scales tried by the searches, as offsets (in code steps) from the round-to-nearest range.
-const STEPS: i32 = 10;
-const STEP: f32 = 0.1;
+/// 21 candidates 0.1 code steps apart for 4 bits (llama.cpp's spacing); 8-bit grids are 16× finer, so 9
+/// candidates 0.25 apart cover the same ±1 step (including GGUF Q8_0's `amax / 127`) at a third of the cost.
+fn candidates(bits: u8) -> (i32, f32) {
+    if bits > 4 {
+        (4, 0.25)
+    } else {
+        (10, 0.1)
+    }
+}
 /// The largest block: ONNX Runtime's fast quantized kernels take blocks of 16 to 256 values.
 pub const MAX_BLOCK: usize = 256;
 
-fn symmetric_search(x: &[f32], bits: u8, codes: &mut [u8]) -> Block {
+fn symmetric_search(
+    x: &[f32],
+    bits: u8,
+    columns: Option<&[f32]>,
+    codes: &mut [u8],
+    work: &mut Work,
+) -> Block {
     let half = 1i32 << (bits - 1);
     let zero = half as u8;
     let vmax = signed_absmax(x);
@@ -153,15 +177,16 @@ fn symmetric_search(x: &[f32], bits: u8, codes: &mut [u8]) -> Block {
         return all_zero(codes, zero);
     }
     let n = x.len();
-    let mut work = Work::new(x);
+    work.start(x, columns);
     let base = Sums::of_x(x, &work.w[..n]);
     let qmax = max_code(bits) as f32;
 
     // Start from round-to-nearest; every candidate must beat it.
     let rtn = symmetric_nearest(x, bits, codes);
     let mut best = (weighted_error(x, &work.w[..n], codes, rtn), None);
-    for is in -STEPS..=STEPS {
-        let iscale = -(half as f32 + STEP * is as f32) / vmax;
+    let (steps, step) = candidates(bits);
+    for is in -steps..=steps {
+        let iscale = -(half as f32 + step * is as f32) / vmax;
         let sums = round_sums(x, &work.w[..n], iscale, half as f32, qmax, &mut work.l[..n]);
         let Some((scale, err)) = base.with_codes(sums).fit_scale(half as f64) else {
             continue;
@@ -172,13 +197,19 @@ fn symmetric_search(x: &[f32], bits: u8, codes: &mut [u8]) -> Block {
                 zero,
             };
             best = (err, Some(block));
-            work.best = work.l;
+            work.best[..n].copy_from_slice(&work.l[..n]);
         }
     }
     work.finish(x, codes, rtn, best.1)
 }
 
-fn asymmetric_search(x: &[f32], bits: u8, codes: &mut [u8]) -> Block {
+fn asymmetric_search(
+    x: &[f32],
+    bits: u8,
+    columns: Option<&[f32]>,
+    codes: &mut [u8],
+    work: &mut Work,
+) -> Block {
     let qmax = max_code(bits);
     let (lo, hi) = min_max(x);
     let range = hi - lo;
@@ -186,8 +217,12 @@ fn asymmetric_search(x: &[f32], bits: u8, codes: &mut [u8]) -> Block {
         return all_zero(codes, 0);
     }
     let n = x.len();
-    let mut work = Work::new(x);
-    let w = work.w;
+    work.start(x, columns);
+    let Work {
+        w,
+        l,
+        best: best_codes,
+    } = work;
     let w = &w[..n];
     let base = Sums::of_x(x, w);
 
@@ -210,51 +245,70 @@ fn asymmetric_search(x: &[f32], bits: u8, codes: &mut [u8]) -> Block {
         let (scale, err) = sums.fit_scale(zero as f64)?;
         (scale > 0.0).then_some((scale as f32, zero, err))
     };
-    for is in -STEPS..=STEPS {
-        let steps = qmax as f32 + STEP * is as f32;
+    // Each candidate grid rounds the block, then gets its least-squares grid (zero point rounded to an integer):
+    // a valid encoding (same codes, refitted scale and zero) whose error ranks the candidates.
+    let (n_steps, step) = candidates(bits);
+    let l = &mut l[..n];
+    for is in -n_steps..=n_steps {
+        let steps = qmax as f32 + step * is as f32;
         if steps <= 0.0 {
             continue;
         }
         let s0 = range / steps;
         let z0 = round_clamp(-lo / s0, 0, qmax);
-        // Candidate grid → least-squares grid (zero point rounded to an integer) → one more rounding on it.
-        let l = &mut work.l[..n];
-        let Some((s1, z1, _)) = round_and_fit(l, s0, z0, true) else {
-            continue;
-        };
-        let Some((s2, z2, err)) = round_and_fit(l, s1, z1, false) else {
+        let Some((s1, z1, err)) = round_and_fit(l, s0, z0, true) else {
             continue;
         };
         if err < best.0 {
             let block = Block {
-                scale: s2,
-                zero: z2 as u8,
+                scale: s1,
+                zero: z1 as u8,
             };
             best = (err, Some(block));
-            work.best = work.l;
+            best_codes[..n].copy_from_slice(l);
+        }
+    }
+    // The winner's codes were rounded on its candidate grid; rounding once more on its refitted grid (and
+    // refitting the scale) can only help.
+    if let (err, Some(b)) = best {
+        if let Some((s2, z2, err2)) = round_and_fit(l, b.scale, b.zero as i32, false) {
+            if err2 < err {
+                let block = Block {
+                    scale: s2,
+                    zero: z2 as u8,
+                };
+                best = (err2, Some(block));
+                best_codes[..n].copy_from_slice(l);
+            }
         }
     }
     work.finish(x, codes, rtn, best.1)
 }
 
-/// Working memory of a search: importance weights, candidate codes and the best codes so far (as f32), on the
-/// stack (blocks are at most [`MAX_BLOCK`] values).
+thread_local! {
+    /// One search's working memory per thread, reused block after block.
+    static WORK: std::cell::RefCell<Work> = std::cell::RefCell::new(Work {
+        w: vec![0.0; MAX_BLOCK],
+        l: vec![0.0; MAX_BLOCK],
+        best: vec![0.0; MAX_BLOCK],
+    });
+}
+
+/// Working memory of a search: importance weights, candidate codes and the best codes so far (as f32); blocks
+/// are at most [`MAX_BLOCK`] values.
 struct Work {
-    w: [f32; MAX_BLOCK],
-    l: [f32; MAX_BLOCK],
-    best: [f32; MAX_BLOCK],
+    w: Vec<f32>,
+    l: Vec<f32>,
+    best: Vec<f32>,
 }
 
 impl Work {
-    fn new(x: &[f32]) -> Work {
-        assert!(x.len() <= MAX_BLOCK, "blocks hold at most {MAX_BLOCK} values");
-        let mut work = Work {
-            w: [0.0; MAX_BLOCK],
-            l: [0.0; MAX_BLOCK],
-            best: [0.0; MAX_BLOCK],
-        };
-        importance(x, &mut work.w[..x.len()]);
-        work
+    fn start(&mut self, x: &[f32], columns: Option<&[f32]>) {
+        assert!(
+            x.len() <= MAX_BLOCK,
+            "blocks hold at most {MAX_BLOCK} values"
+        );
+        importance(x, columns, &mut self.w[..x.len()]);
     }
 
     /// Writes the winning codes. The search ranked candidates by errors computed from sums; the winner is checked
@@ -279,10 +333,42 @@ impl Work {
     }
 }
 
-/// Rounds `x·inv + offset` to codes in `[0, qmax]` into `l` and returns `(Σwl, Σwl², Σwxl)`. Written as 8
-/// independent lanes so the compiler vectorizes it (this loop is nearly all of an int4 export's time).
+/// Rounds `x·inv + offset` to codes in `[0, qmax]` into `l` and returns `(Σwl, Σwl², Σwxl)`: nearly all of a
+/// quantized export's time. Written as 8 independent lanes so the compiler vectorizes it, and compiled twice: for
+/// the baseline x86-64 (SSE2) and for AVX2, chosen at run time. Both do the same IEEE operations in the same order
+/// (no FMA), so an export is bit-identical on every machine.
 #[inline]
 fn round_sums(x: &[f32], w: &[f32], inv: f32, offset: f32, qmax: f32, l: &mut [f32]) -> [f64; 3] {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { round_sums_avx2(x, w, inv, offset, qmax, l) };
+    }
+    round_sums_lanes(x, w, inv, offset, qmax, l)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn round_sums_avx2(
+    x: &[f32],
+    w: &[f32],
+    inv: f32,
+    offset: f32,
+    qmax: f32,
+    l: &mut [f32],
+) -> [f64; 3] {
+    round_sums_lanes(x, w, inv, offset, qmax, l)
+}
+
+#[inline(always)]
+fn round_sums_lanes(
+    x: &[f32],
+    w: &[f32],
+    inv: f32,
+    offset: f32,
+    qmax: f32,
+    l: &mut [f32],
+) -> [f64; 3] {
     // Adding and subtracting 1.5·2²³ rounds to nearest (ties to even) for |v| < 2²², which the clamp keeps.
     const MAGIC: f32 = 12_582_912.0;
     let code = |v: f32| {
@@ -399,12 +485,15 @@ mod tests {
 
     fn roundtrip(x: &[f32], bits: u8, sym: bool, r: Rounding) -> (Vec<f32>, Block) {
         let mut codes = vec![0u8; x.len()];
-        let b = quantize_block(x, bits, sym, r, &mut codes);
+        let b = quantize_block(x, bits, sym, r, None, &mut codes);
         (codes.iter().map(|&c| dequantize(c, b)).collect(), b)
     }
 
     fn max_err(a: &[f32], b: &[f32]) -> f32 {
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 
     /// A deterministic pseudo-random block.
@@ -440,16 +529,19 @@ mod tests {
         for seed in 0..200 {
             let x = block(seed, 32);
             let mut w = vec![0.0; 32];
-            importance(&x, &mut w);
+            importance(&x, None, &mut w);
             for bits in [4u8, 8] {
                 for sym in [false, true] {
                     let mut c1 = vec![0u8; 32];
                     let mut c2 = vec![0u8; 32];
-                    let b1 = quantize_block(&x, bits, sym, Rounding::Nearest, &mut c1);
-                    let b2 = quantize_block(&x, bits, sym, Rounding::Search, &mut c2);
+                    let b1 = quantize_block(&x, bits, sym, Rounding::Nearest, None, &mut c1);
+                    let b2 = quantize_block(&x, bits, sym, Rounding::Search, None, &mut c2);
                     let e1 = weighted_error(&x, &w, &c1, b1);
                     let e2 = weighted_error(&x, &w, &c2, b2);
-                    assert!(e2 <= e1 * 1.0001, "seed {seed} bits {bits} sym {sym}: {e2} > {e1}");
+                    assert!(
+                        e2 <= e1 * 1.0001,
+                        "seed {seed} bits {bits} sym {sym}: {e2} > {e1}"
+                    );
                 }
             }
         }
@@ -466,7 +558,9 @@ mod tests {
         let (y, _) = roundtrip(&x, 4, false, Rounding::Search);
         assert!(max_err(&x, &y) < 1e-6, "{}", max_err(&x, &y));
         // Symmetric 5-bit grid (like GGUF Q5_0) re-quantized to 8 bits: exact.
-        let x: Vec<f32> = (0..32).map(|i| 0.02 * ((i * 11) % 32 - 16) as f32).collect();
+        let x: Vec<f32> = (0..32)
+            .map(|i| 0.02 * ((i * 11) % 32 - 16) as f32)
+            .collect();
         let (y, _) = roundtrip(&x, 8, true, Rounding::Search);
         assert!(max_err(&x, &y) < 1e-6, "{}", max_err(&x, &y));
     }
@@ -474,7 +568,7 @@ mod tests {
     #[test]
     fn padding_and_degenerate_blocks() {
         let mut codes = vec![9u8; 32];
-        let b = quantize_block(&[0.5, -0.25], 4, false, Rounding::Search, &mut codes);
+        let b = quantize_block(&[0.5, -0.25], 4, false, Rounding::Search, None, &mut codes);
         assert!(codes[2..].iter().all(|&c| c == b.zero));
         assert_eq!(dequantize(codes[5], b), 0.0);
         for sym in [false, true] {

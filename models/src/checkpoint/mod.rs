@@ -173,6 +173,17 @@ impl Checkpoint {
         Ok(view)
     }
 
+    /// [`release`](Self::release) for elements `[from, to)` of `view` only: streaming code calls it after each
+    /// chunk so that even a single large tensor never becomes resident whole.
+    pub fn release_elements(&self, view: &TensorView<'_>, from: usize, to: usize) {
+        let size = view.dtype.size();
+        let to = to.min(view.numel());
+        if from >= to {
+            return;
+        }
+        self.release(&TensorView { data: &view.data[from * size..to * size], ..view.clone() });
+    }
+
     /// Tells the OS that the bytes of `view` are no longer needed, so that streaming a whole model keeps the
     /// resident set near one tensor. Only whole pages inside the tensor are dropped; touching the bytes again
     /// simply re-reads them from the file. Errors are ignored (this is only a hint); a no-op off Unix.
