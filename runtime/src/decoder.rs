@@ -2,25 +2,35 @@
 //! `position_ids` (batch ≥ 1, left padding allowed), continuing a [`KvCache`].
 //!
 //! Graph I/O (Optimum / transformers.js names): inputs `input_ids` i64 `[b, s]`, `attention_mask` i64
-//! `[b, past + s]`, `position_ids` i64 `[b, s]` (optional in the graph), `past_key_values.{i}.key/value`
-//! `[b, nkv, past, hd]`; outputs `logits` `[b, s, vocab]` and `present.{i}.key/value` `[b, nkv, past + s, hd]`.
+//! `[b, past + s]`, `position_ids` i64 `[b, s]` (optional in the portable graph), `past_key_values.{i}.key/value`;
+//! outputs `logits` `[b, s, vocab]` and `present.{i}.key/value`.
+//!
+//! Two graph kinds (manifest `graph`):
+//! - **portable**: the past is `[b, nkv, past, hd]` and the present `[b, nkv, past + s, hd]`, a new tensor each step
+//!   that replaces the cache; logits come for every position.
+//! - **cpu**: the KV tensors are preallocated buffers `[b, nkv, capacity, hd]` that this module binds (ONNX Runtime
+//!   I/O binding) as both the past input and the present output, so the graph updates them in place; the extra
+//!   input `num_logits_to_keep` makes the graph compute logits for the last position only when that is all the
+//!   caller wants ([`LogitsMode::Last`]). A step with cached context and several new tokens needs batch 1.
 
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
-use ndarray::{s, Array2, Array3, ArrayView2, ArrayView3, CowArray, Ix3};
-use ort::session::{Session, SessionInputValue};
-use ort::value::{DynValue, TensorElementType, TensorRef};
+use ndarray::{s, Array2, Array3, ArrayView2, ArrayView3};
+use ort::session::Session;
+use ort::value::TensorElementType;
 
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
-use crate::manifest::{self, DType, Manifest};
+use crate::manifest::{self, DType, GraphKind, Manifest};
 use crate::ort_env::{self, RuntimeOptions};
+
+mod run;
 
 pub struct Decoder {
     session: Session,
     manifest: Manifest,
     dir: PathBuf,
+    graph: GraphKind,
     has_position_ids: bool,
     past_names: Vec<(String, String)>,
     present_names: Vec<(String, String)>,
@@ -63,6 +73,7 @@ impl Decoder {
             .collect();
         let mut decoder = Decoder {
             session,
+            graph: manifest.graph_kind(),
             manifest,
             dir,
             has_position_ids: false,
@@ -85,6 +96,10 @@ impl Decoder {
             ("input_ids", Some(TensorElementType::Int64)),
             ("attention_mask", Some(TensorElementType::Int64)),
         ];
+        if let Some(cpu) = &self.manifest.cpu {
+            expected.push(("position_ids", Some(TensorElementType::Int64)));
+            expected.push((&cpu.logits_to_keep_input, Some(TensorElementType::Int64)));
+        }
         for (k, v) in &self.past_names {
             expected.push((k, Some(kv_type)));
             expected.push((v, Some(kv_type)));
@@ -152,9 +167,20 @@ impl Decoder {
         self.manifest.vocab_size
     }
 
+    /// The kind of graph this decoder runs.
+    pub fn graph_kind(&self) -> GraphKind {
+        self.graph
+    }
+
     /// An empty cache for `batch` rows.
     pub fn new_cache(&self, batch: usize) -> Result<KvCache> {
         KvCache::new(&self.manifest, batch)
+    }
+
+    /// An empty cache for `batch` rows sized for `positions` positions (prompt + new tokens): with the cpu graph,
+    /// a run of that length then never reallocates the cache.
+    pub fn new_cache_with_capacity(&self, batch: usize, positions: usize) -> Result<KvCache> {
+        KvCache::with_capacity(&self.manifest, batch, positions)
     }
 
     /// One forward pass; returns every position's logits `[b, s, vocab]` and appends the step to `cache`.
@@ -170,7 +196,8 @@ impl Decoder {
         })
     }
 
-    /// One forward pass; returns only the last position's logits `[b, vocab]` (the only part copied out).
+    /// One forward pass; returns only the last position's logits `[b, vocab]` (the only ones the cpu graph
+    /// computes, and the only part copied out).
     pub fn forward_last(
         &mut self,
         input_ids: ArrayView2<i64>,
@@ -178,10 +205,14 @@ impl Decoder {
         position_ids: ArrayView2<i64>,
         cache: &mut KvCache,
     ) -> Result<Array2<f32>> {
-        self.forward_with(input_ids, attention_mask, position_ids, cache, |l| {
-            let last = l.shape()[1] - 1;
-            l.slice(s![.., last, ..]).to_owned()
-        })
+        self.run(
+            input_ids,
+            attention_mask,
+            position_ids,
+            cache,
+            LogitsMode::Last,
+            |l| l.slice(s![.., 0, ..]).to_owned(),
+        )
     }
 
     /// One forward pass, as [`forward`](Self::forward) or [`forward_last`](Self::forward_last) per `mode`;
@@ -194,24 +225,25 @@ impl Decoder {
         cache: &mut KvCache,
         mode: LogitsMode,
     ) -> Result<Array3<f32>> {
-        self.forward_with(
-            input_ids,
-            attention_mask,
-            position_ids,
-            cache,
-            |l| match mode {
-                LogitsMode::All => l.to_owned(),
-                LogitsMode::Last => {
-                    let last = l.shape()[1] - 1;
-                    l.slice(s![.., last..last + 1, ..]).to_owned()
-                }
-            },
-        )
+        self.run(input_ids, attention_mask, position_ids, cache, mode, |l| {
+            l.to_owned()
+        })
     }
 
     /// Single unpadded sequence (batch-1 cache with no padding): feeds `tokens` after the cache's positions with an
     /// all-ones mask and returns the last position's logits.
     pub fn forward_tokens(&mut self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+        self.forward_tokens_with(tokens, cache, |row| row.to_vec())
+    }
+
+    /// [`forward_tokens`](Self::forward_tokens) handing the last position's logits (a view of ONNX Runtime's
+    /// output, no copy for f32 graphs) to `f`, e.g. a sampler; returns what `f` returns.
+    pub fn forward_tokens_with<R>(
+        &mut self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        f: impl FnOnce(&[f32]) -> R,
+    ) -> Result<R> {
         if cache.batch() != 1 {
             return Err(Error::InvalidArgument(format!(
                 "forward_tokens needs a batch-1 cache, got batch {}",
@@ -219,19 +251,49 @@ impl Decoder {
             )));
         }
         let (ids, mask, pos) = single_sequence_inputs(tokens, cache.len());
-        let logits = self.forward_last(ids.view(), mask.view(), pos.view(), cache)?;
-        Ok(logits.into_raw_vec_and_offset().0)
+        self.run(
+            ids.view(),
+            mask.view(),
+            pos.view(),
+            cache,
+            LogitsMode::Last,
+            |l| match l.slice(s![0, 0, ..]).to_slice() {
+                Some(row) => f(row),
+                None => f(&l.slice(s![0, 0, ..]).to_vec()),
+            },
+        )
     }
 
     /// Runs one forward pass and hands the logits `[b, s, vocab]` (as f32; a view of ONNX Runtime's output when the
     /// graph's logits are f32) to `f`, whose result is returned. On success the cache holds the step's present
-    /// values; on error it is left as it was.
+    /// values; on error a portable cache is left as it was, a cpu-graph cache must be [`reset`](KvCache::reset).
     pub fn forward_with<R>(
         &mut self,
         input_ids: ArrayView2<i64>,
         attention_mask: ArrayView2<i64>,
         position_ids: ArrayView2<i64>,
         cache: &mut KvCache,
+        f: impl FnOnce(ArrayView3<f32>) -> R,
+    ) -> Result<R> {
+        self.run(
+            input_ids,
+            attention_mask,
+            position_ids,
+            cache,
+            LogitsMode::All,
+            f,
+        )
+    }
+
+    /// One forward pass handing `f` the logits of every position (`All`, `[b, s, vocab]`) or of the last one
+    /// (`Last`, `[b, 1, vocab]`).
+    pub fn run<R>(
+        &mut self,
+        input_ids: ArrayView2<i64>,
+        attention_mask: ArrayView2<i64>,
+        position_ids: ArrayView2<i64>,
+        cache: &mut KvCache,
+        mode: LogitsMode,
         f: impl FnOnce(ArrayView3<f32>) -> R,
     ) -> Result<R> {
         let (batch, seq) = input_ids.dim();
@@ -267,101 +329,15 @@ impl Decoder {
                 position_ids.shape()
             )));
         }
-
-        let ctx = "running the decoder";
-        let ids = input_ids.as_standard_layout();
-        let mask = attention_mask.as_standard_layout();
-        let pos = position_ids.as_standard_layout();
-        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
-            Vec::with_capacity(3 + 2 * self.manifest.num_layers);
-        inputs.push(("input_ids".into(), tensor_ref(&ids)?.into()));
-        inputs.push(("attention_mask".into(), tensor_ref(&mask)?.into()));
-        if self.has_position_ids {
-            inputs.push(("position_ids".into(), tensor_ref(&pos)?.into()));
-        }
-        for (i, (k, v)) in self.past_names.iter().enumerate() {
-            inputs.push((k.as_str().into(), cache.key(i).into()));
-            inputs.push((v.as_str().into(), cache.value(i).into()));
-        }
-
-        let mut outputs = self.session.run(inputs).map_err(|e| Error::ort(ctx, e))?;
-
-        let mut keys = Vec::with_capacity(self.present_names.len());
-        let mut values = Vec::with_capacity(self.present_names.len());
-        for (k, v) in &self.present_names {
-            for (name, out) in [(k, &mut keys), (v, &mut values)] {
-                let value: DynValue = outputs
-                    .remove(name.as_str())
-                    .ok_or_else(|| Error::ort(ctx, format!("the graph produced no `{name}`")))?;
-                let shape = value
-                    .dtype()
-                    .tensor_shape()
-                    .map(|s| s.to_vec())
-                    .unwrap_or_default();
-                let expected = [
-                    batch as i64,
-                    self.manifest.num_kv_heads as i64,
-                    (past + seq) as i64,
-                    self.manifest.head_dim as i64,
-                ];
-                if shape != expected {
-                    return Err(Error::ort(
-                        ctx,
-                        format!("`{name}` has shape {shape:?}, expected {expected:?}"),
-                    ));
-                }
-                out.push(value);
+        match self.graph {
+            GraphKind::Portable => {
+                self.run_portable(input_ids, attention_mask, position_ids, cache, mode, f)
+            }
+            GraphKind::Cpu => {
+                self.run_in_place(input_ids, attention_mask, position_ids, cache, mode, f)
             }
         }
-
-        let logits = outputs
-            .get("logits")
-            .ok_or_else(|| Error::ort(ctx, "the graph produced no `logits`"))?;
-        let result = match self.manifest.logits_dtype {
-            DType::Float32 => {
-                let view = logits
-                    .try_extract_array::<f32>()
-                    .map_err(|e| Error::ort(ctx, e))?;
-                let view = view
-                    .into_dimensionality::<Ix3>()
-                    .map_err(|e| Error::ort(ctx, e))?;
-                check_logits_shape(view.dim(), batch, seq, self.manifest.vocab_size)?;
-                f(view)
-            }
-            DType::Float16 => {
-                let view = logits
-                    .try_extract_array::<half::f16>()
-                    .map_err(|e| Error::ort(ctx, e))?;
-                let view = view
-                    .into_dimensionality::<Ix3>()
-                    .map_err(|e| Error::ort(ctx, e))?;
-                check_logits_shape(view.dim(), batch, seq, self.manifest.vocab_size)?;
-                f(view.mapv(|x| x.to_f32()).view())
-            }
-        };
-        drop(outputs);
-        cache.replace(keys, values, past + seq);
-        Ok(result)
     }
-}
-
-fn tensor_ref<'a>(a: &'a CowArray<'_, i64, ndarray::Ix2>) -> Result<TensorRef<'a, i64>> {
-    TensorRef::from_array_view(a.view()).map_err(|e| Error::ort("running the decoder", e))
-}
-
-fn check_logits_shape(
-    dim: (usize, usize, usize),
-    batch: usize,
-    seq: usize,
-    vocab: usize,
-) -> Result<()> {
-    if dim != (batch, seq, vocab) {
-        return Err(Error::ort(
-            "running the decoder",
-            format!("`logits` has shape {dim:?}, expected ({batch}, {seq}, {vocab})"),
-        ));
-    }
-    Ok(())
 }
 
 /// `input_ids [1, n]`, an all-ones `attention_mask [1, past + n]` and `position_ids past..past + n` for one

@@ -28,6 +28,27 @@ pub enum LayerType {
     FullAttention,
 }
 
+/// Which decoder graph the export holds (manifest `graph`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GraphKind {
+    /// Standard ONNX ops; the whole KV cache goes in and comes out each step.
+    Portable,
+    /// ONNX Runtime CPU-optimized: shared in-place KV buffers, window-sized sliding caches, `num_logits_to_keep`.
+    Cpu,
+}
+
+/// The `cpu` section of a `"cpu"` graph's manifest (see gemma-exporter's `CpuGraphManifest`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct CpuGraph {
+    /// Int64 scalar input: logits for this many trailing positions (0 = all).
+    pub logits_to_keep_input: String,
+    /// Past and present KV tensors are one buffer per layer, bound to both (updated in place).
+    pub kv_shared_buffer: bool,
+    /// A step with cached context and more than one new token needs batch 1.
+    #[serde(default)]
+    pub multi_token_steps_need_batch_1: bool,
+}
+
 /// The parsed manifest. Unknown fields are ignored, so newer exporters stay readable.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Manifest {
@@ -56,6 +77,9 @@ pub struct Manifest {
     pub eos_token_ids: Vec<u32>,
     pub kv_dtype: DType,
     pub logits_dtype: DType,
+    /// Present when `graph` is `"cpu"`.
+    #[serde(default)]
+    pub cpu: Option<CpuGraph>,
 }
 
 impl Manifest {
@@ -168,7 +192,41 @@ impl Manifest {
         if self.decoder.is_empty() {
             return bad("decoder", "must name the decoder graph file".into());
         }
+        match self.graph.as_str() {
+            "portable" => {}
+            "cpu" => {
+                if self.cpu.is_none() {
+                    return bad("cpu", "a \"cpu\" graph needs the `cpu` section".into());
+                }
+                if self.kv_dtype != DType::Float32 {
+                    return bad("kv_dtype", "the cpu graph's KV buffers are float32".into());
+                }
+                if self.layer_types.is_empty() {
+                    return bad("layer_types", "the cpu graph needs the type of every layer".into());
+                }
+                if self.layer_types.contains(&LayerType::SlidingAttention)
+                    && self.sliding_window.is_none_or(|w| w == 0)
+                {
+                    return bad("sliding_window", "sliding layers need a window > 0".into());
+                }
+            }
+            other => {
+                return bad(
+                    "graph",
+                    format!("`{other}` is not a graph kind this runtime knows (portable, cpu); update the runtime"),
+                )
+            }
+        }
         Ok(())
+    }
+
+    /// The kind of decoder graph (validated by [`Manifest::parse`]).
+    pub fn graph_kind(&self) -> GraphKind {
+        if self.graph == "cpu" {
+            GraphKind::Cpu
+        } else {
+            GraphKind::Portable
+        }
     }
 }
 
@@ -281,6 +339,27 @@ mod tests {
         let mut v = sample();
         v["eos_token_ids"] = serde_json::json!([]);
         assert!(parse(&v).unwrap_err().to_string().contains("eos_token_ids"));
+    }
+
+    #[test]
+    fn cpu_graph_needs_its_section() {
+        let mut v = sample();
+        v["graph"] = serde_json::json!("cpu");
+        let e = parse(&v).unwrap_err().to_string();
+        assert!(e.contains("`cpu`"), "{e}");
+        v["cpu"] = serde_json::json!({
+            "logits_to_keep_input": "num_logits_to_keep", "kv_shared_buffer": true,
+            "global_cache_dim": "global_cache_length", "sliding_cache_dim": "sliding_cache_length",
+            "multi_token_steps_need_batch_1": true
+        });
+        let m = parse(&v).unwrap();
+        assert_eq!(m.graph_kind(), GraphKind::Cpu);
+        assert_eq!(m.cpu.unwrap().logits_to_keep_input, "num_logits_to_keep");
+        let mut v = sample();
+        v["graph"] = serde_json::json!("tpu");
+        let e = parse(&v).unwrap_err().to_string();
+        assert!(e.contains("tpu") && e.contains("graph"), "{e}");
+        assert_eq!(parse(&sample()).unwrap().graph_kind(), GraphKind::Portable);
     }
 
     #[test]

@@ -318,6 +318,11 @@ impl RuntimeOptions {
     }
 }
 
+/// Environment variable: when set to a path prefix, every session records an ONNX Runtime profile (per-node kernel
+/// times, chrome://tracing JSON) written as `<prefix>_<date>.json` when the session closes. For finding which ops
+/// take the time, e.g. `GEMMA_ORT_PROFILE=/tmp/prof gemma bench -m DIR --repeat 1`.
+pub const PROFILE_ENV: &str = "GEMMA_ORT_PROFILE";
+
 /// Creates an ONNX Runtime session for `model` (loading the library first if needed).
 pub fn create_session(model: &Path, options: &RuntimeOptions) -> Result<Session> {
     let env = environment()?;
@@ -329,6 +334,12 @@ pub fn create_session(model: &Path, options: &RuntimeOptions) -> Result<Session>
         .map_err(|e| Error::ort(ctx(), e))?
         .with_intra_threads(options.resolved_threads())
         .map_err(|e| Error::ort(ctx(), e))?;
+    let builder = match std::env::var_os(PROFILE_ENV).filter(|v| !v.is_empty()) {
+        Some(prefix) => builder
+            .with_profiling(PathBuf::from(prefix))
+            .map_err(|e| Error::ort(ctx(), e))?,
+        None => builder,
+    };
     let mut builder = if eps.is_empty() {
         builder
     } else {

@@ -2,7 +2,11 @@
 //! the runtime (in-place KV buffers bound as past and present, window-sized sliding caches, last-position logits)
 //! and compared with transformers fp32 eager logits (max |Δ| ≤ 1e-4): prefill then one-token decode past the
 //! window, one long prefill, chunked prefill, a left-padded batch with decode steps, last-position-only logits, and
-//! a cache that has to grow. The real Gemma 3 270M exported this way generates the same tokens as transformers.
+//! a cache that has to grow. Gemma 1 and Gemma 2 fixtures too. The real Gemma 3 270M exported this way generates
+//! the same tokens as transformers.
+//!
+//! The runtime binds one buffer per layer as both past and present: every decode step here reads back, through that
+//! one buffer, what the earlier steps wrote into it.
 
 use gemma_exporter::GraphKind;
 use gemma_runtime::manifest::{GraphKind as RuntimeGraph, LayerType};
@@ -32,8 +36,12 @@ fn steps_match(fixture: &str, steps: &[usize], capacity: usize) -> f32 {
     let expected = reference.f32_3d("prefill.logits").unwrap();
     let total = ids.ncols();
     assert_eq!(steps.iter().sum::<usize>(), total, "steps cover the prompt");
-    let window = decoder.manifest().sliding_window.unwrap();
-    assert!(total > window + 2, "{fixture}: prompt must pass the window");
+    // Gemma 1 has no sliding layers (window = whole sequence for these checks).
+    let window = decoder.manifest().sliding_window.unwrap_or(total);
+    assert!(
+        decoder.manifest().sliding_window.is_none() || total > window + 2,
+        "{fixture}: prompt must pass the window"
+    );
     let layer_types = decoder.manifest().layer_types.clone();
 
     let mut cache = decoder.new_cache_with_capacity(1, capacity).unwrap();
@@ -63,7 +71,10 @@ fn steps_match(fixture: &str, steps: &[usize], capacity: usize) -> f32 {
             let rows = cache.resident_len(l);
             match ty {
                 LayerType::SlidingAttention => {
-                    assert!(rows >= end.min(window) && rows <= end, "layer {l}: {rows} rows");
+                    assert!(
+                        rows >= end.min(window) && rows <= end,
+                        "layer {l}: {rows} rows"
+                    );
                     let (k, _) = cache.layer_to_arrays(l).unwrap();
                     assert_eq!(k.shape()[2], rows);
                 }
@@ -103,6 +114,29 @@ fn gqa_f16_hf5_prefill_and_decode() {
 #[test]
 fn conditional_generation_text_prefill_and_decode() {
     prefill_then_decode("cg-mqa-bf16-sharded-hf4");
+}
+
+/// Gemma 2 (sliding layers first, attention and final logit soft-caps through GroupQueryAttention's `softcap`).
+#[test]
+fn gemma2_prefill_and_decode() {
+    prefill_then_decode("gemma2-gqa-bf16-sharded-hf4");
+}
+
+#[test]
+fn gemma2_left_padded_batch() {
+    left_padded_batch("gemma2-gqa-bf16-sharded-hf4");
+}
+
+/// Gemma 1 (global layers only, pre-norm residuals fused into SkipSimplifiedLayerNormalization).
+#[test]
+fn gemma1_prefill_and_decode() {
+    prefill_then_decode("gemma1-mha-f16-hf5");
+    prefill_then_decode("gemma1-mqa-bf16-hf4");
+}
+
+#[test]
+fn gemma1_left_padded_batch() {
+    left_padded_batch("gemma1-mqa-bf16-hf4");
 }
 
 /// The whole 20-token prompt in one step (5× the window of this fixture).
@@ -244,7 +278,10 @@ fn batched_multi_token_step_with_past_is_refused() {
         .forward(more.view(), mask.view(), pos.view(), &mut cache)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("batch 1") && e.contains("--graph portable"), "{e}");
+    assert!(
+        e.contains("batch 1") && e.contains("--graph portable"),
+        "{e}"
+    );
     assert_eq!(cache.len(), 3);
     let one = ids.slice(s![.., ..1]).to_owned();
     let mask = Array2::<i64>::ones((2, 4));
@@ -314,6 +351,10 @@ fn real_gemma3_270m_greedy_matches_transformers() {
             ..Default::default()
         };
         let out = generator.generate(&p.text, &options, |_| {}).unwrap();
-        assert_eq!(out.token_ids, p.generated_ids, "greedy continuation of {:?}", p.text);
+        assert_eq!(
+            out.token_ids, p.generated_ids,
+            "greedy continuation of {:?}",
+            p.text
+        );
     }
 }

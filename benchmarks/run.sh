@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark on this machine, in one invocation: gemma-onnx at every precision `gemma-export --help`
+# lists, ONNX Runtime GenAI 0.18 (models built by its own builder from the same checkpoint) and llama.cpp
+# (llama-cpp-python on the Q4_K_M GGUF), all with the same thread count. Prints one markdown table: prefill tok/s,
+# decode tok/s, peak RSS, mean NLL on tests/fixtures/real/perplexity.txt (the same token ids for every engine), model
+# size, export time and peak RSS. Raw numbers go to $GEMMA_BENCH_WORK/results-<threads>threads.json.
+#
+#   benchmarks/run.sh                      # everything, 2 threads
+#   THREADS=4 benchmarks/run.sh --skip llama
+#   benchmarks/run.sh --precisions fp32 int4 --genai-precisions int4 --rounds 5
+#
+# Extra arguments go to benchmarks/bench.py (--help lists them). Nothing is written inside the repository:
+#   GEMMA_BENCH_VENV  python venv with the peers   [~/.cache/gemma-onnx-bench-venv]; made on first use. Building
+#                     llama-cpp-python compiles llama.cpp (~15 min on 2 cores), once.
+#   GEMMA_BENCH_WORK  exports, GenAI models, results [~/.cache/gemma-onnx-bench]
+#   GEMMA3_270M_DIR   the HF checkpoint            [built by ../shared/tools/get-gemma3-270m]
+#   GEMMA3_270M_GGUF  the Q4_K_M GGUF              [~/.cache/gemma-test-models/gemma-3-270m-q4_k_m.gguf]
+# The GenAI builder needs torch: when the fixtures venv (~/.cache/gemma-onnx-fixtures-venv, see
+# tests/fixtures/README.md) has it, the benchmark venv borrows it through a .pth file instead of downloading it.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+threads=${THREADS:-2}
+venv=${GEMMA_BENCH_VENV:-$HOME/.cache/gemma-onnx-bench-venv}
+work=${GEMMA_BENCH_WORK:-$HOME/.cache/gemma-onnx-bench}
+fixtures_venv=${GEMMA_FIXTURES_VENV:-$HOME/.cache/gemma-onnx-fixtures-venv}
+shared=${GEMMA_SHARED_DIR:-$root/../shared}
+hf=${GEMMA3_270M_DIR:-$("$shared/tools/get-gemma3-270m" | tail -n1)}
+gguf=${GEMMA3_270M_GGUF:-$HOME/.cache/gemma-test-models/gemma-3-270m-q4_k_m.gguf}
+[[ -f $gguf ]] || { echo "error: no GGUF at $gguf (run $shared/tools/get-gemma3-270m, or set GEMMA3_270M_GGUF)" >&2; exit 1; }
+
+scripts/setup-ort >/dev/null
+
+if [[ ! -x $venv/bin/python ]]; then
+  echo "[bench] creating $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+fi
+py=$venv/bin/python
+"$py" -c 'import numpy, tokenizers, onnx, onnx_ir, transformers, onnxruntime_genai' 2>/dev/null || {
+  echo "[bench] installing onnxruntime-genai 0.18 and its builder's dependencies" >&2
+  "$venv/bin/pip" install -q numpy tokenizers onnx onnx_ir transformers "onnxruntime-genai==0.18.*"
+}
+"$py" -c 'import torch' 2>/dev/null || {
+  site=$(echo "$fixtures_venv"/lib/python3*/site-packages)
+  if [[ -d $site/torch ]]; then
+    echo "$site" > "$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/zz-borrowed-torch.pth"
+  else
+    "$venv/bin/pip" install -q torch
+  fi
+}
+"$py" -c 'import llama_cpp' 2>/dev/null || {
+  echo "[bench] building llama-cpp-python from source (compiles llama.cpp; ~15 min on 2 cores, once)" >&2
+  CMAKE_ARGS="-DGGML_NATIVE=ON" "$venv/bin/pip" install -q "llama-cpp-python==0.3.*"
+}
+
+exec python3 benchmarks/bench.py --hf "$hf" --gguf "$gguf" --work "$work" --venv-python "$py" --threads "$threads" "$@"

@@ -1,0 +1,219 @@
+//! One forward pass of each graph kind (see the parent module's docs): the portable graph's inputs and outputs
+//! through `Session::run`, and the cpu graph's in-place KV buffers through I/O binding.
+
+use std::borrow::Cow;
+
+use ndarray::{s, ArrayView2, ArrayView3, CowArray, Ix3};
+use ort::memory::MemoryInfo;
+use ort::session::{SessionInputValue, SessionOutputs};
+use ort::value::{DynValue, Tensor, TensorRef};
+
+use super::{Decoder, LogitsMode};
+use crate::error::{Error, Result};
+use crate::kv_cache::KvCache;
+use crate::manifest::DType;
+
+impl Decoder {
+    pub(super) fn run_portable<R>(
+        &mut self,
+        input_ids: ArrayView2<i64>,
+        attention_mask: ArrayView2<i64>,
+        position_ids: ArrayView2<i64>,
+        cache: &mut KvCache,
+        mode: LogitsMode,
+        f: impl FnOnce(ArrayView3<f32>) -> R,
+    ) -> Result<R> {
+        let (batch, seq) = input_ids.dim();
+        let past = cache.len();
+        let ctx = "running the decoder";
+        let ids = input_ids.as_standard_layout();
+        let mask = attention_mask.as_standard_layout();
+        let pos = position_ids.as_standard_layout();
+        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
+            Vec::with_capacity(3 + 2 * self.manifest.num_layers);
+        inputs.push(("input_ids".into(), tensor_ref(&ids)?.into()));
+        inputs.push(("attention_mask".into(), tensor_ref(&mask)?.into()));
+        if self.has_position_ids {
+            inputs.push(("position_ids".into(), tensor_ref(&pos)?.into()));
+        }
+        for (i, (k, v)) in self.past_names.iter().enumerate() {
+            let (pk, pv) = cache.past(i).ok_or_else(|| {
+                Error::InvalidArgument(
+                    "this KV cache was made for a cpu graph; make it with this decoder's new_cache"
+                        .into(),
+                )
+            })?;
+            inputs.push((k.as_str().into(), pk.into()));
+            inputs.push((v.as_str().into(), pv.into()));
+        }
+
+        let mut outputs = self.session.run(inputs).map_err(|e| Error::ort(ctx, e))?;
+
+        let mut keys = Vec::with_capacity(self.present_names.len());
+        let mut values = Vec::with_capacity(self.present_names.len());
+        for (k, v) in &self.present_names {
+            for (name, out) in [(k, &mut keys), (v, &mut values)] {
+                let value: DynValue = outputs
+                    .remove(name.as_str())
+                    .ok_or_else(|| Error::ort(ctx, format!("the graph produced no `{name}`")))?;
+                let shape = value
+                    .dtype()
+                    .tensor_shape()
+                    .map(|s| s.to_vec())
+                    .unwrap_or_default();
+                let expected = [
+                    batch as i64,
+                    self.manifest.num_kv_heads as i64,
+                    (past + seq) as i64,
+                    self.manifest.head_dim as i64,
+                ];
+                if shape != expected {
+                    return Err(Error::ort(
+                        ctx,
+                        format!("`{name}` has shape {shape:?}, expected {expected:?}"),
+                    ));
+                }
+                out.push(value);
+            }
+        }
+        let result = with_logits(
+            &outputs,
+            self.manifest.logits_dtype,
+            (batch, seq, self.manifest.vocab_size),
+            |l| match mode {
+                LogitsMode::All => f(l),
+                LogitsMode::Last => f(l.slice(s![.., seq - 1..seq, ..])),
+            },
+        )?;
+        drop(outputs);
+        cache.replace(keys, values, past + seq);
+        Ok(result)
+    }
+
+    /// The cpu graph: binds the cache's buffers as both past inputs and present outputs (updated in place by the
+    /// graph), and asks for the last position's logits only in [`LogitsMode::Last`].
+    pub(super) fn run_in_place<R>(
+        &mut self,
+        input_ids: ArrayView2<i64>,
+        attention_mask: ArrayView2<i64>,
+        position_ids: ArrayView2<i64>,
+        cache: &mut KvCache,
+        mode: LogitsMode,
+        f: impl FnOnce(ArrayView3<f32>) -> R,
+    ) -> Result<R> {
+        let ctx = "running the decoder";
+        let (batch, seq) = input_ids.dim();
+        let past = cache.len();
+        let cpu = self
+            .manifest
+            .cpu
+            .as_ref()
+            .expect("validated with the manifest");
+        if past > 0 && seq > 1 && batch > 1 && cpu.multi_token_steps_need_batch_1 {
+            return Err(Error::InvalidArgument(format!(
+                "this cpu graph cannot take {seq} new tokens per row on top of a cached context with batch {batch} \
+                 (ONNX Runtime's GroupQueryAttention needs batch 1 for that): prefill a batch in one step, then \
+                 decode one token per step, or export with --graph portable"
+            )));
+        }
+        let keep = match mode {
+            LogitsMode::All => 0i64,
+            LogitsMode::Last => 1,
+        };
+        let owned =
+            |a: ArrayView2<i64>| Tensor::from_array(a.to_owned()).map_err(|e| Error::ort(ctx, e));
+        let mut binding = self
+            .session
+            .create_binding()
+            .map_err(|e| Error::ort(ctx, e))?;
+        let bind = |r: ort::Result<()>| r.map_err(|e| Error::ort(ctx, e));
+        bind(binding.bind_input("input_ids", &owned(input_ids)?))?;
+        bind(binding.bind_input("attention_mask", &owned(attention_mask)?))?;
+        bind(binding.bind_input("position_ids", &owned(position_ids)?))?;
+        let keep = Tensor::from_array(((), vec![keep])).map_err(|e| Error::ort(ctx, e))?;
+        bind(binding.bind_input(cpu.logits_to_keep_input.as_str(), &keep))?;
+        let layers = cache.in_place_for(past + seq)?;
+        for ((pk, pv), ((k, v), layer)) in self
+            .past_names
+            .iter()
+            .zip(self.present_names.iter().zip(layers.iter_mut()))
+        {
+            bind(binding.bind_input(pk.as_str(), &layer.key))?;
+            bind(binding.bind_input(pv.as_str(), &layer.value))?;
+            bind(binding.bind_output(k.as_str(), &mut layer.key))?;
+            bind(binding.bind_output(v.as_str(), &mut layer.value))?;
+        }
+        bind(binding.bind_output_to_device("logits", &MemoryInfo::default()))?;
+
+        // From here on the buffers may be partly written: the cache is only valid again once the step succeeds.
+        cache.invalidate();
+        let outputs = self
+            .session
+            .run_binding(&binding)
+            .map_err(|e| Error::ort(ctx, e))?;
+        let kept = if keep_all(mode) { seq } else { 1 };
+        let result = with_logits(
+            &outputs,
+            self.manifest.logits_dtype,
+            (batch, kept, self.manifest.vocab_size),
+            f,
+        )?;
+        drop(outputs);
+        drop(binding);
+        cache.advance(past + seq);
+        Ok(result)
+    }
+}
+
+fn keep_all(mode: LogitsMode) -> bool {
+    mode == LogitsMode::All
+}
+
+/// Hands `f` the graph's `logits` output as an f32 view `[b, s, vocab]` after checking its shape against `dim`.
+fn with_logits<R>(
+    outputs: &SessionOutputs<'_>,
+    dtype: DType,
+    dim: (usize, usize, usize),
+    f: impl FnOnce(ArrayView3<f32>) -> R,
+) -> Result<R> {
+    let ctx = "running the decoder";
+    let logits = outputs
+        .get("logits")
+        .ok_or_else(|| Error::ort(ctx, "the graph produced no `logits`"))?;
+    Ok(match dtype {
+        DType::Float32 => {
+            let view = logits
+                .try_extract_array::<f32>()
+                .map_err(|e| Error::ort(ctx, e))?;
+            let view = view
+                .into_dimensionality::<Ix3>()
+                .map_err(|e| Error::ort(ctx, e))?;
+            check_logits_shape(view.dim(), dim)?;
+            f(view)
+        }
+        DType::Float16 => {
+            let view = logits
+                .try_extract_array::<half::f16>()
+                .map_err(|e| Error::ort(ctx, e))?;
+            let view = view
+                .into_dimensionality::<Ix3>()
+                .map_err(|e| Error::ort(ctx, e))?;
+            check_logits_shape(view.dim(), dim)?;
+            f(view.mapv(|x| x.to_f32()).view())
+        }
+    })
+}
+
+fn tensor_ref<'a>(a: &'a CowArray<'_, i64, ndarray::Ix2>) -> Result<TensorRef<'a, i64>> {
+    TensorRef::from_array_view(a.view()).map_err(|e| Error::ort("running the decoder", e))
+}
+
+fn check_logits_shape(dim: (usize, usize, usize), expected: (usize, usize, usize)) -> Result<()> {
+    if dim != expected {
+        return Err(Error::ort(
+            "running the decoder",
+            format!("`logits` has shape {dim:?}, expected {expected:?}"),
+        ));
+    }
+    Ok(())
+}
