@@ -226,7 +226,10 @@ impl Generator {
         options: &GenerateOptions,
         on_text: impl FnMut(&str),
     ) -> Result<GenerationOutput> {
-        let mut cache = self.decoder.new_cache(1)?;
+        // Sized for the whole run, so that a cpu-graph cache never grows on the way.
+        let mut cache = self
+            .decoder
+            .new_cache_with_capacity(1, prompt_ids.len() + options.max_new_tokens)?;
         self.continue_generation(&mut cache, prompt_ids, stop_ids, options, on_text)
     }
 
@@ -283,14 +286,17 @@ impl Generator {
         };
 
         let start = Instant::now();
-        let mut logits = self.decoder.forward_tokens(prompt_ids, cache)?;
+        // The sampler reads ONNX Runtime's logits row in place (no copy of the vocabulary-wide row per token).
+        let mut next = self
+            .decoder
+            .forward_tokens_with(prompt_ids, cache, |row| sampler.sample(row))?;
         out.prefill_seconds = start.elapsed().as_secs_f64();
 
         let mut stream = self.tokenizer.stream(true);
         let decode_start = Instant::now();
         let mut decode_steps = 0usize;
         loop {
-            let token = sampler.sample(&logits);
+            let token = next;
             out.token_ids.push(token);
             if stop_ids.contains(&token) {
                 out.stop_reason = StopReason::Eos;
@@ -307,7 +313,9 @@ impl Generator {
                 out.stop_reason = StopReason::Interrupted;
                 break;
             }
-            logits = self.decoder.forward_tokens(&[token], cache)?;
+            next = self
+                .decoder
+                .forward_tokens_with(&[token], cache, |row| sampler.sample(row))?;
             decode_steps += 1;
         }
         if let Some(rest) = stream.finish()? {
