@@ -37,34 +37,41 @@ enum GraphArg {
 
 /// Export a Hugging Face Gemma checkpoint to ONNX, without PyTorch.
 ///
-/// SRC_DIR is a checkpoint folder as transformers saves it: config.json, model.safetensors (or shards with
-/// model.safetensors.index.json) in bf16, f16 or f32, and the tokenizer files. Supported: Gemma 3 text
-/// (Gemma3ForCausalLM, and the language model of Gemma3ForConditionalGeneration).
+/// SRC_DIR is a checkpoint folder as transformers saves it: config.json,
+/// model.safetensors (or shards with model.safetensors.index.json) in bf16,
+/// f16 or f32, and the tokenizer files. Supported: Gemma 1 and CodeGemma
+/// (GemmaForCausalLM), Gemma 2 (Gemma2ForCausalLM), Gemma 3 (Gemma3ForCausalLM)
+/// and Gemma3ForConditionalGeneration (4B/12B/27B, MedGemma, ShieldGemma 2).
 ///
-/// OUT_DIR receives model.onnx + model.onnx_data (Optimum/transformers.js tensor names), config.json,
-/// generation_config.json, the tokenizer files and gemma-onnx.json. The decoder graph is `--graph cpu` (default:
-/// ONNX Runtime contrib ops, KV cache updated in place, last-position logits) or `--graph portable` (standard ONNX
-/// ops only, for any runtime); both give the same logits. The export is written to a temporary folder beside
-/// OUT_DIR and renamed at the end, so an interrupted export never looks complete.
+/// OUT_DIR receives model.onnx + model.onnx_data (Optimum/transformers.js
+/// tensor names), config.json, generation_config.json, the tokenizer files and
+/// gemma-onnx.json. The decoder graph is `--graph cpu` (default: ONNX Runtime
+/// contrib ops, KV cache updated in place, last-position logits) or
+/// `--graph portable` (standard ONNX ops only, for any runtime); both give the
+/// same logits. The export is written to a temporary folder beside OUT_DIR and
+/// renamed at the end, so an interrupted export never looks complete.
 ///
-/// Gemma3ForConditionalGeneration checkpoints (vision tower named vision_tower.vision_model.* or vision_tower.*)
-/// also get the image graphs: vision_encoder.onnx + vision_encoder.onnx_data (float32 SigLIP + projector:
-/// pixel_values -> image_features), embed_tokens.onnx (input_ids -> scaled inputs_embeds) and
-/// decoder_model_merged.onnx (the portable decoder on inputs_embeds, with token_type_ids for the bidirectional
-/// image blocks); these two share model.onnx_data and its precision. See `vision` in gemma-onnx.json.
+/// Gemma3ForConditionalGeneration checkpoints (vision tower named
+/// vision_tower.vision_model.* or vision_tower.*) also get the image graphs:
+/// preprocess.onnx (image processor with Pan & Scan), vision_encoder.onnx
+/// (SigLIP + projector), embed_tokens.onnx and decoder_model_merged.onnx (the
+/// decoder on inputs_embeds, with token_type_ids for the bidirectional image
+/// blocks). See `vision` in gemma-onnx.json.
 ///
-/// --precision chooses how weights are stored; activations, norms, the residual stream and the KV cache are
-/// float32 in every precision (Gemma's activations overflow fp16). int8/int4 use ONNX Runtime's contrib
-/// MatMulNBits and GatherBlockQuantized (domain com.microsoft), so they need ONNX Runtime; the tied embedding and
-/// lm_head are stored once.
+/// --precision chooses how weights are stored; activations, norms, the
+/// residual stream and the KV cache are float32 in every precision (Gemma's
+/// activations overflow fp16). int8/int4 use ONNX Runtime's contrib
+/// MatMulNBits and GatherBlockQuantized; the tied embedding and lm_head are
+/// stored once.
 ///
-/// Example:
+/// Examples:
 ///   gemma-export ~/models/gemma-3-270m -o ~/onnx/gemma-3-270m
 ///   gemma generate -m ~/onnx/gemma-3-270m -p "The capital of France is"
-///   gemma-export ~/models/gemma-3-270m -o ~/onnx/gemma-3-270m-portable --graph portable
-///   gemma-export ~/models/gemma-3-270m -o ~/onnx/gemma-3-270m-int4 --precision int4
-///   gemma-export ~/models/gemma-3-270m -o ~/onnx/gemma-3-270m-q4 --precision int4 --quant-spec all=4a
-///   gemma perplexity -m ~/onnx/gemma-3-270m-int4 --text wiki.txt
+///   gemma-export ~/models/gemma-3-270m -o ~/onnx/g270-portable --graph portable
+///   gemma-export ~/models/gemma-3-270m -o ~/onnx/g270-int4 --precision int4
+///   gemma-export ~/models/gemma-3-270m -o ~/onnx/g270-q4 --precision int4 \
+///       --quant-spec all=4a
+///   gemma perplexity -m ~/onnx/g270-int4 --text wiki.txt
 #[derive(Debug, Parser)]
 #[command(name = "gemma-export", version, verbatim_doc_comment)]
 struct Args {
