@@ -255,24 +255,7 @@ pub fn build_with_input(
     // Final norm, lm_head (tied: the embedding matrix, stored once), optional soft-cap.
     cx.g.set_scope("/model/norm");
     let xn = cx.rms_norm(&x, &names::final_norm(p), eps)?;
-    cx.g.set_scope("/lm_head");
-    let head = if t.tie_word_embeddings {
-        embed_name
-    } else {
-        names::lm_head(p)
-    };
-    let mut logits = cx.linear(&xn, &head)?;
-    if let Some(cap) = t.final_logit_softcapping {
-        logits = cx.softcap(&logits, cap);
-    }
-    let vocab = cx.g.const_i64("vocab", &[t.vocab_size as i64]);
-    let shape = cx.g.op(
-        "Concat",
-        "logits_shape",
-        &[&batch_seq, &vocab],
-        &[("axis", Attr::Int(0))],
-    );
-    let logits = cx.g.op("Reshape", "logits", &[&logits, &shape], &[]);
+    let logits = cx.lm_head(&xn, t, p, &batch_seq)?;
 
     let g = cx.g;
     g.set_scope("");

@@ -200,24 +200,7 @@ pub fn build(
     let g = &mut *cx.g;
     let kept_shape = g.op("Shape", "kept_shape", &[&xn], &[("end", Attr::Int(2))]);
     let flat = g.op("Reshape", "kept_flat", &[&xn, &flat_h], &[]);
-    cx.g.set_scope("/lm_head");
-    let head = if t.tie_word_embeddings {
-        embed_name
-    } else {
-        names::lm_head(p)
-    };
-    let mut logits = cx.linear(&flat, &head)?;
-    if let Some(cap) = t.final_logit_softcapping {
-        logits = cx.softcap(&logits, cap);
-    }
-    let vocab = cx.g.const_i64("vocab", &[t.vocab_size as i64]);
-    let shape = cx.g.op(
-        "Concat",
-        "logits_shape",
-        &[&kept_shape, &vocab],
-        &[("axis", Attr::Int(0))],
-    );
-    let logits = cx.g.op("Reshape", "logits", &[&logits, &shape], &[]);
+    let logits = cx.lm_head(&flat, t, p, &kept_shape)?;
 
     let g = cx.g;
     g.set_scope("");

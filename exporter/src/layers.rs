@@ -223,6 +223,35 @@ impl Ctx<'_> {
         self.linear(&prod, down)
     }
 
+    /// Logits from final-norm hidden states `x [N, H]`: the lm_head (the embedding matrix when tied, stored once),
+    /// the final soft-cap when the config has one, reshaped to `lead_shape ⧺ [vocab]` (e.g. `[B, S, V]`).
+    pub fn lm_head(
+        &mut self,
+        x: &Value,
+        t: &gemma_models::TextConfig,
+        prefix: &str,
+        lead_shape: &Value,
+    ) -> Result<Value, ExportError> {
+        self.g.set_scope("/lm_head");
+        let head = if t.tie_word_embeddings {
+            gemma_models::names::embed_tokens(prefix)
+        } else {
+            gemma_models::names::lm_head(prefix)
+        };
+        let mut logits = self.linear(x, &head)?;
+        if let Some(cap) = t.final_logit_softcapping {
+            logits = self.softcap(&logits, cap);
+        }
+        let vocab = self.g.const_i64("vocab", &[t.vocab_size as i64]);
+        let shape = self.g.op(
+            "Concat",
+            "logits_shape",
+            &[lead_shape, &vocab],
+            &[("axis", Attr::Int(0))],
+        );
+        Ok(self.g.op("Reshape", "logits", &[&logits, &shape], &[]))
+    }
+
     /// `c · tanh(x / c)`.
     pub fn softcap(&mut self, x: &Value, cap: f64) -> Value {
         let g = &mut *self.g;
