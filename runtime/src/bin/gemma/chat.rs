@@ -252,32 +252,18 @@ fn interactive(
             args.model.model.display()
         );
     }
-    let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     let mut line = String::new();
     loop {
-        if tty {
-            print!("> ");
-            stdout.flush()?;
-        }
-        line.clear();
-        if stdin.lock().read_line(&mut line)? == 0 {
-            if tty {
-                println!();
-            }
-            return Ok(());
-        }
-        let text = line.trim_end_matches(['\n', '\r']);
-        match text.trim() {
-            "" => continue,
-            "/quit" | "/exit" => return Ok(()),
-            "/reset" => {
+        let text = match read_input(tty, &mut line)? {
+            Input::Quit => return Ok(()),
+            Input::Reset => {
                 session.reset()?;
                 eprintln!("(conversation cleared)");
                 continue;
             }
-            _ => {}
-        }
+            Input::Text(text) => text,
+        };
         stop.store(false, Ordering::SeqCst);
         replying.store(true, Ordering::SeqCst);
         let result = session.send(text, |delta| {
@@ -299,6 +285,40 @@ fn interactive(
             }
             // The turn is undone; the conversation goes on.
             Err(e) => eprintln!("error: {e:#}"),
+        }
+    }
+}
+
+/// One line typed at the chat prompt.
+pub enum Input<'a> {
+    /// Ctrl-D (end of input), `/quit` or `/exit`.
+    Quit,
+    /// `/reset`.
+    Reset,
+    /// Anything else that is not blank (other `/` commands are the caller's), without its line ending.
+    Text(&'a str),
+}
+
+/// Shows the `> ` prompt on a terminal and reads the next non-blank line into `line`.
+pub fn read_input(tty: bool, line: &mut String) -> Result<Input<'_>> {
+    let stdin = std::io::stdin();
+    loop {
+        if tty {
+            print!("> ");
+            std::io::stdout().flush()?;
+        }
+        line.clear();
+        if stdin.lock().read_line(line)? == 0 {
+            if tty {
+                println!();
+            }
+            return Ok(Input::Quit);
+        }
+        match line.trim() {
+            "" => continue,
+            "/quit" | "/exit" => return Ok(Input::Quit),
+            "/reset" => return Ok(Input::Reset),
+            _ => return Ok(Input::Text(line.trim_end_matches(['\n', '\r']))),
         }
     }
 }

@@ -2,11 +2,13 @@
 //! `--image PATH` attaches images to the first message, `/image PATH` inside the conversation to the next one.
 //! Runs on [`VisionChat`] (the image graphs and `decoder_model_merged.onnx`).
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
+
+use super::chat::Input;
 use gemma_runtime::vision::{ImageReport, VisionChat};
 use gemma_runtime::{ChatOptions, RuntimeOptions, StopReason, VisionGenerator};
 
@@ -38,30 +40,19 @@ pub fn run(setup: Setup, stop: &AtomicBool, replying: &AtomicBool) -> Result<()>
             setup.dir.display()
         );
     }
-    let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     let mut line = String::new();
     loop {
-        if tty {
-            print!("> ");
-            stdout.flush()?;
-        }
-        line.clear();
-        if stdin.lock().read_line(&mut line)? == 0 {
-            if tty {
-                println!();
-            }
-            return Ok(());
-        }
-        let text = line.trim_end_matches(['\n', '\r']);
-        match text.trim() {
-            "" => continue,
-            "/quit" | "/exit" => return Ok(()),
-            "/reset" => {
+        let text = match super::chat::read_input(tty, &mut line)? {
+            Input::Quit => return Ok(()),
+            Input::Reset => {
                 chat.reset()?;
                 eprintln!("(conversation and images cleared)");
                 continue;
             }
+            Input::Text(text) => text,
+        };
+        match text.trim() {
             command if command.starts_with("/image") => {
                 let path = command["/image".len()..].trim();
                 if path.is_empty() {
