@@ -135,16 +135,51 @@ impl Ctx<'_> {
             .op("Gemm", "linear", &[x, &w], &[("transB", Attr::Int(1))]))
     }
 
+    /// `x · Wᵢᵀ` for several weights that read the same input (q/k/v, gate/up), one output each. With quantized
+    /// linears whose schemes agree they are stacked into one `MatMulNBits` named `fused_name`; otherwise each is
+    /// its own [`linear`](Self::linear).
+    pub fn linears(
+        &mut self,
+        x: &Value,
+        weight_names: &[&str],
+        fused_name: &str,
+    ) -> Result<Vec<Value>, ExportError> {
+        if let LinearKind::MatMulNBits(cfg) = self.kernels.linear {
+            let first = cfg.scheme(weight_names[0]).block_size(cfg.block_size);
+            let same = weight_names.iter().all(|n| {
+                cfg.scheme(n) == cfg.scheme(weight_names[0])
+                    && cfg.scheme(n).block_size(cfg.block_size) == first
+            });
+            if same && weight_names.len() > 1 {
+                return self.linear_nbits_stacked(x, weight_names, fused_name, &cfg);
+            }
+        }
+        weight_names.iter().map(|n| self.linear(x, n)).collect()
+    }
+
     /// Rows `ids` (int64, any shape `[..]`) of the embedding table `weight_name` `[V, H]` as float32 `[.., H]`,
-    /// unscaled. The table is stored once even when the lm_head (tied) multiplies by it too.
+    /// unscaled. The table is stored once even when the lm_head (tied) multiplies by it too. A 16-bit table is
+    /// gathered first and only the rows are cast, so the runtime never materialises a float32 copy of it.
     pub fn embedding(&mut self, ids: &Value, weight_name: &str) -> Result<Value, ExportError> {
         if let LinearKind::MatMulNBits(cfg) = self.kernels.linear {
             return self.embedding_nbits(ids, weight_name, &cfg);
         }
-        let e = self.weight_f32(weight_name)?;
-        Ok(self
-            .g
-            .op("Gather", "gather", &[&e, ids], &[("axis", Attr::Int(0))]))
+        let table = self.weight_stored(weight_name)?;
+        let rows = self.g.op(
+            "Gather",
+            "gather",
+            &[&table, ids],
+            &[("axis", Attr::Int(0))],
+        );
+        Ok(match self.kernels.linear {
+            LinearKind::GemmHalf(_) => self.g.op(
+                "Cast",
+                "gather/to_f32",
+                &[&rows],
+                &[("to", Attr::Int(crate::onnx::DataType::Float as i64))],
+            ),
+            _ => rows,
+        })
     }
 
     /// A checkpoint weight as a float32 value of this graph: the initializer itself (fp32 storage) or one shared
@@ -154,31 +189,90 @@ impl Ctx<'_> {
         if let Some(v) = self.g.memo(&memo) {
             return Ok(v);
         }
-        let view = self.ckpt.tensor(weight_name)?;
+        let stored = self.weight_stored(weight_name)?;
         let v = match self.kernels.linear {
+            LinearKind::GemmHalf(_) => self.g.op(
+                "Cast",
+                "to_f32",
+                &[&stored],
+                &[("to", Attr::Int(crate::onnx::DataType::Float as i64))],
+            ),
+            _ => stored,
+        };
+        self.g.set_memo(&memo, v.clone());
+        Ok(v)
+    }
+
+    /// The initializer of a checkpoint weight in its stored type (float32, or fp16/bf16 for
+    /// [`LinearKind::GemmHalf`]), written and added to this graph on first use.
+    fn weight_stored(&mut self, weight_name: &str) -> Result<Value, ExportError> {
+        if let Some(v) = self.g.existing(weight_name) {
+            return Ok(v);
+        }
+        let t = self.stored_tensor(weight_name)?;
+        Ok(self.g.initializer(t))
+    }
+
+    /// The written initializer of a checkpoint weight in its stored type (written on first use).
+    fn stored_tensor(
+        &mut self,
+        weight_name: &str,
+    ) -> Result<crate::onnx::TensorProto, ExportError> {
+        let view = self.ckpt.tensor(weight_name)?;
+        match self.kernels.linear {
             LinearKind::GemmHalf(ty) => {
-                let t =
-                    crate::half::half_from_checkpoint(self.w, self.ckpt, weight_name, &view, ty)?;
-                let stored = self.g.initializer(t);
-                self.g.op(
+                crate::half::half_from_checkpoint(self.w, self.ckpt, weight_name, &view, ty)
+            }
+            _ => self
+                .w
+                .f32_from_checkpoint(self.ckpt, weight_name, &view, None),
+        }
+    }
+
+    /// `x · Wᵀ` for the lm_head weight `[V, H]` as a few row blocks of at most [`HEAD_CHUNK_BYTES`] each, whose
+    /// logits are concatenated.
+    ///
+    /// Each block is its own initializer over the table's bytes in the file. ONNX Runtime pre-packs a constant
+    /// weight into a copy and then frees the original; with one initializer the whole table (the largest tensor of a
+    /// small Gemma, 640 MiB in fp32 for 270M) is paged in next to its packed copy at load, with blocks only one block
+    /// is. And when the head is tied, the embedding lookup keeps its own view of the table, which only ever pages in
+    /// the rows it gathers: sharing one initializer would keep the whole table resident after loading, twice the
+    /// table in memory.
+    fn head_matmul(&mut self, x: &Value, weight_name: &str) -> Result<Value, ExportError> {
+        if let LinearKind::MatMulNBits(cfg) = self.kernels.linear {
+            return self.head_matmul_nbits(x, weight_name, &cfg);
+        }
+        let table = self.stored_tensor(weight_name)?;
+        let rows = table.dims.first().copied().unwrap_or(0) as usize;
+        let row_bytes = table.dims.iter().skip(1).product::<i64>() as usize
+            * match self.kernels.linear {
+                LinearKind::GemmHalf(_) => 2,
+                _ => 4,
+            };
+        let mut parts = Vec::new();
+        for (i, (start, n)) in head_chunks(rows, row_bytes).into_iter().enumerate() {
+            let view =
+                self.w
+                    .row_view(&table, &format!("{weight_name}/lm_head_rows_{i}"), start, n);
+            let stored = match self.g.existing(view.name.as_deref().unwrap_or_default()) {
+                Some(v) => v,
+                None => self.g.initializer(view),
+            };
+            let w = match self.kernels.linear {
+                LinearKind::GemmHalf(_) => self.g.op(
                     "Cast",
                     "to_f32",
                     &[&stored],
                     &[("to", Attr::Int(crate::onnx::DataType::Float as i64))],
-                )
-            }
-            _ => match self.g.existing(weight_name) {
-                Some(v) => v,
-                None => {
-                    let t = self
-                        .w
-                        .f32_from_checkpoint(self.ckpt, weight_name, &view, None)?;
-                    self.g.initializer(t)
-                }
-            },
-        };
-        self.g.set_memo(&memo, v.clone());
-        Ok(v)
+                ),
+                _ => stored,
+            };
+            parts.push(
+                self.g
+                    .op("Gemm", "linear", &[x, &w], &[("transB", Attr::Int(1))]),
+            );
+        }
+        Ok(concat_last(self.g, parts))
     }
 
     /// `rotate_half` RoPE: `x·cos + rotate_half(x)·sin` on `[B, heads, S, hd]` with `cos`/`sin` `[B, 1, S, hd]`.
@@ -211,8 +305,11 @@ impl Ctx<'_> {
         up: &str,
         down: &str,
     ) -> Result<Value, ExportError> {
-        let gate = self.linear(x, gate)?;
-        let up = self.linear(x, up)?;
+        let fused = gate.replace("gate_proj", "gate_up_proj");
+        let [gate, up]: [Value; 2] = self
+            .linears(x, &[gate, up], &fused)?
+            .try_into()
+            .expect("two outputs");
         let act = self.g.op(
             "Gelu",
             "mlp/gelu",
@@ -238,7 +335,7 @@ impl Ctx<'_> {
         } else {
             gemma_models::names::lm_head(prefix)
         };
-        let mut logits = self.linear(x, &head)?;
+        let mut logits = self.head_matmul(x, &head)?;
         if let Some(cap) = t.final_logit_softcapping {
             logits = self.softcap(&logits, cap);
         }
@@ -459,4 +556,66 @@ pub fn image_blocks(g: &mut GraphBuilder, token_type_ids: &Value) -> Value {
     let axis = g.scalar_i64("axis_1", 1);
     let run = g.op("CumSum", &l("run_index"), &[&starts, &axis], &[]);
     g.op("Mul", &l("blocks"), &[&run, &is_image], &[])
+}
+
+/// The largest row block of the lm_head weight that is one initializer (see [`Ctx::head_matmul`]).
+pub const HEAD_CHUNK_BYTES: usize = 32 << 20;
+
+/// `(first row, rows)` of the row blocks of a `[rows, ..]` weight with `row_bytes` bytes per row: as few as fit
+/// [`HEAD_CHUNK_BYTES`], of equal size rounded up so that every block starts on a page boundary (4 KiB) of a
+/// page-aligned tensor.
+pub fn head_chunks(rows: usize, row_bytes: usize) -> Vec<(usize, usize)> {
+    let total = rows * row_bytes;
+    let count = total.div_ceil(HEAD_CHUNK_BYTES).max(1);
+    // Rows per page-aligned step: 4096 / gcd(row_bytes, 4096).
+    let (mut a, mut b) = (row_bytes.max(1), 4096);
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    let step = 4096 / a;
+    let per = rows.div_ceil(count).next_multiple_of(step).min(rows.max(1));
+    (0..rows)
+        .step_by(per)
+        .map(|start| (start, per.min(rows - start)))
+        .collect()
+}
+
+/// `Concat(parts, axis = -1)`, or the single part.
+pub fn concat_last(g: &mut GraphBuilder, mut parts: Vec<Value>) -> Value {
+    if parts.len() == 1 {
+        return parts.pop().expect("one part");
+    }
+    let refs: Vec<&Value> = parts.iter().collect();
+    g.op("Concat", "concat_chunks", &refs, &[("axis", Attr::Int(-1))])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_chunks_cover_the_rows_on_page_boundaries() {
+        // Gemma 3 270M: 262144 rows; fp32 (2560 B/row, 640 MiB) and int4 block 16 packed (320 B/row, 80 MiB).
+        for (rows, row_bytes, count) in [
+            (262144, 2560, 20),
+            (262144, 320, 3),
+            (256, 256, 1),
+            (1000, 1 << 20, 32),
+            (50000, 1000, 2),
+        ] {
+            let chunks = head_chunks(rows, row_bytes);
+            assert_eq!(chunks.len(), count, "{rows} × {row_bytes}");
+            let mut next = 0;
+            for &(start, n) in &chunks {
+                assert_eq!(start, next);
+                assert!(n > 0);
+                assert_eq!(start * row_bytes % 4096, 0);
+                next = start + n;
+            }
+            assert_eq!(next, rows);
+            assert!(chunks
+                .iter()
+                .all(|&(_, n)| n * row_bytes <= HEAD_CHUNK_BYTES + 4096 * row_bytes));
+        }
+    }
 }

@@ -195,6 +195,54 @@ impl WeightWriter {
         self.remember(t)
     }
 
+    /// An initializer `name` over rows `start .. start + rows` (along the first axis) of `of`: the same file range
+    /// when `of` is external, a copy of the bytes when it is inline.
+    pub fn row_view(
+        &mut self,
+        of: &TensorProto,
+        name: &str,
+        start: usize,
+        rows: usize,
+    ) -> TensorProto {
+        if let Some(t) = self.written(name) {
+            return t;
+        }
+        let total_rows = of.dims.first().copied().unwrap_or(1).max(1) as usize;
+        debug_assert!(start + rows <= total_rows);
+        let mut t = of.clone();
+        t.name = Some(name.into());
+        if let Some(d) = t.dims.first_mut() {
+            *d = rows as i64;
+        }
+        let field = |t: &TensorProto, key: &str| -> Option<u64> {
+            t.external_data
+                .iter()
+                .find(|e| e.key.as_deref() == Some(key))
+                .and_then(|e| e.value.as_deref()?.parse().ok())
+        };
+        match (field(of, "offset"), field(of, "length")) {
+            (Some(offset), Some(length)) => {
+                let row_bytes = length / total_rows as u64;
+                for e in &mut t.external_data {
+                    match e.key.as_deref() {
+                        Some("offset") => {
+                            e.value = Some((offset + start as u64 * row_bytes).to_string())
+                        }
+                        Some("length") => e.value = Some((rows as u64 * row_bytes).to_string()),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {
+                if let Some(raw) = &of.raw_data {
+                    let row_bytes = raw.len() / total_rows;
+                    t.raw_data = Some(raw[start * row_bytes..(start + rows) * row_bytes].to_vec());
+                }
+            }
+        }
+        self.remember(t)
+    }
+
     /// Moves the progress bar by `source_bytes` (f32 bytes of the source consumed).
     pub fn advance(&self, source_bytes: u64) {
         self.progress.inc(source_bytes);

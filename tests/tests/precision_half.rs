@@ -149,12 +149,54 @@ fn weights_are_stored_in_16_bits_and_norms_in_fp32() {
                 gains += 1;
             }
         }
-        let embeddings = graph
+        // The tied lm_head reads the table through views (initializers over byte ranges of the table's own
+        // external data), never a second copy of it.
+        let range = |t: &gemma_exporter::onnx::TensorProto| -> (String, u64, u64) {
+            let field = |k: &str| {
+                t.external_data
+                    .iter()
+                    .find(|e| e.key.as_deref() == Some(k))
+                    .and_then(|e| e.value.clone())
+                    .unwrap_or_default()
+            };
+            let offset = field("offset").parse().unwrap();
+            (
+                field("location"),
+                offset,
+                offset + field("length").parse::<u64>().unwrap(),
+            )
+        };
+        let tables: Vec<_> = graph
             .initializer
             .iter()
-            .filter(|t| t.name.as_deref().unwrap_or("").contains("embed_tokens"))
-            .count();
-        assert_eq!(embeddings, 1, "the tied embedding is stored once");
+            .filter(|t| {
+                t.name
+                    .as_deref()
+                    .unwrap_or("")
+                    .ends_with("embed_tokens.weight")
+            })
+            .collect();
+        assert_eq!(tables.len(), 1, "the tied embedding is stored once");
+        let (file, start, end) = range(tables[0]);
+        let views: Vec<_> = graph
+            .initializer
+            .iter()
+            .filter(|t| {
+                t.name
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("embed_tokens.weight/lm_head_rows")
+            })
+            .collect();
+        assert!(!views.is_empty(), "the tied lm_head reads the table");
+        for v in views {
+            let (f, s, e) = range(v);
+            assert!(
+                f == file && start <= s && e <= end,
+                "{:?} is not a view of the table",
+                v.name
+            );
+        }
         // 7 projections per layer plus the embedding; 4 or 6 norms per layer plus the final one.
         assert!(
             weights >= 8 && gains >= 5,

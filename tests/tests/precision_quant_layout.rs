@@ -6,7 +6,7 @@
 //! public rounder and dequantized as `scale · (code − zero)`. With `accuracy_level` 0 (fp32 activations) the MatMul
 //! must agree to float rounding and the lookup exactly, for 4 and 8 bits, symmetric and asymmetric, and an input
 //! width that is not a multiple of the block (padded last block). The lookup's view must be the lm_head's bytes, not
-//! a copy.
+//! a copy, and weights stacked into one `MatMulNBits` (q/k/v, gate/up) must give what each gives alone.
 
 use gemma_exporter::builder::{model, Dim, GraphBuilder};
 use gemma_exporter::layers::{Ctx, Kernels, LinearKind};
@@ -101,7 +101,21 @@ fn run(case: &Case) {
     };
     let e = cx.embedding(&ids, NAME).unwrap();
     let y = cx.linear(&x, NAME).unwrap();
+    // The same weight twice, stacked into one MatMulNBits and split back: both halves must equal `y`.
+    let stacked = cx.linears(&x, &[NAME, NAME], "stacked.weight").unwrap();
     g.output(&y, "y", DataType::Float, &["m".into(), Dim::from(rows)]);
+    g.output(
+        &stacked[0],
+        "y0",
+        DataType::Float,
+        &["m".into(), Dim::from(rows)],
+    );
+    g.output(
+        &stacked[1],
+        "y1",
+        DataType::Float,
+        &["m".into(), Dim::from(rows)],
+    );
     g.output(&e, "e", DataType::Float, &["t".into(), Dim::from(k)]);
     writer.finish().unwrap();
     let proto = model(
@@ -187,6 +201,13 @@ fn run(case: &Case) {
         .unwrap();
     let y = outputs["y"].try_extract_array::<f32>().unwrap();
     let e = outputs["e"].try_extract_array::<f32>().unwrap();
+    for half in ["y0", "y1"] {
+        let h = outputs[half].try_extract_array::<f32>().unwrap();
+        assert_eq!(
+            h, y,
+            "{label}: {half} of the stacked MatMulNBits differs from the single one"
+        );
+    }
     assert_eq!(y.shape(), &[m, rows]);
     assert_eq!(e.shape(), &[id_list.len(), k]);
     let mut worst = 0f64;

@@ -42,12 +42,11 @@ impl Ctx<'_> {
         Ok((out[0].clone(), out[3].clone()))
     }
 
-    /// Projection to `[B, S, heads·hd]`, the optional per-head QK-norm (before RoPE, spec §1.4) and RoPE.
-    #[allow(clippy::too_many_arguments)]
+    /// A projection `y [N, heads·hd]` to `[B, S, heads·hd]`, with the optional per-head QK-norm (before RoPE, spec
+    /// §1.4) and RoPE.
     fn project_heads(
         &mut self,
-        x: &Value,
-        proj: &str,
+        y: Value,
         heads: usize,
         norm: Option<&str>,
         rope: Option<(&Value, &Value, &Value)>,
@@ -55,7 +54,7 @@ impl Ctx<'_> {
         batch_seq: &Value,
     ) -> Result<Value, ExportError> {
         let hd = t.head_dim;
-        let mut y = self.linear(x, proj)?;
+        let mut y = y;
         if let Some(norm) = norm {
             let per_head = self.g.const_i64("per_head", &[-1, hd as i64]);
             let yh = self.g.op("Reshape", "heads/split", &[&y, &per_head], &[]);
@@ -114,33 +113,20 @@ impl Ctx<'_> {
         let qk_norm = t.has_qk_norm();
         let q_norm = qk_norm.then(|| n("self_attn.q_norm.weight"));
         let k_norm = qk_norm.then(|| n("self_attn.k_norm.weight"));
-        let q = self.project_heads(
-            x,
-            &n("self_attn.q_proj.weight"),
-            nh,
-            q_norm.as_deref(),
-            rope,
-            t,
-            &shared.batch_seq,
-        )?;
-        let k = self.project_heads(
-            x,
-            &n("self_attn.k_proj.weight"),
-            nkv,
-            k_norm.as_deref(),
-            rope,
-            t,
-            &shared.batch_seq,
-        )?;
-        let v = self.project_heads(
-            x,
-            &n("self_attn.v_proj.weight"),
-            nkv,
-            None,
-            None,
-            t,
-            &shared.batch_seq,
-        )?;
+        let q_proj = n("self_attn.q_proj.weight");
+        let k_proj = n("self_attn.k_proj.weight");
+        let v_proj = n("self_attn.v_proj.weight");
+        let [q, k, v]: [Value; 3] = self
+            .linears(
+                x,
+                &[&q_proj, &k_proj, &v_proj],
+                &n("self_attn.qkv_proj.weight"),
+            )?
+            .try_into()
+            .expect("three outputs");
+        let q = self.project_heads(q, nh, q_norm.as_deref(), rope, t, &shared.batch_seq)?;
+        let k = self.project_heads(k, nkv, k_norm.as_deref(), rope, t, &shared.batch_seq)?;
+        let v = self.project_heads(v, nkv, None, None, t, &shared.batch_seq)?;
 
         let mut attrs = vec![
             ("num_heads", Attr::Int(nh as i64)),

@@ -6,7 +6,9 @@
 //! scales `[V, blocks]` and packed zero points have the same shape for both. The two views of the packed weight
 //! are two initializers over one byte range of `model.onnx_data` ([`WeightWriter::alias`]). At load, ONNX Runtime
 //! maps each view separately: `MatMulNBits` repacks its view and unmaps it, while the lookup only ever touches the
-//! rows of the tokens it embeds, so neither the file nor the resident memory holds the table twice.
+//! rows of the tokens it embeds, so neither the file nor the resident memory holds the table twice. The lm_head
+//! reads its weight, scales and zero points as a few row blocks (views again), so that loading pages in one block
+//! at a time (see `Ctx::head_matmul` in `layers.rs`).
 //!
 //! [`WeightWriter::alias`]: crate::weights::WeightWriter::alias
 
@@ -55,6 +57,121 @@ impl Ctx<'_> {
         Ok(out.pop().expect("one output"))
     }
 
+    /// `x · [W₁; W₂; …]ᵀ` for weights of one input width and one scheme, quantized stacked as the one weight
+    /// `fused_name` ([`pack::quantize_stacked`]) and computed by a single `MatMulNBits`, then split back into one
+    /// output per weight. Fewer, larger kernels: a decode step's cost is dominated by per-kernel overhead at these
+    /// sizes (q/k/v of Gemma 3 270M are 1024, 256 and 256 wide).
+    pub(crate) fn linear_nbits_stacked(
+        &mut self,
+        x: &Value,
+        weight_names: &[&str],
+        fused_name: &str,
+        cfg: &QuantConfig,
+    ) -> Result<Vec<Value>, ExportError> {
+        let scheme = cfg.scheme(weight_names[0]);
+        let columns = self.column_importance(weight_names[0], cfg)?;
+        let mut stats = std::mem::take(&mut self.w.quant_stats);
+        let packed = pack::quantize_stacked(
+            self.w,
+            self.ckpt,
+            fused_name,
+            weight_names,
+            scheme,
+            scheme.block_size(cfg.block_size),
+            columns.as_deref(),
+            &mut stats,
+        );
+        self.w.quant_stats = stats;
+        let p = packed?;
+        let mut widths = Vec::with_capacity(weight_names.len());
+        for name in weight_names {
+            widths.push(self.ckpt.tensor(name)?.shape[0] as i64);
+        }
+        let b = self.register(p.b.clone());
+        let scales = self.register(p.scales.clone());
+        let zero_points = p.zero_points.clone().map(|z| self.register(z));
+        let mut inputs = vec![x, &b, &scales];
+        if let Some(z) = &zero_points {
+            inputs.push(z);
+        }
+        let attrs = [
+            ("K", Attr::Int(p.k as i64)),
+            ("N", Attr::Int(p.n as i64)),
+            ("bits", Attr::Int(p.scheme.bits as i64)),
+            ("block_size", Attr::Int(p.block_size as i64)),
+            ("accuracy_level", Attr::Int(cfg.accuracy_level)),
+        ];
+        let y = self
+            .g
+            .op_domain(
+                MS_DOMAIN,
+                "MatMulNBits",
+                "linear_stacked",
+                &inputs,
+                &attrs,
+                1,
+            )
+            .pop()
+            .expect("one output");
+        let label = format!(
+            "split_widths_{}",
+            widths
+                .iter()
+                .map(|w| w.to_string())
+                .collect::<Vec<_>>()
+                .join("_")
+        );
+        let sizes = self.g.const_i64(&label, &widths);
+        Ok(self.g.op_n(
+            "Split",
+            "split_stacked",
+            &[&y, &sizes],
+            &[("axis", Attr::Int(-1))],
+            weight_names.len(),
+        ))
+    }
+
+    /// The lm_head `x · Wᵀ` in row blocks of the packed weight (see [`Ctx::head_matmul`]): each block is a
+    /// `MatMulNBits` over views of the packed bytes, scales and zero points, and the logits are concatenated.
+    ///
+    /// [`Ctx::head_matmul`]: crate::layers::Ctx
+    pub(crate) fn head_matmul_nbits(
+        &mut self,
+        x: &Value,
+        weight_name: &str,
+        cfg: &QuantConfig,
+    ) -> Result<Value, ExportError> {
+        let p = self.quantize_once(weight_name, cfg)?;
+        let chunks = crate::layers::head_chunks(p.n, p.blocks() * p.blob());
+        let mut parts = Vec::new();
+        for (i, &(start, rows)) in chunks.iter().enumerate() {
+            let mut view = |t: &TensorProto| {
+                let name = format!("{}_head_{i}", t.name.as_deref().unwrap_or(weight_name));
+                let v = self.w.row_view(t, &name, start, rows);
+                self.register(v)
+            };
+            let b = view(&p.b);
+            let scales = view(&p.scales);
+            let zero_points = p.zero_points.as_ref().map(&mut view);
+            let mut inputs = vec![x, &b, &scales];
+            if let Some(z) = &zero_points {
+                inputs.push(z);
+            }
+            let attrs = [
+                ("K", Attr::Int(p.k as i64)),
+                ("N", Attr::Int(rows as i64)),
+                ("bits", Attr::Int(p.scheme.bits as i64)),
+                ("block_size", Attr::Int(p.block_size as i64)),
+                ("accuracy_level", Attr::Int(cfg.accuracy_level)),
+            ];
+            let mut out = self
+                .g
+                .op_domain(MS_DOMAIN, "MatMulNBits", "linear", &inputs, &attrs, 1);
+            parts.push(out.pop().expect("one output"));
+        }
+        Ok(crate::layers::concat_last(self.g, parts))
+    }
+
     /// Embedding rows `[.., K]` f32 of `ids` from the block-quantized table, sharing the lm_head's bytes.
     pub(crate) fn embedding_nbits(
         &mut self,
@@ -62,14 +179,16 @@ impl Ctx<'_> {
         weight_name: &str,
         cfg: &QuantConfig,
     ) -> Result<Value, ExportError> {
-        let r = self.quantized(weight_name, cfg)?;
-        let p = &r.packed;
+        let packed = self.quantize_once(weight_name, cfg)?;
+        let p = &packed;
         let view_name = format!("{}_rows", p.b.name.as_deref().unwrap_or(weight_name));
         let dims = [p.n as i64, (p.blocks() * p.blob()) as i64];
         let rows = self.w.alias(&p.b, &view_name, &dims);
         let rows = self.register(rows);
-        let mut inputs = vec![&rows, ids, &r.scales];
-        if let Some(z) = &r.zero_points {
+        let scales = self.register(p.scales.clone());
+        let zero_points = p.zero_points.clone().map(|z| self.register(z));
+        let mut inputs = vec![&rows, ids, &scales];
+        if let Some(z) = &zero_points {
             inputs.push(z);
         }
         let attrs = [
@@ -106,14 +225,23 @@ impl Ctx<'_> {
         weight_name: &str,
         cfg: &QuantConfig,
     ) -> Result<Registered, ExportError> {
+        let packed = self.quantize_once(weight_name, cfg)?;
+        Ok(Registered {
+            b: self.register(packed.b.clone()),
+            scales: self.register(packed.scales.clone()),
+            zero_points: packed.zero_points.clone().map(|z| self.register(z)),
+            packed,
+        })
+    }
+
+    /// Quantizes `weight_name` into the weight file (once per export; later calls return the written tensors).
+    fn quantize_once(
+        &mut self,
+        weight_name: &str,
+        cfg: &QuantConfig,
+    ) -> Result<Packed, ExportError> {
         let scheme = cfg.scheme(weight_name);
-        let columns = if cfg.activation_aware && scheme.rounding == super::Rounding::Search {
-            // The checkpoint's own config (the graph builders do not pass theirs down to the kernels).
-            let model = gemma_models::ModelConfig::from_file(&self.ckpt.dir().join("config.json"))?;
-            super::importance::column_importance(self.ckpt, &model, weight_name)?
-        } else {
-            None
-        };
+        let columns = self.column_importance(weight_name, cfg)?;
         let mut stats = std::mem::take(&mut self.w.quant_stats);
         let packed = pack::quantize_matrix(
             self.w,
@@ -125,13 +253,22 @@ impl Ctx<'_> {
             &mut stats,
         );
         self.w.quant_stats = stats;
-        let packed = packed?;
-        Ok(Registered {
-            b: self.register(packed.b.clone()),
-            scales: self.register(packed.scales.clone()),
-            zero_points: packed.zero_points.clone().map(|z| self.register(z)),
-            packed,
-        })
+        packed
+    }
+
+    /// The estimated input-column importance of `weight_name` when the config asks for activation-aware searches.
+    fn column_importance(
+        &self,
+        weight_name: &str,
+        cfg: &QuantConfig,
+    ) -> Result<Option<Vec<f32>>, ExportError> {
+        let scheme = cfg.scheme(weight_name);
+        if !(cfg.activation_aware && scheme.rounding == super::Rounding::Search) {
+            return Ok(None);
+        }
+        // The checkpoint's own config (the graph builders do not pass theirs down to the kernels).
+        let model = gemma_models::ModelConfig::from_file(&self.ckpt.dir().join("config.json"))?;
+        super::importance::column_importance(self.ckpt, &model, weight_name)
     }
 
     /// The initializer `t` in this graph, added the first time.

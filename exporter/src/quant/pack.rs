@@ -71,13 +71,55 @@ pub fn quantize_matrix(
     columns: Option<&[f32]>,
     stats: &mut QuantStats,
 ) -> Result<Packed, ExportError> {
-    let view = ckpt.tensor(weight_name)?;
-    let &[n, k] = view.shape.as_slice() else {
-        return Err(ExportError::Unsupported(format!(
-            "{weight_name}: only 2-D weights can be quantized, got shape {:?}",
-            view.shape
-        )));
-    };
+    quantize_stacked(
+        w,
+        ckpt,
+        weight_name,
+        &[weight_name],
+        scheme,
+        block_size,
+        columns,
+        stats,
+    )
+}
+
+/// Quantizes the checkpoint matrices `sources` (same input width K), stacked along N in that order, as the one
+/// quantized weight `name`: e.g. q, k and v as one `qkv_proj` so that a single `MatMulNBits` computes all three.
+/// Blocks never straddle two sources (they run along K), so every row is quantized exactly as on its own.
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_stacked(
+    w: &mut WeightWriter,
+    ckpt: &Checkpoint,
+    name: &str,
+    sources: &[&str],
+    scheme: TensorScheme,
+    block_size: usize,
+    columns: Option<&[f32]>,
+    stats: &mut QuantStats,
+) -> Result<Packed, ExportError> {
+    let mut views = Vec::with_capacity(sources.len());
+    for src in sources {
+        let view = ckpt.tensor(src)?;
+        let &[_, k] = view.shape.as_slice() else {
+            return Err(ExportError::Unsupported(format!(
+                "{src}: only 2-D weights can be quantized, got shape {:?}",
+                view.shape
+            )));
+        };
+        if let Some(first) = views.first() {
+            let first: &gemma_models::TensorView<'_> = first;
+            if first.shape[1] != k {
+                return Err(ExportError::Unsupported(format!(
+                    "{src}: input width {k} differs from {}'s {}; they cannot share one quantized weight",
+                    sources[0], first.shape[1]
+                )));
+            }
+        }
+        views.push(view);
+    }
+    let k = views[0].shape[1];
+    let n: usize = views.iter().map(|v| v.shape[0]).sum();
+    let weight_name = name;
     let bits = scheme.bits;
     let blocks = k.div_ceil(block_size);
     let blob = block_size * bits as usize / 8;
@@ -102,31 +144,39 @@ pub fn quantize_matrix(
     let mut zeros = vec![0u8; n * blocks];
     let mut x = vec![0f32; rows_per_chunk * k];
     let mut out = vec![0u8; rows_per_chunk * row_bytes];
-    let (mut err2, mut sum2) = (0f64, 0f64);
     let threads = std::thread::available_parallelism()
         .map_or(1, |t| t.get())
         .min(16);
     let start = w.begin_tensor()?;
-    let mut r0 = 0;
-    while r0 < n {
-        let rows = rows_per_chunk.min(n - r0);
-        view.read_f32(r0 * k, &mut x[..rows * k]);
-        ckpt.release_elements(&view, r0 * k, (r0 + rows) * k);
-        let job = Rows {
-            columns,
-            x: &x[..rows * k],
-            out: &mut out[..rows * row_bytes],
-            scales: &mut scales[r0 * blocks..(r0 + rows) * blocks],
-            zeros: &mut zeros[r0 * blocks..(r0 + rows) * blocks],
-        };
-        let (e, s) = job.quantize(k, block_size, scheme, threads);
-        err2 += e;
-        sum2 += s;
-        w.append(&out[..rows * row_bytes])?;
-        w.advance((rows * k * 4) as u64);
-        r0 += rows;
+    // First output row of the current source.
+    let mut base = 0;
+    for (src, view) in sources.iter().zip(&views) {
+        let rows_here = view.shape[0];
+        let (mut err2, mut sum2) = (0f64, 0f64);
+        let mut r0 = 0;
+        while r0 < rows_here {
+            let rows = rows_per_chunk.min(rows_here - r0);
+            view.read_f32(r0 * k, &mut x[..rows * k]);
+            ckpt.release_elements(view, r0 * k, (r0 + rows) * k);
+            let (o0, o1) = ((base + r0) * blocks, (base + r0 + rows) * blocks);
+            let job = Rows {
+                columns,
+                x: &x[..rows * k],
+                out: &mut out[..rows * row_bytes],
+                scales: &mut scales[o0..o1],
+                zeros: &mut zeros[o0..o1],
+            };
+            let (e, s) = job.quantize(k, block_size, scheme, threads);
+            err2 += e;
+            sum2 += s;
+            w.append(&out[..rows * row_bytes])?;
+            w.advance((rows * k * 4) as u64);
+            r0 += rows;
+        }
+        ckpt.release(view);
+        stats.add(Role::of(src), err2, sum2, (rows_here * k) as u64);
+        base += rows_here;
     }
-    ckpt.release(&view);
     let dims = [n as i64, blocks as i64, blob as i64];
     let b = w.end_tensor(&b_name, DataType::Uint8, &dims, start);
     let s = w.raw_values(
@@ -146,10 +196,8 @@ pub fn quantize_matrix(
             &packed_zeros,
         )?)
     };
-    stats.add(Role::of(weight_name), err2, sum2, (n * k) as u64);
     Ok(packed(b, s, z))
 }
-
 
 /// One chunk of rows and where its results go.
 struct Rows<'a> {
