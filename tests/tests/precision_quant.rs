@@ -168,9 +168,11 @@ fn int4_predicts_like_fp32_on_every_fixture() {
     }
 }
 
-/// The CPU-optimized graph runs the same quantized kernels: its logits equal the portable graph's (both int4;
-/// measured 2e-6). The bound is 1e-3 rather than 1e-4 because the int8 activation rounding inside `MatMulNBits`
-/// may round a value differently after a one-ulp difference upstream.
+/// The CPU-optimized graph runs the same quantized kernels: with fp32 activations inside `MatMulNBits`
+/// (`accuracy_level` 0) its logits equal the portable graph's to float rounding (measured ≤ 6e-6). With int8
+/// activations (level 4, the default) an activation one ulp apart upstream can round to the neighbouring int8 code,
+/// which moves a logit by up to |w| · max|a|/127 of its block: bounded by 2% of the largest logit (measured up to
+/// 4.4e-2 with blocks of 32, 2e-6 on the fixtures where nothing flips).
 #[test]
 fn cpu_graph_matches_portable_graph_at_int4() {
     for f in TINY_FIXTURES {
@@ -179,17 +181,25 @@ fn cpu_graph_matches_portable_graph_at_int4() {
             .unwrap()
             .i64_2d("prefill.input_ids")
             .unwrap();
-        let (_t1, portable) =
-            export_precision_to_temp(&dir, Precision::INT4, GraphKind::Portable).unwrap();
-        let (_t2, cpu) = export_precision_to_temp(&dir, Precision::INT4, GraphKind::Cpu).unwrap();
-        let (a, b) = (logits(&portable, &ids), logits(&cpu, &ids));
-        let worst = a
-            .iter()
-            .zip(b.iter())
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
-        eprintln!("{f}: int4 cpu vs portable graph max |Δlogit| {worst:.2e}");
-        assert!(worst <= 1e-3, "{f}: {worst}");
+        for acc in [0, 4] {
+            let q = QuantConfig::int4().parse_spec(&format!("acc={acc}")).unwrap();
+            let (_t1, portable) =
+                export_precision_to_temp(&dir, Precision::Int4(q), GraphKind::Portable).unwrap();
+            let (_t2, cpu) =
+                export_precision_to_temp(&dir, Precision::Int4(q), GraphKind::Cpu).unwrap();
+            let (a, b) = (logits(&portable, &ids), logits(&cpu, &ids));
+            let worst = a
+                .iter()
+                .zip(b.iter())
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            let top = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let bound = if acc == 0 { 1e-4 } else { 0.02 * top };
+            eprintln!(
+                "{f}: int4 acc={acc}: cpu vs portable graph max |Δlogit| {worst:.2e} (logits up to {top:.2})"
+            );
+            assert!(worst <= bound, "{f} acc={acc}: {worst}");
+        }
     }
 }
 

@@ -218,44 +218,57 @@ impl QuantConfig {
         }
     }
 
-    /// The default of `--precision int4` (spec `all=8s,emb=4a16`): the tied embedding/lm_head in 4 bits,
-    /// asymmetric, blocks of 16, scales and zero points searched; every projection of the layers in 8 bits,
-    /// symmetric, blocks of 32; int8 activations inside the MatMuls.
+    /// The default of `--precision int4` (spec `all=8s,emb=4a`): the tied embedding/lm_head in 4 bits, asymmetric,
+    /// blocks of 32, scales and zero points searched; every projection of the layers in 8 bits, symmetric, blocks of
+    /// 32; int8 activations inside the MatMuls.
     ///
     /// Chosen on the real Gemma 3 270M (mean NLL on `tests/fixtures/real/perplexity.txt`, fp32 = 3.7954; sizes of
-    /// `model.onnx_data`):
+    /// `model.onnx_data`; decode tok/s and peak RSS from `benchmarks/run.sh`, 2 threads, where noted):
     ///
-    /// | spec | MiB | NLL vs fp32 |
-    /// |---|---|---|
-    /// | `all=8s` (= `int8`) | 293.6 | +0.06% |
-    /// | `all=8s,emb=4a16` (this default) | 238.6 | +1.42% |
-    /// | `all=8s,emb=4a` | 216.1 | +1.76% |
-    /// | `all=4a,emb=8s` (llama.cpp-like: 8-bit table, 4-bit layers) | 249.7 | +4.81% |
-    /// | `all=4a16,emb=8s` | 261.0 | +3.82% |
-    /// | `all=4a` | 172.2 | +6.79% |
-    /// | `all=4a-rtn` (no search) | 172.2 | +8.87% |
-    /// | `all=4s` | 166.3 | +13.48% |
-    /// | `all=4s-rtn` (ONNX Runtime GenAI's int4: RTN, symmetric, blocks of 32) | 166.3 | +17.2% |
+    /// | spec | MiB | NLL vs fp32 | decode tok/s, RSS MiB |
+    /// |---|---|---|---|
+    /// | `all=8s,emb=8s64` (= `int8`) | 279 | +0.07% | 72.6, 418 |
+    /// | `all=8s,emb=4a16` (the int4 default until 2026-11-29) | 234 | +1.36% | 70.5, 433 |
+    /// | `all=8s,emb=4a` (this default) | 212 | +1.72% | 82.6, 368 |
+    /// | `all=8s64,emb=4a` | 206 | +2.30% | |
+    /// | `all=4a,emb=8s` (llama.cpp-like: 8-bit table, 4-bit layers) | 250 | +4.81% | |
+    /// | `all=4a16,emb=8s` | 261 | +3.82% | |
+    /// | `all=4a` | 172 | +6.79% | |
+    /// | `all=4a-rtn` (no search) | 172 | +8.87% | |
+    /// | `all=4s` | 166 | +13.48% | |
+    /// | `all=4s-rtn` (ONNX Runtime GenAI's int4: RTN, symmetric, blocks of 32) | 166 | +17.2% | |
     ///
-    /// (Rows without `int8`, the default or `all=4a` were measured with an earlier search that ran a second
-    /// rounding pass for every candidate; on the rows re-run the two differ by 0.06 to 0.38 points.)
+    /// No 4-bit-class mix stays within 1% of fp32 on this checkpoint, so `int4` is the size and speed choice and
+    /// `int8` the quality one. Blocks of 16 for the table cost 0.36 points less NLL than blocks of 32, but ONNX
+    /// Runtime's int8-activation kernel runs a 4-bit MatMul in blocks of 16 at half the speed (the `[262144, 640]`
+    /// lm_head: 7.8 ms against 3.8 ms per token on 2 threads), which made that int4 slower than `int8` and larger in
+    /// memory.
     ///
     /// One 4-bit class at a time, everything else 8-bit: q +0.22, k +0.38, v +0.20, o +0.91, gate +0.57,
     /// up +1.94, down +0.96, embedding +1.55 (points of % over `all=8s` at +0.21% then) — per byte saved the layers
-    /// cost 4 to 40 times more than the table, which is 63% of this model's weights. This checkpoint was dequantized from a GGUF
-    /// whose q/k/gate/up are 5-bit (Q5_0) and o/down 4-bit with real-valued minimums (Q4_K), which a 4-bit grid
-    /// with an integer zero point cannot hold; its table is 8-bit (Q8_0), which `8s` holds exactly.
+    /// cost 4 to 40 times more than the table, which is 63% of this model's weights. This checkpoint was dequantized
+    /// from a GGUF whose q/k/gate/up are 5-bit (Q5_0) and o/down 4-bit with real-valued minimums (Q4_K), which a
+    /// 4-bit grid with an integer zero point cannot hold; its table is 8-bit (Q8_0), which `8s` holds exactly.
     pub const fn int4() -> QuantConfig {
         let mut q = QuantConfig::uniform(TensorScheme::new(8, true, Rounding::Search));
-        q.schemes[Role::Embedding as usize] =
-            TensorScheme::new(4, false, Rounding::Search).with_block(16);
+        q.schemes[Role::Embedding as usize] = TensorScheme::new(4, false, Rounding::Search);
         q
     }
 
-    /// The default of `--precision int8`: everything 8-bit symmetric in blocks of 32 (the layout of GGUF's Q8_0),
-    /// scales searched.
+    /// The default of `--precision int8` (spec `all=8s,emb=8s64`): everything 8-bit symmetric, scales searched; the
+    /// layers in blocks of 32 (the layout of GGUF's Q8_0), the embedding/lm_head in blocks of 64.
+    ///
+    /// The lm_head is the largest MatMul of a small Gemma and ONNX Runtime's int8-activation kernel runs it faster
+    /// with longer blocks: on Gemma 3 270M's `[262144, 640]` head with 2 threads, one product takes 6.5 ms in blocks
+    /// of 32 and 4.2 ms in blocks of 64 (4-bit asymmetric: 7.8 ms in blocks of 16, 3.8 ms in blocks of 32). Mean NLL
+    /// on `tests/fixtures/real/perplexity.txt` (fp32 3.7954): blocks of 32 3.8051 (+0.26%), of 64 3.7981 (+0.07%),
+    /// of 128 3.8360 (+1.07%: the activations are quantized per block too, and coarser blocks lose Gemma's outlier
+    /// channels).
     pub const fn int8() -> QuantConfig {
-        QuantConfig::uniform(TensorScheme::new(8, true, Rounding::Search))
+        let mut q = QuantConfig::uniform(TensorScheme::new(8, true, Rounding::Search));
+        q.schemes[Role::Embedding as usize] =
+            TensorScheme::new(8, true, Rounding::Search).with_block(64);
+        q
     }
 
     /// The scheme of one checkpoint tensor.
@@ -452,10 +465,10 @@ mod tests {
         let int4 = QuantConfig::int4().spec();
         assert_eq!(
             int4,
-            "q=8s,k=8s,v=8s,o=8s,gate=8s,up=8s,down=8s,emb=4a16,block=32,acc=4,imp=none"
+            "q=8s,k=8s,v=8s,o=8s,gate=8s,up=8s,down=8s,emb=4a,block=32,acc=4,imp=none"
         );
         assert_eq!(
-            QuantConfig::int8().parse_spec("emb=4a16").unwrap(),
+            QuantConfig::int8().parse_spec("emb=4a").unwrap(),
             QuantConfig::int4()
         );
         assert_eq!(QuantConfig::int4().parse_spec(&c.spec()).unwrap(), c);
