@@ -8,7 +8,8 @@
 //!   fill-in-the-middle prompts; [`chat_session`] holds a multi-turn conversation over one KV cache.
 //! - [`vision`] runs the image graphs of Gemma 3 multimodal exports: image decoding, `preprocess.onnx`, the
 //!   encoder, the processor's prompt expansion, generation from embeddings (`gemma-vision`).
-//! - [`bench`] measures prefill/decode speed, time to first token, peak RSS and KV-cache bytes (`gemma bench`).
+//! - [`bench`] measures prefill/decode speed, time to first token, peak RSS and KV-cache bytes (`gemma bench`);
+//!   [`resident`] keeps the weight files' mapped pages from staying resident after loading.
 //!
 //! ```no_run
 //! use gemma_runtime::{GenerateOptions, Generator, RuntimeOptions};
@@ -29,6 +30,7 @@ pub mod kv_cache;
 pub mod manifest;
 pub mod ort_env;
 pub mod perplexity;
+pub mod resident;
 pub mod sampling;
 pub mod tokenizer;
 pub mod vision;

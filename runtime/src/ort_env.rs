@@ -347,7 +347,10 @@ pub fn create_session(model: &Path, options: &RuntimeOptions) -> Result<Session>
             .with_execution_providers(eps)
             .map_err(|e| options.execution_provider.error(e.to_string()))?
     };
-    builder
+    let session = builder
         .commit_from_file(model)
-        .map_err(|e| Error::ort(ctx(), e))
+        .map_err(|e| Error::ort(ctx(), e))?;
+    // Loading has pre-packed the weights: the file pages it touched need not stay resident.
+    crate::resident::trim_weight_mappings();
+    Ok(session)
 }
