@@ -135,6 +135,16 @@ impl Ctx<'_> {
             .op("Gemm", "linear", &[x, &w], &[("transB", Attr::Int(1))]))
     }
 
+    /// `Cast(x, to = float)`.
+    fn cast_f32(&mut self, x: &Value, label: &str) -> Value {
+        self.g.op(
+            "Cast",
+            label,
+            &[x],
+            &[("to", Attr::Int(crate::onnx::DataType::Float as i64))],
+        )
+    }
+
     /// `x · Wᵢᵀ` for several weights that read the same input (q/k/v, gate/up), one output each. With quantized
     /// linears whose schemes agree they are stacked into one `MatMulNBits` named `fused_name`; otherwise each is
     /// its own [`linear`](Self::linear).
@@ -172,12 +182,7 @@ impl Ctx<'_> {
             &[("axis", Attr::Int(0))],
         );
         Ok(match self.kernels.linear {
-            LinearKind::GemmHalf(_) => self.g.op(
-                "Cast",
-                "gather/to_f32",
-                &[&rows],
-                &[("to", Attr::Int(crate::onnx::DataType::Float as i64))],
-            ),
+            LinearKind::GemmHalf(_) => self.cast_f32(&rows, "gather/to_f32"),
             _ => rows,
         })
     }
@@ -191,12 +196,7 @@ impl Ctx<'_> {
         }
         let stored = self.weight_stored(weight_name)?;
         let v = match self.kernels.linear {
-            LinearKind::GemmHalf(_) => self.g.op(
-                "Cast",
-                "to_f32",
-                &[&stored],
-                &[("to", Attr::Int(crate::onnx::DataType::Float as i64))],
-            ),
+            LinearKind::GemmHalf(_) => self.cast_f32(&stored, "to_f32"),
             _ => stored,
         };
         self.g.set_memo(&memo, v.clone());
@@ -259,12 +259,7 @@ impl Ctx<'_> {
                 None => self.g.initializer(view),
             };
             let w = match self.kernels.linear {
-                LinearKind::GemmHalf(_) => self.g.op(
-                    "Cast",
-                    "to_f32",
-                    &[&stored],
-                    &[("to", Attr::Int(crate::onnx::DataType::Float as i64))],
-                ),
+                LinearKind::GemmHalf(_) => self.cast_f32(&stored, "to_f32"),
                 _ => stored,
             };
             parts.push(

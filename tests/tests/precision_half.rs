@@ -166,28 +166,17 @@ fn weights_are_stored_in_16_bits_and_norms_in_fp32() {
                 offset + field("length").parse::<u64>().unwrap(),
             )
         };
-        let tables: Vec<_> = graph
-            .initializer
-            .iter()
-            .filter(|t| {
-                t.name
-                    .as_deref()
-                    .unwrap_or("")
-                    .ends_with("embed_tokens.weight")
-            })
-            .collect();
+        let named = |pred: &dyn Fn(&str) -> bool| -> Vec<&gemma_exporter::onnx::TensorProto> {
+            graph
+                .initializer
+                .iter()
+                .filter(|t| pred(t.name.as_deref().unwrap_or("")))
+                .collect()
+        };
+        let tables = named(&|n| n.ends_with("embed_tokens.weight"));
         assert_eq!(tables.len(), 1, "the tied embedding is stored once");
         let (file, start, end) = range(tables[0]);
-        let views: Vec<_> = graph
-            .initializer
-            .iter()
-            .filter(|t| {
-                t.name
-                    .as_deref()
-                    .unwrap_or("")
-                    .contains("embed_tokens.weight/lm_head_rows")
-            })
-            .collect();
+        let views = named(&|n| n.contains("embed_tokens.weight/lm_head_rows"));
         assert!(!views.is_empty(), "the tied lm_head reads the table");
         for v in views {
             let (f, s, e) = range(v);

@@ -24,7 +24,6 @@ pub const MS_DOMAIN: &str = "com.microsoft";
 
 /// A quantized weight's initializers in the current graph.
 struct Registered {
-    packed: Packed,
     b: Value,
     scales: Value,
     zero_points: Option<Value>,
@@ -38,23 +37,9 @@ impl Ctx<'_> {
         weight_name: &str,
         cfg: &QuantConfig,
     ) -> Result<Value, ExportError> {
-        let r = self.quantized(weight_name, cfg)?;
-        let p = &r.packed;
-        let mut inputs = vec![x, &r.b, &r.scales];
-        if let Some(z) = &r.zero_points {
-            inputs.push(z);
-        }
-        let attrs = [
-            ("K", Attr::Int(p.k as i64)),
-            ("N", Attr::Int(p.n as i64)),
-            ("bits", Attr::Int(p.scheme.bits as i64)),
-            ("block_size", Attr::Int(p.block_size as i64)),
-            ("accuracy_level", Attr::Int(cfg.accuracy_level)),
-        ];
-        let mut out = self
-            .g
-            .op_domain(MS_DOMAIN, "MatMulNBits", "linear", &inputs, &attrs, 1);
-        Ok(out.pop().expect("one output"))
+        let p = self.quantize_once(weight_name, &[weight_name], cfg)?;
+        let r = self.register_all(&p);
+        Ok(self.matmul_nbits(x, &r, &p, p.n, cfg, "linear"))
     }
 
     /// `x · [W₁; W₂; …]ᵀ` for weights of one input width and one scheme, quantized stacked as the one weight
@@ -68,60 +53,17 @@ impl Ctx<'_> {
         fused_name: &str,
         cfg: &QuantConfig,
     ) -> Result<Vec<Value>, ExportError> {
-        let scheme = cfg.scheme(weight_names[0]);
-        let columns = self.column_importance(weight_names[0], cfg)?;
-        let mut stats = std::mem::take(&mut self.w.quant_stats);
-        let packed = pack::quantize_stacked(
-            self.w,
-            self.ckpt,
-            fused_name,
-            weight_names,
-            scheme,
-            scheme.block_size(cfg.block_size),
-            columns.as_deref(),
-            &mut stats,
-        );
-        self.w.quant_stats = stats;
-        let p = packed?;
+        let p = self.quantize_once(fused_name, weight_names, cfg)?;
         let mut widths = Vec::with_capacity(weight_names.len());
         for name in weight_names {
             widths.push(self.ckpt.tensor(name)?.shape[0] as i64);
         }
-        let b = self.register(p.b.clone());
-        let scales = self.register(p.scales.clone());
-        let zero_points = p.zero_points.clone().map(|z| self.register(z));
-        let mut inputs = vec![x, &b, &scales];
-        if let Some(z) = &zero_points {
-            inputs.push(z);
-        }
-        let attrs = [
-            ("K", Attr::Int(p.k as i64)),
-            ("N", Attr::Int(p.n as i64)),
-            ("bits", Attr::Int(p.scheme.bits as i64)),
-            ("block_size", Attr::Int(p.block_size as i64)),
-            ("accuracy_level", Attr::Int(cfg.accuracy_level)),
-        ];
-        let y = self
+        let r = self.register_all(&p);
+        let y = self.matmul_nbits(x, &r, &p, p.n, cfg, "linear_stacked");
+        let label: Vec<String> = widths.iter().map(|w| w.to_string()).collect();
+        let sizes = self
             .g
-            .op_domain(
-                MS_DOMAIN,
-                "MatMulNBits",
-                "linear_stacked",
-                &inputs,
-                &attrs,
-                1,
-            )
-            .pop()
-            .expect("one output");
-        let label = format!(
-            "split_widths_{}",
-            widths
-                .iter()
-                .map(|w| w.to_string())
-                .collect::<Vec<_>>()
-                .join("_")
-        );
-        let sizes = self.g.const_i64(&label, &widths);
+            .const_i64(&format!("split_widths_{}", label.join("_")), &widths);
         Ok(self.g.op_n(
             "Split",
             "split_stacked",
@@ -141,7 +83,7 @@ impl Ctx<'_> {
         weight_name: &str,
         cfg: &QuantConfig,
     ) -> Result<Value, ExportError> {
-        let p = self.quantize_once(weight_name, cfg)?;
+        let p = self.quantize_once(weight_name, &[weight_name], cfg)?;
         let chunks = crate::layers::head_chunks(p.n, p.blocks() * p.blob());
         let mut parts = Vec::new();
         for (i, &(start, rows)) in chunks.iter().enumerate() {
@@ -150,26 +92,41 @@ impl Ctx<'_> {
                 let v = self.w.row_view(t, &name, start, rows);
                 self.register(v)
             };
-            let b = view(&p.b);
-            let scales = view(&p.scales);
-            let zero_points = p.zero_points.as_ref().map(&mut view);
-            let mut inputs = vec![x, &b, &scales];
-            if let Some(z) = &zero_points {
-                inputs.push(z);
-            }
-            let attrs = [
-                ("K", Attr::Int(p.k as i64)),
-                ("N", Attr::Int(rows as i64)),
-                ("bits", Attr::Int(p.scheme.bits as i64)),
-                ("block_size", Attr::Int(p.block_size as i64)),
-                ("accuracy_level", Attr::Int(cfg.accuracy_level)),
-            ];
-            let mut out = self
-                .g
-                .op_domain(MS_DOMAIN, "MatMulNBits", "linear", &inputs, &attrs, 1);
-            parts.push(out.pop().expect("one output"));
+            let r = Registered {
+                b: view(&p.b),
+                scales: view(&p.scales),
+                zero_points: p.zero_points.as_ref().map(&mut view),
+            };
+            parts.push(self.matmul_nbits(x, &r, &p, rows, cfg, "linear"));
         }
         Ok(crate::layers::concat_last(self.g, parts))
+    }
+
+    /// One `MatMulNBits` node over registered initializers of `p`'s layout with `n` outputs.
+    fn matmul_nbits(
+        &mut self,
+        x: &Value,
+        r: &Registered,
+        p: &Packed,
+        n: usize,
+        cfg: &QuantConfig,
+        label: &str,
+    ) -> Value {
+        let mut inputs = vec![x, &r.b, &r.scales];
+        if let Some(z) = &r.zero_points {
+            inputs.push(z);
+        }
+        let attrs = [
+            ("K", Attr::Int(p.k as i64)),
+            ("N", Attr::Int(n as i64)),
+            ("bits", Attr::Int(p.scheme.bits as i64)),
+            ("block_size", Attr::Int(p.block_size as i64)),
+            ("accuracy_level", Attr::Int(cfg.accuracy_level)),
+        ];
+        self.g
+            .op_domain(MS_DOMAIN, "MatMulNBits", label, &inputs, &attrs, 1)
+            .pop()
+            .expect("one output")
     }
 
     /// Embedding rows `[.., K]` f32 of `ids` from the block-quantized table, sharing the lm_head's bytes.
@@ -179,7 +136,7 @@ impl Ctx<'_> {
         weight_name: &str,
         cfg: &QuantConfig,
     ) -> Result<Value, ExportError> {
-        let packed = self.quantize_once(weight_name, cfg)?;
+        let packed = self.quantize_once(weight_name, &[weight_name], cfg)?;
         let p = &packed;
         let view_name = format!("{}_rows", p.b.name.as_deref().unwrap_or(weight_name));
         let dims = [p.n as i64, (p.blocks() * p.blob()) as i64];
@@ -219,34 +176,31 @@ impl Ctx<'_> {
         Ok(e)
     }
 
-    /// Quantizes `weight_name` (once per export) and registers its initializers in this graph (once per graph).
-    fn quantized(
-        &mut self,
-        weight_name: &str,
-        cfg: &QuantConfig,
-    ) -> Result<Registered, ExportError> {
-        let packed = self.quantize_once(weight_name, cfg)?;
-        Ok(Registered {
-            b: self.register(packed.b.clone()),
-            scales: self.register(packed.scales.clone()),
-            zero_points: packed.zero_points.clone().map(|z| self.register(z)),
-            packed,
-        })
+    /// The initializers of `p` in this graph (each added the first time).
+    fn register_all(&mut self, p: &Packed) -> Registered {
+        Registered {
+            b: self.register(p.b.clone()),
+            scales: self.register(p.scales.clone()),
+            zero_points: p.zero_points.clone().map(|z| self.register(z)),
+        }
     }
 
-    /// Quantizes `weight_name` into the weight file (once per export; later calls return the written tensors).
+    /// Quantizes `sources` stacked as the weight `name` into the weight file (once per export; later calls return
+    /// the written tensors). A single weight is `quantize_once(w, &[w], cfg)`.
     fn quantize_once(
         &mut self,
-        weight_name: &str,
+        name: &str,
+        sources: &[&str],
         cfg: &QuantConfig,
     ) -> Result<Packed, ExportError> {
-        let scheme = cfg.scheme(weight_name);
-        let columns = self.column_importance(weight_name, cfg)?;
+        let scheme = cfg.scheme(sources[0]);
+        let columns = self.column_importance(sources[0], cfg)?;
         let mut stats = std::mem::take(&mut self.w.quant_stats);
-        let packed = pack::quantize_matrix(
+        let packed = pack::quantize_stacked(
             self.w,
             self.ckpt,
-            weight_name,
+            name,
+            sources,
             scheme,
             scheme.block_size(cfg.block_size),
             columns.as_deref(),

@@ -60,32 +60,11 @@ pub fn initializer_names(weight_name: &str, bits: u8) -> [String; 3] {
 /// Source values per chunk.
 const CHUNK_VALUES: usize = 1 << 20;
 
-/// Quantizes the checkpoint matrix `weight_name` with `scheme`, or returns the initializers an earlier graph of the
-/// same export already wrote. Reconstruction errors go into `stats`.
-pub fn quantize_matrix(
-    w: &mut WeightWriter,
-    ckpt: &Checkpoint,
-    weight_name: &str,
-    scheme: TensorScheme,
-    block_size: usize,
-    columns: Option<&[f32]>,
-    stats: &mut QuantStats,
-) -> Result<Packed, ExportError> {
-    quantize_stacked(
-        w,
-        ckpt,
-        weight_name,
-        &[weight_name],
-        scheme,
-        block_size,
-        columns,
-        stats,
-    )
-}
-
 /// Quantizes the checkpoint matrices `sources` (same input width K), stacked along N in that order, as the one
-/// quantized weight `name`: e.g. q, k and v as one `qkv_proj` so that a single `MatMulNBits` computes all three.
-/// Blocks never straddle two sources (they run along K), so every row is quantized exactly as on its own.
+/// quantized weight `name` with `scheme`, or returns the initializers an earlier graph of the same export already
+/// wrote. One source is the common case; several are e.g. q, k and v as one `qkv_proj`, so that a single
+/// `MatMulNBits` computes all three. Blocks never straddle two sources (they run along K), so every row is quantized
+/// exactly as on its own. Reconstruction errors go into `stats`, per source tensor class.
 #[allow(clippy::too_many_arguments)]
 pub fn quantize_stacked(
     w: &mut WeightWriter,
