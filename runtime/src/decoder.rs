@@ -24,7 +24,7 @@ use crate::kv_cache::KvCache;
 use crate::manifest::{self, DType, GraphKind, Manifest};
 use crate::ort_env::{self, RuntimeOptions};
 
-mod run;
+pub(crate) mod run;
 
 pub struct Decoder {
     session: Session,

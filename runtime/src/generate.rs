@@ -247,96 +247,144 @@ impl Generator {
         options: &GenerateOptions,
         mut on_text: impl FnMut(&str),
     ) -> Result<GenerationOutput> {
-        if prompt_ids.is_empty() {
-            return Err(Error::InvalidArgument("the prompt has no tokens".into()));
-        }
-        let max_positions = self.decoder.manifest().max_position_embeddings;
-        if cache.len() + prompt_ids.len() + options.max_new_tokens > max_positions {
-            return Err(Error::PromptTooLong {
-                prompt_tokens: cache.len() + prompt_ids.len(),
-                max_new_tokens: options.max_new_tokens,
-                max_positions,
-            });
-        }
-        let vocab = self.decoder.vocab_size();
-        if let Some(&bad) = prompt_ids.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::InvalidArgument(format!(
-                "prompt token id {bad} is outside the vocabulary ({vocab})"
-            )));
-        }
+        check_prompt(
+            prompt_ids,
+            cache.len(),
+            options.max_new_tokens,
+            self.decoder.manifest().max_position_embeddings,
+            self.decoder.vocab_size(),
+        )?;
         let mut sampler = Sampler::new(options.sampling.clone())?;
-        let mut out = GenerationOutput {
+        let mut out = GenerationOutput::new(prompt_ids.len());
+        if options.max_new_tokens == 0 {
+            return Ok(out);
+        }
+        let start = Instant::now();
+        // The sampler reads ONNX Runtime's logits row in place (no copy of the vocabulary-wide row per token).
+        let first = self
+            .decoder
+            .forward_tokens_with(prompt_ids, cache, |row| sampler.sample(row))?;
+        out.prefill_seconds = start.elapsed().as_secs_f64();
+        out.prefill_tokens_per_s = rate(prompt_ids.len(), out.prefill_seconds);
+        let decoder = &mut self.decoder;
+        decode_loop(
+            &self.tokenizer,
+            first,
+            stop_ids,
+            options,
+            &mut out,
+            &mut on_text,
+            |token| decoder.forward_tokens_with(&[token], cache, |row| sampler.sample(row)),
+        )?;
+        Ok(out)
+    }
+}
+
+impl GenerationOutput {
+    /// An output with nothing generated yet for a prompt of `prompt_tokens`.
+    pub(crate) fn new(prompt_tokens: usize) -> GenerationOutput {
+        GenerationOutput {
             token_ids: Vec::new(),
             text: String::new(),
-            prompt_tokens: prompt_ids.len(),
+            prompt_tokens,
             stop_reason: StopReason::MaxNewTokens,
             prefill_seconds: 0.0,
             decode_seconds: 0.0,
             prefill_tokens_per_s: 0.0,
             decode_tokens_per_s: 0.0,
-        };
-        if options.max_new_tokens == 0 {
-            return Ok(out);
         }
-        let interrupted = || {
-            options
-                .stop
-                .as_ref()
-                .is_some_and(|s| s.load(Ordering::Relaxed))
-        };
-
-        let start = Instant::now();
-        // The sampler reads ONNX Runtime's logits row in place (no copy of the vocabulary-wide row per token).
-        let mut next = self
-            .decoder
-            .forward_tokens_with(prompt_ids, cache, |row| sampler.sample(row))?;
-        out.prefill_seconds = start.elapsed().as_secs_f64();
-
-        let mut stream = self.tokenizer.stream(true);
-        let decode_start = Instant::now();
-        let mut decode_steps = 0usize;
-        loop {
-            let token = next;
-            out.token_ids.push(token);
-            if stop_ids.contains(&token) {
-                out.stop_reason = StopReason::Eos;
-                break;
-            }
-            if let Some(delta) = stream.push(token)? {
-                out.text.push_str(&delta);
-                on_text(&delta);
-            }
-            if out.token_ids.len() >= options.max_new_tokens {
-                break;
-            }
-            if interrupted() {
-                out.stop_reason = StopReason::Interrupted;
-                break;
-            }
-            next = self
-                .decoder
-                .forward_tokens_with(&[token], cache, |row| sampler.sample(row))?;
-            decode_steps += 1;
-        }
-        if let Some(rest) = stream.finish()? {
-            out.text.push_str(&rest);
-            on_text(&rest);
-        }
-        out.decode_seconds = if decode_steps > 0 {
-            decode_start.elapsed().as_secs_f64()
-        } else {
-            0.0
-        };
-        out.prefill_tokens_per_s = rate(prompt_ids.len(), out.prefill_seconds);
-        out.decode_tokens_per_s = rate(decode_steps, out.decode_seconds);
-        Ok(out)
     }
+}
+
+/// Refuses a prompt that is empty, holds an id outside the vocabulary, or cannot fit after `cached` positions with
+/// `max_new_tokens` more.
+pub(crate) fn check_prompt(
+    prompt_ids: &[u32],
+    cached: usize,
+    max_new_tokens: usize,
+    max_positions: usize,
+    vocab: usize,
+) -> Result<()> {
+    if prompt_ids.is_empty() {
+        return Err(Error::InvalidArgument("the prompt has no tokens".into()));
+    }
+    if cached + prompt_ids.len() + max_new_tokens > max_positions {
+        return Err(Error::PromptTooLong {
+            prompt_tokens: cached + prompt_ids.len(),
+            max_new_tokens,
+            max_positions,
+        });
+    }
+    if let Some(&bad) = prompt_ids.iter().find(|&&t| t as usize >= vocab) {
+        return Err(Error::InvalidArgument(format!(
+            "prompt token id {bad} is outside the vocabulary ({vocab})"
+        )));
+    }
+    Ok(())
+}
+
+/// The decode phase that text and image generation share: `first` (sampled from the prefill) and every later token
+/// go into `out` and stream to `on_text` as complete UTF-8 text; `step(token)` feeds a token and returns the next
+/// sampled one. Stops at a token of `stop_ids` (kept, like transformers), after `options.max_new_tokens` tokens, or
+/// when `options.stop` is raised; fills the decode timings of `out`.
+pub(crate) fn decode_loop(
+    tokenizer: &Tokenizer,
+    first: u32,
+    stop_ids: &[u32],
+    options: &GenerateOptions,
+    out: &mut GenerationOutput,
+    on_text: &mut dyn FnMut(&str),
+    mut step: impl FnMut(u32) -> Result<u32>,
+) -> Result<()> {
+    let interrupted = || {
+        options
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+    };
+    let mut stream = tokenizer.stream(true);
+    let decode_start = Instant::now();
+    let mut decode_steps = 0usize;
+    let mut next = first;
+    loop {
+        let token = next;
+        out.token_ids.push(token);
+        if stop_ids.contains(&token) {
+            out.stop_reason = StopReason::Eos;
+            break;
+        }
+        if let Some(delta) = stream.push(token)? {
+            out.text.push_str(&delta);
+            on_text(&delta);
+        }
+        if out.token_ids.len() >= options.max_new_tokens {
+            break;
+        }
+        if interrupted() {
+            out.stop_reason = StopReason::Interrupted;
+            break;
+        }
+        next = step(token)?;
+        decode_steps += 1;
+    }
+    if let Some(rest) = stream.finish()? {
+        out.text.push_str(&rest);
+        on_text(&rest);
+    }
+    out.decode_seconds = if decode_steps > 0 {
+        decode_start.elapsed().as_secs_f64()
+    } else {
+        0.0
+    };
+    out.decode_tokens_per_s = rate(decode_steps, out.decode_seconds);
+    Ok(())
 }
 
 /// The token that ends a chat turn in every Gemma tokenizer (id 107 in Gemma 1/2, 106 in Gemma 3).
 pub const END_OF_TURN: &str = "<end_of_turn>";
 
-fn rate(count: usize, seconds: f64) -> f64 {
+/// `count / seconds`, 0 when either is 0.
+pub(crate) fn rate(count: usize, seconds: f64) -> f64 {
     if count == 0 || seconds <= 0.0 {
         0.0
     } else {

@@ -176,10 +176,31 @@ fn with_logits<R>(
     dim: (usize, usize, usize),
     f: impl FnOnce(ArrayView3<f32>) -> R,
 ) -> Result<R> {
-    let ctx = "running the decoder";
+    logits_view("running the decoder", outputs, dtype, dim, f)
+}
+
+/// Hands `f` the `logits` output of `outputs` as an f32 view `[b, s, vocab]` (converted from fp16 when `dtype` says
+/// so) after checking its shape against `dim`; errors name `ctx`. Shared by the text and image decoders.
+pub(crate) fn logits_view<R>(
+    ctx: &str,
+    outputs: &SessionOutputs<'_>,
+    dtype: DType,
+    dim: (usize, usize, usize),
+    f: impl FnOnce(ArrayView3<f32>) -> R,
+) -> Result<R> {
     let logits = outputs
         .get("logits")
         .ok_or_else(|| Error::ort(ctx, "the graph produced no `logits`"))?;
+    let check = |d: (usize, usize, usize)| {
+        if d == dim {
+            Ok(())
+        } else {
+            Err(Error::ort(
+                ctx,
+                format!("`logits` has shape {d:?}, expected {dim:?}"),
+            ))
+        }
+    };
     Ok(match dtype {
         DType::Float32 => {
             let view = logits
@@ -188,7 +209,7 @@ fn with_logits<R>(
             let view = view
                 .into_dimensionality::<Ix3>()
                 .map_err(|e| Error::ort(ctx, e))?;
-            check_logits_shape(view.dim(), dim)?;
+            check(view.dim())?;
             f(view)
         }
         DType::Float16 => {
@@ -198,7 +219,7 @@ fn with_logits<R>(
             let view = view
                 .into_dimensionality::<Ix3>()
                 .map_err(|e| Error::ort(ctx, e))?;
-            check_logits_shape(view.dim(), dim)?;
+            check(view.dim())?;
             f(view.mapv(|x| x.to_f32()).view())
         }
     })
@@ -206,14 +227,4 @@ fn with_logits<R>(
 
 fn tensor_ref<'a>(a: &'a CowArray<'_, i64, ndarray::Ix2>) -> Result<TensorRef<'a, i64>> {
     TensorRef::from_array_view(a.view()).map_err(|e| Error::ort("running the decoder", e))
-}
-
-fn check_logits_shape(dim: (usize, usize, usize), expected: (usize, usize, usize)) -> Result<()> {
-    if dim != expected {
-        return Err(Error::ort(
-            "running the decoder",
-            format!("`logits` has shape {dim:?}, expected {expected:?}"),
-        ));
-    }
-    Ok(())
 }

@@ -10,7 +10,6 @@
 //!    same [`Sampler`] and [`TextStream`](crate::TextStream) as text generation.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use image::RgbImage;
@@ -21,7 +20,9 @@ use super::image_file::{load_image, ImageLimits};
 use super::processor::{self, prefill_chunks, token_type_ids, ImageTokens};
 use crate::chat::ChatTemplate;
 use crate::error::{Error, Result};
-use crate::generate::{GenerateOptions, GenerationOutput, StopReason, END_OF_TURN};
+use crate::generate::{
+    check_prompt, decode_loop, rate, GenerateOptions, GenerationOutput, END_OF_TURN,
+};
 use crate::kv_cache::KvCache;
 use crate::manifest::{self, Manifest};
 use crate::ort_env::RuntimeOptions;
@@ -326,89 +327,38 @@ impl VisionGenerator {
     ) -> Result<(GenerationOutput, f64)> {
         let start = Instant::now();
         let gen = &options.generate;
-        if new_ids.is_empty() {
-            return Err(Error::InvalidArgument("the prompt has no tokens".into()));
-        }
-        let max_positions = self.manifest.max_position_embeddings;
-        if cache.len() + new_ids.len() + gen.max_new_tokens > max_positions {
-            return Err(Error::PromptTooLong {
-                prompt_tokens: cache.len() + new_ids.len(),
-                max_new_tokens: gen.max_new_tokens,
-                max_positions,
-            });
-        }
-        let vocab = self.manifest.vocab_size;
-        if let Some(&bad) = new_ids.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::InvalidArgument(format!(
-                "prompt token id {bad} is outside the vocabulary ({vocab})"
-            )));
-        }
+        check_prompt(
+            new_ids,
+            cache.len(),
+            gen.max_new_tokens,
+            self.manifest.max_position_embeddings,
+            self.manifest.vocab_size,
+        )?;
         let mut sampler = Sampler::new(gen.sampling.clone())?;
-        let mut out = GenerationOutput {
-            token_ids: Vec::new(),
-            text: String::new(),
-            prompt_tokens: new_ids.len(),
-            stop_reason: StopReason::MaxNewTokens,
-            prefill_seconds: 0.0,
-            decode_seconds: 0.0,
-            prefill_tokens_per_s: 0.0,
-            decode_tokens_per_s: 0.0,
-        };
+        let mut out = GenerationOutput::new(new_ids.len());
         let features = self.stack_features(images)?;
         let prefill_start = Instant::now();
-        let mut logits = self.prefill(cache, new_ids, features.view(), options.prefill_chunk)?;
+        let logits = self.prefill(cache, new_ids, features.view(), options.prefill_chunk)?;
         out.prefill_seconds = prefill_start.elapsed().as_secs_f64();
-        let mut ttft = start.elapsed().as_secs_f64();
-        if gen.max_new_tokens == 0 {
-            return Ok((out, ttft));
-        }
-
-        let mut stream = self.tokenizer.stream(true);
-        let decode_start = Instant::now();
-        let mut steps = 0usize;
-        loop {
-            let token = sampler.sample(&logits);
-            if out.token_ids.is_empty() {
-                ttft = start.elapsed().as_secs_f64();
-            }
-            out.token_ids.push(token);
-            if stop_ids.contains(&token) {
-                out.stop_reason = StopReason::Eos;
-                break;
-            }
-            if let Some(delta) = stream.push(token)? {
-                out.text.push_str(&delta);
-                on_text(&delta);
-            }
-            if out.token_ids.len() >= gen.max_new_tokens {
-                break;
-            }
-            if gen.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
-                out.stop_reason = StopReason::Interrupted;
-                break;
-            }
-            logits = self.graphs.decode_step(cache, token)?;
-            steps += 1;
-        }
-        if let Some(rest) = stream.finish()? {
-            out.text.push_str(&rest);
-            on_text(&rest);
-        }
-        out.decode_seconds = if steps > 0 {
-            decode_start.elapsed().as_secs_f64()
-        } else {
-            0.0
-        };
         out.prefill_tokens_per_s = rate(new_ids.len(), out.prefill_seconds);
-        out.decode_tokens_per_s = rate(steps, out.decode_seconds);
+        if gen.max_new_tokens == 0 {
+            return Ok((out, start.elapsed().as_secs_f64()));
+        }
+        let first = sampler.sample(&logits);
+        let ttft = start.elapsed().as_secs_f64();
+        let graphs = &mut self.graphs;
+        decode_loop(
+            &self.tokenizer,
+            first,
+            stop_ids,
+            gen,
+            &mut out,
+            &mut on_text,
+            |token| {
+                let logits = graphs.decode_step(cache, token)?;
+                Ok(sampler.sample(&logits))
+            },
+        )?;
         Ok((out, ttft))
-    }
-}
-
-fn rate(count: usize, seconds: f64) -> f64 {
-    if count == 0 || seconds <= 0.0 {
-        0.0
-    } else {
-        count as f64 / seconds
     }
 }

@@ -356,40 +356,5 @@ fn with_logits<R>(
     dim: (usize, usize, usize),
     f: impl FnOnce(ArrayView3<f32>) -> R,
 ) -> Result<R> {
-    let ctx = "running decoder_model_merged.onnx";
-    let logits = outputs
-        .get("logits")
-        .ok_or_else(|| Error::ort(ctx, "the graph produced no `logits`"))?;
-    let check = |d: (usize, usize, usize)| {
-        if d == dim {
-            Ok(())
-        } else {
-            Err(Error::ort(
-                ctx,
-                format!("`logits` has shape {d:?}, expected {dim:?}"),
-            ))
-        }
-    };
-    Ok(match dtype {
-        DType::Float32 => {
-            let v = logits
-                .try_extract_array::<f32>()
-                .map_err(|e| Error::ort(ctx, e))?;
-            let v = v
-                .into_dimensionality::<Ix3>()
-                .map_err(|e| Error::ort(ctx, e))?;
-            check(v.dim())?;
-            f(v)
-        }
-        DType::Float16 => {
-            let v = logits
-                .try_extract_array::<half::f16>()
-                .map_err(|e| Error::ort(ctx, e))?;
-            let v = v
-                .into_dimensionality::<Ix3>()
-                .map_err(|e| Error::ort(ctx, e))?;
-            check(v.dim())?;
-            f(v.mapv(|x| x.to_f32()).view())
-        }
-    })
+    crate::decoder::run::logits_view("running decoder_model_merged.onnx", outputs, dtype, dim, f)
 }
