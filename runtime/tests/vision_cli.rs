@@ -225,8 +225,16 @@ fn bad_inputs_fail_cleanly() {
     };
     let truncated = write("cut.png", &png[..png.len() / 3]);
     let notes = write("notes.gif", b"plain text, not a GIF");
-    let bomb = write("bomb.png", &png_claiming(100_000, 100_000));
-    let zero = write("zero.png", &png_claiming(0, 7));
+    // Header-only PNGs committed by `tests/fixtures/make_fixtures.py bombs`.
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/images");
+    let bomb = write(
+        "bomb.png",
+        &std::fs::read(images.join("bomb-100000x100000.png")).unwrap(),
+    );
+    let zero = write(
+        "zero.png",
+        &std::fs::read(images.join("zero-0x5.png")).unwrap(),
+    );
     let empty = write("empty.bmp", b"");
     for (path, words) in [
         (&truncated, &["cut.png", "truncated"][..]),
@@ -243,7 +251,7 @@ fn bad_inputs_fail_cleanly() {
                 "refused before decoding",
             ],
         ),
-        (&zero, &["zero.png", "0×7", "zero-sized"]),
+        (&zero, &["zero.png", "0×5", "zero-sized"]),
         (&empty, &["empty.bmp", "empty"]),
         (
             &tmp.path().join("missing.jpg"),
@@ -341,38 +349,4 @@ fn chat_takes_images_and_reuses_the_cache() {
     );
     // turns 2 and 3 prefill only what is new, the second image included
     assert_eq!(err.matches("[debug] reusing").count(), 2, "{err}");
-}
-
-/// A PNG header claiming `w`×`h` RGB pixels, with an empty image stream.
-fn png_claiming(w: u32, h: u32) -> Vec<u8> {
-    fn crc32(data: &[u8]) -> u32 {
-        let mut c = !0u32;
-        for &b in data {
-            c ^= b as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-        }
-        !c
-    }
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = w.to_be_bytes().to_vec();
-    ihdr.extend_from_slice(&h.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    for (kind, data) in [
-        (b"IHDR", ihdr),
-        (b"IDAT", vec![0x78, 0x9c, 3, 0, 0, 0, 0, 1]),
-        (b"IEND", vec![]),
-    ] {
-        let mut chunk = kind.to_vec();
-        chunk.extend_from_slice(&data);
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        out.extend_from_slice(&chunk);
-        out.extend_from_slice(&crc32(&chunk).to_be_bytes());
-    }
-    out
 }

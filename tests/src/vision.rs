@@ -49,6 +49,16 @@ impl VisionReference {
         Ok(ArrayD::from_shape_vec(IxDyn(&shape), v)?)
     }
 
+    /// The reference images as the encoder takes them, `pixel_values` `[N, 3, S, S]`.
+    pub fn pixel_values(&self) -> Result<ndarray::Array4<f32>> {
+        Ok(self.f32("pixel_values")?.into_dimensionality()?)
+    }
+
+    /// transformers' `get_image_features` of [`pixel_values`](Self::pixel_values), `[N, tokens, hidden]`.
+    pub fn image_features(&self) -> Result<Array3<f32>> {
+        Ok(self.f32("image_features")?.into_dimensionality()?)
+    }
+
     pub fn i64_2d(&self, name: &str) -> Result<Array2<i64>> {
         let (shape, data) = self.raw(name, safetensors::Dtype::I64)?;
         let v = data

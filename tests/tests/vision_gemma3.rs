@@ -13,7 +13,7 @@
 use gemma_exporter::GraphKind;
 use gemma_tests::vision::{external_data, max_abs_diff, ImageModel, VisionReference};
 use gemma_tests::*;
-use ndarray::{s, Array2, Array3, Axis, Ix3, Ix4};
+use ndarray::{s, Array2, Array3, Axis, Ix3};
 
 const FIXTURE: &str = "cg-mqa-bf16-sharded-hf4";
 /// The same weights named `vision_tower.vision_model.*` (hub form), in one model.safetensors.
@@ -28,16 +28,8 @@ fn features_of(fixture: &str) -> Array3<f32> {
     let (_tmp, out) = export_to_temp(&tiny_fixture(fixture)).unwrap();
     let mut model = ImageModel::open(&out).unwrap();
     let r = reference();
-    let pixels = r
-        .f32("pixel_values")
-        .unwrap()
-        .into_dimensionality::<Ix4>()
-        .unwrap();
-    let expected = r
-        .f32("image_features")
-        .unwrap()
-        .into_dimensionality::<Ix3>()
-        .unwrap();
+    let pixels = r.pixel_values().unwrap();
+    let expected = r.image_features().unwrap();
     let features = model.encode(pixels.view()).unwrap();
     let d = max_abs_diff(features.view(), expected.view());
     eprintln!(
@@ -101,11 +93,7 @@ fn run_case_with(
         .into_dimensionality::<Ix3>()
         .unwrap();
     let images = ids.iter().filter(|&&t| t == model.image_token_id).count() / 4;
-    let pixels = r
-        .f32("pixel_values")
-        .unwrap()
-        .into_dimensionality::<Ix4>()
-        .unwrap();
+    let pixels = r.pixel_values().unwrap();
     let features = model
         .encode(pixels.slice(s![..images, .., .., ..]))
         .unwrap();

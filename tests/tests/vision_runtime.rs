@@ -15,7 +15,7 @@ use gemma_runtime::{
 use gemma_tests::vision::{max_abs_diff, VisionReference};
 use gemma_tests::*;
 use image::RgbImage;
-use ndarray::{s, Ix3, Ix4};
+use ndarray::{s, Ix3};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -176,16 +176,8 @@ fn generator_logits_match_transformers() {
     let (_tmp, out) = tiny_export(false);
     let mut gen = VisionGenerator::open(&out, &options()).unwrap();
     let r = VisionReference::load(&tiny_fixture(FIXTURE)).unwrap();
-    let pixels = r
-        .f32("pixel_values")
-        .unwrap()
-        .into_dimensionality::<Ix4>()
-        .unwrap();
-    let expected = r
-        .f32("image_features")
-        .unwrap()
-        .into_dimensionality::<Ix3>()
-        .unwrap();
+    let pixels = r.pixel_values().unwrap();
+    let expected = r.image_features().unwrap();
     let features = gen.encode_pixels(pixels.view()).unwrap();
     let d = max_abs_diff(features.view(), expected.view());
     eprintln!("image features: max |Δ| = {d:e}");
@@ -416,16 +408,15 @@ fn bad_inputs_are_clear_errors() {
     std::fs::write(&empty, b"").unwrap();
     let text = tmp.path().join("notes.webp");
     std::fs::write(&text, b"just some text, no image").unwrap();
-    let bomb = tmp.path().join("bomb.png");
-    std::fs::write(&bomb, png_claiming(100_000, 100_000)).unwrap();
-    let zero = tmp.path().join("zero.png");
-    std::fs::write(&zero, png_claiming(0, 10)).unwrap();
+    // Header-only PNGs committed by `tests/fixtures/make_fixtures.py bombs`.
+    let bomb = fixtures_dir().join("images/bomb-100000x100000.png");
+    let zero = fixtures_dir().join("images/zero-0x5.png");
     for (path, kind, words) in [
         (&truncated, ImageErrorKind::Corrupt, "truncated"),
         (&empty, ImageErrorKind::ZeroSized, "empty"),
         (&text, ImageErrorKind::Unsupported, "not an image"),
         (&bomb, ImageErrorKind::TooLarge, "100000×100000"),
-        (&zero, ImageErrorKind::ZeroSized, "0×10"),
+        (&zero, ImageErrorKind::ZeroSized, "0×5"),
         (
             &tmp.path().join("missing.png"),
             ImageErrorKind::Unreadable,
@@ -462,7 +453,12 @@ fn bad_inputs_are_clear_errors() {
         assert!(e.to_string().contains("<start_of_image>"), "{e}");
     }
     let o = gen
-        .describe(std::slice::from_ref(&good), "<start_of_image> w9", &raw, |_| {})
+        .describe(
+            std::slice::from_ref(&good),
+            "<start_of_image> w9",
+            &raw,
+            |_| {},
+        )
         .unwrap();
     assert_eq!(o.generation.prompt_tokens, 1 + 6 + 1);
 
@@ -474,39 +470,4 @@ fn bad_inputs_are_clear_errors() {
         .expect("a text-only export must be refused");
     assert!(matches!(e, Error::NoVision { .. }), "{e}");
     assert!(e.to_string().contains("text-only"), "{e}");
-}
-
-/// A PNG whose header claims `w`×`h` RGB pixels, with an empty image stream: what a decompression bomb's header
-/// looks like.
-fn png_claiming(w: u32, h: u32) -> Vec<u8> {
-    fn crc32(data: &[u8]) -> u32 {
-        let mut c = !0u32;
-        for &b in data {
-            c ^= b as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-        }
-        !c
-    }
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = w.to_be_bytes().to_vec();
-    ihdr.extend_from_slice(&h.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    for (kind, data) in [
-        (b"IHDR", ihdr),
-        (b"IDAT", vec![0x78, 0x9c, 3, 0, 0, 0, 0, 1]),
-        (b"IEND", vec![]),
-    ] {
-        let mut chunk = kind.to_vec();
-        chunk.extend_from_slice(&data);
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        out.extend_from_slice(&chunk);
-        out.extend_from_slice(&crc32(&chunk).to_be_bytes());
-    }
-    out
 }

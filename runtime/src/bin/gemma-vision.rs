@@ -1,21 +1,20 @@
 //! `gemma-vision`: ask a Gemma 3 multimodal export (from `gemma-export` on a Gemma3ForConditionalGeneration
 //! checkpoint) about images.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use gemma_runtime::vision::{DecodedImage, ImageLimits, VisionSection};
-use gemma_runtime::{
-    ExecutionProvider, GenerateOptions, Manifest, RuntimeOptions, SamplingConfig, StopReason,
-    VisionGenerator, VisionOptions,
-};
+use gemma_runtime::{GenerateOptions, Manifest, StopReason, VisionGenerator, VisionOptions};
 use indicatif::{ProgressBar, ProgressStyle};
+
+#[path = "shared/cli.rs"]
+mod cli;
+use cli::{ModelArgs, SamplingArgs};
 
 const ABOUT: &str = "Ask Gemma 3 vision models about images (exports of gemma-export)";
 
@@ -72,9 +71,8 @@ struct DescribeArgs {
     /// Image files (JPEG, PNG, WebP, GIF, BMP), in the order the prompt sees them
     #[arg(value_name = "IMAGE", required = true)]
     images: Vec<PathBuf>,
-    /// Export folder written by gemma-export from a Gemma3ForConditionalGeneration checkpoint
-    #[arg(short = 'm', long = "model", value_name = "DIR")]
-    model: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     /// The question or instruction, after the images ("-" reads it from stdin)
     #[arg(
         short = 'p',
@@ -98,32 +96,12 @@ struct DescribeArgs {
         default_value_t = 256
     )]
     max_new_tokens: usize,
-    /// Sampling temperature; 0 = greedy (always the most likely token)
-    #[arg(long, value_name = "T", default_value_t = 0.0)]
-    temperature: f32,
-    /// Sample only among the K most likely tokens (needs --temperature > 0)
-    #[arg(long = "top-k", value_name = "K")]
-    top_k: Option<usize>,
-    /// Sample among the most likely tokens whose probabilities add up to P (needs --temperature > 0)
-    #[arg(long = "top-p", value_name = "P")]
-    top_p: Option<f32>,
-    /// RNG seed for reproducible sampling [default: random]
-    #[arg(long, value_name = "S")]
-    seed: Option<u64>,
-    /// Intra-op threads for ONNX Runtime [default: all logical cores]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
-    threads: Option<u16>,
-    /// Execution provider: cpu, cuda, tensorrt, coreml (non-CPU ones need the matching cargo feature)
-    #[arg(long = "ep", value_name = "EP", default_value = "cpu", value_parser = parse_ep)]
-    execution_provider: ExecutionProvider,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Print one JSON object at the end (text, token_ids, images with crop counts and timings,
     /// time_to_first_token_s...) instead of streaming
     #[arg(long)]
     json: bool,
-}
-
-fn parse_ep(s: &str) -> std::result::Result<ExecutionProvider, String> {
-    s.parse().map_err(|e: gemma_runtime::Error| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -131,35 +109,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Describe(args) => describe(args),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let _ = std::io::stdout().flush();
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::exit_status(result)
 }
 
 fn describe(args: DescribeArgs) -> Result<()> {
-    let prompt = if args.prompt == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("reading the prompt from stdin")?;
-        s
-    } else {
-        args.prompt.clone()
-    };
-    let sampling = SamplingConfig {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        seed: args.seed,
-    };
-    sampling.validate()?;
+    let prompt = cli::read_prompt(&args.prompt)?;
+    let sampling = args.sampling.config()?;
     // Cheap checks first, so that a wrong folder or a bad image fails before the model loads.
-    let dir = &args.model;
+    let dir = &args.model.model;
     Manifest::load(dir).with_context(|| format!("opening {}", dir.display()))?;
     let section = VisionSection::load(dir)?
         .ok_or_else(|| gemma_runtime::Error::NoVision { dir: dir.clone() })?;
@@ -175,15 +132,7 @@ fn describe(args: DescribeArgs) -> Result<()> {
         });
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        let _ = ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-        });
-    }
+    let stop = cli::stop_on_ctrl_c();
     let options = VisionOptions {
         generate: GenerateOptions {
             max_new_tokens: args.max_new_tokens,
@@ -194,9 +143,7 @@ fn describe(args: DescribeArgs) -> Result<()> {
         raw_prompt: args.raw,
         ..Default::default()
     };
-    let runtime = RuntimeOptions::default()
-        .with_threads(args.threads.map(usize::from))
-        .with_execution_provider(args.execution_provider);
+    let runtime = args.model.runtime_options();
     let mut generator = VisionGenerator::open(dir, &runtime)
         .with_context(|| format!("opening {}", dir.display()))?;
 

@@ -1,10 +1,8 @@
 //! `gemma`: run a gemma-onnx export folder (from `gemma-export`) with ONNX Runtime.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -13,13 +11,13 @@ use clap::{Args, Parser, Subcommand};
 /// binary of its own, hence the subfolder.)
 #[path = "gemma/chat.rs"]
 mod chat;
+#[path = "shared/cli.rs"]
+mod cli;
+use cli::{ModelArgs, SamplingArgs};
 /// `gemma chat` with images, on Gemma 3 multimodal exports.
 #[path = "gemma/vision_chat.rs"]
 mod vision_chat;
-use gemma_runtime::{
-    perplexity, ExecutionProvider, GenerateOptions, Generator, Message, RuntimeOptions,
-    SamplingConfig, StopReason, Tokenizer,
-};
+use gemma_runtime::{perplexity, GenerateOptions, Generator, Message, StopReason, Tokenizer};
 
 const ABOUT: &str = "Run Gemma models exported by gemma-export with ONNX Runtime";
 
@@ -103,72 +101,6 @@ The text is tokenized with a leading <bos> and cut into consecutive windows of -
 window is scored from scratch. perplexity = exp(mean NLL over every predicted token).";
 
 #[derive(Args)]
-struct ModelArgs {
-    /// Export folder written by gemma-export (has gemma-onnx.json)
-    #[arg(short = 'm', long = "model", value_name = "DIR")]
-    model: PathBuf,
-    /// Intra-op threads for ONNX Runtime [default: all logical cores]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
-    threads: Option<u16>,
-    /// Execution provider: cpu, cuda, tensorrt, coreml (non-CPU ones need the matching cargo feature)
-    #[arg(long = "ep", value_name = "EP", default_value = "cpu", value_parser = parse_ep)]
-    execution_provider: ExecutionProvider,
-}
-
-impl ModelArgs {
-    fn runtime_options(&self) -> RuntimeOptions {
-        RuntimeOptions::default()
-            .with_threads(self.threads.map(usize::from))
-            .with_execution_provider(self.execution_provider)
-    }
-}
-
-fn parse_ep(s: &str) -> std::result::Result<ExecutionProvider, String> {
-    s.parse().map_err(|e: gemma_runtime::Error| e.to_string())
-}
-
-/// Sampling options shared by `generate` and `chat`.
-#[derive(Args)]
-struct SamplingArgs {
-    /// Sampling temperature; 0 = greedy (always the most likely token)
-    #[arg(
-        long,
-        value_name = "T",
-        default_value_t = 0.0,
-        allow_negative_numbers = true
-    )]
-    temperature: f32,
-    /// Sample only among the K most likely tokens (needs --temperature > 0)
-    #[arg(long = "top-k", value_name = "K")]
-    top_k: Option<usize>,
-    /// Sample only among the most likely tokens whose probabilities add up to P (needs --temperature > 0)
-    #[arg(long = "top-p", value_name = "P")]
-    top_p: Option<f32>,
-    /// RNG seed for reproducible sampling [default: random]
-    #[arg(long, value_name = "S")]
-    seed: Option<u64>,
-}
-
-impl SamplingArgs {
-    /// The validated config (with a note on stderr when top-k/top-p cannot apply).
-    fn config(&self) -> Result<SamplingConfig> {
-        if self.temperature == 0.0 && (self.top_k.is_some() || self.top_p.is_some()) {
-            eprintln!(
-                "note: --top-k/--top-p have no effect with greedy decoding (--temperature 0)"
-            );
-        }
-        let sampling = SamplingConfig {
-            temperature: self.temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            seed: self.seed,
-        };
-        sampling.validate()?;
-        Ok(sampling)
-    }
-}
-
-#[derive(Args)]
 struct GenerateArgs {
     #[command(flatten)]
     model: ModelArgs,
@@ -223,7 +155,12 @@ struct BenchArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// Prompt lengths to measure, comma-separated
-    #[arg(long = "prompt-tokens", value_name = "N,..", value_delimiter = ',', default_value = "128,512")]
+    #[arg(
+        long = "prompt-tokens",
+        value_name = "N,..",
+        value_delimiter = ',',
+        default_value = "128,512"
+    )]
     prompt_tokens: Vec<usize>,
     /// Tokens to generate per run (including the one from the prefill)
     #[arg(long = "gen-tokens", value_name = "N", default_value_t = 128)]
@@ -259,40 +196,16 @@ fn main() -> ExitCode {
         Command::Bench(args) => run_bench(args),
         Command::Chat(args) => chat::run(args),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let _ = std::io::stdout().flush();
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::exit_status(result)
 }
 
 fn run_generate(args: GenerateArgs) -> Result<()> {
     let prompt = match args.prompt.as_deref() {
-        Some("-") => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("reading the prompt from stdin")?;
-            s
-        }
-        Some(p) => p.to_string(),
+        Some(p) => cli::read_prompt(p)?,
         None => String::new(),
     };
     let sampling = args.sampling.config()?;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        // A second Ctrl-C while stopping exits at once.
-        let _ = ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-        });
-    }
+    let stop = cli::stop_on_ctrl_c();
     let options = GenerateOptions {
         max_new_tokens: args.max_new_tokens,
         sampling,

@@ -51,41 +51,9 @@ fn limits() -> ImageLimits {
     ImageLimits::default()
 }
 
-fn crc32(data: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in data {
-        c ^= b as u32;
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
-}
-
-/// A 60-byte PNG claiming `w`×`h` RGB pixels: IHDR, one tiny IDAT (an empty zlib stream), IEND. A real bomb
-/// has megabytes of compressed zeros in its IDAT; what gets it refused is the same header.
-pub(crate) fn png_header(w: u32, h: u32) -> Vec<u8> {
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = w.to_be_bytes().to_vec();
-    ihdr.extend_from_slice(&h.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    for (kind, data) in [
-        (b"IHDR", ihdr),
-        (b"IDAT", vec![0x78, 0x9c, 3, 0, 0, 0, 0, 1]),
-        (b"IEND", vec![]),
-    ] {
-        let mut chunk = kind.to_vec();
-        chunk.extend_from_slice(&data);
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        out.extend_from_slice(&chunk);
-        out.extend_from_slice(&crc32(&chunk).to_be_bytes());
-    }
-    out
-}
+/// The committed header-only PNGs of `tests/fixtures/images` (see `make_fixtures.py bombs`).
+const BOMB_PNG: &[u8] = include_bytes!("../../../tests/fixtures/images/bomb-100000x100000.png");
+const ZERO_PNG: &[u8] = include_bytes!("../../../tests/fixtures/images/zero-0x5.png");
 
 fn kind_of(bytes: &[u8]) -> (ImageErrorKind, String) {
     match decode_image(bytes, Path::new("x.img"), &limits()) {
@@ -96,13 +64,13 @@ fn kind_of(bytes: &[u8]) -> (ImageErrorKind, String) {
 
 #[test]
 fn bad_images_are_refused_with_clear_errors() {
-    let (kind, msg) = kind_of(&png_header(100_000, 100_000));
+    let (kind, msg) = kind_of(BOMB_PNG);
     assert_eq!(kind, ImageErrorKind::TooLarge, "{msg}");
     assert!(
         msg.contains("x.img") && msg.contains("100000×100000") && msg.contains("16384"),
         "{msg}"
     );
-    let (kind, msg) = kind_of(&png_header(0, 5));
+    let (kind, msg) = kind_of(ZERO_PNG);
     assert_eq!(kind, ImageErrorKind::ZeroSized, "{msg}");
     let (kind, msg) = kind_of(b"");
     assert_eq!(kind, ImageErrorKind::ZeroSized, "{msg}");

@@ -17,7 +17,7 @@ use gemma_runtime::{
     ChatOptions, ChatSession, GenerateOptions, Generator, Message, StopReason, TurnReport,
 };
 
-use super::{ModelArgs, SamplingArgs};
+use super::cli::{ModelArgs, SamplingArgs};
 
 pub const CHAT_EXAMPLES: &str = "\
 Examples:
