@@ -100,10 +100,13 @@ def gemma_onnx(a, bins, entries, ort=None):
         env["ORT_DYLIB_PATH"] = ort[0]
         engine = f"gemma-onnx on ORT {ort[1]}"
     for prec in (a.peer_ort_precisions if ort else a.precisions or precisions(bins["export"])):
-        out_dir = os.path.join(a.work, f"gemma-onnx-{prec}")
+        # `int4:emb=4a` = --precision int4 --quant-spec emb=4a
+        base, _, spec = prec.partition(":")
+        out_dir = os.path.join(a.work, "gemma-onnx-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", prec))
         secs = rss = None
         if not ort:
-            _, secs, rss = run([bins["export"], a.hf, "-o", out_dir, "--precision", prec, "--force", "-q"])
+            cmd = [bins["export"], a.hf, "-o", out_dir, "--precision", base, "--force", "-q"]
+            _, secs, rss = run(cmd + (["--quant-spec", spec] if spec else []))
         size = sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir) if f.startswith("model"))
         threads = ["--threads", str(a.threads)]
         entries.append({
@@ -216,7 +219,9 @@ def main():
     p.add_argument("--gen-tokens", type=int, default=128)
     p.add_argument("--rounds", type=int, default=3, help="speed rounds over all engines (medians reported)")
     p.add_argument("--context", type=int, default=512)
-    p.add_argument("--precisions", nargs="*", help="gemma-onnx precisions [default: all of gemma-export --help]")
+    p.add_argument("--precisions", nargs="*",
+                   help="gemma-onnx precisions [default: all of gemma-export --help]; PRECISION:SPEC adds "
+                        "--quant-spec SPEC, e.g. int4:emb=4a")
     p.add_argument("--genai-precisions", nargs="*", default=["int4", "int8", "fp32"])
     p.add_argument("--peer-ort-precisions", nargs="*", default=["fp32", "int8", "int4"],
                    help="gemma-onnx precisions also run on GenAI's onnxruntime wheel (none: skip)")
