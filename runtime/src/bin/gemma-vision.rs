@@ -19,10 +19,10 @@ use cli::{ModelArgs, SamplingArgs};
 const ABOUT: &str = "Ask Gemma 3 vision models about images (exports of gemma-export)";
 
 const LONG_ABOUT: &str = "\
-Ask a Gemma 3 multimodal model (Gemma 3 4B/12B/27B, MedGemma 4B... exported by `gemma-export`, whose
-folder has vision_encoder.onnx, preprocess.onnx, embed_tokens.onnx and decoder_model_merged.onnx) about
-images, with ONNX Runtime. The whole image path is ONNX: preprocess.onnx resizes and normalizes (and crops,
-with Pan & Scan), vision_encoder.onnx turns each image into 256 soft tokens, and the decoder reads them in
+Ask a Gemma 3 multimodal model (Gemma 3 4B/12B/27B, MedGemma 4B... exported by `gemma-export`, whose \
+folder has vision_encoder.onnx, preprocess.onnx, embed_tokens.onnx and decoder_model_merged.onnx) about \
+images, with ONNX Runtime. The whole image path is ONNX: preprocess.onnx resizes and normalizes (and crops, \
+with Pan & Scan), vision_encoder.onnx turns each image into 256 soft tokens, and the decoder reads them in \
 place of the prompt's <image_soft_token>s.
 
 The ONNX Runtime library is found as for `gemma` ($ORT_DYLIB_PATH, else scripts/setup-ort's install).";
@@ -45,11 +45,11 @@ Examples:
   # Machine-readable: text, token ids, crop counts, time to first token
   gemma-vision describe photo.jpg -m gemma-3-4b-it-onnx --json | jq .time_to_first_token_s
 
-Reads JPEG, PNG, WebP, GIF (first frame) and BMP; EXIF orientation is applied, transparency is
-composited on white, grey images become RGB. Images above 16384 px a side or 64 megapixels are
-refused from their header, before decoding. The prompt goes after the images in one user turn of
-the model's chat template (each image becomes <start_of_image>, then the processor's soft tokens).
-Stops at <end_of_turn>, an eos token or --max-new-tokens; Ctrl-C stops early. Statistics go to
+Reads JPEG, PNG, WebP, GIF (first frame) and BMP; EXIF orientation is applied, transparency is \
+composited on white, grey images become RGB. Images above 16384 px a side or 64 megapixels are \
+refused from their header, before decoding. The prompt goes after the images in one user turn of \
+the model's chat template (each image becomes <start_of_image>, then the processor's soft tokens). \
+Stops at <end_of_turn>, an eos token or --max-new-tokens; Ctrl-C stops early. Statistics go to \
 stderr (stdout has only the answer), or into the object with --json.";
 
 #[derive(Parser)]

@@ -22,11 +22,11 @@ use gemma_runtime::{perplexity, GenerateOptions, Generator, Message, StopReason,
 const ABOUT: &str = "Run Gemma models exported by gemma-export with ONNX Runtime";
 
 const LONG_ABOUT: &str = "\
-Run Gemma models exported by `gemma-export` (a folder with gemma-onnx.json, model.onnx, tokenizer.json...)
+Run Gemma models exported by `gemma-export` (a folder with gemma-onnx.json, model.onnx, tokenizer.json...) \
 with ONNX Runtime.
 
-The ONNX Runtime library (libonnxruntime.so 1.31.x) is looked for at $ORT_DYLIB_PATH if set, else at
-${GEMMA_ONNX_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/gemma-onnx}/onnxruntime/libonnxruntime.so
+The ONNX Runtime library (libonnxruntime.so 1.31.x) is looked for at $ORT_DYLIB_PATH if set, else at \
+${GEMMA_ONNX_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/gemma-onnx}/onnxruntime/libonnxruntime.so \
 (where `scripts/setup-ort` installs it), else beside this executable.";
 
 const EXAMPLES: &str = "\
@@ -84,12 +84,12 @@ Examples:
   gemma generate -m codegemma-2b-onnx -n 64 \\
       --fim-prefix \"$(cat before.py)\" --fim-suffix \"$(cat after.py)\"
 
-Stops at an end-of-sequence token (gemma-onnx.json's eos_token_ids and generation_config.json's
-eos_token_id) or after --max-new-tokens; with --chat also at the tokenizer's <end_of_turn>, with
---fim-* also at <|file_separator|> (and the other FIM tokens). The FIM prompt is
-<bos><|fim_prefix|>PREFIX<|fim_suffix|>SUFFIX<|fim_middle|>, the ids of those tokens looked up in
-tokenizer.json (if it lacks them, an error names them: only CodeGemma's tokenizer has them).
-Ctrl-C stops generation early and still prints the statistics.
+Stops at an end-of-sequence token (gemma-onnx.json's eos_token_ids and generation_config.json's \
+eos_token_id) or after --max-new-tokens; with --chat also at the tokenizer's <end_of_turn>, with \
+--fim-* also at <|file_separator|> (and the other FIM tokens). The FIM prompt is \
+<bos><|fim_prefix|>PREFIX<|fim_suffix|>SUFFIX<|fim_middle|>, the ids of those tokens looked up in \
+tokenizer.json (if it lacks them, an error names them: only CodeGemma's tokenizer has them). \
+Ctrl-C stops generation early and still prints the statistics. \
 Statistics go to stderr (stdout has only the generated text), or into the object with --json.";
 
 const PERPLEXITY_EXAMPLES: &str = "\
@@ -97,7 +97,7 @@ Examples:
   gemma perplexity -m gemma-3-270m-onnx --text wiki.txt
   gemma perplexity -m gemma-3-270m-onnx --text wiki.txt --context 1024 --json
 
-The text is tokenized with a leading <bos> and cut into consecutive windows of --context tokens; each
+The text is tokenized with a leading <bos> and cut into consecutive windows of --context tokens; each \
 window is scored from scratch. perplexity = exp(mean NLL over every predicted token).";
 
 #[derive(Args)]
@@ -143,11 +143,11 @@ Examples:
   gemma bench -m gemma-3-270m-onnx --prompt-tokens 128 --gen-tokens 64 --repeat 5 --json
   GEMMA_ORT_PROFILE=/tmp/prof gemma bench -m gemma-3-270m-onnx --prompt-tokens 128 --repeat 1
 
-Each prompt length runs once untimed, then --repeat times; medians are printed. A run prefills a
-deterministic synthetic prompt (logits of the last position only), picks tokens greedily, and decodes
---gen-tokens tokens in all (the first comes from the prefill). prefill tok/s = prompt / prefill time;
-TTFT = prefill + first pick; decode tok/s = (gen − 1) / decode time. Peak RSS is the process's
-high-water mark (model loading included). With GEMMA_ORT_PROFILE=PREFIX, ONNX Runtime writes a
+Each prompt length runs once untimed, then --repeat times; medians are printed. A run prefills a \
+deterministic synthetic prompt (logits of the last position only), picks tokens greedily, and decodes \
+--gen-tokens tokens in all (the first comes from the prefill). prefill tok/s = prompt / prefill time; \
+TTFT = prefill + first pick; decode tok/s = (gen − 1) / decode time. Peak RSS is the process's \
+high-water mark (model loading included). With GEMMA_ORT_PROFILE=PREFIX, ONNX Runtime writes a \
 per-operator profile PREFIX_<date>.json when the model closes.";
 
 #[derive(Args)]

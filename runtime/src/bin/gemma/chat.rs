@@ -36,17 +36,17 @@ Examples:
   gemma chat -m gemma-3-270m-onnx --messages conv.json
   gemma chat -m gemma-3-270m-onnx --messages conv.json --json | jq -r .text
 
-Each turn renders the model's own chat template over the whole conversation and prefills only
-the tokens that are new since the last turn (-v shows how many). A reply ends at <end_of_turn>
-(looked up in tokenizer.json), at an eos_token_id of gemma-onnx.json or generation_config.json,
-or after --max-new-tokens. When the conversation plus --max-new-tokens would not fit in
+Each turn renders the model's own chat template over the whole conversation and prefills only \
+the tokens that are new since the last turn (-v shows how many). A reply ends at <end_of_turn> \
+(looked up in tokenizer.json), at an eos_token_id of gemma-onnx.json or generation_config.json, \
+or after --max-new-tokens. When the conversation plus --max-new-tokens would not fit in \
 --max-context (default: the model's positions), the oldest exchanges are dropped, with a note.
 
-Gemma 1 and 2 chat templates have no system role: --system (or a leading system message) then
-starts the first user message, followed by a blank line, as Gemma 3's template does it, with a
+Gemma 1 and 2 chat templates have no system role: --system (or a leading system message) then \
+starts the first user message, followed by a blank line, as Gemma 3's template does it, with a \
 note; --no-fold-system makes it an error instead.
 
---messages FILE.json is a list of {\"role\": \"system\" | \"user\" | \"assistant\", \"content\": TEXT};
+--messages FILE.json is a list of {\"role\": \"system\" | \"user\" | \"assistant\", \"content\": TEXT}; \
 only the first message may be the system one, and the last must be the user's.";
 
 #[derive(Args)]
