@@ -6,9 +6,10 @@
 //!   all where it leads by more than 0.5; free-running greedy generation follows the reference ids until a step
 //!   where fp32 itself leads by less than 0.5 (the references have steps with a lead of 0.012). Mean NLL on
 //!   perplexity.txt within 0.5% of transformers fp32.
-//! - int4 (the default scheme) keeps mean NLL on perplexity.txt within 2% of transformers fp32 (measured
-//!   +1.72%; the 1% is not reached at this size, see `gemma_exporter::quant::QuantConfig::int4`), and is
-//!   at most a quarter of fp32's size.
+//! - int4 (the default scheme), teacher-forced the same way, picks transformers' token on ≥ 90% of the steps where
+//!   fp32 leads by more than 0.1 and ≥ 97% of those where it leads by more than 0.5 (measured 93% and 99%); its
+//!   mean NLL on perplexity.txt is within 2% of transformers fp32 (measured +1.72%; the 1% is not reached
+//!   at this size, see `gemma_exporter::quant::QuantConfig::int4`), and it is at most a quarter of fp32's size.
 
 use gemma_exporter::{GraphKind, Precision};
 use gemma_runtime::{
@@ -102,6 +103,10 @@ fn all_logits(decoder: &mut Decoder, ids: &[u32]) -> Vec<Vec<f32>> {
 /// int8 must agree always.
 const MARGIN: f32 = 0.1;
 const FIRM: f32 = 0.5;
+/// int4's least greedy agreement with transformers on decided and firm steps, in percent (measured 2026-11-29:
+/// 108/116 = 93%, 89/90 = 99%).
+const INT4_DECIDED_PERCENT: usize = 90;
+const INT4_FIRM_PERCENT: usize = 97;
 
 /// The best index and its lead over the second best.
 fn top2(row: &[f32]) -> (usize, f32) {
@@ -116,18 +121,29 @@ fn top2(row: &[f32]) -> (usize, f32) {
     (best.0, best.1 - best.2)
 }
 
-#[test]
-fn int8_predicts_like_fp32() {
-    let reference = reference();
-    let (_t1, fp32) = export(Precision::Fp32);
-    let (_t2, int8) = export(Precision::INT8);
-    let int8 = int8.as_path();
-    let mut dec_fp32 = Decoder::open(&fp32, &runtime()).unwrap();
-    let mut dec_int8 = Decoder::open(int8, &runtime()).unwrap();
-    let mut generator = Generator::open(int8, &runtime()).unwrap();
-    let (mut decided, mut agreed, mut firm) = (0, 0, 0);
+/// Teacher-forced over each reference prompt + its transformers continuation: on how many steps the quantized
+/// export's greedy choice equals transformers' token, among the steps where our fp32 export leads by more than
+/// `MARGIN` (decided) and by more than `FIRM` (firm). Checks that fp32 itself picks transformers' token there.
+struct Agreement {
+    decided: usize,
+    agreed: usize,
+    firm: usize,
+    firm_agreed: usize,
+    /// fp32's lead at every step of every prompt, per prompt.
+    margins: Vec<Vec<f32>>,
+}
+
+fn agreement(reference: &RealReference, fp32: &Path, quantized: &Path) -> Agreement {
+    let mut dec_fp32 = Decoder::open(fp32, &runtime()).unwrap();
+    let mut dec_q = Decoder::open(quantized, &runtime()).unwrap();
+    let mut r = Agreement {
+        decided: 0,
+        agreed: 0,
+        firm: 0,
+        firm_agreed: 0,
+        margins: Vec::new(),
+    };
     for p in &reference.prompts {
-        // Teacher-forced over prompt + reference continuation: fp32's margin and int8's choice at every step.
         let ids: Vec<u32> = p
             .input_ids
             .iter()
@@ -136,32 +152,46 @@ fn int8_predicts_like_fp32() {
             .collect();
         let (a, b) = (
             all_logits(&mut dec_fp32, &ids),
-            all_logits(&mut dec_int8, &ids),
+            all_logits(&mut dec_q, &ids),
         );
         let mut margins = Vec::new();
         for (i, &want) in p.generated_ids.iter().enumerate() {
             let t = p.input_ids.len() - 1 + i;
             let (fp32_top, margin) = top2(&a[t]);
-            let (int8_top, _) = top2(&b[t]);
+            let (q_top, _) = top2(&b[t]);
             margins.push(margin);
+            let same = usize::from(q_top == want as usize);
             if margin > MARGIN {
                 assert_eq!(
                     fp32_top, want as usize,
                     "our fp32 export disagrees with transformers"
                 );
-                decided += 1;
-                agreed += usize::from(int8_top == want as usize);
+                r.decided += 1;
+                r.agreed += same;
             }
             if margin > FIRM {
-                firm += 1;
-                assert_eq!(
-                    int8_top, want as usize,
-                    "{:?}, step {i}: int8 picks {int8_top}, transformers {want} (fp32 leads by {margin})",
-                    p.text
-                );
+                r.firm += 1;
+                r.firm_agreed += same;
             }
         }
+        r.margins.push(margins);
+    }
+    r
+}
 
+#[test]
+fn int8_predicts_like_fp32() {
+    let reference = reference();
+    let (_t1, fp32) = export(Precision::Fp32);
+    let (_t2, int8) = export(Precision::INT8);
+    let int8 = int8.as_path();
+    let mut generator = Generator::open(int8, &runtime()).unwrap();
+    let agree = agreement(&reference, &fp32, int8);
+    assert_eq!(
+        agree.firm_agreed, agree.firm,
+        "int8 must pick transformers' token wherever fp32 leads by more than {FIRM}"
+    );
+    for (p, margins) in reference.prompts.iter().zip(&agree.margins) {
         // Free-running greedy: the same ids as transformers until a step fp32 itself nearly ties.
         let options = GenerateOptions {
             max_new_tokens: p.generated_ids.len(),
@@ -191,6 +221,12 @@ fn int8_predicts_like_fp32() {
             );
         }
     }
+    let Agreement {
+        decided,
+        agreed,
+        firm,
+        ..
+    } = agree;
     eprintln!("int8: {agreed}/{decided} steps with fp32 margin > {MARGIN} agree, all {firm} with margin > {FIRM}");
     assert!(
         agreed * 100 >= decided * 97,
@@ -211,10 +247,31 @@ fn int8_predicts_like_fp32() {
 }
 
 #[test]
-fn int4_perplexity_within_two_percent() {
-    let want = reference().perplexity.mean_nll;
-    let (_tmp, dir) = export(Precision::INT4);
+fn int4_predicts_like_fp32_within_its_budget() {
+    let reference = reference();
+    let (_t1, fp32) = export(Precision::Fp32);
+    let (_t2, dir) = export(Precision::INT4);
     let dir = dir.as_path();
+
+    let a = agreement(&reference, &fp32, dir);
+    eprintln!(
+        "int4: {}/{} steps with fp32 margin > {MARGIN} agree with transformers, {}/{} with margin > {FIRM}",
+        a.agreed, a.decided, a.firm_agreed, a.firm
+    );
+    assert!(
+        a.agreed * 100 >= a.decided * INT4_DECIDED_PERCENT,
+        "int4 agrees on {}/{} decided steps",
+        a.agreed,
+        a.decided
+    );
+    assert!(
+        a.firm_agreed * 100 >= a.firm * INT4_FIRM_PERCENT,
+        "int4 agrees on {}/{} firm steps",
+        a.firm_agreed,
+        a.firm
+    );
+
+    let want = reference.perplexity.mean_nll;
     let got = mean_nll(dir);
     let rel = got / want - 1.0;
     let size = data_size(dir);
