@@ -108,6 +108,20 @@ impl GraphBuilder {
         Value(name.to_string())
     }
 
+    /// Declares an int64 scalar graph input `name` whose value defaults to `default` when a run does not feed it:
+    /// an initializer of the same name (ONNX IR ≥ 4; ONNX Runtime calls these overridable initializers and never
+    /// constant-folds them). Consumers that do not know the input keep the default behaviour.
+    pub fn input_i64_with_default(&mut self, name: &str, default: i64) -> Value {
+        let v = self.input(name, DataType::Int64, &[]);
+        self.push_initializer(inline_tensor(
+            name,
+            DataType::Int64,
+            &[],
+            default.to_le_bytes().to_vec(),
+        ));
+        v
+    }
+
     /// Declares `value` as a graph output named `name` (adds an Identity when the names differ).
     pub fn output(&mut self, value: &Value, name: &str, elem: DataType, dims: &[Dim]) {
         if value.0 != name {

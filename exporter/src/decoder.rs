@@ -9,7 +9,7 @@
 //! bidirectional image blocks: transformers.js's `decoder_model_merged.onnx`.
 
 use crate::attention::{AttentionInputs, AttentionSpec};
-use crate::builder::{Attr, Dim, GraphBuilder};
+use crate::builder::{Attr, Dim, GraphBuilder, Value};
 use crate::layers::{attention_mask_with_blocks, image_blocks, rope_tables, Ctx, Kernels};
 use crate::onnx::DataType;
 use crate::weights::WeightWriter;
@@ -98,6 +98,7 @@ pub fn build_with_input(
         )),
         _ => None,
     };
+    let keep = g.input_i64_with_default(LOGITS_TO_KEEP, 0);
     let kv_dims: Vec<Dim> = vec![
         "batch_size".into(),
         nkv.into(),
@@ -252,10 +253,16 @@ pub fn build_with_input(
         presents.push((attn.present_key, attn.present_value));
     }
 
-    // Final norm, lm_head (tied: the embedding matrix, stored once), optional soft-cap.
+    // Keep the last `num_logits_to_keep` positions (default 0: all of them, what Optimum-style consumers expect),
+    // then the final norm, lm_head (tied: the embedding matrix, stored once), optional soft-cap.
     cx.g.set_scope("/model/norm");
-    let xn = cx.rms_norm(&x, &names::final_norm(p), eps)?;
-    let logits = cx.lm_head(&xn, t, p, &batch_seq)?;
+    let x_kept = keep_last_positions(cx.g, &x, &keep, &batch_seq, h, "residual");
+    let xn = cx.rms_norm(&x_kept, &names::final_norm(p), eps)?;
+    let kept_shape =
+        cx.g.op("Shape", "kept_shape", &[&xn], &[("end", Attr::Int(2))]);
+    let flat_h = cx.g.const_i64("flat_hidden", &[-1, h as i64]);
+    let flat = cx.g.op("Reshape", "kept_flat", &[&xn, &flat_h], &[]);
+    let logits = cx.lm_head(&flat, t, p, &kept_shape)?;
 
     let g = cx.g;
     g.set_scope("");
@@ -265,7 +272,7 @@ pub fn build_with_input(
         DataType::Float,
         &[
             "batch_size".into(),
-            "sequence_length".into(),
+            "kept_sequence_length".into(),
             t.vocab_size.into(),
         ],
     );
@@ -290,4 +297,40 @@ pub fn build_with_input(
         );
     }
     Ok(())
+}
+
+/// The optional int64 scalar input of the portable graph: logits for the last K positions only (0, its default:
+/// every position). The cpu graph has the same input, without a default ([`crate::decoder_cpu::LOGITS_TO_KEEP`]).
+pub const LOGITS_TO_KEEP: &str = "num_logits_to_keep";
+
+/// The last `keep` positions (all when `keep` is 0) of a flattened `[B·S, H]` stream `x`, as `[B, K, H]`; `label`
+/// names the nodes.
+pub fn keep_last_positions(
+    g: &mut GraphBuilder,
+    x: &Value,
+    keep: &Value,
+    batch_seq: &Value,
+    hidden: usize,
+    label: &str,
+) -> Value {
+    let hidden_dim = g.const_i64("hidden_dim", &[hidden as i64]);
+    let shape3 = g.op(
+        "Concat",
+        "hidden_3d",
+        &[batch_seq, &hidden_dim],
+        &[("axis", Attr::Int(0))],
+    );
+    let axes_0 = g.const_i64("axes_0", &[0]);
+    let axes_1 = g.const_i64("axes_1", &[1]);
+    let keep_1d = g.op("Unsqueeze", "keep_1d", &[keep, &axes_0], &[]);
+    // Slice start −K keeps the last K rows; −0 = 0 keeps them all.
+    let start = g.op("Neg", "keep_start", &[&keep_1d], &[]);
+    let end = g.const_i64("slice_to_end", &[i64::MAX]);
+    let x3 = g.op("Reshape", &format!("{label}_3d"), &[x, &shape3], &[]);
+    g.op(
+        "Slice",
+        &format!("{label}_kept"),
+        &[&x3, &start, &end, &axes_1],
+        &[],
+    )
 }

@@ -36,7 +36,7 @@ use gemma_models::{names, Checkpoint, LayerType, ModelConfig, TextConfig};
 /// ONNX Runtime's contrib operator domain.
 pub const MS_DOMAIN: &str = "com.microsoft";
 /// The int64 scalar input choosing how many trailing positions get logits (0 = all).
-pub const LOGITS_TO_KEEP: &str = "num_logits_to_keep";
+pub use crate::decoder::LOGITS_TO_KEEP;
 /// Symbolic capacity of the global layers' KV buffers.
 pub const GLOBAL_CACHE_DIM: &str = "global_cache_length";
 /// Symbolic capacity of the sliding layers' KV buffers (at least the window).
@@ -165,34 +165,14 @@ pub fn build(
     // Keep the last `num_logits_to_keep` positions (0: all) of x and the pending residual, then the final norm
     // (fused with the last residual add), the tied lm_head and the optional soft-cap on those rows only.
     cx.g.set_scope("/model/norm");
-    let g = &mut *cx.g;
-    let hidden_dim = g.const_i64("hidden_1d", &[h as i64]);
-    let shape3 = g.op(
-        "Concat",
-        "hidden_3d",
-        &[&shared.batch_seq, &hidden_dim],
-        &[("axis", Attr::Int(0))],
-    );
-    let axes_1 = g.const_i64("axes_1", &[1]);
-    let axes_0 = g.const_i64("axes_0", &[0]);
-    let keep_1d = g.op("Unsqueeze", "keep_1d", &[&keep, &axes_0], &[]);
-    // Slice start −K keeps the last K rows; −0 = 0 keeps them all.
-    let start = g.op("Neg", "keep_start", &[&keep_1d], &[]);
-    let end = g.const_i64("slice_to_end", &[i64::MAX]);
     let keep_rows = |g: &mut GraphBuilder, v: &Value, label: &str| {
-        let v3 = g.op("Reshape", &format!("{label}_3d"), &[v, &shape3], &[]);
-        g.op(
-            "Slice",
-            &format!("{label}_kept"),
-            &[&v3, &start, &end, &axes_1],
-            &[],
-        )
+        crate::decoder::keep_last_positions(g, v, &keep, &shared.batch_seq, h, label)
     };
-    let x_kept = keep_rows(g, &x, "residual");
+    let x_kept = keep_rows(cx.g, &x, "residual");
     let final_norm = names::final_norm(p);
     let xn = match pending {
         Some(m) => {
-            let m_kept = keep_rows(g, &m, "pending");
+            let m_kept = keep_rows(cx.g, &m, "pending");
             cx.skip_rms_norm(&x_kept, &m_kept, &final_norm, eps)?.0
         }
         None => cx.rms_norm(&x_kept, &final_norm, eps)?,

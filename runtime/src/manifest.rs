@@ -77,6 +77,10 @@ pub struct Manifest {
     pub eos_token_ids: Vec<u32>,
     pub kv_dtype: DType,
     pub logits_dtype: DType,
+    /// The optional int64 scalar input of the portable graphs (the text decoder when `graph` is `"portable"`, and
+    /// the image decoder): logits for the last K positions only (not fed: all positions). Absent in older exports.
+    #[serde(default)]
+    pub portable_logits_to_keep_input: Option<String>,
     /// Present when `graph` is `"cpu"`.
     #[serde(default)]
     pub cpu: Option<CpuGraph>,

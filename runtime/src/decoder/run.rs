@@ -36,6 +36,16 @@ impl Decoder {
         if self.has_position_ids {
             inputs.push(("position_ids".into(), tensor_ref(&pos)?.into()));
         }
+        // Exports with the optional `num_logits_to_keep` input skip the lm_head on all but the last position.
+        let keep_input = match mode {
+            LogitsMode::Last => self.manifest.portable_logits_to_keep_input.clone(),
+            LogitsMode::All => None,
+        };
+        let keep = ndarray::arr0(1i64);
+        if let Some(name) = &keep_input {
+            let keep = TensorRef::from_array_view(&keep).map_err(|e| Error::ort(ctx, e))?;
+            inputs.push((name.clone().into(), keep.into()));
+        }
         for (i, (k, v)) in self.past_names.iter().enumerate() {
             let (pk, pv) = cache.past(i).ok_or_else(|| {
                 Error::InvalidArgument(
@@ -76,13 +86,14 @@ impl Decoder {
                 out.push(value);
             }
         }
+        let kept = if keep_input.is_some() { 1 } else { seq };
         let result = with_logits(
             &outputs,
             self.manifest.logits_dtype,
-            (batch, seq, self.manifest.vocab_size),
+            (batch, kept, self.manifest.vocab_size),
             |l| match mode {
                 LogitsMode::All => f(l),
-                LogitsMode::Last => f(l.slice(s![.., seq - 1..seq, ..])),
+                LogitsMode::Last => f(l.slice(s![.., kept - 1..kept, ..])),
             },
         )?;
         drop(outputs);

@@ -221,9 +221,10 @@ impl VisionGenerator {
         let embeds = self.embed_with_features(ids, features)?;
         let tt = token_type_ids(ids, self.section.image_token_id);
         let tt = Array2::from_shape_vec((1, tt.len()), tt).expect("shape matches");
-        self.graphs.step(embeds.view(), tt.view(), &mut cache, |l| {
-            l.slice(s![0, .., ..]).to_owned()
-        })
+        self.graphs
+            .step(embeds.view(), tt.view(), &mut cache, false, |l| {
+                l.slice(s![0, .., ..]).to_owned()
+            })
     }
 
     /// Embeddings of `ids` `[1, n, hidden]` with the soft-token rows replaced by `features` (all of them, in order).
@@ -301,9 +302,11 @@ impl VisionGenerator {
             used += blocks;
             let tt = Array2::from_shape_vec((1, chunk.len()), types[chunk].to_vec())
                 .expect("shape matches");
-            logits = self.graphs.step(embeds.view(), tt.view(), cache, |l| {
-                l.slice(s![0, -1, ..]).to_vec()
-            })?;
+            logits = self
+                .graphs
+                .step(embeds.view(), tt.view(), cache, true, |l| {
+                    l.slice(s![0, -1, ..]).to_vec()
+                })?;
         }
         Ok(logits)
     }

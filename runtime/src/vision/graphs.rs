@@ -275,18 +275,21 @@ impl ImageGraphs {
     pub fn decode_step(&mut self, cache: &mut KvCache, token: u32) -> Result<Vec<f32>> {
         let embeds = self.embed(&[token])?;
         let zero = ndarray::Array2::<i64>::zeros((1, 1));
-        self.step(embeds.view(), zero.view(), cache, |l| {
+        self.step(embeds.view(), zero.view(), cache, true, |l| {
             l.slice(ndarray::s![0, -1, ..]).to_vec()
         })
     }
 
     /// One step of `decoder_model_merged.onnx` on `embeds` `[1, s, hidden]` after the cache's positions, with
-    /// `token_type_ids` `[1, s]`; hands `f` the logits `[1, s, vocab]` and appends the step to `cache`.
+    /// `token_type_ids` `[1, s]`; hands `f` the logits `[1, s, vocab]` and appends the step to `cache`. With
+    /// `last_only`, `f` may get the last position's logits only (`[1, 1, vocab]`): exports that have the optional
+    /// `num_logits_to_keep` input skip the lm_head everywhere else.
     pub fn step<R>(
         &mut self,
         embeds: ArrayView3<f32>,
         token_types: ArrayView2<i64>,
         cache: &mut KvCache,
+        last_only: bool,
         f: impl FnOnce(ArrayView3<f32>) -> R,
     ) -> Result<R> {
         let ctx = "running decoder_model_merged.onnx";
@@ -318,6 +321,18 @@ impl ImageGraphs {
                 TensorRef::from_array_view(&pos).map_err(e)?.into(),
             ));
         }
+        let keep_input = self
+            .cache_manifest
+            .portable_logits_to_keep_input
+            .clone()
+            .filter(|_| last_only);
+        let keep = ndarray::arr0(1i64);
+        if let Some(name) = &keep_input {
+            inputs.push((
+                name.clone().into(),
+                TensorRef::from_array_view(&keep).map_err(e)?.into(),
+            ));
+        }
         for l in 0..layers {
             let (k, v) = cache.past(l).ok_or_else(|| {
                 Error::InvalidArgument("the image decoder needs a portable KV cache".into())
@@ -338,10 +353,11 @@ impl ImageGraphs {
             }
         }
         let vocab = self.cache_manifest.vocab_size;
+        let kept = if keep_input.is_some() { 1 } else { seq };
         let result = with_logits(
             &outputs,
             self.cache_manifest.logits_dtype,
-            (1, seq, vocab),
+            (1, kept, vocab),
             f,
         )?;
         drop(outputs);
