@@ -590,7 +590,7 @@ mod tests {
 
     #[test]
     fn head_chunks_cover_the_rows_on_page_boundaries() {
-        // Gemma 3 270M: 262144 rows; fp32 (2560 B/row, 640 MiB) and int4 block 16 packed (320 B/row, 80 MiB).
+        // Gemma 3 270M: 262144 rows; fp32 (2560 B/row, 640 MiB) and 4-bit packed (320 B/row, 80 MiB).
         for (rows, row_bytes, count) in [
             (262144, 2560, 20),
             (262144, 320, 3),
