@@ -127,22 +127,16 @@ pub fn build_with_input(
         kernels,
     };
 
-    // Scaled embedding (spec §1.1): E[ids] · fp32(sqrt(H)), flattened to the [N, H] residual stream.
+    // Scaled embedding (spec §1.1), flattened to the [N, H] residual stream.
     cx.g.set_scope("/model/embed_tokens");
     let embed_name = names::embed_tokens(p);
     let mut x = match input {
+        // fp32/fp16/bf16 Gather, or the block-quantized lookup sharing the lm_head's bytes.
         DecoderInput::InputIds => {
-            // fp32/fp16/bf16 Gather, or the block-quantized lookup sharing the lm_head's bytes.
-            let emb = cx.embedding(&tokens, &embed_name)?;
-            let scale = cx.g.scalar_f32("embed_scale", (h as f64).sqrt() as f32);
-            let emb = cx.g.op("Mul", "scale", &[&emb, &scale], &[]);
-            let flat_h = cx.g.const_i64("flat_hidden", &[-1, h as i64]);
-            cx.g.op("Reshape", "flatten", &[&emb, &flat_h], &[])
+            let emb = cx.scaled_embedding(&tokens, &embed_name, h)?;
+            cx.flatten_rows(&emb, h)
         }
-        DecoderInput::InputsEmbeds { .. } => {
-            let flat_h = cx.g.const_i64("flat_hidden", &[-1, h as i64]);
-            cx.g.op("Reshape", "flatten", &[&tokens, &flat_h], &[])
-        }
+        DecoderInput::InputsEmbeds { .. } => cx.flatten_rows(&tokens, h),
     };
 
     cx.g.set_scope("/model");
@@ -258,11 +252,7 @@ pub fn build_with_input(
     cx.g.set_scope("/model/norm");
     let x_kept = keep_last_positions(cx.g, &x, &keep, &batch_seq, h, "residual");
     let xn = cx.rms_norm(&x_kept, &names::final_norm(p), eps)?;
-    let kept_shape =
-        cx.g.op("Shape", "kept_shape", &[&xn], &[("end", Attr::Int(2))]);
-    let flat_h = cx.g.const_i64("flat_hidden", &[-1, h as i64]);
-    let flat = cx.g.op("Reshape", "kept_flat", &[&xn, &flat_h], &[]);
-    let logits = cx.lm_head(&flat, t, p, &kept_shape)?;
+    let logits = cx.lm_head(&xn, t, p)?;
 
     let g = cx.g;
     g.set_scope("");

@@ -113,11 +113,8 @@ pub fn build(
     // Scaled embedding (spec §1.1) as the [N, H] residual stream.
     cx.g.set_scope("/model/embed_tokens");
     let embed_name = names::embed_tokens(p);
-    let emb = cx.embedding(&input_ids, &embed_name)?;
-    let scale = cx.g.scalar_f32("embed_scale", (h as f64).sqrt() as f32);
-    let emb = cx.g.op("Mul", "scale", &[&emb, &scale], &[]);
-    let flat_h = cx.g.const_i64("flat_hidden", &[-1, h as i64]);
-    let x0 = cx.g.op("Reshape", "flatten", &[&emb, &flat_h], &[]);
+    let emb = cx.scaled_embedding(&input_ids, &embed_name, h)?;
+    let x0 = cx.flatten_rows(&emb, h);
 
     let eps = t.rms_norm_eps;
     // The residual stream is carried as (x, pending): the next norm adds `pending` to `x` itself
@@ -177,10 +174,7 @@ pub fn build(
         }
         None => cx.rms_norm(&x_kept, &final_norm, eps)?,
     };
-    let g = &mut *cx.g;
-    let kept_shape = g.op("Shape", "kept_shape", &[&xn], &[("end", Attr::Int(2))]);
-    let flat = g.op("Reshape", "kept_flat", &[&xn, &flat_h], &[]);
-    let logits = cx.lm_head(&flat, t, p, &kept_shape)?;
+    let logits = cx.lm_head(&xn, t, p)?;
 
     let g = cx.g;
     g.set_scope("");

@@ -315,14 +315,13 @@ impl Ctx<'_> {
         self.linear(&prod, down)
     }
 
-    /// Logits from final-norm hidden states `x [N, H]`: the lm_head (the embedding matrix when tied, stored once),
-    /// the final soft-cap when the config has one, reshaped to `lead_shape ⧺ [vocab]` (e.g. `[B, S, V]`).
+    /// Logits `[B, K, vocab]` from final-norm hidden states `x [B, K, H]`: the lm_head (the embedding matrix when
+    /// tied, stored once) on the flattened rows, then the final soft-cap when the config has one.
     pub fn lm_head(
         &mut self,
         x: &Value,
         t: &gemma_models::TextConfig,
         prefix: &str,
-        lead_shape: &Value,
     ) -> Result<Value, ExportError> {
         self.g.set_scope("/lm_head");
         let head = if t.tie_word_embeddings {
@@ -330,7 +329,11 @@ impl Ctx<'_> {
         } else {
             gemma_models::names::lm_head(prefix)
         };
-        let mut logits = self.head_matmul(x, &head)?;
+        let lead_shape = self
+            .g
+            .op("Shape", "lead_shape", &[x], &[("end", Attr::Int(2))]);
+        let flat = self.flatten_rows(x, t.hidden_size);
+        let mut logits = self.head_matmul(&flat, &head)?;
         if let Some(cap) = t.final_logit_softcapping {
             logits = self.softcap(&logits, cap);
         }
@@ -338,10 +341,30 @@ impl Ctx<'_> {
         let shape = self.g.op(
             "Concat",
             "logits_shape",
-            &[lead_shape, &vocab],
+            &[&lead_shape, &vocab],
             &[("axis", Attr::Int(0))],
         );
         Ok(self.g.op("Reshape", "logits", &[&logits, &shape], &[]))
+    }
+
+    /// `x [.., H]` as the `[N, H]` rows the linear layers take.
+    pub fn flatten_rows(&mut self, x: &Value, hidden: usize) -> Value {
+        let flat_h = self.g.const_i64("flat_hidden", &[-1, hidden as i64]);
+        self.g.op("Reshape", "flatten", &[x, &flat_h], &[])
+    }
+
+    /// The scaled embedding of `ids` `[..]` (spec §1.1: `E[ids] · fp32(sqrt(H))`), `[.., H]`.
+    pub fn scaled_embedding(
+        &mut self,
+        ids: &Value,
+        weight_name: &str,
+        hidden: usize,
+    ) -> Result<Value, ExportError> {
+        let emb = self.embedding(ids, weight_name)?;
+        let scale = self
+            .g
+            .scalar_f32("embed_scale", (hidden as f64).sqrt() as f32);
+        Ok(self.g.op("Mul", "scale", &[&emb, &scale], &[]))
     }
 
     /// `c · tanh(x / c)`.

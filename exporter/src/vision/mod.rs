@@ -240,9 +240,7 @@ pub fn build_embed_tokens(
                 cx.g.op("Where", "image_to_pad", &[&is_image, &zero, &ids], &[]);
         }
     }
-    let emb = cx.embedding(&ids, &names::embed_tokens(&cfg.text_prefix))?;
-    let scale = cx.g.scalar_f32("embed_scale", (h as f64).sqrt() as f32);
-    let emb = cx.g.op("Mul", "scale", &[&emb, &scale], &[]);
+    let emb = cx.scaled_embedding(&ids, &names::embed_tokens(&cfg.text_prefix), h)?;
     cx.g.set_scope("");
     cx.g.output(
         &emb,
