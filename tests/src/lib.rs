@@ -79,6 +79,39 @@ pub fn export_precision_to_temp(
     Ok((tmp, out))
 }
 
+/// One prompt of `tests/fixtures/real/gemma3-270m.json`: transformers' greedy continuation of the real Gemma 3 270M.
+#[derive(serde::Deserialize)]
+pub struct RealPrompt {
+    pub text: String,
+    pub input_ids: Vec<u32>,
+    pub generated_ids: Vec<u32>,
+}
+
+/// transformers' perplexity of the real Gemma 3 270M on `text_file` (in `tests/fixtures/real/`).
+#[derive(serde::Deserialize)]
+pub struct RealPerplexity {
+    pub text_file: String,
+    pub context: usize,
+    pub tokens: usize,
+    pub predicted: usize,
+    pub mean_nll: f64,
+    pub perplexity: f64,
+}
+
+/// `tests/fixtures/real/gemma3-270m.json`: transformers fp32 eager on the real Gemma 3 270M.
+#[derive(serde::Deserialize)]
+pub struct RealReference {
+    pub prompts: Vec<RealPrompt>,
+    pub perplexity: RealPerplexity,
+}
+
+/// Reads `tests/fixtures/real/gemma3-270m.json`.
+pub fn real_reference() -> RealReference {
+    let path = fixtures_dir().join("real/gemma3-270m.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// The reference tensors of one fixture (`reference.safetensors`).
 pub struct Reference {
     bytes: Vec<u8>,

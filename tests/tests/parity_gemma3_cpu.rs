@@ -330,17 +330,7 @@ fn sliding_cache_memory_is_bounded() {
 #[test]
 fn real_gemma3_270m_greedy_matches_transformers() {
     use gemma_runtime::{GenerateOptions, Generator, SamplingConfig};
-    #[derive(serde::Deserialize)]
-    struct Prompt {
-        text: String,
-        generated_ids: Vec<u32>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Real {
-        prompts: Vec<Prompt>,
-    }
-    let path = fixtures_dir().join("real/gemma3-270m.json");
-    let real: Real = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let real = real_reference();
     let src = gemma3_270m_dir().expect("the real Gemma 3 270M checkpoint");
     let (_tmp, out) = export_graph_to_temp(&src, GraphKind::Cpu).unwrap();
     let mut generator = Generator::open(&out, &runtime()).unwrap();

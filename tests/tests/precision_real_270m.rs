@@ -17,33 +17,7 @@ use gemma_runtime::{
 };
 use gemma_tests::*;
 use ndarray::Array2;
-use serde::Deserialize;
 use std::path::{Path, PathBuf};
-
-#[derive(Deserialize)]
-struct Prompt {
-    text: String,
-    input_ids: Vec<u32>,
-    generated_ids: Vec<u32>,
-}
-
-#[derive(Deserialize)]
-struct Perplexity {
-    text_file: String,
-    context: usize,
-    mean_nll: f64,
-}
-
-#[derive(Deserialize)]
-struct RealReference {
-    prompts: Vec<Prompt>,
-    perplexity: Perplexity,
-}
-
-fn reference() -> RealReference {
-    let path = fixtures_dir().join("real/gemma3-270m.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 fn runtime() -> RuntimeOptions {
     RuntimeOptions::cpu().with_threads(Some(2))
@@ -75,7 +49,7 @@ fn data_size(dir: &Path) -> u64 {
 }
 
 fn mean_nll(dir: &Path) -> f64 {
-    let r = reference().perplexity;
+    let r = real_reference().perplexity;
     let text = std::fs::read_to_string(fixtures_dir().join("real").join(&r.text_file)).unwrap();
     let mut decoder = Decoder::open(dir, &runtime()).unwrap();
     let tokenizer = Tokenizer::from_dir(dir).unwrap();
@@ -181,7 +155,7 @@ fn agreement(reference: &RealReference, fp32: &Path, quantized: &Path) -> Agreem
 
 #[test]
 fn int8_predicts_like_fp32() {
-    let reference = reference();
+    let reference = real_reference();
     let (_t1, fp32) = export(Precision::Fp32);
     let (_t2, int8) = export(Precision::INT8);
     let int8 = int8.as_path();
@@ -248,7 +222,7 @@ fn int8_predicts_like_fp32() {
 
 #[test]
 fn int4_predicts_like_fp32_within_its_budget() {
-    let reference = reference();
+    let reference = real_reference();
     let (_t1, fp32) = export(Precision::Fp32);
     let (_t2, dir) = export(Precision::INT4);
     let dir = dir.as_path();

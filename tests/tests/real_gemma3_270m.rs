@@ -6,37 +6,8 @@ use gemma_runtime::{
     perplexity, Decoder, GenerateOptions, Generator, RuntimeOptions, SamplingConfig, Tokenizer,
 };
 use gemma_tests::*;
-use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::OnceLock;
-
-#[derive(Deserialize)]
-struct Prompt {
-    text: String,
-    input_ids: Vec<u32>,
-    generated_ids: Vec<u32>,
-}
-
-#[derive(Deserialize)]
-struct Perplexity {
-    text_file: String,
-    context: usize,
-    tokens: usize,
-    predicted: usize,
-    mean_nll: f64,
-    perplexity: f64,
-}
-
-#[derive(Deserialize)]
-struct RealReference {
-    prompts: Vec<Prompt>,
-    perplexity: Perplexity,
-}
-
-fn reference() -> RealReference {
-    let path = fixtures_dir().join("real/gemma3-270m.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 /// One export shared by the tests of this file.
 fn exported() -> &'static PathBuf {
@@ -55,7 +26,7 @@ fn runtime() -> RuntimeOptions {
 
 #[test]
 fn greedy_generation_matches_transformers_token_for_token() {
-    let reference = reference();
+    let reference = real_reference();
     let mut generator = Generator::open(exported(), &runtime()).unwrap();
     for p in &reference.prompts {
         assert_eq!(
@@ -89,7 +60,7 @@ fn greedy_generation_matches_transformers_token_for_token() {
 
 #[test]
 fn perplexity_matches_transformers_within_0_1_percent() {
-    let reference = reference().perplexity;
+    let reference = real_reference().perplexity;
     let text =
         std::fs::read_to_string(fixtures_dir().join("real").join(&reference.text_file)).unwrap();
     let mut decoder = Decoder::open(exported(), &runtime()).unwrap();
