@@ -38,13 +38,13 @@ impl Decoder {
         }
         // Exports with the optional `num_logits_to_keep` input skip the lm_head on all but the last position.
         let keep_input = match mode {
-            LogitsMode::Last => self.manifest.portable_logits_to_keep_input.clone(),
+            LogitsMode::Last => self.manifest.portable_logits_to_keep_input.as_deref(),
             LogitsMode::All => None,
         };
         let keep = ndarray::arr0(1i64);
         if let Some(name) = &keep_input {
             let keep = TensorRef::from_array_view(&keep).map_err(|e| Error::ort(ctx, e))?;
-            inputs.push((name.clone().into(), keep.into()));
+            inputs.push(((*name).into(), keep.into()));
         }
         for (i, (k, v)) in self.past_names.iter().enumerate() {
             let (pk, pv) = cache.past(i).ok_or_else(|| {

@@ -324,12 +324,12 @@ impl ImageGraphs {
         let keep_input = self
             .cache_manifest
             .portable_logits_to_keep_input
-            .clone()
+            .as_deref()
             .filter(|_| last_only);
         let keep = ndarray::arr0(1i64);
-        if let Some(name) = &keep_input {
+        if let Some(name) = keep_input {
             inputs.push((
-                name.clone().into(),
+                name.into(),
                 TensorRef::from_array_view(&keep).map_err(e)?.into(),
             ));
         }

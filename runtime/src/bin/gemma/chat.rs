@@ -252,7 +252,6 @@ fn interactive(
             args.model.model.display()
         );
     }
-    let mut stdout = std::io::stdout();
     let mut line = String::new();
     loop {
         let text = match read_input(tty, &mut line)? {
@@ -264,15 +263,7 @@ fn interactive(
             }
             Input::Text(text) => text,
         };
-        stop.store(false, Ordering::SeqCst);
-        replying.store(true, Ordering::SeqCst);
-        let result = session.send(text, |delta| {
-            let _ = stdout
-                .write_all(delta.as_bytes())
-                .and_then(|_| stdout.flush());
-        });
-        replying.store(false, Ordering::SeqCst);
-        println!();
+        let result = stream_reply(stop, replying, |on_text| session.send(text, on_text));
         match result {
             Ok(report) => {
                 if report.output.stop_reason == StopReason::Interrupted {
@@ -287,6 +278,26 @@ fn interactive(
             Err(e) => eprintln!("error: {e:#}"),
         }
     }
+}
+
+/// One reply of the conversation: `send` gets a sink that streams its text to stdout. While it runs, `replying`
+/// is raised (Ctrl-C then stops the reply through `stop` instead of leaving); the line is ended afterwards.
+pub fn stream_reply<R>(
+    stop: &AtomicBool,
+    replying: &AtomicBool,
+    send: impl FnOnce(&mut dyn FnMut(&str)) -> R,
+) -> R {
+    let mut stdout = std::io::stdout();
+    stop.store(false, Ordering::SeqCst);
+    replying.store(true, Ordering::SeqCst);
+    let result = send(&mut |delta: &str| {
+        let _ = stdout
+            .write_all(delta.as_bytes())
+            .and_then(|_| stdout.flush());
+    });
+    replying.store(false, Ordering::SeqCst);
+    println!();
+    result
 }
 
 /// One line typed at the chat prompt.

@@ -2,9 +2,9 @@
 //! `--image PATH` attaches images to the first message, `/image PATH` inside the conversation to the next one.
 //! Runs on [`VisionChat`] (the image graphs and `decoder_model_merged.onnx`).
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 
@@ -40,7 +40,6 @@ pub fn run(setup: Setup, stop: &AtomicBool, replying: &AtomicBool) -> Result<()>
             setup.dir.display()
         );
     }
-    let mut stdout = std::io::stdout();
     let mut line = String::new();
     loop {
         let text = match super::chat::read_input(tty, &mut line)? {
@@ -67,15 +66,7 @@ pub fn run(setup: Setup, stop: &AtomicBool, replying: &AtomicBool) -> Result<()>
             }
             _ => {}
         }
-        stop.store(false, Ordering::SeqCst);
-        replying.store(true, Ordering::SeqCst);
-        let result = chat.send(text, |delta| {
-            let _ = stdout
-                .write_all(delta.as_bytes())
-                .and_then(|_| stdout.flush());
-        });
-        replying.store(false, Ordering::SeqCst);
-        println!();
+        let result = super::chat::stream_reply(stop, replying, |on_text| chat.send(text, on_text));
         match result {
             Ok(report) => {
                 if report.output.stop_reason == StopReason::Interrupted {
