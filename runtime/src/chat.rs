@@ -264,7 +264,7 @@ mod tests {
     use super::*;
 
     fn gemma3() -> ChatTemplate {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/gemma-3-270m");
+        let dir = crate::test_support::gemma3_tokenizer_dir();
         ChatTemplate::from_dir(&dir)
             .unwrap()
             .expect("the Gemma 3 tokenizer_config.json has a chat template")

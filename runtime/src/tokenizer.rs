@@ -176,9 +176,8 @@ mod tests {
     pub(crate) fn gemma_tokenizer() -> &'static Tokenizer {
         static T: OnceLock<Tokenizer> = OnceLock::new();
         T.get_or_init(|| {
-            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/models/gemma-3-270m/tokenizer.json");
-            Tokenizer::from_file(path).expect("the Gemma 3 tokenizer from ../shared")
+            let path = crate::test_support::gemma3_tokenizer_dir().join("tokenizer.json");
+            Tokenizer::from_file(path).expect("the Gemma 3 tokenizer")
         })
     }
 

@@ -4,7 +4,7 @@
 //! `raise_exception` text. References: `fixtures/chat/templates.json` (`make_fixtures.py templates`).
 
 use gemma_runtime::{ChatTemplate, Error};
-use gemma_tests::fixtures_dir;
+use gemma_tests::{fixtures_dir, gemma3_270m_dir};
 use serde_json::Value;
 use std::path::Path;
 
@@ -13,8 +13,9 @@ fn references() -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// The Gemma 3 tokenizer files of `../shared/models/gemma-3-270m`, as the real 270M test model carries them.
 fn shared_gemma3_dir() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/gemma-3-270m")
+    gemma3_270m_dir().expect("the real Gemma 3 270M checkpoint")
 }
 
 /// Renders every case with `template` and compares; returns (rendered, errors) counts.
