@@ -6,7 +6,6 @@
 use gemma_runtime::{ChatTemplate, Error};
 use gemma_tests::{fixtures_dir, gemma3_270m_dir};
 use serde_json::Value;
-use std::path::Path;
 
 fn references() -> Value {
     let path = fixtures_dir().join("chat/templates.json");
