@@ -14,6 +14,6 @@ pub mod config;
 pub mod error;
 pub mod names;
 
-pub use checkpoint::{Checkpoint, DType, TensorView};
+pub use checkpoint::{Checkpoint, DType, LowRank, ReadAdjust, TensorView};
 pub use config::{Family, LayerType, ModelConfig, RopeParams, TextConfig, VisionConfig};
 pub use error::{CheckpointError, ConfigError};

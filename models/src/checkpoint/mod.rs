@@ -10,7 +10,9 @@
 //! window of elements to f32, so a caller can stream a multi-gigabyte model through a small buffer, calling
 //! [`Checkpoint::release`] after each tensor to keep the resident set small.
 
+mod adjust;
 mod folder;
+pub mod ggml;
 mod shard;
 #[cfg(test)]
 mod tests;
@@ -19,6 +21,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::CheckpointError;
+pub use adjust::{LowRank, ReadAdjust};
 use shard::{Shard, StoredDType};
 
 /// File name of a single-file checkpoint.
@@ -26,29 +29,88 @@ pub const SINGLE_FILE: &str = "model.safetensors";
 /// File name of the index of a sharded checkpoint.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
 
-/// Element types we can convert to f32.
+/// Storage types we can convert to f32: the safetensors floats, and the block-quantized formats of GGUF (ggml),
+/// which store `block_elems()` values in `block_bytes()` bytes along the tensor's last (fastest) dimension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
     F32,
     F16,
     BF16,
+    /// ggml Q8_0: blocks of 32, an f16 scale and 32 int8 (x = d·q).
+    Q8_0,
+    /// ggml Q4_0: blocks of 32, an f16 scale and 16 bytes of nibbles (x = d·(q − 8)).
+    Q4_0,
+    /// ggml Q4_1: blocks of 32, f16 scale and min, 16 bytes of nibbles (x = d·q + m).
+    Q4_1,
+    /// ggml Q5_0: blocks of 32, f16 scale, 4 bytes of fifth bits, 16 bytes of nibbles (x = d·(q − 16)).
+    Q5_0,
+    /// ggml Q5_1: blocks of 32, f16 scale and min, fifth bits, nibbles (x = d·q + m).
+    Q5_1,
+    /// ggml Q4_K: super-blocks of 256 in 8 sub-blocks with 6-bit scales and mins.
+    Q4K,
+    /// ggml Q5_K: super-blocks of 256, as Q4_K with a fifth bit.
+    Q5K,
+    /// ggml Q6_K: super-blocks of 256 in 16 sub-blocks with int8 scales.
+    Q6K,
 }
 
 impl DType {
-    /// Bytes per element.
-    pub fn size(&self) -> usize {
+    /// Elements per storage block: 1 for the float types, 32 or 256 for the ggml block formats.
+    pub fn block_elems(&self) -> usize {
         match self {
-            DType::F32 => 4,
-            DType::F16 | DType::BF16 => 2,
+            DType::F32 | DType::F16 | DType::BF16 => 1,
+            DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 => 32,
+            DType::Q4K | DType::Q5K | DType::Q6K => 256,
         }
     }
 
-    /// The safetensors name ("F32", "F16", "BF16").
+    /// Bytes per storage block.
+    pub fn block_bytes(&self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+            DType::Q8_0 => 34,
+            DType::Q4_0 => 18,
+            DType::Q4_1 => 20,
+            DType::Q5_0 => 22,
+            DType::Q5_1 => 24,
+            DType::Q4K => 144,
+            DType::Q5K => 176,
+            DType::Q6K => 210,
+        }
+    }
+
+    /// Bytes per element of the float types; for a block format, bytes per block (use [`byte_len`](Self::byte_len)).
+    pub fn size(&self) -> usize {
+        self.block_bytes()
+    }
+
+    /// Bytes that `numel` elements take, or `None` if `numel` is not a whole number of blocks (or overflows).
+    pub fn byte_len(&self, numel: usize) -> Option<usize> {
+        (numel % self.block_elems() == 0)
+            .then(|| numel / self.block_elems())
+            .and_then(|b| b.checked_mul(self.block_bytes()))
+    }
+
+    /// Whether this is a ggml block format (decoded block by block).
+    pub fn is_block_quantized(&self) -> bool {
+        self.block_elems() > 1
+    }
+
+    /// The name as safetensors ("F32", "F16", "BF16") or ggml ("Q8_0", "Q4_K", …) writes it.
     pub fn name(&self) -> &'static str {
         match self {
             DType::F32 => "F32",
             DType::F16 => "F16",
             DType::BF16 => "BF16",
+            DType::Q8_0 => "Q8_0",
+            DType::Q4_0 => "Q4_0",
+            DType::Q4_1 => "Q4_1",
+            DType::Q5_0 => "Q5_0",
+            DType::Q5_1 => "Q5_1",
+            DType::Q4K => "Q4_K",
+            DType::Q5K => "Q5_K",
+            DType::Q6K => "Q6_K",
         }
     }
 
@@ -62,6 +124,24 @@ impl DType {
             _ => None,
         }
     }
+
+    /// The type for a ggml type id as GGUF stores it (`ggml_type`); `None` for the ones we do not decode.
+    pub fn from_ggml_type(id: u32) -> Option<DType> {
+        Some(match id {
+            0 => DType::F32,
+            1 => DType::F16,
+            2 => DType::Q4_0,
+            3 => DType::Q4_1,
+            6 => DType::Q5_0,
+            7 => DType::Q5_1,
+            8 => DType::Q8_0,
+            12 => DType::Q4K,
+            13 => DType::Q5K,
+            14 => DType::Q6K,
+            30 => DType::BF16,
+            _ => return None,
+        })
+    }
 }
 
 /// An opened checkpoint folder. Cheap to query; tensor bytes are read lazily through the memory maps.
@@ -70,6 +150,8 @@ pub struct Checkpoint {
     shards: Vec<Shard>,
     /// Tensor name → index into `shards`.
     tensors: BTreeMap<String, usize>,
+    /// Low-rank updates merged into tensors as they are read (LoRA), by tensor name.
+    low_rank: BTreeMap<String, LowRank>,
 }
 
 /// One tensor's bytes inside a mapped file, with its metadata.
@@ -80,8 +162,11 @@ pub struct TensorView<'a> {
     pub shape: Vec<usize>,
     /// The raw little-endian element bytes (`numel × dtype.size()` of them; not necessarily aligned).
     pub data: &'a [u8],
-    /// The safetensors file holding the tensor.
+    /// The file holding the tensor.
     pub file: &'a Path,
+    /// Applied by [`read_f32`](Self::read_f32) after decoding (see [`ReadAdjust`]); code that copies `data` as it
+    /// is must check [`ReadAdjust::is_identity`] first.
+    pub adjust: ReadAdjust<'a>,
 }
 
 impl Checkpoint {
@@ -103,7 +188,22 @@ impl Checkpoint {
             dir: dir.to_path_buf(),
             shards,
             tensors,
+            low_rank: BTreeMap::new(),
         })
+    }
+
+    /// Merges `update` into tensor `name` from now on: every read returns `W + B·A`. Fails if the tensor is absent
+    /// or is not a 2-D `[update.rows, update.cols]` tensor.
+    pub fn add_low_rank(&mut self, name: &str, update: LowRank) -> Result<(), CheckpointError> {
+        let view = self.tensor_with_shape(name, &[update.rows, update.cols])?;
+        let key = view.name.to_string();
+        self.low_rank.insert(key, update);
+        Ok(())
+    }
+
+    /// The tensors that have a low-rank update, sorted.
+    pub fn low_rank_names(&self) -> Vec<&str> {
+        self.low_rank.keys().map(String::as_str).collect()
     }
 
     /// The folder this checkpoint was opened from.
@@ -152,6 +252,10 @@ impl Checkpoint {
             shape: stored.shape.clone(),
             data: &shard.mmap[stored.begin..stored.end],
             file: &shard.path,
+            adjust: ReadAdjust {
+                offset: stored.offset,
+                low_rank: self.low_rank.get(name),
+            },
         })
     }
 
@@ -176,12 +280,20 @@ impl Checkpoint {
     /// [`release`](Self::release) for elements `[from, to)` of `view` only: streaming code calls it after each
     /// chunk so that even a single large tensor never becomes resident whole.
     pub fn release_elements(&self, view: &TensorView<'_>, from: usize, to: usize) {
-        let size = view.dtype.size();
+        let (be, bb) = (view.dtype.block_elems(), view.dtype.block_bytes());
         let to = to.min(view.numel());
         if from >= to {
             return;
         }
-        self.release(&TensorView { data: &view.data[from * size..to * size], ..view.clone() });
+        // Whole blocks only: a block straddling either end may still be read.
+        let (first, last) = (from.div_ceil(be), to / be);
+        if first >= last {
+            return;
+        }
+        self.release(&TensorView {
+            data: &view.data[first * bb..last * bb],
+            ..view.clone()
+        });
     }
 
     /// Tells the OS that the bytes of `view` are no longer needed, so that streaming a whole model keeps the
@@ -251,6 +363,7 @@ impl std::fmt::Debug for TensorView<'_> {
             .field("shape", &self.shape)
             .field("bytes", &self.data.len())
             .field("file", &self.file)
+            .field("adjust", &self.adjust)
             .finish()
     }
 }
@@ -262,7 +375,7 @@ impl TensorView<'_> {
     }
 
     /// Converts elements `[start, start + out.len())` (in row-major order) to f32: an exact upcast for BF16 and F16,
-    /// a copy for F32. Works on unaligned bytes.
+    /// a copy for F32, then applies [`adjust`](Self::adjust). Works on unaligned bytes.
     ///
     /// # Panics
     /// If the range goes past [`numel`](Self::numel).
@@ -274,6 +387,11 @@ impl TensorView<'_> {
             self.name,
             start + out.len()
         );
+        if self.dtype.is_block_quantized() {
+            ggml::read_blocks(self.dtype, self.data, start, out);
+            self.adjust.apply(start, out);
+            return;
+        }
         let size = self.dtype.size();
         let bytes = &self.data[start * size..(start + out.len()) * size];
         match self.dtype {
@@ -293,7 +411,9 @@ impl TensorView<'_> {
                     *o = f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16);
                 }
             }
+            _ => unreachable!("block formats are decoded above"),
         }
+        self.adjust.apply(start, out);
     }
 
     /// All elements as f32 (for small tensors such as norm weights).

@@ -38,6 +38,8 @@ pub(super) struct StoredTensor {
     /// Byte range in the whole file (already shifted past the header).
     pub begin: usize,
     pub end: usize,
+    /// Added to every element on read ([`super::ReadAdjust::offset`]); 0 for safetensors.
+    pub offset: f32,
 }
 
 /// An opened safetensors file.
@@ -184,6 +186,7 @@ fn parse_entry(path: &Path, name: &str, value: Value) -> Result<StoredTensor, Ch
         shape: entry.shape,
         begin,
         end,
+        offset: 0.0,
     })
 }
 
