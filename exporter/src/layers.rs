@@ -1,5 +1,5 @@
 //! The building blocks of a Gemma decoder as ONNX subgraphs: RMSNorm, linear layers, RoPE, masks, attention and
-//! the GeGLU MLP. They are the exact maths of `../shared/spec/gemma-reference.md` §1 in float32.
+//! the GeGLU MLP. They are the exact maths of the reference semantics (transformers' Gemma decoder, fp32 eager) in float32.
 //!
 //! [`Kernels`] chooses how each block is expressed. The portable choice uses standard ONNX ops only (opset 21),
 //! which every runtime and execution provider loads; faster variants (quantized MatMuls, fused ONNX Runtime

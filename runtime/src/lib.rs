@@ -54,14 +54,11 @@ pub(crate) mod test_support {
     use std::path::PathBuf;
 
     /// A folder with the Gemma 3 tokenizer files (`tokenizer.json`, `tokenizer_config.json` with the chat template):
-    /// the real 270M test model that `scripts/test` sets in `$GEMMA3_270M_DIR` (its tokenizer files are
-    /// `../shared/models/gemma-3-270m`'s), else that shared folder beside the checkout.
+    /// the real 270M test model that `scripts/test` builds and sets in `$GEMMA3_270M_DIR`.
     pub(crate) fn gemma3_tokenizer_dir() -> PathBuf {
-        std::env::var_os("GEMMA3_270M_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/gemma-3-270m")
-            })
+        std::env::var_os("GEMMA3_270M_DIR").map(PathBuf::from).unwrap_or_else(|| {
+            panic!("GEMMA3_270M_DIR is not set: run the tests through scripts/test, which builds the real Gemma 3 270M")
+        })
     }
 }
 

@@ -177,24 +177,25 @@ pub fn max_abs_diff_row(
 /// The tolerance of every fp32 parity test against transformers (max |Δlogit|).
 pub const FP32_TOLERANCE: f32 = 1e-4;
 
-/// The real Gemma 3 270M checkpoint folder: `$GEMMA3_270M_DIR` (scripts/test sets it), else built by
-/// `../shared/tools/get-gemma3-270m` (cached after its first run).
+/// The real Gemma 3 270M checkpoint folder: `$GEMMA3_270M_DIR`, which `scripts/test` sets after building the folder
+/// from the project's default GGUF (`scripts/get-model`, then `gguf-to-hf`).
 pub fn gemma3_270m_dir() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("GEMMA3_270M_DIR") {
-        return Ok(PathBuf::from(dir));
+    match std::env::var_os("GEMMA3_270M_DIR") {
+        Some(dir) => Ok(PathBuf::from(dir)),
+        None => bail!(
+            "GEMMA3_270M_DIR is not set: run the tests through scripts/test, which fetches the real Gemma 3 270M \
+             and sets it, or set it to a Hugging Face folder of that model"
+        ),
     }
-    let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/tools/get-gemma3-270m");
-    let out = std::process::Command::new(&tool)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {}", tool.display()))?;
-    if !out.status.success() {
-        bail!("{} failed ({})", tool.display(), out.status);
+}
+
+/// The real Gemma 3 270M as the Q4_K_M GGUF: `$GEMMA3_270M_GGUF`, which `scripts/test` sets (`scripts/get-model`).
+pub fn gemma3_270m_gguf() -> Result<PathBuf> {
+    match std::env::var_os("GEMMA3_270M_GGUF") {
+        Some(path) => Ok(PathBuf::from(path)),
+        None => bail!(
+            "GEMMA3_270M_GGUF is not set: run the tests through scripts/test, which fetches the real Gemma 3 270M \
+             GGUF (scripts/get-model) and sets it"
+        ),
     }
-    let stdout = String::from_utf8(out.stdout)?;
-    let path = stdout
-        .lines()
-        .last()
-        .context("get-gemma3-270m printed no path")?;
-    Ok(PathBuf::from(path.trim()))
 }

@@ -12,7 +12,7 @@ fn references() -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// The Gemma 3 tokenizer files of `../shared/models/gemma-3-270m`, as the real 270M test model carries them.
+/// The Gemma 3 tokenizer files of the real Gemma 3 270M (rebuilt from its GGUF by scripts/test), as the real 270M test model carries them.
 fn shared_gemma3_dir() -> std::path::PathBuf {
     gemma3_270m_dir().expect("the real Gemma 3 270M checkpoint")
 }

@@ -1,4 +1,4 @@
-//! The real Gemma 3 270M (dequantized from the public Q4_K_M GGUF by ../shared/tools/get-gemma3-270m): exported,
+//! The real Gemma 3 270M (the public Q4_K_M GGUF, fetched by scripts/get-model and turned into a bf16 folder by scripts/test): exported,
 //! run through ONNX Runtime, and compared with transformers fp32 eager (tests/fixtures/real/gemma3-270m.json):
 //! greedy generation gives the same 32 token ids for each prompt, and perplexity is within 0.1%.
 
