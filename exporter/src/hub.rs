@@ -58,7 +58,7 @@ const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
-    #[error("{}", access_message(.repo, .url, .status, .endpoint, .token, .server))]
+    #[error("{}", access_message(.repo, .url, .status, .endpoint, .token, .server, .gated))]
     Access {
         repo: String,
         url: String,
@@ -68,6 +68,8 @@ pub enum HubError {
         token: Option<String>,
         /// The hub's own explanation (`X-Error-Message`), if it gave one.
         server: Option<String>,
+        /// The hub said the repository is gated (`X-Error-Code: GatedRepo`).
+        gated: bool,
     },
     #[error("repository {repo} not found at {url} (HTTP {status}); check the name, or set HF_TOKEN if it is private")]
     RepoNotFound {
@@ -146,15 +148,21 @@ fn access_message(
     endpoint: &str,
     token: &Option<String>,
     server: &Option<String>,
+    gated: &bool,
 ) -> String {
     let server = server
         .as_deref()
         .map(|m| format!(" The hub says: {m}"))
         .unwrap_or_default();
     let page = format!("{endpoint}/{repo}");
+    let why = if *gated {
+        "it is gated"
+    } else {
+        "it is gated or private (or does not exist)"
+    };
     match token {
         None => format!(
-            "access to {repo} denied ({url}: HTTP {status}): it is gated or private and no token was given (or it does not exist).{server}\n\
+            "access to {repo} denied ({url}: HTTP {status}): {why} and no token was given.{server}\n\
              To get access: log in at {endpoint}, open {page} and accept the licence; create a read token at \
              {endpoint}/settings/tokens; then set HF_TOKEN=<token> (or save it with `hf auth login`) and run again."
         ),
@@ -642,6 +650,7 @@ impl<'a> Hub<'a> {
                 endpoint: self.env.endpoint.clone(),
                 token: self.env.token.as_ref().map(|t| t.source.clone()),
                 server: message,
+                gated: code == "GatedRepo",
             }
         } else {
             HubError::Http {
