@@ -781,3 +781,58 @@ fn revision_resolves_to_that_commits_files() {
     assert!(resolve_requests(&hub.seen()).is_empty());
     assert_same_export(&out, &out2);
 }
+
+#[test]
+fn gguf_repo_gives_the_chosen_gguf_file() {
+    // A repository of GGUF files only (as llama.cpp users publish them): --gguf-file picks one, and only that one
+    // is downloaded; its path in the snapshot becomes SRC. The bytes are not a real GGUF, so the export itself
+    // fails afterwards; what is checked here is the download.
+    let file = |name: &str, bytes: &[u8]| File {
+        name: name.into(),
+        bytes: Arc::new(bytes.to_vec()),
+        etag: etag(bytes),
+    };
+    let q4 = file("tiny-Q4_K_M.gguf", b"GGUF q4 bytes");
+    let q8 = file("tiny-Q8_0.gguf", b"GGUF q8 bytes");
+    let mut repo = Repo::default();
+    repo.refs.insert("main".into(), COMMIT_A.into());
+    repo.commits.insert(
+        COMMIT_A.into(),
+        vec![file("README.md", b"# GGUF"), q4, q8.clone()],
+    );
+    let hub = one_repo("someone/tiny-GGUF", repo);
+    let tmp = tempfile::tempdir().unwrap();
+    let (home, out) = (tmp.path().join("hf"), tmp.path().join("out"));
+    let args = ["someone/tiny-GGUF", "-o", out.to_str().unwrap(), "-q"];
+
+    let run = export(&hub.url, &home, &args, &[]);
+    let err = stderr(&run);
+    assert!(!run.status.success());
+    assert!(
+        err.contains("choose one with --gguf-file: tiny-Q4_K_M.gguf, tiny-Q8_0.gguf"),
+        "{err}"
+    );
+    assert!(resolve_requests(&hub.seen()).is_empty());
+
+    let mut with_choice = args.to_vec();
+    with_choice.extend(["--gguf-file", "tiny-Q8_0.gguf"]);
+    let run = export(&hub.url, &home, &with_choice, &[]);
+    assert!(!run.status.success(), "not a real GGUF, yet exported");
+    let pointer = home
+        .join("hub/models--someone--tiny-GGUF/snapshots")
+        .join(COMMIT_A)
+        .join("tiny-Q8_0.gguf");
+    assert_eq!(std::fs::read(&pointer).unwrap(), *q8.bytes);
+    assert!(
+        stderr(&run).contains(pointer.to_str().unwrap()),
+        "{}",
+        stderr(&run)
+    );
+    let seen = hub.seen();
+    let files: Vec<_> = resolve_requests(&seen);
+    assert!(
+        files.iter().all(|s| s.url.ends_with("/tiny-Q8_0.gguf")),
+        "{files:#?}"
+    );
+    assert!(!out.exists());
+}
