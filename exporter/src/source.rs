@@ -19,7 +19,8 @@ pub fn resolve(src: &Path, req: &HubRequest) -> Result<PathBuf, HubError> {
     match src.to_str() {
         Some(id) if hub::is_hub_id(id) => hub::fetch(id, req, &HubEnv::from_env()),
         _ => Err(HubError::Invalid(format!(
-            "{}: no such file or folder, and not a Hugging Face Hub id (org/name)",
+            "{}: no such file or folder, and not a Hugging Face Hub id (org/name); expected a checkpoint folder \
+             (config.json + *.safetensors) or a Hub id such as google/gemma-3-270m",
             src.display()
         ))),
     }
