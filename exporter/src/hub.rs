@@ -105,11 +105,13 @@ pub enum HubError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{url}: the download stopped at {got} of {expected} bytes; run again to resume it")]
+    #[error("{url}: the download stopped at {got} of {expected} bytes{}; run again to resume it", .cause.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
     Truncated {
         url: String,
         got: u64,
-        expected: u64,
+        /// The announced size, `?` when the hub gave none.
+        expected: String,
+        cause: Option<String>,
     },
     #[error("{repo} at revision {revision} has no weights gemma-export reads: {reason}")]
     NoWeights {
@@ -415,6 +417,12 @@ pub fn fetch(repo: &str, req: &HubRequest, env: &HubEnv) -> Result<PathBuf, HubE
     let selection = select_files(repo, revision, &names, req.gguf_file.as_deref())?;
     hub.write_ref(&commit)?;
     let snapshot = hub.repo_dir().join("snapshots").join(&commit);
+    if req.progress {
+        eprintln!(
+            "{repo} at {revision} is commit {commit}: {}",
+            snapshot.display()
+        );
+    }
     match selection {
         Selection::Gguf(file) => hub.get(&commit, &file),
         Selection::Safetensors { files, sharded } => {
@@ -705,11 +713,15 @@ impl<'a> Hub<'a> {
         list_files(&snapshot, "", &mut names);
         match select_files(self.repo, self.revision, &names, gguf_file)? {
             Selection::Gguf(file) => Ok(snapshot.join(file)),
-            Selection::Safetensors { files, .. } => match files.iter().find(|f| !names.contains(f))
-            {
-                None => Ok(snapshot),
-                Some(f) => Err(not_cached(format!("no {f} in {}", snapshot.display()))),
-            },
+            Selection::Safetensors { mut files, sharded } => {
+                if sharded && names.iter().any(|n| n == INDEX_FILE) {
+                    files.extend(shard_names(&snapshot.join(INDEX_FILE))?);
+                }
+                match files.iter().find(|f| !names.contains(f)) {
+                    None => Ok(snapshot),
+                    Some(f) => Err(not_cached(format!("no {f} in {}", snapshot.display()))),
+                }
+            }
         }
     }
 
@@ -887,11 +899,14 @@ impl<'a> Hub<'a> {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(source) => {
+                Err(e) => {
+                    // What arrived stays in the .incomplete file for the next run.
                     bar.abandon();
-                    return Err(HubError::Network {
+                    return Err(HubError::Truncated {
                         url: url.into(),
-                        source: ureq::Error::Io(source),
+                        got,
+                        expected: size.map_or("?".into(), |s| s.to_string()),
+                        cause: Some(e.to_string()),
                     });
                 }
             };
@@ -913,7 +928,8 @@ impl<'a> Hub<'a> {
             return Err(HubError::Truncated {
                 url: url.into(),
                 got,
-                expected,
+                expected: expected.to_string(),
+                cause: None,
             });
         }
         bar.finish();

@@ -780,6 +780,38 @@ fn revision_resolves_to_that_commits_files() {
     ));
     assert!(resolve_requests(&hub.seen()).is_empty());
     assert_same_export(&out, &out2);
+
+    // Offline, the tag is found in refs/ with all its shards; a shard gone from the snapshot is named.
+    let out3 = tmp.path().join("out3");
+    let offline = [("HF_HUB_OFFLINE", "1")];
+    let args = [
+        "google/tiny-gemma",
+        "-o",
+        out3.to_str().unwrap(),
+        "-q",
+        "--revision",
+        "v1",
+    ];
+    assert_ok(&export("http://127.0.0.1:9", &home, &args, &offline));
+    assert_same_export(&out, &out3);
+    let shard = "model-00003-of-00004.safetensors";
+    std::fs::remove_file(repo_dir.join("snapshots").join(COMMIT_B).join(shard)).unwrap();
+    let out4 = tmp.path().join("out4");
+    let args = [
+        "google/tiny-gemma",
+        "-o",
+        out4.to_str().unwrap(),
+        "-q",
+        "--revision",
+        "v1",
+    ];
+    let run = export("http://127.0.0.1:9", &home, &args, &offline);
+    assert!(!run.status.success());
+    assert!(
+        stderr(&run).contains(&format!("no {shard} in")),
+        "{}",
+        stderr(&run)
+    );
 }
 
 #[test]
