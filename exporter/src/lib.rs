@@ -9,6 +9,7 @@
 //! - [`vision`]: Gemma 3's SigLIP encoder + projector, the embedding graph and the decoder on `inputs_embeds`.
 //! - [`quant`]: int8/int4 block quantization (`MatMulNBits`, `GatherBlockQuantized`); [`half`]: fp16/bf16 storage.
 //! - [`export`]: the whole pipeline with atomic output; [`manifest`]: `gemma-onnx.json`.
+//! - [`source`]: what SRC names (a local path or a Hub id); [`hub`]: Hugging Face Hub downloads into its cache.
 
 pub mod attention;
 pub mod builder;
@@ -17,10 +18,12 @@ pub mod decoder_cpu;
 mod error;
 pub mod export;
 pub mod half;
+pub mod hub;
 pub mod layers;
 pub mod manifest;
 pub mod onnx;
 pub mod quant;
+pub mod source;
 pub mod vision;
 pub mod weights;
 

@@ -76,8 +76,15 @@ enum GraphArg {
 #[derive(Debug, Parser)]
 #[command(name = "gemma-export", version, verbatim_doc_comment)]
 struct Args {
-    /// Hugging Face checkpoint folder (config.json + *.safetensors).
+    /// Hugging Face checkpoint folder (config.json + *.safetensors), or a Hugging Face Hub id (org/name, e.g.
+    /// google/gemma-3-270m) downloaded into the Hugging Face cache first (see docs/hub.md).
     src_dir: PathBuf,
+    /// Hub ids: the branch, tag or commit to download (default main).
+    #[arg(long, value_name = "REV")]
+    revision: Option<String>,
+    /// Hub ids: the GGUF file to take from a repository of GGUF files.
+    #[arg(long, value_name = "NAME")]
+    gguf_file: Option<String>,
     /// Output folder; must not exist unless --force.
     #[arg(short, long = "output", value_name = "OUT_DIR")]
     out: PathBuf,
@@ -126,8 +133,15 @@ fn run(args: Args) -> anyhow::Result<()> {
     });
     let started = Instant::now();
     let precision = precision(&args)?;
+    // A Hub id becomes its snapshot folder in the Hugging Face cache (downloaded once).
+    let hub = gemma_exporter::hub::HubRequest {
+        revision: args.revision.clone(),
+        gguf_file: args.gguf_file.clone(),
+        progress: !args.quiet,
+    };
+    let src = gemma_exporter::source::resolve(&args.src_dir, &hub)?;
     let opts = ExportOptions {
-        src: args.src_dir.clone(),
+        src,
         out: args.out.clone(),
         precision,
         graph: match args.graph {
