@@ -8,7 +8,7 @@ pub enum ExportError {
     Config(#[from] gemma_models::ConfigError),
     #[error(transparent)]
     Checkpoint(#[from] gemma_models::CheckpointError),
-    #[error("LoRA adapter: {0}")]
+    #[error(transparent)]
     Lora(#[from] gemma_models::LoraError),
     #[error("{}: {source}", path.display())]
     Io {
