@@ -163,10 +163,61 @@ fn gemma2_bf16_adapter() {
 
 /// Gemma3ForConditionalGeneration: the adapter's paths are transformers 5's (`model.language_model.layers…`,
 /// `model.vision_tower.encoder…`) and the checkpoint's are `language_model.model.…` / `vision_tower.…`; all 22
-/// modules, the 4 of the vision tower included, are merged (the text logits do not see the vision ones).
+/// modules, the 4 of the vision tower included, are merged: the text logits and the image features both match
+/// peft's merged model.
 #[test]
 fn conditional_generation_paths() {
     merged_matches_peft("conditional", GraphKind::Portable);
+    image_features_match("cg-mqa-bf16-sharded-hf4");
+}
+
+/// The same adapter on the same weights with the hub's tensor names (`vision_tower.vision_model.*`).
+#[test]
+fn conditional_generation_hub_names() {
+    let c = case("conditional");
+    let adapter = lora_dir().join(&c.adapter);
+    let (_tmp, out) = export_with_lora(
+        &tiny_fixture("cg-mqa-bf16-hubnames"),
+        &adapter,
+        1.0,
+        GraphKind::Portable,
+    );
+    let reference = Reference::load(&adapter).unwrap();
+    let ids = reference.i64_2d("prefill.input_ids").unwrap();
+    let expected = reference.f32_3d("prefill.logits").unwrap();
+    let mut decoder = Decoder::open(&out, &parity_runtime()).unwrap();
+    let mut cache = decoder.new_cache(1).unwrap();
+    let n = ids.ncols();
+    let mask = Array2::<i64>::ones((1, n));
+    let pos = Array2::from_shape_fn((1, n), |(_, j)| j as i64);
+    let logits = decoder
+        .forward(ids.view(), mask.view(), pos.view(), &mut cache)
+        .unwrap();
+    for j in 0..n {
+        let d = max_abs_diff_row(logits.view(), (0, j), expected.view(), (0, j));
+        assert!(
+            d <= FP32_TOLERANCE,
+            "hub names: position {j} differs by {d}"
+        );
+    }
+    image_features_match("cg-mqa-bf16-hubnames");
+}
+
+/// Exports `base` with the conditional adapter and encodes the reference image: the features match peft's merged
+/// model (`vision_reference.safetensors` of the case).
+fn image_features_match(base: &str) {
+    use gemma_tests::vision::{max_abs_diff, ImageModel, VisionReference};
+    let adapter = lora_dir().join("conditional");
+    let (_tmp, out) = export_with_lora(&tiny_fixture(base), &adapter, 1.0, GraphKind::Portable);
+    let r = VisionReference::load(&adapter).unwrap();
+    let mut model = ImageModel::open(&out).unwrap();
+    let features = model.encode(r.pixel_values().unwrap().view()).unwrap();
+    let d = max_abs_diff(features.view(), r.image_features().unwrap().view());
+    eprintln!("conditional ({base}): image features max |Δ| = {d:e}");
+    assert!(
+        d <= FP32_TOLERANCE,
+        "{base}: image features differ from peft's merged model by {d}"
+    );
 }
 
 /// The merge reads through the checkpoint, so it must change exactly the adapted tensors, by s·B·A.
