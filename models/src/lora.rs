@@ -427,8 +427,9 @@ pub fn apply(
             return Err(tensor_err(
                 a_name,
                 format!(
-                    "adapts module {module}, but the checkpoint in {} has no 2-D weight for it; the adapter was \
-                     made for another model",
+                    "adapts module {module}, but the checkpoint in {} has no linear-layer weight for it (the \
+                     adapter was made for another model, or adapts a non-linear layer; only LoRA on linear layers \
+                     is merged)",
                     checkpoint.dir().display()
                 ),
             ));
@@ -1019,6 +1020,9 @@ mod tests {
             (r#""layer_replication": [[0, 2]]"#, "layer_replication"),
             (r#""bias": "all""#, "bias"),
             (r#""target_modules": "(?=q)q_proj""#, "not supported"),
+            (r#""target_modules": "(q)_proj\\1""#, "not supported"),
+            (r#""target_modules": ".*q_proj\\Z""#, "not supported"),
+            (r#""rank_pattern": {"q_proj{": 2}"#, "not supported"),
         ];
         for (field, fragment) in cases {
             let json = format!(r#"{{"peft_type": "LORA", "target_modules": ["q_proj"], {field}}}"#);
