@@ -980,6 +980,35 @@ mod tests {
     }
 
     #[test]
+    fn exclude_modules_and_all_linear() {
+        let c = config(
+            r#"{"peft_type": "LORA", "target_modules": "all-linear", "exclude_modules": ["layers.0.self_attn.v_proj"]}"#,
+        )
+        .unwrap();
+        // all-linear is the checkpoint's linear names (here q_proj and v_proj), as a list.
+        assert!(c.selects("model.layers.0.self_attn.q_proj"));
+        assert!(c.selects("model.layers.1.self_attn.v_proj"));
+        assert!(!c.selects("model.layers.0.self_attn.v_proj"));
+        assert!(!c.selects("model.layers.0.mlp.up_proj"));
+        let c = config(r#"{"peft_type": "LORA", "target_modules": ["q_proj"], "exclude_modules": ".*vision_tower.*"}"#)
+            .unwrap();
+        assert!(c.selects("model.language_model.layers.0.self_attn.q_proj"));
+        assert!(!c.selects("model.vision_tower.encoder.layers.0.self_attn.q_proj"));
+    }
+
+    #[test]
+    fn default_layer_index_is_the_first_numbered_segment() {
+        let c = config(
+            r#"{"peft_type": "LORA", "target_modules": ["q_proj"], "layers_to_transform": [1]}"#,
+        )
+        .unwrap();
+        assert!(c.selects("model.vision_tower.encoder.layers.1.self_attn.q_proj"));
+        assert!(!c.selects("model.vision_tower.encoder.layers.0.self_attn.q_proj"));
+        // No numbered segment: peft leaves the module out.
+        assert!(!c.selects("q_proj.sub.q_proj"));
+    }
+
+    #[test]
     fn first_pattern_in_file_order_wins() {
         // Sorted, "q_proj" would come before "self_attn.q_proj"; the file lists the other one first.
         let c = config(
