@@ -246,3 +246,46 @@ fn merge_changes_only_adapted_weights() {
         assert_eq!(changed, summary.merged.iter().any(|m| m == name), "{name}");
     }
 }
+
+/// `reference.json` of `lora/real-270m/`.
+#[derive(serde::Deserialize)]
+struct RealLora {
+    prompts: Vec<RealLoraPrompt>,
+}
+
+#[derive(serde::Deserialize)]
+struct RealLoraPrompt {
+    text: String,
+    input_ids: Vec<u32>,
+    generated_ids: Vec<u32>,
+    differs_from_base: bool,
+}
+
+/// The real Gemma 3 270M with an r 2 bf16 adapter on q_proj/v_proj (a 190 KB file, made by peft): the export
+/// (cpu graph) generates transformers' merged-model greedy ids, which differ from the base model's.
+#[test]
+fn real_270m_greedy_matches_peft() {
+    use gemma_runtime::{GenerateOptions, Generator, SamplingConfig};
+    let adapter = lora_dir().join("real-270m");
+    let text = std::fs::read_to_string(adapter.join("reference.json")).unwrap();
+    let reference: RealLora = serde_json::from_str(&text).unwrap();
+    assert!(reference.prompts.iter().any(|p| p.differs_from_base));
+    let src = gemma3_270m_dir().expect("the real Gemma 3 270M checkpoint");
+    let (_tmp, out) = export_with_lora(&src, &adapter, 1.0, GraphKind::Cpu);
+    let mut generator = Generator::open(&out, &parity_runtime()).unwrap();
+    for p in &reference.prompts {
+        assert_eq!(generator.encode_prompt(&p.text).unwrap(), p.input_ids);
+        let options = GenerateOptions {
+            max_new_tokens: p.generated_ids.len(),
+            sampling: SamplingConfig::greedy(),
+            ..Default::default()
+        };
+        let got = generator.generate(&p.text, &options, |_| {}).unwrap();
+        assert_eq!(
+            got.token_ids, p.generated_ids,
+            "{:?}: got {:?}",
+            p.text, got.text
+        );
+        eprintln!("{:?} → {:?}", p.text, got.text);
+    }
+}
