@@ -3,7 +3,8 @@
 //! layers_to_transform, Gemma 2 with a bf16 adapter, Gemma3ForConditionalGeneration with vision-tower modules, and
 //! `--lora-scale 0.5`) is merged at export, and the export's logits match transformers' merged model
 //! (`PeftModel.from_pretrained(...).merge_and_unload()`, fp32 eager) within 1e-4 at every position. The manifest
-//! records the adapter. The refusals are tested through the binary in `exporter/tests/lora_cli.rs`.
+//! records the adapter. On the real Gemma 3 270M, an adapter made by peft gives transformers' merged-model greedy
+//! ids. The refusals are tested through the binary in `exporter/tests/lora_cli.rs`.
 
 use gemma_exporter::{export, ExportOptions, GraphKind, LoraOptions, Precision};
 use gemma_runtime::Decoder;
