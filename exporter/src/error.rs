@@ -8,6 +8,8 @@ pub enum ExportError {
     Config(#[from] gemma_models::ConfigError),
     #[error(transparent)]
     Checkpoint(#[from] gemma_models::CheckpointError),
+    #[error(transparent)]
+    Lora(#[from] gemma_models::LoraError),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,

@@ -102,6 +102,17 @@ pub struct ExportOptions {
     pub force: bool,
     /// Show a progress bar on stderr (hidden anyway when stderr is not a terminal).
     pub progress: bool,
+    /// A PEFT LoRA adapter merged into the weights ([`gemma_models::lora`]).
+    pub lora: Option<LoraOptions>,
+}
+
+/// `--lora ADAPTER_DIR [--lora-scale S]`.
+#[derive(Debug, Clone)]
+pub struct LoraOptions {
+    /// The folder with `adapter_config.json` and `adapter_model.safetensors`.
+    pub dir: PathBuf,
+    /// Multiplies the adapter's own scale (lora_alpha / r); 1 merges it as trained.
+    pub scale: f64,
 }
 
 /// What an export produced.
@@ -135,7 +146,11 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
         return Err(ExportError::NotACheckpoint(opts.src.clone()));
     }
     let cfg = ModelConfig::from_file(&config_path)?;
-    let ckpt = Checkpoint::open(&opts.src)?;
+    let mut ckpt = Checkpoint::open(&opts.src)?;
+    let lora = match &opts.lora {
+        Some(l) => Some(gemma_models::lora::apply(&mut ckpt, &cfg, &l.dir, l.scale)?),
+        None => None,
+    };
     // Check every tensor (presence, shape, dtype) before writing anything, and that the checkpoint has no layer
     // tensors of another Gemma generation than config.json says (config and weights must describe one model).
     gemma_models::names::check_layer_tensors(&cfg, &ckpt)?;
@@ -154,7 +169,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
     }
 
     let tmp = temp_dir_for(&opts.out)?;
-    let result = write_export(opts, &cfg, &ckpt, vision.as_ref(), &tmp);
+    let result = write_export(opts, &cfg, &ckpt, vision.as_ref(), &tmp, lora.as_ref());
     match result {
         Ok(mut report) => {
             if opts.out.exists() {
@@ -219,6 +234,7 @@ fn write_export(
     ckpt: &Checkpoint,
     vision: Option<&VisionPlan>,
     dir: &Path,
+    lora: Option<&gemma_models::LoraSummary>,
 ) -> Result<ExportReport, ExportError> {
     let total = decoder::weight_bytes(cfg) + vision.map_or(0, |v| v.weight_bytes);
     let progress = if opts.progress {
@@ -288,6 +304,7 @@ fn write_export(
 
     let nodes = g.node_count();
     let mut manifest = Manifest::new(cfg, &opts.src, opts.precision, "model.onnx")?;
+    manifest.lora = lora.map(crate::manifest::LoraManifest::new);
     if opts.graph == GraphKind::Cpu {
         manifest.graph = GraphKind::Cpu.name().into();
         manifest.cpu = Some(crate::manifest::CpuGraphManifest::current());

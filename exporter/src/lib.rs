@@ -28,6 +28,6 @@ pub mod vision;
 pub mod weights;
 
 pub use error::ExportError;
-pub use export::{export, ExportOptions, ExportReport, GraphKind, Precision};
+pub use export::{export, ExportOptions, ExportReport, GraphKind, LoraOptions, Precision};
 pub use manifest::{Manifest, MANIFEST_FILE};
 pub use quant::QuantConfig;

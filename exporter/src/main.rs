@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use gemma_exporter::{export, ExportOptions, GraphKind, Precision, QuantConfig};
+use gemma_exporter::{export, ExportOptions, GraphKind, LoraOptions, Precision, QuantConfig};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -73,6 +73,7 @@ enum GraphArg {
 ///   gemma-export ~/models/gemma-3-270m -o ~/onnx/g270-q4 --precision int4 \
 ///       --quant-spec all=4a
 ///   gemma perplexity -m ~/onnx/g270-int4 --text wiki.txt
+///   gemma-export ~/models/gemma-3-270m -o ~/onnx/g270-tuned --lora ~/adapters/my-lora
 #[derive(Debug, Parser)]
 #[command(name = "gemma-export", version, verbatim_doc_comment)]
 struct Args {
@@ -106,6 +107,18 @@ struct Args {
     /// activation sizes estimated from the norm gains; experimental). The scheme is recorded in gemma-onnx.json.
     #[arg(long, value_name = "SPEC")]
     quant_spec: Option<String>,
+    /// Merge a PEFT LoRA adapter (folder with adapter_config.json and adapter_model.safetensors) into the
+    /// weights: W' = W + s·B·A with peft's scale s (lora_alpha/r, or lora_alpha/√r with rsLoRA). See docs/lora.md.
+    #[arg(long, value_name = "ADAPTER_DIR")]
+    lora: Option<PathBuf>,
+    /// Multiply the adapter's scale by S (needs --lora; default 1).
+    #[arg(
+        long,
+        value_name = "S",
+        requires = "lora",
+        allow_negative_numbers = true
+    )]
+    lora_scale: Option<f64>,
     /// Replace OUT_DIR if it already exists.
     #[arg(long)]
     force: bool,
@@ -150,6 +163,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         },
         force: args.force,
         progress: !args.quiet,
+        lora: args.lora.clone().map(|dir| LoraOptions {
+            dir,
+            scale: args.lora_scale.unwrap_or(1.0),
+        }),
     };
     let report = export(&opts).with_context(|| format!("exporting {}", args.src_dir.display()))?;
     if !args.quiet {
@@ -165,6 +182,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
         if let Some(q) = precision.quant() {
             eprintln!("  scheme {}", q.spec());
+        }
+        if let Some(l) = &report.manifest.lora {
+            eprintln!(
+                "  merged LoRA {} (r {}, scale {}) into {} weights",
+                l.path, l.r, l.scale, l.merged_modules
+            );
         }
         for line in &report.quantization {
             eprintln!("  {line}");

@@ -50,6 +50,40 @@ pub struct Manifest {
     /// The image path of Gemma3ForConditionalGeneration exports; absent for text-only models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vision: Option<VisionManifest>,
+    /// The LoRA adapter merged into the weights (`gemma-export --lora`); absent when none was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraManifest>,
+}
+
+/// The `lora` section: which adapter the weights include, and how strongly.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LoraManifest {
+    /// The adapter folder as given on the command line.
+    pub path: String,
+    /// `r` and `lora_alpha` of its adapter_config.json (modules may differ through rank_pattern / alpha_pattern).
+    pub r: usize,
+    pub lora_alpha: f64,
+    pub use_rslora: bool,
+    /// `--lora-scale`: multiplies every module's lora_alpha / r.
+    pub scale: f64,
+    /// How many weight tensors received an update.
+    pub merged_modules: usize,
+    /// SHA-256 of adapter_model.safetensors.
+    pub sha256: String,
+}
+
+impl LoraManifest {
+    pub fn new(s: &gemma_models::LoraSummary) -> LoraManifest {
+        LoraManifest {
+            path: s.path.display().to_string(),
+            r: s.r,
+            lora_alpha: s.lora_alpha,
+            use_rslora: s.use_rslora,
+            scale: s.scale,
+            merged_modules: s.merged.len(),
+            sha256: s.sha256.clone(),
+        }
+    }
 }
 
 /// The `cpu` section: the contract of the CPU-optimized decoder graph ([`crate::decoder_cpu`]) with the runtime.
@@ -201,6 +235,7 @@ impl Manifest {
             portable_logits_to_keep_input: Some(crate::decoder::LOGITS_TO_KEEP.into()),
             cpu: None,
             vision: cfg.vision_config.as_ref().map(VisionManifest::new),
+            lora: None,
         })
     }
 

@@ -4,6 +4,7 @@
 //! * [`config`]: [`ModelConfig`] / [`TextConfig`] from `config.json` for Gemma 1, 2 and 3 (text and multimodal).
 //! * [`checkpoint`]: [`Checkpoint`], memory-mapped and validated safetensors (single file or sharded), with
 //!   [`TensorView::read_f32`] for streaming conversion.
+//! * [`lora`]: merging a PEFT LoRA adapter into a [`Checkpoint`] as it is read (W + s·B·A).
 //! * [`names`]: the tensor names of the text decoder for a given prefix.
 //! * [`error`]: [`ConfigError`] and [`CheckpointError`]; every message names the file concerned.
 //!
@@ -12,8 +13,10 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod lora;
 pub mod names;
 
 pub use checkpoint::{Checkpoint, DType, LowRank, ReadAdjust, TensorView};
 pub use config::{Family, LayerType, ModelConfig, RopeParams, TextConfig, VisionConfig};
 pub use error::{CheckpointError, ConfigError};
+pub use lora::{LoraError, LoraSummary};

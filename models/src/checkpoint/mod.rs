@@ -192,6 +192,19 @@ impl Checkpoint {
         })
     }
 
+    /// Opens one safetensors file on its own, whatever its name (a PEFT adapter's `adapter_model.safetensors`),
+    /// with the same validation as [`open`](Self::open); [`dir`](Self::dir) is the file's folder.
+    pub fn open_file(path: &Path) -> Result<Checkpoint, CheckpointError> {
+        let shard = Shard::open(path)?;
+        let tensors = shard.tensors.keys().map(|name| (name.clone(), 0)).collect();
+        Ok(Checkpoint {
+            dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            shards: vec![shard],
+            tensors,
+            low_rank: BTreeMap::new(),
+        })
+    }
+
     /// Merges `update` into tensor `name` from now on: every read returns `W + B·A`. Fails if the tensor is absent
     /// or is not a 2-D `[update.rows, update.cols]` tensor.
     pub fn add_low_rank(&mut self, name: &str, update: LowRank) -> Result<(), CheckpointError> {

@@ -1,0 +1,144 @@
+//! `gemma-export --lora` as users run it: every adapter of `tests/fixtures/lora/refuse/` (made by
+//! `tests/fixtures/make_lora_fixtures.py`, listed with the expected message fragment in `cases.json`) is refused with
+//! exit 1, a message that names the feature or tensor, and no output or temporary folder left behind; `--lora-scale`
+//! needs `--lora`; a good adapter is recorded in gemma-onnx.json. The merged logits are tested in
+//! `tests/tests/lora.rs`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+fn export(src: &Path, out: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gemma-export"))
+        .arg(src)
+        .arg("-o")
+        .arg(out)
+        .arg("--quiet")
+        .args(extra)
+        .output()
+        .expect("run gemma-export")
+}
+
+/// Exit 1 (not a panic), `needle` in stderr, and nothing left in `out`'s folder.
+fn assert_refused(out: &Output, dest: &Path, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected exit 1, got {:?}: {stderr}",
+        out.status.code()
+    );
+    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
+    assert!(
+        stderr.contains(needle),
+        "stderr should mention {needle:?}: {stderr}"
+    );
+    assert!(!dest.exists(), "{} exists after a refusal", dest.display());
+    let left: Vec<_> = fs::read_dir(dest.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[derive(serde::Deserialize)]
+struct Cases {
+    base: String,
+    cases: Vec<RefusalCase>,
+}
+
+#[derive(serde::Deserialize)]
+struct RefusalCase {
+    name: String,
+    fragment: String,
+}
+
+#[test]
+fn every_refusal_names_its_cause() {
+    let root = fixtures().join("lora/refuse");
+    let cases: Cases =
+        serde_json::from_str(&fs::read_to_string(root.join("cases.json")).unwrap()).unwrap();
+    let src = fixtures().join("tiny").join(&cases.base);
+    assert!(cases.cases.len() >= 20, "cases.json lists every refusal");
+    for case in &cases.cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("out");
+        let adapter = root.join(&case.name);
+        let out = export(&src, &dest, &["--lora", adapter.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprintln!("{}: {}", case.name, stderr.trim());
+        assert_refused(&out, &dest, &case.fragment);
+        // Every message names the adapter file it is about.
+        assert!(
+            stderr.contains(&case.name),
+            "{}: the message names the adapter: {stderr}",
+            case.name
+        );
+    }
+}
+
+#[test]
+fn lora_scale_needs_lora() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("out");
+    let src = fixtures().join("tiny/mqa-f32-hf5");
+    let out = export(&src, &dest, &["--lora-scale", "0.5"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--lora"));
+    assert!(!dest.exists());
+}
+
+#[test]
+fn missing_adapter_folder_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("out");
+    let src = fixtures().join("tiny/mqa-f32-hf5");
+    let nowhere = tmp.path().join("no-such-adapter");
+    let out = export(&src, &dest, &["--lora", nowhere.to_str().unwrap()]);
+    assert_refused(&out, &dest, "no-such-adapter/adapter_config.json");
+}
+
+#[test]
+fn merged_adapter_is_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("out");
+    let src = fixtures().join("tiny/mqa-f32-hf5");
+    let adapter = fixtures().join("lora/layers-to-transform");
+    let out = export(
+        &src,
+        &dest,
+        &[
+            "--lora",
+            adapter.to_str().unwrap(),
+            "--lora-scale",
+            "0.25",
+            "--graph",
+            "portable",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dest.join("gemma-onnx.json")).unwrap()).unwrap();
+    let lora = &manifest["lora"];
+    assert_eq!(lora["merged_modules"], 4);
+    assert_eq!(lora["scale"], 0.25);
+    assert_eq!(lora["r"], 4);
+    assert_eq!(lora["lora_alpha"], 8.0);
+    assert_eq!(lora["use_rslora"], false);
+    // The recorded hash is that of the adapter's weights file.
+    use sha2::Digest;
+    let bytes = fs::read(adapter.join("adapter_model.safetensors")).unwrap();
+    let hex: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(lora["sha256"], hex);
+}
