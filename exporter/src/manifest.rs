@@ -19,9 +19,9 @@ pub struct Manifest {
     /// `linear=4a,v=4a,down=4a,emb=4a,block=32,acc=4` (see `gemma_exporter::quant`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<String>,
-    /// int8/int4: checkpoint tensors whose stored GGUF Q8_0 blocks were copied into their `MatMulNBits` weight as
-    /// they are (codes `q + 128`, scales `f32(d)`) rather than re-quantized: those weights are exactly the
-    /// source's. Absent when none were.
+    /// int8/int4: checkpoint tensors whose stored GGUF blocks (Q8_0, Q5_0, Q4_0) were copied into their
+    /// `MatMulNBits` weight (codes `q + 128`, scales `f32(d)`) rather than re-quantized: those weights are exactly
+    /// the source's. Absent when none were.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept_source_blocks: Vec<String>,
     /// "portable": standard ONNX ops, full KV cache passed in and out. "cpu": the graph of

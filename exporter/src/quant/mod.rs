@@ -203,8 +203,8 @@ pub struct QuantConfig {
     pub accuracy_level: i64,
     /// Weigh each column's rounding error by its estimated activation energy ([`importance`]) in the searches.
     pub activation_aware: bool,
-    /// Copy source blocks that a tensor's scheme holds exactly (GGUF Q8_0 under 8-bit symmetric blocks of 32)
-    /// instead of re-quantizing them (see [`pack`]). On by default; spec `keep=none` turns it off.
+    /// Copy source blocks that a tensor's scheme holds exactly (GGUF Q8_0, Q5_0 and Q4_0 under 8-bit symmetric
+    /// blocks of 32) instead of re-quantizing them (see [`pack`]). On by default; spec `keep=none` turns it off.
     pub keep_source_blocks: bool,
     /// Indexed by [`Role`].
     schemes: [TensorScheme; 8],
@@ -314,7 +314,7 @@ impl QuantConfig {
     /// bits (4 or 8), `a`symmetric or `s`ymmetric, and `-rtn` for round-to-nearest instead of the scale search:
     /// `4a`, `4s-rtn`, `8s`. `block` takes the block size, `acc` the `MatMulNBits` accuracy level, `imp` the
     /// column importance of the searches (`gains` or `none`), `keep` whether source blocks a scheme holds exactly
-    /// are copied (`q8_0`, the default, or `none`: re-quantize everything from the dequantized values).
+    /// are copied (`exact`, the default, or `none`: re-quantize everything from the dequantized values).
     pub fn parse_spec(mut self, spec: &str) -> Result<QuantConfig, String> {
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (key, value) = item
@@ -340,9 +340,9 @@ impl QuantConfig {
                 }
                 "keep" => {
                     self.keep_source_blocks = match value {
-                        "q8_0" => true,
+                        "exact" => true,
                         "none" => false,
-                        _ => return Err(format!("`{item}`: keep is q8_0 or none")),
+                        _ => return Err(format!("`{item}`: keep is exact or none")),
                     }
                 }
                 _ => {
@@ -370,7 +370,7 @@ impl QuantConfig {
 
     /// The full spec, e.g. `q=4a,k=4a,...,emb=8s,block=32,acc=4,imp=none`: round-trips through
     /// [`parse_spec`](Self::parse_spec). `keep` is written only when off (`keep=none`), so the specs of exports
-    /// that keep Q8_0 blocks read as before the option existed.
+    /// that keep source blocks read as before the option existed.
     pub fn spec(&self) -> String {
         let mut parts: Vec<String> = Role::ALL
             .iter()
@@ -420,7 +420,7 @@ impl QuantStats {
     pub fn summary(&self, cfg: &QuantConfig) -> Vec<String> {
         let kept = (!self.kept.is_empty()).then(|| {
             format!(
-                "{} tensors kept as their source Q8_0 blocks (no re-quantization)",
+                "{} tensors kept as their source blocks (no re-quantization)",
                 self.kept.len()
             )
         });
@@ -508,7 +508,7 @@ mod tests {
             no_keep
         );
         assert_eq!(
-            no_keep.parse_spec("keep=q8_0").unwrap(),
+            no_keep.parse_spec("keep=exact").unwrap(),
             QuantConfig::int8()
         );
         for bad in [

@@ -17,9 +17,10 @@
 //! **Kept source blocks.** A GGUF tensor stored as ggml Q8_0 (blocks of 32 along K: an f16 scale `d` and 32 int8
 //! `q`, value `d·q`) is already in the form of an 8-bit symmetric scheme with blocks of 32: `MatMulNBits` with
 //! codes `q + 128`, no zero points (the default is `2^(bits−1)` = 128) and scales `f32(d)` holds exactly the same
-//! values. When the tensor's scheme is that one and its reads are not adjusted ([`ReadAdjust::is_identity`]), its
-//! blocks are copied instead of re-quantized ([`keeps_source_blocks`], [`copy_q8_0_rows`]): no rounding error,
-//! and much faster. The tensors kept this way are listed in [`QuantStats::kept`] and the export's manifest.
+//! values. So do Q5_0 and Q4_0, whose blocks are `d·q` with smaller integer `q` ([`KEPT_FORMATS`]). When the
+//! tensor's scheme is that one and its reads are not adjusted ([`ReadAdjust::is_identity`]), its blocks are copied
+//! instead of re-quantized ([`keeps_source_blocks`], [`copy_symmetric_rows`]): no rounding error, and much faster.
+//! The tensors kept this way are listed in [`QuantStats::kept`] and the export's manifest.
 //!
 //! [`ReadAdjust::is_identity`]: gemma_models::ReadAdjust::is_identity
 
@@ -28,6 +29,7 @@ use super::{QuantStats, Role, TensorScheme};
 use crate::onnx::{DataType, TensorProto};
 use crate::weights::WeightWriter;
 use crate::ExportError;
+use gemma_models::checkpoint::ggml::symmetric_block;
 use gemma_models::{Checkpoint, DType, TensorView};
 
 /// A quantized matrix as stored initializers.
@@ -150,7 +152,7 @@ pub fn quantize_stacked(
             let rows = rows_per_chunk.min(rows_here - r0);
             let (o0, o1) = ((base + r0) * blocks, (base + r0 + rows) * blocks);
             let (e, s) = if keep {
-                copy_q8_0_rows(
+                copy_symmetric_rows(
                     view,
                     r0,
                     rows,
@@ -204,31 +206,35 @@ pub fn quantize_stacked(
     Ok(packed(b, s, z))
 }
 
+/// The ggml formats whose blocks an 8-bit symmetric scheme in blocks of 32 holds exactly: each is 32 values
+/// `d·q` with an f16 `d` and integer `q` in −128..=127 (Q8_0), −16..=15 (Q5_0) or −8..=7 (Q4_0).
+pub const KEPT_FORMATS: [DType; 3] = [DType::Q8_0, DType::Q5_0, DType::Q4_0];
+
 /// Whether `view`'s stored blocks are exactly what `scheme` in blocks of `block_size` would store, so that
-/// [`copy_q8_0_rows`] can copy them: a ggml Q8_0 matrix (whole, consistent bytes) read without adjustment, and an
-/// 8-bit symmetric scheme with blocks of 32 (either rounding: a copy is exact, so no rounder can do better).
+/// [`copy_symmetric_rows`] can copy them: a matrix in one of [`KEPT_FORMATS`] (whole, consistent bytes) read
+/// without adjustment, and an 8-bit symmetric scheme with blocks of 32 (either rounding: a copy is exact, so no
+/// rounder can do better).
 pub fn keeps_source_blocks(view: &TensorView<'_>, scheme: TensorScheme, block_size: usize) -> bool {
-    let q8 = DType::Q8_0;
-    view.dtype == q8
+    KEPT_FORMATS.contains(&view.dtype)
         && view.adjust.is_identity()
         && scheme.bits == 8
         && scheme.symmetric
-        && block_size == q8.block_elems()
-        && matches!(view.shape.as_slice(), [_, k] if k % q8.block_elems() == 0)
-        && q8.byte_len(view.numel()) == Some(view.data.len())
+        && block_size == view.dtype.block_elems()
+        && matches!(view.shape.as_slice(), [_, k] if k % view.dtype.block_elems() == 0)
+        && view.dtype.byte_len(view.numel()) == Some(view.data.len())
 }
 
-/// Copies rows `[r0, r0 + rows)` of a Q8_0 matrix (one for which [`keeps_source_blocks`] holds) into the
-/// `MatMulNBits` layout of an 8-bit symmetric scheme with blocks of 32: codes `q + 128` into `out` (`rows · K`
-/// bytes), `f32(d)` into `scales` (`rows · K / 32`). Returns `(Σ(x − x̂)², Σx²)` = `(0, Σ(d·q)²)`.
-pub fn copy_q8_0_rows(
+/// Copies rows `[r0, r0 + rows)` of a matrix for which [`keeps_source_blocks`] holds into the `MatMulNBits`
+/// layout of an 8-bit symmetric scheme with blocks of 32: codes `q + 128` into `out` (`rows · K` bytes), `f32(d)`
+/// into `scales` (`rows · K / 32`). Returns `(Σ(x − x̂)², Σx²)` = `(0, Σ(d·q)²)`.
+pub fn copy_symmetric_rows(
     view: &TensorView<'_>,
     r0: usize,
     rows: usize,
     out: &mut [u8],
     scales: &mut [f32],
 ) -> (f64, f64) {
-    let (be, bb) = (DType::Q8_0.block_elems(), DType::Q8_0.block_bytes());
+    let (be, bb) = (view.dtype.block_elems(), view.dtype.block_bytes());
     let blocks_per_row = view.shape[1] / be;
     let first = r0 * blocks_per_row;
     let src = &view.data[first * bb..(first + rows * blocks_per_row) * bb];
@@ -238,13 +244,14 @@ pub fn copy_q8_0_rows(
         .zip(out.chunks_exact_mut(be))
         .zip(scales.iter_mut())
     {
-        let d = ::half::f16::from_le_bytes([block[0], block[1]]).to_f32();
+        let (d, q) = symmetric_block(view.dtype, block)
+            .expect("keeps_source_blocks admits symmetric 32-value formats only");
         *scale = d;
         let mut q2 = 0i64;
-        for (c, &q) in codes.iter_mut().zip(&block[2..]) {
+        for (c, &q) in codes.iter_mut().zip(&q) {
             // int8 q → uint8 q + 128 is flipping the sign bit.
-            *c = q ^ 0x80;
-            q2 += i64::from(q as i8).pow(2);
+            *c = q as u8 ^ 0x80;
+            q2 += i64::from(q).pow(2);
         }
         sum2 += f64::from(d) * f64::from(d) * q2 as f64;
     }
@@ -382,102 +389,120 @@ mod tests {
     use gemma_models::ReadAdjust;
     use std::path::Path;
 
-    /// 16 Q8_0 blocks (random quants and scales, then gguf-py-quantized weights) from the models' ggml fixtures.
-    const Q8_0_BLOCKS: &[u8] = include_bytes!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/fixtures/ggml/Q8_0.blocks"
-    ));
+    /// 16 blocks of each kept format (random quants and scales, then gguf-py-quantized weights) from the models'
+    /// ggml fixtures.
+    fn blocks(dtype: DType) -> &'static [u8] {
+        match dtype {
+            DType::Q8_0 => include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/fixtures/ggml/Q8_0.blocks"
+            )),
+            DType::Q5_0 => include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/fixtures/ggml/Q5_0.blocks"
+            )),
+            DType::Q4_0 => include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/fixtures/ggml/Q4_0.blocks"
+            )),
+            _ => unreachable!(),
+        }
+    }
 
-    /// The blocks as a `[4, 128]` Q8_0 weight, as a GGUF checkpoint hands it out.
-    fn q8_0_view(adjust: ReadAdjust<'_>) -> TensorView<'_> {
+    /// The blocks as a `[4, 128]` weight, as a GGUF checkpoint hands it out, read with `offset` added.
+    fn view(dtype: DType, offset: f32) -> TensorView<'static> {
         TensorView {
             name: "model.layers.0.self_attn.q_proj.weight",
-            dtype: DType::Q8_0,
+            dtype,
             shape: vec![4, 128],
-            data: Q8_0_BLOCKS,
+            data: blocks(dtype),
             file: Path::new("model.gguf"),
-            adjust,
+            adjust: ReadAdjust {
+                offset,
+                low_rank: None,
+            },
         }
     }
 
     #[test]
-    fn q8_0_is_kept_only_under_8_bit_symmetric_blocks_of_32() {
-        let view = q8_0_view(ReadAdjust::default());
+    fn symmetric_blocks_are_kept_only_under_8_bit_symmetric_blocks_of_32() {
         let int8 = QuantConfig::int8();
         let layer = int8.scheme_of(Role::QProj);
-        assert!(keeps_source_blocks(&view, layer, 32));
-        let rtn = TensorScheme::new(8, true, Rounding::Nearest);
-        assert!(keeps_source_blocks(&view, rtn, 32));
-        // The int8 embedding's blocks of 64, other widths, asymmetric and 4-bit schemes re-quantize.
         let emb = int8.scheme_of(Role::Embedding);
-        assert!(!keeps_source_blocks(&view, emb, emb.block_size(32)));
-        assert!(!keeps_source_blocks(&view, layer, 16));
-        assert!(!keeps_source_blocks(
-            &view,
-            TensorScheme::new(8, false, Rounding::Search),
-            32
-        ));
-        assert!(!keeps_source_blocks(
-            &view,
-            TensorScheme::new(4, true, Rounding::Search),
-            32
-        ));
-        // Adjusted reads (GGUF norms' −1, a merged LoRA) are not the stored bytes.
-        let shifted = q8_0_view(ReadAdjust {
-            offset: -1.0,
-            low_rank: None,
-        });
-        assert!(!keeps_source_blocks(&shifted, layer, 32));
-        // Other dtypes, and bytes that do not match the shape.
-        let f32_view = TensorView {
-            dtype: DType::F32,
-            ..q8_0_view(ReadAdjust::default())
-        };
-        assert!(!keeps_source_blocks(&f32_view, layer, 32));
-        let short = TensorView {
-            data: &Q8_0_BLOCKS[..Q8_0_BLOCKS.len() - 34],
-            ..q8_0_view(ReadAdjust::default())
-        };
-        assert!(!keeps_source_blocks(&short, layer, 32));
+        let rtn = TensorScheme::new(8, true, Rounding::Nearest);
+        for dtype in KEPT_FORMATS {
+            let v = view(dtype, 0.0);
+            assert!(keeps_source_blocks(&v, layer, 32), "{dtype:?}");
+            assert!(keeps_source_blocks(&v, rtn, 32));
+            // The int8 embedding's blocks of 64, other widths, asymmetric and 4-bit schemes re-quantize.
+            assert!(!keeps_source_blocks(&v, emb, emb.block_size(32)));
+            assert!(!keeps_source_blocks(&v, layer, 16));
+            let a8 = TensorScheme::new(8, false, Rounding::Search);
+            assert!(!keeps_source_blocks(&v, a8, 32));
+            let s4 = TensorScheme::new(4, true, Rounding::Search);
+            assert!(!keeps_source_blocks(&v, s4, 32));
+            // Adjusted reads (GGUF norms' −1, a merged LoRA) are not the stored bytes.
+            assert!(!keeps_source_blocks(&view(dtype, -1.0), layer, 32));
+            // Bytes that do not match the shape.
+            let short = TensorView {
+                data: &blocks(dtype)[..blocks(dtype).len() - dtype.block_bytes()],
+                ..view(dtype, 0.0)
+            };
+            assert!(!keeps_source_blocks(&short, layer, 32));
+        }
+        // Formats with minimums, and floats, are re-quantized.
+        for dtype in [DType::Q4_1, DType::Q5_1, DType::F32] {
+            let v = TensorView {
+                dtype,
+                data: &[],
+                ..view(DType::Q8_0, 0.0)
+            };
+            assert!(!keeps_source_blocks(&v, layer, 32), "{dtype:?}");
+        }
     }
 
     #[test]
-    fn kept_q8_0_blocks_are_the_source_bytes_and_values() {
-        let view = q8_0_view(ReadAdjust::default());
-        let (k, blocks) = (128, 4);
-        let (r0, rows) = (1, 3);
-        let mut out = vec![0u8; rows * k];
-        let mut scales = vec![0f32; rows * blocks];
-        let (err2, sum2) = copy_q8_0_rows(&view, r0, rows, &mut out, &mut scales);
+    fn kept_blocks_are_the_source_quants_and_values() {
+        for dtype in KEPT_FORMATS {
+            let v = view(dtype, 0.0);
+            let bb = dtype.block_bytes();
+            let (k, per_row) = (128, 4);
+            let (r0, rows) = (1, 3);
+            let mut out = vec![0u8; rows * k];
+            let mut scales = vec![0f32; rows * per_row];
+            let (err2, sum2) = copy_symmetric_rows(&v, r0, rows, &mut out, &mut scales);
 
-        // Bytes: each block's int8 quants + 128, and its f16 scale widened.
-        let src = &Q8_0_BLOCKS[r0 * blocks * 34..];
-        for i in 0..rows * blocks {
-            let block = &src[i * 34..(i + 1) * 34];
-            let d = ::half::f16::from_le_bytes([block[0], block[1]]).to_f32();
-            assert_eq!(scales[i].to_bits(), d.to_bits(), "scale of block {i}");
-            for j in 0..32 {
-                let q = block[2 + j] as i8;
-                assert_eq!(i32::from(out[i * 32 + j]), i32::from(q) + 128);
+            // Q8_0 bytes are copied: each block's int8 quants + 128, and its f16 scale widened.
+            if dtype == DType::Q8_0 {
+                let src = &blocks(dtype)[r0 * per_row * bb..];
+                for i in 0..rows * per_row {
+                    let block = &src[i * bb..(i + 1) * bb];
+                    let d = ::half::f16::from_le_bytes([block[0], block[1]]).to_f32();
+                    assert_eq!(scales[i].to_bits(), d.to_bits(), "scale of block {i}");
+                    for j in 0..32 {
+                        let q = block[2 + j] as i8;
+                        assert_eq!(i32::from(out[i * 32 + j]), i32::from(q) + 128);
+                    }
+                }
             }
-        }
 
-        // Values: MatMulNBits' dequantization (code − 128) · scale gives exactly what the checkpoint reads.
-        let mut want = vec![0f32; rows * k];
-        view.read_f32(r0 * k, &mut want);
-        let mut want2 = 0f64;
-        for (i, (&code, &x)) in out.iter().zip(&want).enumerate() {
-            let block = Block {
-                scale: scales[i / 32],
-                zero: 128,
-            };
-            let got = super::super::rounding::dequantize(code, block);
-            assert_eq!(got.to_bits(), x.to_bits(), "element {i}");
-            want2 += f64::from(x) * f64::from(x);
+            // Values: MatMulNBits' dequantization (code − 128) · scale gives exactly what the checkpoint reads.
+            let mut want = vec![0f32; rows * k];
+            v.read_f32(r0 * k, &mut want);
+            let mut want2 = 0f64;
+            for (i, (&code, &x)) in out.iter().zip(&want).enumerate() {
+                let block = Block {
+                    scale: scales[i / 32],
+                    zero: 128,
+                };
+                let got = dequantize(code, block);
+                assert_eq!(got.to_bits(), x.to_bits(), "{dtype:?} element {i}");
+                want2 += f64::from(x) * f64::from(x);
+            }
+            assert_eq!(err2, 0.0);
+            assert!((sum2 - want2).abs() <= 1e-9 * want2, "{sum2} vs {want2}");
+            assert!(want.iter().any(|&x| x != 0.0));
         }
-        assert_eq!(err2, 0.0);
-        assert!((sum2 - want2).abs() <= 1e-9 * want2, "{sum2} vs {want2}");
-        assert!(want.iter().any(|&v| v != 0.0));
     }
 
     #[test]

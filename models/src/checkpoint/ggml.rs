@@ -45,6 +45,41 @@ pub fn read_blocks(dtype: DType, data: &[u8], start: usize, out: &mut [f32]) {
     }
 }
 
+/// The scale `d` and the signed integer quants `q` of one block of a *symmetric* format with blocks of 32 (Q8_0,
+/// Q4_0, Q5_0: every value is `d·q`, decoded exactly as `f32(q) · d`); `None` for the other types or a `block` of
+/// the wrong length. An 8-bit symmetric scheme in blocks of 32 holds such a block exactly (codes `q + 128`, scale
+/// `d`), which is how the exporter keeps these blocks without re-quantizing them.
+pub fn symmetric_block(dtype: DType, block: &[u8]) -> Option<(f32, [i8; 32])> {
+    if block.len() != dtype.block_bytes() {
+        return None;
+    }
+    let d = f16_at(block, 0);
+    let mut q = [0i8; 32];
+    match dtype {
+        DType::Q8_0 => {
+            for (q, &b) in q.iter_mut().zip(&block[2..34]) {
+                *q = b as i8;
+            }
+        }
+        DType::Q4_0 => {
+            for (j, &b) in block[2..18].iter().enumerate() {
+                q[j] = (b & 0x0F) as i8 - 8;
+                q[j + 16] = (b >> 4) as i8 - 8;
+            }
+        }
+        DType::Q5_0 => {
+            let qh = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
+            for j in 0..16 {
+                let (x0, x1) = five_bit(qh, &block[6..22], j);
+                q[j] = x0 as i8 - 16;
+                q[j + 16] = x1 as i8 - 16;
+            }
+        }
+        _ => return None,
+    }
+    Some((d, q))
+}
+
 /// Decodes the window `[start, start + out.len())` with `decode`, one block of `BB` bytes into `BE` values at a
 /// time: whole blocks straight into `out`, the partial first and last blocks through a stack buffer.
 #[inline(always)]

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::ggml::read_blocks;
+use super::ggml::{read_blocks, symmetric_block};
 use super::*;
 
 macro_rules! fixture {
@@ -250,5 +250,22 @@ fn ggml_release_elements_keeps_block_views_readable() {
             assert_bits_eq(dtype, 0, &got, &want);
         }
         drop(ckpt);
+    }
+}
+
+/// The symmetric formats' (scale, quants) give back exactly the decoded values: `f32(q) · d`, bit for bit.
+#[test]
+fn ggml_symmetric_blocks_are_scale_times_quants() {
+    for dtype in [DType::Q8_0, DType::Q4_0, DType::Q5_0] {
+        let (blocks, want) = reference(dtype);
+        for (i, block) in blocks.chunks_exact(dtype.block_bytes()).enumerate() {
+            let (d, q) = symmetric_block(dtype, block).unwrap();
+            let got: Vec<f32> = q.iter().map(|&q| f32::from(q) * d).collect();
+            assert_bits_eq(dtype, i * 32, &got, &want[i * 32..(i + 1) * 32]);
+        }
+        assert!(symmetric_block(dtype, &blocks[1..dtype.block_bytes()]).is_none());
+    }
+    for dtype in [DType::Q4_1, DType::Q5_1, DType::Q4K, DType::F32] {
+        assert!(symmetric_block(dtype, &vec![0; dtype.block_bytes()]).is_none());
     }
 }
