@@ -275,3 +275,7 @@ fn q6_k(b: &[u8; 210], y: &mut [f32; 256]) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "ggml_tests.rs"]
+mod tests;

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use super::ggml::{read_blocks, symmetric_block};
-use super::*;
+use super::super::*;
+use super::{read_blocks, symmetric_block};
 
 macro_rules! fixture {
     ($name:literal) => {

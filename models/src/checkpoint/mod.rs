@@ -13,8 +13,6 @@
 mod adjust;
 mod folder;
 pub mod ggml;
-#[cfg(test)]
-mod ggml_tests;
 mod shard;
 #[cfg(test)]
 mod tests;
