@@ -8,6 +8,8 @@ pub enum ExportError {
     Config(#[from] gemma_models::ConfigError),
     #[error(transparent)]
     Checkpoint(#[from] gemma_models::CheckpointError),
+    #[error(transparent)]
+    Gguf(#[from] gemma_models::gguf::GgufError),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,

@@ -7,6 +7,7 @@
 
 use crate::builder::{model, GraphBuilder};
 use crate::decoder::DecoderInput;
+use crate::gguf::SourceFiles;
 use crate::half::HalfType;
 use crate::layers::{Kernels, LinearKind};
 use crate::manifest::Manifest;
@@ -113,6 +114,8 @@ pub struct ExportReport {
     pub nodes: usize,
     /// int8/int4: relative RMS error of the quantized weights per tensor class, one line each.
     pub quantization: Vec<String>,
+    /// Things the user should know, one line each (e.g. a GGUF exported without tokenizer files).
+    pub warnings: Vec<String>,
 }
 
 /// Files copied verbatim from the checkpoint folder when present.
@@ -130,12 +133,16 @@ const COPIED_FILES: &[&str] = &[
 ];
 
 pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
-    let config_path = opts.src.join("config.json");
-    if !config_path.is_file() {
-        return Err(ExportError::NotACheckpoint(opts.src.clone()));
-    }
-    let cfg = ModelConfig::from_file(&config_path)?;
-    let ckpt = Checkpoint::open(&opts.src)?;
+    let (cfg, ckpt, source) = if crate::gguf::is_gguf(&opts.src) {
+        crate::gguf::open(&opts.src)?
+    } else {
+        let config_path = opts.src.join("config.json");
+        if !config_path.is_file() {
+            return Err(ExportError::NotACheckpoint(opts.src.clone()));
+        }
+        let cfg = ModelConfig::from_file(&config_path)?;
+        (cfg, Checkpoint::open(&opts.src)?, SourceFiles::folder())
+    };
     // Check every tensor (presence, shape, dtype) before writing anything, and that the checkpoint has no layer
     // tensors of another Gemma generation than config.json says (config and weights must describe one model).
     gemma_models::names::check_layer_tensors(&cfg, &ckpt)?;
@@ -154,7 +161,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
     }
 
     let tmp = temp_dir_for(&opts.out)?;
-    let result = write_export(opts, &cfg, &ckpt, vision.as_ref(), &tmp);
+    let result = write_export(opts, &cfg, &ckpt, vision.as_ref(), &source, &tmp);
     match result {
         Ok(mut report) => {
             if opts.out.exists() {
@@ -218,6 +225,7 @@ fn write_export(
     cfg: &ModelConfig,
     ckpt: &Checkpoint,
     vision: Option<&VisionPlan>,
+    source: &SourceFiles,
     dir: &Path,
 ) -> Result<ExportReport, ExportError> {
     let total = decoder::weight_bytes(cfg) + vision.map_or(0, |v| v.weight_bytes);
@@ -288,7 +296,18 @@ fn write_export(
     progress.finish_and_clear();
 
     let nodes = g.node_count();
-    let mut manifest = Manifest::new(cfg, &opts.src, opts.precision, "model.onnx")?;
+    // Generated source files (GGUF) go in first, so the manifest reads their generation_config.json.
+    for (name, text) in &source.files {
+        let path = dir.join(name);
+        fs::write(&path, text).map_err(|e| ExportError::io(&path, e))?;
+    }
+    let gen_dir = if source.files.is_empty() {
+        &opts.src
+    } else {
+        dir
+    };
+    let mut manifest = Manifest::new(cfg, gen_dir, opts.precision, "model.onnx")?;
+    manifest.source_format = Some(source.format.to_string());
     manifest.kept_source_blocks = kept_source_blocks;
     if opts.graph == GraphKind::Cpu {
         manifest.graph = GraphKind::Cpu.name().into();
@@ -332,7 +351,9 @@ fn write_export(
             fs::copy(&src, &dst).map_err(|e| ExportError::io(&src, e))?;
         }
     }
-    if !opts.src.join("generation_config.json").is_file() {
+    if !opts.src.join("generation_config.json").is_file()
+        && !dir.join("generation_config.json").is_file()
+    {
         let gen = serde_json::json!({
             "bos_token_id": cfg.bos_token_id,
             "eos_token_id": manifest.eos_token_ids,
@@ -349,6 +370,7 @@ fn write_export(
         weight_bytes,
         nodes,
         quantization,
+        warnings: source.warnings.clone(),
     })
 }
 

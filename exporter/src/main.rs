@@ -1,4 +1,4 @@
-//! `gemma-export`: Hugging Face Gemma checkpoint folder → ONNX export folder.
+//! `gemma-export`: Hugging Face Gemma checkpoint folder or GGUF file → ONNX export folder.
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
@@ -70,13 +70,16 @@ enum GraphArg {
 ///   gemma generate -m ~/onnx/gemma-3-270m -p "The capital of France is"
 ///   gemma-export ~/models/gemma-3-270m -o ~/onnx/g270-portable --graph portable
 ///   gemma-export ~/models/gemma-3-270m -o ~/onnx/g270-int4 --precision int4
+///   gemma-export ~/models/gemma-3-270m-q4_k_m.gguf -o ~/onnx/g270-from-gguf
 ///   gemma-export ~/models/gemma-3-270m -o ~/onnx/g270-q4 --precision int4 \
 ///       --quant-spec all=4a
 ///   gemma perplexity -m ~/onnx/g270-int4 --text wiki.txt
 #[derive(Debug, Parser)]
 #[command(name = "gemma-export", version, verbatim_doc_comment)]
 struct Args {
-    /// Hugging Face checkpoint folder (config.json + *.safetensors).
+    /// Hugging Face checkpoint folder (config.json + *.safetensors), or a GGUF file (llama.cpp; architectures
+    /// gemma, gemma2, gemma3): config, tokenizer and weights are read from it.
+    #[arg(value_name = "SRC")]
     src_dir: PathBuf,
     /// Output folder; must not exist unless --force.
     #[arg(short, long = "output", value_name = "OUT_DIR")]
@@ -138,6 +141,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         progress: !args.quiet,
     };
     let report = export(&opts).with_context(|| format!("exporting {}", args.src_dir.display()))?;
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
     if !args.quiet {
         eprintln!(
             "exported {} ({} layers, {}) to {} in {:.1}s: {} nodes, {:.1} MiB of weights",

@@ -24,6 +24,10 @@ pub struct Manifest {
     /// the source's. Absent when none were.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept_source_blocks: Vec<String>,
+    /// Where the weights came from: "safetensors" (a Hugging Face folder) or "gguf" (a llama.cpp file, config and
+    /// tokenizer generated from its metadata). Absent in exports made before 2026-12-03.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_format: Option<String>,
     /// "portable": standard ONNX ops, full KV cache passed in and out. "cpu": the graph of
     /// [`crate::decoder_cpu`]; the `cpu` section says how to drive it.
     pub graph: String,
@@ -180,6 +184,7 @@ impl Manifest {
             precision: precision.name().into(),
             quantization: precision.quant().map(|q| q.spec()),
             kept_source_blocks: Vec::new(),
+            source_format: None,
             graph: "portable".into(),
             decoder: decoder.into(),
             num_layers: t.num_hidden_layers,
