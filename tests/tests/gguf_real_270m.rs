@@ -4,12 +4,16 @@
 //!
 //! - The config built from the metadata resolves to the same [`TextConfig`](gemma_models::TextConfig) and token ids
 //!   as the Hugging Face folder's config.json (`$GEMMA3_270M_DIR`, dequantized from the same GGUF).
-//! - Greedy decoding from transformers' prompt ids gives transformers' 32 greedy ids for every prompt of
-//!   `tests/fixtures/real/gemma3-270m.json`.
-//! - Perplexity on `perplexity.txt` is within 0.1% of the export of the Hugging Face folder (same tokens: the
-//!   folder's tokenizer, since the GGUF export's tokenizer comes from another branch).
+//! - `$GEMMA3_270M_DIR` holds the GGUF's weights dequantized and then rounded to bf16, and transformers' references
+//!   were computed on that folder. Exported with `--precision bf16` (the same rounding of the same dequantized
+//!   values), the GGUF gives transformers' 32 greedy ids for every prompt of `tests/fixtures/real/gemma3-270m.json`
+//!   (decoding from transformers' prompt ids), and a perplexity on `perplexity.txt` within 0.1% of the folder's
+//!   export (same tokens: the folder's tokenizer, since the GGUF export's tokenizer comes from another branch).
+//! - Exported fp32 (the GGUF's exact weights), the perplexity is within 0.5% of the folder's: the bf16 rounding
+//!   alone moves it by 0.36% (measured; the fp32 GGUF export equals an export of the same weights dequantized to
+//!   f32 by gguf-py, bit for bit in perplexity).
 
-use gemma_exporter::GraphKind;
+use gemma_exporter::{GraphKind, Precision};
 use gemma_models::{gguf, ModelConfig};
 use gemma_runtime::{perplexity, Decoder, RuntimeOptions, Tokenizer};
 use gemma_tests::*;
@@ -18,7 +22,9 @@ use std::sync::OnceLock;
 
 /// `$GEMMA3_270M_GGUF` (scripts/test sets it).
 fn gguf_path() -> PathBuf {
-    let path = std::env::var_os("GEMMA3_270M_GGUF").map(PathBuf::from).expect(
+    let path = std::env::var_os("GEMMA3_270M_GGUF")
+        .map(PathBuf::from)
+        .expect(
         "GEMMA3_270M_GGUF is not set: point it at gemma-3-270m-q4_k_m.gguf (scripts/test sets it)",
     );
     assert!(
@@ -42,6 +48,17 @@ fn exported() -> &'static PathBuf {
                 started.elapsed().as_secs_f64()
             );
             out
+        })
+        .1
+}
+
+/// The GGUF exported with bf16 weights (cpu graph).
+fn exported_bf16() -> &'static PathBuf {
+    static EXPORT: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &EXPORT
+        .get_or_init(|| {
+            export_precision_to_temp(&gguf_path(), Precision::Bf16, GraphKind::Cpu)
+                .expect("bf16 export of the real Gemma 3 270M GGUF")
         })
         .1
 }
@@ -86,7 +103,7 @@ fn export_writes_configs_and_records_the_source() {
 #[test]
 fn greedy_ids_match_transformers() {
     let reference = real_reference();
-    let mut decoder = Decoder::open(exported(), &runtime()).unwrap();
+    let mut decoder = Decoder::open(exported_bf16(), &runtime()).unwrap();
     for p in &reference.prompts {
         let mut cache = decoder.new_cache(1).unwrap();
         let mut logits = decoder.forward_tokens(&p.input_ids, &mut cache).unwrap();
@@ -111,25 +128,30 @@ fn argmax(row: &[f32]) -> u32 {
 }
 
 #[test]
-fn perplexity_within_0_1_percent_of_the_folder_export() {
+fn perplexity_matches_the_folder_export() {
     let reference = real_reference().perplexity;
     let text =
         std::fs::read_to_string(fixtures_dir().join("real").join(&reference.text_file)).unwrap();
     let dir = gemma3_270m_dir().unwrap();
     let tokenizer = Tokenizer::from_dir(&dir).unwrap();
     let (_tmp, folder_export) = export_graph_to_temp(&dir, GraphKind::Cpu).unwrap();
-    let mut run = |export: &PathBuf| {
+    let run = |export: &PathBuf| {
         let mut decoder = Decoder::open(export, &runtime()).unwrap();
         perplexity(&mut decoder, &tokenizer, &text, reference.context).unwrap()
     };
-    let from_gguf = run(exported());
     let from_folder = run(&folder_export);
-    assert_eq!(from_gguf.tokens, reference.tokens);
-    assert_eq!(from_gguf.predicted, from_folder.predicted);
-    let rel = (from_gguf.perplexity / from_folder.perplexity - 1.0).abs();
-    eprintln!(
-        "perplexity from the GGUF {:.4}, from the folder {:.4} (transformers {:.4}): relative difference {rel:e}",
-        from_gguf.perplexity, from_folder.perplexity, reference.perplexity
-    );
-    assert!(rel < 1e-3, "relative difference {rel}");
+    for (export, precision, tolerance) in
+        [(exported_bf16(), "bf16", 1e-3), (exported(), "fp32", 5e-3)]
+    {
+        let from_gguf = run(export);
+        assert_eq!(from_gguf.tokens, reference.tokens);
+        assert_eq!(from_gguf.predicted, from_folder.predicted);
+        let rel = (from_gguf.perplexity / from_folder.perplexity - 1.0).abs();
+        eprintln!(
+            "perplexity from the GGUF at {precision} {:.4}, from the folder {:.4} (transformers {:.4}): relative \
+             difference {rel:e}",
+            from_gguf.perplexity, from_folder.perplexity, reference.perplexity
+        );
+        assert!(rel < tolerance, "{precision}: relative difference {rel}");
+    }
 }
