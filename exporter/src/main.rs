@@ -38,7 +38,8 @@ enum GraphArg {
 
 /// Export a Hugging Face Gemma checkpoint to ONNX, without PyTorch.
 ///
-/// SRC_DIR is a checkpoint folder as transformers saves it: config.json,
+/// SRC is a GGUF file (llama.cpp: architectures gemma, gemma2, gemma3; see
+/// docs/gguf.md), or a checkpoint folder as transformers saves it: config.json,
 /// model.safetensors (or shards with model.safetensors.index.json) in bf16,
 /// f16 or f32, and the tokenizer files. Supported: Gemma 1 and CodeGemma
 /// (GemmaForCausalLM), Gemma 2 (Gemma2ForCausalLM), Gemma 3 (Gemma3ForCausalLM)
