@@ -432,7 +432,7 @@ pub fn ggml_type_name(id: u32) -> String {
         34 => "TQ1_0",
         35 => "TQ2_0",
         39 => "MXFP4",
-        _ => return format!("an unknown type"),
+        _ => return "an unknown type".to_string(),
     };
     name.to_string()
 }
