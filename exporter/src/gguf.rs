@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use gemma_models::gguf::{self, GgufVocab};
+use gemma_models::gguf;
 use gemma_models::{Checkpoint, ModelConfig};
 
 use crate::ExportError;
@@ -54,7 +54,7 @@ pub fn open(src: &Path) -> Result<(ModelConfig, Checkpoint, SourceFiles), Export
         .push(("config.json".into(), json(&model.config_json)));
     out.files.push((
         "generation_config.json".into(),
-        json(&generation_config(&model.config, &model.vocab)),
+        json(&gguf::generation_config_json(&model.vocab)),
     ));
     if model.vocab.tokens.is_empty() {
         out.warnings.push(format!(
@@ -80,25 +80,4 @@ pub fn open(src: &Path) -> Result<(ModelConfig, Checkpoint, SourceFiles), Export
             .push(("chat_template.jinja".into(), template.clone()));
     }
     Ok((model.config, model.checkpoint, out))
-}
-
-/// `generation_config.json` from the special-token ids: EOS is the file's EOS id, plus `<end_of_turn>` (and the
-/// `eot` id) when the vocabulary has them, as Google's instruction-tuned configs list both.
-fn generation_config(cfg: &ModelConfig, vocab: &GgufVocab) -> serde_json::Value {
-    let mut eos = cfg.eos_token_ids.clone();
-    let end_of_turn = vocab
-        .tokens
-        .iter()
-        .position(|t| t == "<end_of_turn>")
-        .map(|i| i as u32);
-    for id in [end_of_turn, vocab.eot_id].into_iter().flatten() {
-        if !eos.contains(&id) {
-            eos.push(id);
-        }
-    }
-    serde_json::json!({
-        "bos_token_id": cfg.bos_token_id,
-        "eos_token_id": if eos.len() == 1 { serde_json::json!(eos[0]) } else { serde_json::json!(eos) },
-        "pad_token_id": cfg.pad_token_id,
-    })
 }

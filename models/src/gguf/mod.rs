@@ -246,6 +246,28 @@ pub fn read_vocab(path: &Path) -> Result<GgufVocab, GgufError> {
     vocab::from_metadata(path, &parsed.metadata)
 }
 
+/// `generation_config.json` from the special-token ids: `bos_token_id` and `pad_token_id` (class defaults 2 and 0
+/// when absent), and `eos_token_id` = the EOS id (default 1) plus `<end_of_turn>` (when the vocabulary has it) and
+/// `tokenizer.ggml.eot_token_id` (when set), as Google's instruction-tuned configs list both.
+pub fn generation_config_json(vocab: &GgufVocab) -> serde_json::Value {
+    let mut eos = vec![vocab.eos_id.unwrap_or(1)];
+    let end_of_turn = vocab
+        .tokens
+        .iter()
+        .position(|t| t == "<end_of_turn>")
+        .and_then(|i| u32::try_from(i).ok());
+    for id in [end_of_turn, vocab.eot_id].into_iter().flatten() {
+        if !eos.contains(&id) {
+            eos.push(id);
+        }
+    }
+    serde_json::json!({
+        "bos_token_id": vocab.bos_id.unwrap_or(2),
+        "eos_token_id": if eos.len() == 1 { serde_json::json!(eos[0]) } else { serde_json::json!(eos) },
+        "pad_token_id": vocab.pad_id.unwrap_or(0),
+    })
+}
+
 /// Whether `path` is a file that starts with the GGUF magic.
 pub fn has_magic(path: &Path) -> bool {
     use std::io::Read;
