@@ -438,3 +438,28 @@ fn read_vocab_reads_only_the_metadata() {
     assert!(GgufFile::open(&path).is_err());
     assert!(has_magic(&path));
 }
+
+#[test]
+fn generation_config_adds_end_of_turn_and_eot_to_eos() {
+    let (_d, path) = write_tmp(&tiny_gemma3());
+    let vocab = read_vocab(&path).unwrap();
+    let gen = generation_config_json(&vocab);
+    assert_eq!(gen["eos_token_id"], serde_json::json!([1, 3]));
+    assert_eq!(
+        (gen["bos_token_id"].as_u64(), gen["pad_token_id"].as_u64()),
+        (Some(2), Some(0))
+    );
+    let vocab = GgufVocab {
+        eos_id: Some(7),
+        eot_id: Some(9),
+        ..Default::default()
+    };
+    assert_eq!(
+        generation_config_json(&vocab)["eos_token_id"],
+        serde_json::json!([7, 9])
+    );
+    assert_eq!(
+        generation_config_json(&GgufVocab::default())["eos_token_id"],
+        1
+    );
+}
