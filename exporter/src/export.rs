@@ -7,6 +7,7 @@
 
 use crate::builder::{model, GraphBuilder};
 use crate::decoder::DecoderInput;
+use crate::gguf::SourceFiles;
 use crate::half::HalfType;
 use crate::layers::{Kernels, LinearKind};
 use crate::manifest::Manifest;
@@ -124,6 +125,8 @@ pub struct ExportReport {
     pub nodes: usize,
     /// int8/int4: relative RMS error of the quantized weights per tensor class, one line each.
     pub quantization: Vec<String>,
+    /// Things the user should know, one line each (e.g. a GGUF exported without tokenizer files).
+    pub warnings: Vec<String>,
 }
 
 /// Files copied verbatim from the checkpoint folder when present.
@@ -141,12 +144,16 @@ const COPIED_FILES: &[&str] = &[
 ];
 
 pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
-    let config_path = opts.src.join("config.json");
-    if !config_path.is_file() {
-        return Err(ExportError::NotACheckpoint(opts.src.clone()));
-    }
-    let cfg = ModelConfig::from_file(&config_path)?;
-    let mut ckpt = Checkpoint::open(&opts.src)?;
+    let (cfg, mut ckpt, source) = if crate::gguf::is_gguf(&opts.src) {
+        crate::gguf::open(&opts.src)?
+    } else {
+        let config_path = opts.src.join("config.json");
+        if !config_path.is_file() {
+            return Err(ExportError::NotACheckpoint(opts.src.clone()));
+        }
+        let cfg = ModelConfig::from_file(&config_path)?;
+        (cfg, Checkpoint::open(&opts.src)?, SourceFiles::folder())
+    };
     let lora = match &opts.lora {
         Some(l) => Some(gemma_models::lora::apply(&mut ckpt, &cfg, &l.dir, l.scale)?),
         None => None,
@@ -169,7 +176,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
     }
 
     let tmp = temp_dir_for(&opts.out)?;
-    let result = write_export(opts, &cfg, &ckpt, vision.as_ref(), &tmp, lora.as_ref());
+    let result = write_export(opts, &cfg, &ckpt, vision.as_ref(), &source, &tmp, lora.as_ref());
     match result {
         Ok(mut report) => {
             if opts.out.exists() {
@@ -233,6 +240,7 @@ fn write_export(
     cfg: &ModelConfig,
     ckpt: &Checkpoint,
     vision: Option<&VisionPlan>,
+    source: &SourceFiles,
     dir: &Path,
     lora: Option<&gemma_models::LoraSummary>,
 ) -> Result<ExportReport, ExportError> {
@@ -299,11 +307,24 @@ fn write_export(
         .quant()
         .map(|q| w.quant_stats.summary(q))
         .unwrap_or_default();
+    let kept_source_blocks = std::mem::take(&mut w.quant_stats.kept);
     let weight_bytes = w.finish()? + vision_bytes;
     progress.finish_and_clear();
 
     let nodes = g.node_count();
-    let mut manifest = Manifest::new(cfg, &opts.src, opts.precision, "model.onnx")?;
+    // Generated source files (GGUF) go in first, so the manifest reads their generation_config.json.
+    for (name, text) in &source.files {
+        let path = dir.join(name);
+        fs::write(&path, text).map_err(|e| ExportError::io(&path, e))?;
+    }
+    let gen_dir = if source.files.is_empty() {
+        &opts.src
+    } else {
+        dir
+    };
+    let mut manifest = Manifest::new(cfg, gen_dir, opts.precision, "model.onnx")?;
+    manifest.source_format = Some(source.format.to_string());
+    manifest.kept_source_blocks = kept_source_blocks;
     manifest.lora = lora.map(crate::manifest::LoraManifest::new);
     if opts.graph == GraphKind::Cpu {
         manifest.graph = GraphKind::Cpu.name().into();
@@ -347,7 +368,9 @@ fn write_export(
             fs::copy(&src, &dst).map_err(|e| ExportError::io(&src, e))?;
         }
     }
-    if !opts.src.join("generation_config.json").is_file() {
+    if !opts.src.join("generation_config.json").is_file()
+        && !dir.join("generation_config.json").is_file()
+    {
         let gen = serde_json::json!({
             "bos_token_id": cfg.bos_token_id,
             "eos_token_id": manifest.eos_token_ids,
@@ -364,6 +387,7 @@ fn write_export(
         weight_bytes,
         nodes,
         quantization,
+        warnings: source.warnings.clone(),
     })
 }
 

@@ -8,6 +8,7 @@
 //!   optimized for ONNX Runtime's CPU provider (in-place KV cache, last-position logits, fused ops).
 //! - [`vision`]: Gemma 3's SigLIP encoder + projector, the embedding graph and the decoder on `inputs_embeds`.
 //! - [`quant`]: int8/int4 block quantization (`MatMulNBits`, `GatherBlockQuantized`); [`half`]: fp16/bf16 storage.
+//! - [`gguf`]: GGUF files as a source (config, tokenizer and generation config generated from the metadata).
 //! - [`export`]: the whole pipeline with atomic output; [`manifest`]: `gemma-onnx.json`.
 //! - [`source`]: what SRC names (a local path or a Hub id); [`hub`]: Hugging Face Hub downloads into its cache.
 
@@ -17,6 +18,7 @@ pub mod decoder;
 pub mod decoder_cpu;
 mod error;
 pub mod export;
+pub mod gguf;
 pub mod half;
 pub mod hub;
 pub mod layers;

@@ -1,4 +1,4 @@
-//! `gemma-export`: Hugging Face Gemma checkpoint folder → ONNX export folder.
+//! `gemma-export`: Hugging Face Gemma checkpoint folder or GGUF file → ONNX export folder.
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
@@ -38,7 +38,8 @@ enum GraphArg {
 
 /// Export a Hugging Face Gemma checkpoint to ONNX, without PyTorch.
 ///
-/// SRC_DIR is a checkpoint folder as transformers saves it: config.json,
+/// SRC is a GGUF file (llama.cpp: architectures gemma, gemma2, gemma3; see
+/// docs/gguf.md), or a checkpoint folder as transformers saves it: config.json,
 /// model.safetensors (or shards with model.safetensors.index.json) in bf16,
 /// f16 or f32, and the tokenizer files. Supported: Gemma 1 and CodeGemma
 /// (GemmaForCausalLM), Gemma 2 (Gemma2ForCausalLM), Gemma 3 (Gemma3ForCausalLM)
@@ -70,6 +71,7 @@ enum GraphArg {
 ///   gemma generate -m ~/onnx/gemma-3-270m -p "The capital of France is"
 ///   gemma-export ~/models/gemma-3-270m -o ~/onnx/g270-portable --graph portable
 ///   gemma-export ~/models/gemma-3-270m -o ~/onnx/g270-int4 --precision int4
+///   gemma-export ~/models/gemma-3-270m-q4_k_m.gguf -o ~/onnx/g270-from-gguf
 ///   gemma-export ~/models/gemma-3-270m -o ~/onnx/g270-q4 --precision int4 \
 ///       --quant-spec all=4a
 ///   gemma perplexity -m ~/onnx/g270-int4 --text wiki.txt
@@ -77,8 +79,10 @@ enum GraphArg {
 #[derive(Debug, Parser)]
 #[command(name = "gemma-export", version, verbatim_doc_comment)]
 struct Args {
-    /// Hugging Face checkpoint folder (config.json + *.safetensors), or a Hugging Face Hub id (org/name, e.g.
+    /// Hugging Face checkpoint folder (config.json + *.safetensors), a GGUF file (llama.cpp; architectures gemma,
+    /// gemma2, gemma3: config, tokenizer and weights are read from it), or a Hugging Face Hub id (org/name, e.g.
     /// google/gemma-3-270m) downloaded into the Hugging Face cache first (see docs/hub.md).
+    #[arg(value_name = "SRC")]
     src_dir: PathBuf,
     /// Hub ids: the branch, tag or commit to download (default main).
     #[arg(long, value_name = "REV")]
@@ -169,6 +173,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         }),
     };
     let report = export(&opts).with_context(|| format!("exporting {}", args.src_dir.display()))?;
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
     if !args.quiet {
         eprintln!(
             "exported {} ({} layers, {}) to {} in {:.1}s: {} nodes, {:.1} MiB of weights",

@@ -427,3 +427,43 @@ fn fp16_overflow_is_named() {
         String::from_utf8_lossy(&ok.stderr)
     );
 }
+
+/// The tiny GGUF fixture without tokenizer metadata (tests/fixtures/gguf, made by make_gguf_fixtures.py).
+fn gguf_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/fixtures/gguf/{name}/model.gguf"))
+}
+
+#[test]
+fn gguf_file_exports_with_one_warning_line_for_the_missing_tokenizer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("out");
+    let out = export(&gguf_fixture("gemma1"), &dest, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let warnings: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.starts_with("warning: "))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains("no tokenizer metadata"), "{stderr}");
+    for file in [
+        "model.onnx",
+        "config.json",
+        "generation_config.json",
+        "gemma-onnx.json",
+    ] {
+        assert!(dest.join(file).is_file(), "{file} missing");
+    }
+}
+
+#[test]
+fn damaged_gguf_file_is_refused_by_the_gguf_reader() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = fs::read(gguf_fixture("gemma1")).unwrap();
+    let src = tmp.path().join("cut.gguf");
+    fs::write(&src, &bytes[..1000]).unwrap();
+    let dest = tmp.path().join("out");
+    assert_refused(&export(&src, &dest, &[]), &dest, "truncated GGUF file");
+    fs::write(&src, b"not a gguf").unwrap();
+    assert_refused(&export(&src, &dest, &[]), &dest, "not a GGUF file");
+}

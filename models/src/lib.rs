@@ -5,6 +5,7 @@
 //! * [`checkpoint`]: [`Checkpoint`], memory-mapped and validated safetensors (single file or sharded), with
 //!   [`TensorView::read_f32`] for streaming conversion.
 //! * [`lora`]: merging a PEFT LoRA adapter into a [`Checkpoint`] as it is read (W + s·B·A).
+//! * [`gguf`]: GGUF files (llama.cpp) as a source: container, config from metadata, weights, vocabulary.
 //! * [`names`]: the tensor names of the text decoder for a given prefix.
 //! * [`error`]: [`ConfigError`] and [`CheckpointError`]; every message names the file concerned.
 //!
@@ -14,6 +15,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod lora;
+pub mod gguf;
 pub mod names;
 
 pub use checkpoint::{Checkpoint, DType, LowRank, ReadAdjust, TensorView};

@@ -12,7 +12,9 @@ pub mod vision;
 
 /// The prefill/decode and left-padded-batch parity checks shared by the Gemma 1, 2 and 3 text fixtures.
 pub mod parity;
-pub use parity::{left_padded_batch, parity_runtime, prefill_then_decode};
+pub use parity::{
+    left_padded_batch, parity_runtime, prefill_then_decode, prefill_then_decode_from,
+};
 
 /// `tests/fixtures`.
 pub fn fixtures_dir() -> PathBuf {

@@ -5,6 +5,7 @@
 use crate::{export_to_temp, max_abs_diff_row, tiny_fixture, Reference, FP32_TOLERANCE};
 use gemma_runtime::{Decoder, RuntimeOptions};
 use ndarray::{concatenate, s, Array2, Axis};
+use std::path::Path;
 
 /// Two intra-op threads: the test machines are small and several test binaries run at once.
 pub fn parity_runtime() -> RuntimeOptions {
@@ -16,10 +17,21 @@ pub fn parity_runtime() -> RuntimeOptions {
 /// be longer than it (so the window is exercised). Returns the largest |Δlogit| seen.
 pub fn prefill_then_decode(fixture: &str, prefill: usize) -> f32 {
     let dir = tiny_fixture(fixture);
-    let reference = Reference::load(&dir).unwrap();
+    prefill_then_decode_from(&dir, &dir, fixture, prefill)
+}
+
+/// [`prefill_then_decode`] for any export source `src` (a checkpoint folder or a GGUF file) against the
+/// `reference.safetensors` in `reference_dir`; `fixture` names it in messages.
+pub fn prefill_then_decode_from(
+    src: &Path,
+    reference_dir: &Path,
+    fixture: &str,
+    prefill: usize,
+) -> f32 {
+    let reference = Reference::load(reference_dir).unwrap();
     let ids = reference.i64_2d("prefill.input_ids").unwrap();
     let expected = reference.f32_3d("prefill.logits").unwrap();
-    let (_tmp, out) = export_to_temp(&dir).unwrap();
+    let (_tmp, out) = export_to_temp(src).unwrap();
     let mut decoder = Decoder::open(&out, &parity_runtime()).unwrap();
     let total = ids.ncols();
     if let Some(window) = decoder.manifest().sliding_window {

@@ -13,6 +13,7 @@
 mod adjust;
 mod folder;
 pub mod ggml;
+mod gguf;
 mod shard;
 #[cfg(test)]
 mod tests;
@@ -219,12 +220,12 @@ impl Checkpoint {
         self.low_rank.keys().map(String::as_str).collect()
     }
 
-    /// The folder this checkpoint was opened from.
+    /// The folder this checkpoint was opened from (the file itself for a GGUF checkpoint).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// The safetensors files, in the order they were opened.
+    /// The safetensors (or GGUF) files, in the order they were opened.
     pub fn files(&self) -> Vec<&Path> {
         self.shards.iter().map(|s| s.path.as_path()).collect()
     }
