@@ -1,0 +1,302 @@
+//! GGUF blocks kept as they are at `--precision int8` (issue 9): a tiny Gemma 3 stored in a GGUF file with Q8_0,
+//! Q5_0 and Q4_0 linears (quantized here by ggml's reference quantizers) is exported twice at int8, once keeping
+//! the source blocks (the default) and once re-quantizing the dequantized weights (`keep=none`), and the two exports'
+//! logits agree within a tight tolerance; the manifest lists exactly the kept tensors.
+//!
+//! The GGUF is written by the test from the `mqa-f32-hf5` fixture (llama.cpp's names, norms stored as `1 + w`, dims
+//! fastest first) and opened through `Checkpoint::open_gguf`; the graph is built by the exporter's own decoder
+//! builder, as `gemma-export` does for a checkpoint.
+
+use gemma_exporter::builder::{model, GraphBuilder};
+use gemma_exporter::layers::Kernels;
+use gemma_exporter::quant::graph::MS_DOMAIN;
+use gemma_exporter::weights::WeightWriter;
+use gemma_exporter::{decoder, onnx, Manifest, Precision, QuantConfig};
+use gemma_models::{Checkpoint, ModelConfig};
+use gemma_runtime::Decoder;
+use gemma_tests::parity::parity_runtime;
+use gemma_tests::*;
+use ndarray::{Array2, Array3};
+use prost::Message;
+use std::path::Path;
+
+/// GGUF type ids.
+const F32: u32 = 0;
+const Q4_0: u32 = 2;
+const Q5_0: u32 = 6;
+const Q8_0: u32 = 8;
+
+fn f16_bytes(v: f32) -> [u8; 2] {
+    half::f16::from_f32(v).to_le_bytes()
+}
+
+/// ggml's `quantize_row_q8_0_ref`: `d = amax / 127`, `q = round(x / d)`.
+fn q8_0(x: &[f32]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for b in x.chunks_exact(32) {
+        let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend(f16_bytes(d));
+        out.extend(b.iter().map(|&v| (v * id).round() as i8 as u8));
+    }
+    out
+}
+
+/// ggml's `quantize_row_q4_0_ref` (`nmax` 8) and `quantize_row_q5_0_ref` (`nmax` 16): `d = max / −nmax` from the
+/// value of largest magnitude, codes `min(2·nmax − 1, trunc(x / d + nmax + 0.5))`.
+fn q_small(x: &[f32], nmax: f32) -> Vec<u8> {
+    let mut out = Vec::new();
+    for b in x.chunks_exact(32) {
+        let max = b
+            .iter()
+            .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+        let d = max / -nmax;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let code = |v: f32| ((v * id + nmax + 0.5) as i8).min(2 * nmax as i8 - 1) as u8;
+        out.extend(f16_bytes(d));
+        let mut qh = 0u32;
+        let mut qs = [0u8; 16];
+        for j in 0..16 {
+            let (c0, c1) = (code(b[j]), code(b[j + 16]));
+            qs[j] = (c0 & 0x0F) | ((c1 & 0x0F) << 4);
+            qh |= u32::from(c0 >> 4) << j | u32::from(c1 >> 4) << (j + 16);
+        }
+        if nmax == 16.0 {
+            out.extend(qh.to_le_bytes());
+        }
+        out.extend(qs);
+    }
+    out
+}
+
+/// A GGUF string: u64 length, bytes.
+fn gguf_str(s: &str) -> Vec<u8> {
+    let mut b = (s.len() as u64).to_le_bytes().to_vec();
+    b.extend(s.as_bytes());
+    b
+}
+
+/// Writes a GGUF v3 file: `metadata` (key, type id, value bytes), then `tensors` (name, dims fastest first, type
+/// id, data), each at a 32-byte-aligned offset of the data section.
+fn write_gguf(
+    path: &Path,
+    metadata: &[(&str, u32, Vec<u8>)],
+    tensors: &[(String, Vec<u64>, u32, Vec<u8>)],
+) {
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend((tensors.len() as u64).to_le_bytes());
+    b.extend((metadata.len() as u64).to_le_bytes());
+    for (k, ty, v) in metadata {
+        b.extend(gguf_str(k));
+        b.extend(ty.to_le_bytes());
+        b.extend(v);
+    }
+    let mut offset = 0u64;
+    let mut offsets = Vec::new();
+    for (name, dims, ty, data) in tensors {
+        b.extend(gguf_str(name));
+        b.extend((dims.len() as u32).to_le_bytes());
+        dims.iter().for_each(|d| b.extend(d.to_le_bytes()));
+        b.extend(ty.to_le_bytes());
+        b.extend(offset.to_le_bytes());
+        offsets.push(offset);
+        offset = (offset + data.len() as u64).next_multiple_of(32);
+    }
+    b.resize(b.len().next_multiple_of(32), 0);
+    let start = b.len();
+    for ((_, _, _, data), off) in tensors.iter().zip(offsets) {
+        b.resize(start + off as usize, 0);
+        b.extend(data);
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+/// llama.cpp's name of a Gemma 3 tensor, and whether its converter stores it as `1 + w`.
+fn gguf_name(hf: &str) -> (String, bool) {
+    match hf {
+        "model.embed_tokens.weight" => return ("token_embd.weight".into(), false),
+        "model.norm.weight" => return ("output_norm.weight".into(), true),
+        _ => {}
+    }
+    let rest = hf.strip_prefix("model.layers.").expect("a layer tensor");
+    let (layer, suffix) = rest.split_once('.').unwrap();
+    let part = match suffix {
+        "input_layernorm.weight" => "attn_norm",
+        "self_attn.q_proj.weight" => "attn_q",
+        "self_attn.k_proj.weight" => "attn_k",
+        "self_attn.v_proj.weight" => "attn_v",
+        "self_attn.o_proj.weight" => "attn_output",
+        "self_attn.q_norm.weight" => "attn_q_norm",
+        "self_attn.k_norm.weight" => "attn_k_norm",
+        "post_attention_layernorm.weight" => "post_attention_norm",
+        "pre_feedforward_layernorm.weight" => "ffn_norm",
+        "post_feedforward_layernorm.weight" => "post_ffw_norm",
+        "mlp.gate_proj.weight" => "ffn_gate",
+        "mlp.up_proj.weight" => "ffn_up",
+        "mlp.down_proj.weight" => "ffn_down",
+        other => panic!("unexpected tensor {other}"),
+    };
+    (
+        format!("blk.{layer}.{part}.weight"),
+        suffix.ends_with("norm.weight"),
+    )
+}
+
+/// The storage type of each tensor in the test GGUF: k_proj Q5_0, up_proj Q4_0, layer 0's v_proj F32 (so the
+/// stacked q/k/v of layer 0 mixes kept and re-quantized parts), norms F32, every other matrix Q8_0.
+fn gguf_type(hf: &str) -> u32 {
+    if hf.ends_with("norm.weight") || hf == "model.layers.0.self_attn.v_proj.weight" {
+        F32
+    } else if hf.ends_with("k_proj.weight") {
+        Q5_0
+    } else if hf.ends_with("up_proj.weight") {
+        Q4_0
+    } else {
+        Q8_0
+    }
+}
+
+/// Writes the fixture's weights as a gemma3 GGUF; returns the tensors expected to be kept at int8 (the layers'
+/// matrices stored in a kept format; not the embedding, which int8 quantizes in blocks of 64).
+fn fixture_as_gguf(fixture: &Path, path: &Path, layers: usize) -> Vec<String> {
+    let src = Checkpoint::open(fixture).unwrap();
+    let mut tensors = Vec::new();
+    let mut kept = Vec::new();
+    for name in src.names() {
+        let view = src.tensor(name).unwrap();
+        let mut values = view.to_f32_vec();
+        let (gname, norm) = gguf_name(name);
+        if norm {
+            values.iter_mut().for_each(|v| *v += 1.0);
+        }
+        let ty = gguf_type(name);
+        let data = match ty {
+            F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            Q8_0 => q8_0(&values),
+            Q5_0 => q_small(&values, 16.0),
+            Q4_0 => q_small(&values, 8.0),
+            _ => unreachable!(),
+        };
+        if ty != F32 && name != "model.embed_tokens.weight" {
+            kept.push(name.to_string());
+        }
+        let dims = view.shape.iter().rev().map(|&d| d as u64).collect();
+        tensors.push((gname, dims, ty, data));
+    }
+    let metadata = [
+        ("general.architecture", 8, gguf_str("gemma3")),
+        (
+            "gemma3.block_count",
+            4,
+            (layers as u32).to_le_bytes().to_vec(),
+        ),
+    ];
+    write_gguf(path, &metadata, &tensors);
+    kept.sort();
+    kept
+}
+
+/// Exports `ckpt` at `precision` into `dir` (portable graph, model.onnx + data + manifest) as `gemma-export` does;
+/// returns the manifest's kept tensors.
+fn export(
+    ckpt: &Checkpoint,
+    cfg: &ModelConfig,
+    fixture: &Path,
+    precision: Precision,
+    dir: &Path,
+) -> Vec<String> {
+    let mut w = WeightWriter::create(
+        &dir.join("model.onnx_data"),
+        indicatif::ProgressBar::hidden(),
+    )
+    .unwrap();
+    let mut g = GraphBuilder::new();
+    let kernels = Kernels {
+        linear: precision.linear_kind(),
+        ..Kernels::PORTABLE
+    };
+    decoder::build(&mut g, &mut w, ckpt, cfg, kernels).unwrap();
+    let kept = std::mem::take(&mut w.quant_stats.kept);
+    w.finish().unwrap();
+    let proto = model(
+        g.finish("gemma_decoder"),
+        &[("", onnx::OPSET), (MS_DOMAIN, 1)],
+        &[],
+    );
+    std::fs::write(dir.join("model.onnx"), proto.encode_to_vec()).unwrap();
+    let mut manifest = Manifest::new(cfg, fixture, precision, "model.onnx").unwrap();
+    manifest.kept_source_blocks = kept.clone();
+    manifest.write(dir).unwrap();
+    kept
+}
+
+fn logits(dir: &Path, ids: &Array2<i64>) -> Array3<f32> {
+    let mut decoder = Decoder::open(dir, &parity_runtime()).unwrap();
+    let mut cache = decoder.new_cache(1).unwrap();
+    let n = ids.ncols();
+    let mask = Array2::<i64>::ones((1, n));
+    let pos = Array2::from_shape_fn((1, n), |(_, j)| j as i64);
+    decoder
+        .forward(ids.view(), mask.view(), pos.view(), &mut cache)
+        .unwrap()
+}
+
+#[test]
+fn int8_export_of_a_gguf_keeps_q8_0_q5_0_q4_0_blocks_with_the_same_logits() {
+    let fixture = tiny_fixture("mqa-f32-hf5");
+    let cfg = ModelConfig::from_file(&fixture.join("config.json")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let gguf = tmp.path().join("tiny-q8_0.gguf");
+    let expected_kept = fixture_as_gguf(&fixture, &gguf, cfg.text.num_hidden_layers);
+    let ckpt = Checkpoint::open_gguf(&gguf).unwrap();
+    let ids = Reference::load(&fixture)
+        .unwrap()
+        .i64_2d("prefill.input_ids")
+        .unwrap();
+
+    let keep = Precision::Int8(QuantConfig::int8());
+    let requantize = Precision::Int8(QuantConfig::int8().parse_spec("keep=none").unwrap());
+    let (kept_dir, requant_dir) = (tmp.path().join("kept"), tmp.path().join("requantized"));
+    std::fs::create_dir(&kept_dir).unwrap();
+    std::fs::create_dir(&requant_dir).unwrap();
+    let mut kept = export(&ckpt, &cfg, &fixture, keep, &kept_dir);
+    kept.sort();
+    assert_eq!(
+        kept, expected_kept,
+        "every Q8_0/Q5_0/Q4_0 layer matrix is kept, nothing else"
+    );
+    assert_eq!(kept.len(), 7 * cfg.text.num_hidden_layers - 1);
+    assert!(export(&ckpt, &cfg, &fixture, requantize, &requant_dir).is_empty());
+
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(kept_dir.join("gemma-onnx.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        manifest["kept_source_blocks"].as_array().unwrap().len(),
+        kept.len()
+    );
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(requant_dir.join("gemma-onnx.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(manifest.get("kept_source_blocks").is_none());
+    assert!(manifest["quantization"]
+        .as_str()
+        .unwrap()
+        .ends_with("keep=none"));
+
+    let (a, b) = (logits(&kept_dir, &ids), logits(&requant_dir, &ids));
+    assert!(a.iter().all(|v| v.is_finite()));
+    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    eprintln!("kept vs re-quantized: max |Δlogit| {diff:.3e} (max |logit| {scale:.2})");
+    assert!(
+        diff <= 1e-4 * scale.max(1.0),
+        "max |Δlogit| {diff} over max |logit| {scale}"
+    );
+}
