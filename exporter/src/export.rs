@@ -283,11 +283,13 @@ fn write_export(
         .quant()
         .map(|q| w.quant_stats.summary(q))
         .unwrap_or_default();
+    let kept_source_blocks = std::mem::take(&mut w.quant_stats.kept);
     let weight_bytes = w.finish()? + vision_bytes;
     progress.finish_and_clear();
 
     let nodes = g.node_count();
     let mut manifest = Manifest::new(cfg, &opts.src, opts.precision, "model.onnx")?;
+    manifest.kept_source_blocks = kept_source_blocks;
     if opts.graph == GraphKind::Cpu {
         manifest.graph = GraphKind::Cpu.name().into();
         manifest.cpu = Some(crate::manifest::CpuGraphManifest::current());

@@ -19,6 +19,11 @@ pub struct Manifest {
     /// `linear=4a,v=4a,down=4a,emb=4a,block=32,acc=4` (see `gemma_exporter::quant`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<String>,
+    /// int8/int4: checkpoint tensors whose stored GGUF blocks (Q8_0, Q5_0, Q4_0) were copied into their
+    /// `MatMulNBits` weight (codes `q + 128`, scales `f32(d)`) rather than re-quantized: those weights are exactly
+    /// the source's. Absent when none were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_source_blocks: Vec<String>,
     /// "portable": standard ONNX ops, full KV cache passed in and out. "cpu": the graph of
     /// [`crate::decoder_cpu`]; the `cpu` section says how to drive it.
     pub graph: String,
@@ -174,6 +179,7 @@ impl Manifest {
             architecture: cfg.architecture.clone(),
             precision: precision.name().into(),
             quantization: precision.quant().map(|q| q.spec()),
+            kept_source_blocks: Vec::new(),
             graph: "portable".into(),
             decoder: decoder.into(),
             num_layers: t.num_hidden_layers,

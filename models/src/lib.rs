@@ -4,6 +4,7 @@
 //! * [`config`]: [`ModelConfig`] / [`TextConfig`] from `config.json` for Gemma 1, 2 and 3 (text and multimodal).
 //! * [`checkpoint`]: [`Checkpoint`], memory-mapped and validated safetensors (single file or sharded), with
 //!   [`TensorView::read_f32`] for streaming conversion.
+//! * [`gguf`]: GGUF files (llama.cpp) as a source: container, config from metadata, weights, vocabulary.
 //! * [`names`]: the tensor names of the text decoder for a given prefix.
 //! * [`error`]: [`ConfigError`] and [`CheckpointError`]; every message names the file concerned.
 //!

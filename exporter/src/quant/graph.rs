@@ -204,6 +204,7 @@ impl Ctx<'_> {
             scheme,
             scheme.block_size(cfg.block_size),
             columns.as_deref(),
+            cfg.keep_source_blocks,
             &mut stats,
         );
         self.w.quant_stats = stats;

@@ -203,6 +203,9 @@ pub struct QuantConfig {
     pub accuracy_level: i64,
     /// Weigh each column's rounding error by its estimated activation energy ([`importance`]) in the searches.
     pub activation_aware: bool,
+    /// Copy source blocks that a tensor's scheme holds exactly (GGUF Q8_0, Q5_0 and Q4_0 under 8-bit symmetric
+    /// blocks of 32) instead of re-quantizing them (see [`pack`]). On by default; spec `keep=none` turns it off.
+    pub keep_source_blocks: bool,
     /// Indexed by [`Role`].
     schemes: [TensorScheme; 8],
 }
@@ -214,6 +217,7 @@ impl QuantConfig {
             block_size: 32,
             accuracy_level: 4,
             activation_aware: false,
+            keep_source_blocks: true,
             schemes: [scheme; 8],
         }
     }
@@ -309,7 +313,8 @@ impl QuantConfig {
     /// Keys `q`, `k`, `v`, `o`, `gate`, `up`, `down`, `emb` (and the groups `attn`, `mlp`, `all`) take a scheme:
     /// bits (4 or 8), `a`symmetric or `s`ymmetric, and `-rtn` for round-to-nearest instead of the scale search:
     /// `4a`, `4s-rtn`, `8s`. `block` takes the block size, `acc` the `MatMulNBits` accuracy level, `imp` the
-    /// column importance of the searches (`gains` or `none`).
+    /// column importance of the searches (`gains` or `none`), `keep` whether source blocks a scheme holds exactly
+    /// are copied (`exact`, the default, or `none`: re-quantize everything from the dequantized values).
     pub fn parse_spec(mut self, spec: &str) -> Result<QuantConfig, String> {
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (key, value) = item
@@ -333,6 +338,13 @@ impl QuantConfig {
                         _ => return Err(format!("`{item}`: imp is gains or none")),
                     }
                 }
+                "keep" => {
+                    self.keep_source_blocks = match value {
+                        "exact" => true,
+                        "none" => false,
+                        _ => return Err(format!("`{item}`: keep is exact or none")),
+                    }
+                }
                 _ => {
                     let roles: Vec<Role> = match GROUPS.iter().find(|(g, _)| *g == key) {
                         Some((_, roles)) => roles.to_vec(),
@@ -340,7 +352,7 @@ impl QuantConfig {
                             Some(r) => vec![*r],
                             None => {
                                 return Err(format!(
-                                    "`{key}`: unknown key; expected q, k, v, o, gate, up, down, emb, attn, mlp, all, block, acc or imp"
+                                    "`{key}`: unknown key; expected q, k, v, o, gate, up, down, emb, attn, mlp, all, block, acc, imp or keep"
                                 ))
                             }
                         },
@@ -356,8 +368,9 @@ impl QuantConfig {
         Ok(self)
     }
 
-    /// The full spec, e.g. `q=4a,k=4a,...,emb=8s,block=32,acc=4`: round-trips through
-    /// [`parse_spec`](Self::parse_spec).
+    /// The full spec, e.g. `q=4a,k=4a,...,emb=8s,block=32,acc=4,imp=none`: round-trips through
+    /// [`parse_spec`](Self::parse_spec). `keep` is written only when off (`keep=none`), so the specs of exports
+    /// that keep source blocks read as before the option existed.
     pub fn spec(&self) -> String {
         let mut parts: Vec<String> = Role::ALL
             .iter()
@@ -371,6 +384,9 @@ impl QuantConfig {
             "none"
         };
         parts.push(format!("imp={imp}"));
+        if !self.keep_source_blocks {
+            parts.push("keep=none".into());
+        }
         parts.join(",")
     }
 }
@@ -380,6 +396,8 @@ impl QuantConfig {
 pub struct QuantStats {
     /// `(role, Σ(w − ŵ)², Σw², weights)` in [`Role`] order.
     pub per_role: Vec<(Role, f64, f64, u64)>,
+    /// Checkpoint tensors whose stored blocks were copied rather than re-quantized (see [`pack`]), in export order.
+    pub kept: Vec<String>,
 }
 
 impl QuantStats {
@@ -397,8 +415,15 @@ impl QuantStats {
         }
     }
 
-    /// `role: relative RMS error` lines, e.g. `linear 4a: 7.9e-2 (100.7M weights)`.
+    /// `role: relative RMS error` lines, e.g. `linear 4a: 7.9e-2 (100.7M weights)`, then how many source tensors
+    /// were kept as stored.
     pub fn summary(&self, cfg: &QuantConfig) -> Vec<String> {
+        let kept = (!self.kept.is_empty()).then(|| {
+            format!(
+                "{} tensors kept as their source blocks (no re-quantization)",
+                self.kept.len()
+            )
+        });
         self.per_role
             .iter()
             .map(|(role, e, s, n)| {
@@ -410,6 +435,7 @@ impl QuantStats {
                     *n as f64 / 1e6
                 )
             })
+            .chain(kept)
             .collect()
     }
 }
@@ -472,6 +498,19 @@ mod tests {
             QuantConfig::int4()
         );
         assert_eq!(QuantConfig::int4().parse_spec(&c.spec()).unwrap(), c);
+        // Keeping source blocks is the default and is written only when turned off.
+        assert!(QuantConfig::int8().keep_source_blocks);
+        let no_keep = QuantConfig::int8().parse_spec("keep=none").unwrap();
+        assert!(!no_keep.keep_source_blocks);
+        assert!(no_keep.spec().ends_with(",keep=none"));
+        assert_eq!(
+            QuantConfig::int8().parse_spec(&no_keep.spec()).unwrap(),
+            no_keep
+        );
+        assert_eq!(
+            no_keep.parse_spec("keep=exact").unwrap(),
+            QuantConfig::int8()
+        );
         for bad in [
             "emb=5a",
             "emb=4x",
@@ -483,6 +522,7 @@ mod tests {
             "acc=7",
             "foo=1",
             "emb",
+            "keep=q4_0",
         ] {
             assert!(QuantConfig::int4().parse_spec(bad).is_err(), "{bad}");
         }

@@ -13,6 +13,7 @@
 mod adjust;
 mod folder;
 pub mod ggml;
+mod gguf;
 mod shard;
 #[cfg(test)]
 mod tests;
