@@ -410,3 +410,7 @@ impl Serialize for MergeList<'_> {
         seq.end()
     }
 }
+
+#[cfg(test)]
+#[path = "tokenizer_tests.rs"]
+mod tests;
