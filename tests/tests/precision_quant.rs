@@ -182,7 +182,9 @@ fn cpu_graph_matches_portable_graph_at_int4() {
             .i64_2d("prefill.input_ids")
             .unwrap();
         for acc in [0, 4] {
-            let q = QuantConfig::int4().parse_spec(&format!("acc={acc}")).unwrap();
+            let q = QuantConfig::int4()
+                .parse_spec(&format!("acc={acc}"))
+                .unwrap();
             let (_t1, portable) =
                 export_precision_to_temp(&dir, Precision::Int4(q), GraphKind::Portable).unwrap();
             let (_t2, cpu) =

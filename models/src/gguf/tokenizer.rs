@@ -325,8 +325,8 @@ fn check_score_order(vocab: &GgufVocab) -> Result<(), VocabError> {
             continue;
         }
         if let Some((prev_id, prev)) = previous {
-            // Written so that NaN fails too.
-            if !(score < prev) {
+            // NaN compares as unordered, so it fails too.
+            if score.partial_cmp(&prev) != Some(std::cmp::Ordering::Less) {
                 return Err(VocabError::Unsupported(format!(
                     "tokenizer.ggml.scores do not decrease with the id as in a SentencePiece BPE model (token \
                      {prev_id} scores {prev}, token {id} scores {score}): the merge order cannot be recovered \
