@@ -7,7 +7,7 @@
 //!   merged piece's score (highest first), then by the longer left part. SentencePiece numbers BPE pieces in score
 //!   order and Gemma's scores strictly decrease with the id, so that order is: by the merged piece's id, then by
 //!   the longer left part. llama.cpp overwrote the scores of control and user-defined tokens with -1000, so the id
-//!   is the only order left for them; [`SpmTokenizer::new`] checks that the normal tokens' scores agree with it and
+//!   is the only order left for them; `SpmTokenizer::new` checks that the normal tokens' scores agree with it and
 //!   refuses vocabularies where they don't (a unigram model, say), whose merge order cannot be recovered;
 //! * normalizer `Replace(" " → "▁")`, pre-tokenizer `Split(" ", merged_with_previous)` (a no-op after the
 //!   normalizer, kept to match transformers' file), decoder `Replace("▁" → " ")`, `ByteFallback`, `Fuse`;
@@ -32,6 +32,11 @@ use super::vocab::{token_type, GgufVocab, VocabError};
 
 /// SentencePiece's whitespace marker.
 const SPACE_MARKER: &str = "\u{2581}";
+
+/// The longest token accepted, in bytes. Deriving merges looks up every split of every token, so the work grows with
+/// the square of a token's length; Gemma's longest token is 48 bytes, and a hostile file could otherwise hold
+/// megabyte-long ones.
+pub const MAX_TOKEN_BYTES: usize = 1024;
 
 /// Tokens transformers' `GemmaConverter` always makes special, whatever their SentencePiece type.
 const ALWAYS_SPECIAL: [&str; 2] = ["<start_of_turn>", "<end_of_turn>"];
@@ -109,6 +114,19 @@ impl<'v> SpmTokenizer<'v> {
         {
             return Err(VocabError::Invalid(format!(
                 "tokenizer.ggml.token_type[{id}] is {t}, not a SentencePiece token type (1 to 6)"
+            )));
+        }
+        if let Some((id, t)) = vocab
+            .tokens
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.len() > MAX_TOKEN_BYTES)
+        {
+            return Err(VocabError::Unsupported(format!(
+                "tokenizer.ggml.tokens[{id}] is {} bytes long (it starts {:?}); tokens over {MAX_TOKEN_BYTES} bytes \
+                 are refused (SentencePiece vocabularies have short pieces: Gemma's longest is 48 bytes)",
+                t.len(),
+                t.chars().take(16).collect::<String>()
             )));
         }
         check_score_order(vocab)?;
@@ -198,10 +216,19 @@ impl<'v> SpmTokenizer<'v> {
             .enumerate()
             .map(|(id, p)| (p.as_ref(), id as u32))
             .collect();
+        // Byte lengths some piece has: a split whose parts have other lengths is skipped without hashing them.
+        let longest = self.pieces.iter().map(|p| p.len()).max().unwrap_or(0);
+        let mut has_len = vec![false; longest + 1];
+        for p in &self.pieces {
+            has_len[p.len()] = true;
+        }
         let mut merges = Vec::new();
         for piece in &self.pieces {
             // Split points from the right: the longer left part first.
             for (at, _) in piece.char_indices().rev().filter(|&(at, _)| at > 0) {
+                if !has_len[at] || !has_len[piece.len() - at] {
+                    continue;
+                }
                 let (left, right) = piece.split_at(at);
                 if let (Some(&l), Some(&r)) = (index.get(left), index.get(right)) {
                     merges.push((l, r));

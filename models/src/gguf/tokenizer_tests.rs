@@ -172,6 +172,18 @@ fn refuses_what_it_cannot_rebuild() {
     let mut v = base.clone();
     v.scores[normal[5]] = f32::NAN;
     assert!(unsupported(&v).contains("do not decrease"));
+
+    // A hostile megabyte-long token is refused before any merge is looked for.
+    let mut v = base.clone();
+    v.tokens[normal[0]] = "x".repeat(1 << 20);
+    let m = unsupported(&v);
+    assert!(
+        m.contains(&format!(
+            "tokenizer.ggml.tokens[{}] is 1048576 bytes",
+            normal[0]
+        )),
+        "{m}"
+    );
 }
 
 #[test]
