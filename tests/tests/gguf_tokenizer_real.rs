@@ -30,8 +30,9 @@ struct Case {
 }
 
 fn gguf_path() -> Result<PathBuf> {
-    match std::env::var_os("GEMMA3_270M_GGUF") {
-        Some(p) => Ok(PathBuf::from(p)),
+    match std::env::var_os("GEMMA3_270M_GGUF").map(PathBuf::from) {
+        Some(p) if p.is_file() => Ok(p),
+        Some(p) => bail!("GEMMA3_270M_GGUF={} is not a file", p.display()),
         None => bail!(
             "set GEMMA3_270M_GGUF to the Gemma 3 270M GGUF (gemma-3-270m-q4_k_m.gguf, sha256 \
              a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818)"
