@@ -6,7 +6,9 @@
 //!   which tensors llama.cpp's converter stored as `1 + w` (Gemma's norm gains).
 //! * [`config`]: the `{arch}.*` metadata → a transformers-style `config.json`, parsed by the one
 //!   [`ModelConfig`] parser.
-//! * [`vocab`]: the `tokenizer.ggml.*` metadata ([`GgufVocab`]) and the Hugging Face tokenizer files rebuilt from it.
+//! * [`vocab`]: the `tokenizer.ggml.*` metadata ([`GgufVocab`]) and the Hugging Face tokenizer files rebuilt from it
+//!   ([`tokenizer_files`]); [`tokenizer`] explains how a SentencePiece vocabulary becomes transformers' BPE
+//!   `tokenizer.json`.
 //!
 //! Only the architectures `gemma`, `gemma2` and `gemma3` are accepted. [`open`] reads all of it at once; the weights
 //! come out as a [`Checkpoint`] whose reads apply the norm offset, so the exporter streams them like safetensors.
@@ -15,6 +17,7 @@
 pub mod config;
 pub mod container;
 pub mod names;
+pub mod tokenizer;
 pub mod vocab;
 
 use std::fs::File;
