@@ -10,6 +10,7 @@ pub enum ExportError {
     Checkpoint(#[from] gemma_models::CheckpointError),
     #[error(transparent)]
     Lora(#[from] gemma_models::LoraError),
+    #[error(transparent)]
     Gguf(#[from] gemma_models::gguf::GgufError),
     #[error("{}: {source}", path.display())]
     Io {

@@ -82,6 +82,7 @@ fn opts(src: &Path, out: &Path) -> ExportOptions {
         graph: GraphKind::Portable,
         force: false,
         progress: false,
+        lora: None,
     }
 }
 
