@@ -8,7 +8,8 @@
 //!   optimized for ONNX Runtime's CPU provider (in-place KV cache, last-position logits, fused ops).
 //! - [`vision`]: Gemma 3's SigLIP encoder + projector, the embedding graph and the decoder on `inputs_embeds`.
 //! - [`quant`]: int8/int4 block quantization (`MatMulNBits`, `GatherBlockQuantized`); [`half`]: fp16/bf16 storage.
-//! - [`export`]: the whole pipeline with atomic output; [`manifest`]: `gemma-onnx.json`.
+//! - [`export`]: the whole pipeline with atomic output; [`manifest`]: `gemma-onnx.json`; [`genai`]:
+//!   `genai_config.json` for ONNX Runtime GenAI.
 
 pub mod attention;
 pub mod builder;
@@ -16,6 +17,7 @@ pub mod decoder;
 pub mod decoder_cpu;
 mod error;
 pub mod export;
+pub mod genai;
 pub mod half;
 pub mod layers;
 pub mod manifest;
