@@ -34,25 +34,31 @@ def main() -> int:
     if args.threads:
         config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": args.threads}}}}))
     model = og.Model(config)
+    with open(f"{args.model}/genai_config.json") as f:
+        genai_config = json.load(f)
     if args.ids is not None:
         ids = [int(i) for i in json.loads(args.ids)]
     else:
         ids = [int(i) for i in og.Tokenizer(model).encode(args.prompt)]
         if args.add_bos:
-            with open(f"{args.model}/genai_config.json") as f:
-                ids.insert(0, json.load(f)["model"]["bos_token_id"])
+            ids.insert(0, genai_config["model"]["bos_token_id"])
     if not ids:
         print("genai_generate: empty prompt", file=sys.stderr)
         return 2
 
+    # max_length sizes GenAI's KV buffers. The sliding layers' GroupQueryAttention needs a buffer of at least the
+    # window (GenAI gives them min(max_length, window + 16) rows), so max_length may not be below the window even
+    # for a short run; the loop below stops after --max-new-tokens itself.
+    window = genai_config["model"]["decoder"].get("sliding_window", {}).get("window_size", 0)
+    max_length = min(genai_config["model"]["context_length"], max(len(ids) + args.max_new_tokens, window))
     params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, max_length=len(ids) + args.max_new_tokens)
+    params.set_search_options(do_sample=False, max_length=max_length)
     generator = og.Generator(model, params)
     generator.append_tokens(ids)  # prefill (GenAI runs the prompt here)
     generated = []
     logits = []
     first_done = None
-    while not generator.is_done():
+    while not generator.is_done() and len(generated) < args.max_new_tokens:
         generator.generate_next_token()
         if args.logits:
             # The output of the run whose logits chose this token (the prefill in append_tokens for the first one,

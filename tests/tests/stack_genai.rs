@@ -1,8 +1,8 @@
 //! ONNX Runtime GenAI loads `--graph cpu` exports unchanged (their `genai_config.json`) and generates what we do.
 //!
 //! Each case exports a tiny fixture (Gemma 3 with a prompt shorter and longer than its 5-token sliding window,
-//! Gemma 2, Gemma 1; fp32 and int4), runs greedy generation with the pinned `onnxruntime-genai` wheel through
-//! `tests/stacks/genai_generate.py`, and with this project's runtime (the decoder `gemma generate` drives, argmax,
+//! Gemma 2, Gemma 1, the text decoder of a Gemma 3 vision export; fp32 and int4, and Gemma 3 at fp16, bf16, int8),
+//! runs greedy generation with the pinned `onnxruntime-genai` wheel through `tests/stacks/genai_generate.py`, and with this project's runtime (the decoder `gemma generate` drives, argmax,
 //! the same stop tokens), then checks that the generated ids are equal and that every step's logits agree. The
 //! tiny fixtures have no tokenizer, so both sides take token ids.
 //!
@@ -172,11 +172,28 @@ fn genai_gemma3_fp32_short_and_past_the_window() {
     let window = cfg["sliding_window"].as_u64().unwrap() as usize;
     assert!(LONG.len() > 2 * window && SHORT.len() < window);
     genai_matches("gqa-bf16-sharded-hf4", Precision::Fp32, &[LONG, SHORT], 24);
+    // A run shorter than the window: GenAI's max_length must still be at least the window (the harness keeps it
+    // there and stops after the 2 tokens itself).
+    genai_matches("gqa-bf16-sharded-hf4", Precision::Fp32, &[SHORT], 2);
+}
+
+/// The text decoder (`model.onnx`, cpu graph) of a Gemma3ForConditionalGeneration export, text only.
+#[test]
+fn genai_gemma3_vision_export_text_decoder() {
+    genai_matches("cg-mqa-bf16-sharded-hf4", Precision::Fp32, &[LONG], 16);
 }
 
 #[test]
 fn genai_gemma3_int4() {
     genai_matches("gqa-bf16-sharded-hf4", Precision::INT4, &[LONG, SHORT], 24);
+}
+
+/// fp16, bf16 and int8 exports carry the same config and load too.
+#[test]
+fn genai_gemma3_other_precisions() {
+    for p in [Precision::Fp16, Precision::Bf16, Precision::INT8] {
+        genai_matches("gqa-bf16-sharded-hf4", p, &[LONG], 12);
+    }
 }
 
 #[test]
