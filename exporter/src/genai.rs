@@ -9,9 +9,13 @@
 //! - `search.past_present_share_buffer`: the graph updates each layer's KV buffer in place, so GenAI binds one
 //!   buffer as both `past_key_values.i.*` and `present.i.*`, `max_length` rows long for global layers.
 //! - `decoder.sliding_window`: sliding layers keep a window-sized cache that `GroupQueryAttention`
-//!   (`sliding_window_cache = 1`) evicts itself. GenAI's per-layer windowed cache (`layers`) allocates exactly
-//!   such buffers (window + 16 rows on CPU) for those layers only; `slide_inputs` and `slide_key_value_cache` are
+//!   (`sliding_window_cache = 1`) evicts itself. GenAI's per-layer windowed cache (`layers`) allocates such
+//!   buffers, `window + cache_slack` rows, for those layers only; `slide_inputs` and `slide_key_value_cache` are
 //!   off, since those make GenAI chunk the prompt and crop the cache itself, for graphs that do not evict.
+//!   `cache_slack` is our runtime's ([`sliding_slack`]) rather than GenAI's CPU default of 16: the capacity decides
+//!   which rows are resident, hence the order of the attention sums, and on the real Gemma 3 270M int4 that
+//!   rounding difference (amplified by the int8 activations of `MatMulNBits`) flipped a near-tie after 88 tokens.
+//!   With the same capacity GenAI's greedy ids equal `gemma generate`'s.
 //! - `eos_token_id`: the manifest's EOS ids (config.json and generation_config.json) plus `<end_of_turn>` when the
 //!   tokenizer has it, so chat replies stop at the end of the turn as `gemma chat` does.
 //! - `search.max_length`: GenAI refuses a `max_length` above `context_length` and allocates the global layers'
@@ -32,6 +36,13 @@ pub const GENAI_CONFIG_FILE: &str = "genai_config.json";
 /// The largest `search.max_length` written by default: the global layers' KV buffers are allocated at this length
 /// per generator, so the full context of a large model would reserve gigabytes before the first token.
 pub const DEFAULT_MAX_LENGTH: usize = 8192;
+
+/// Rows a sliding layer's buffer holds beyond the window: the same as `gemma_runtime::kv_cache::sliding_capacity`
+/// (the runtime crate is not a dependency of the exporter; `tests/tests/stack_genai.rs` checks they agree). At
+/// least 1, since GenAI reads 0 as "its default".
+pub fn sliding_slack(window: usize) -> usize {
+    (window / 4).clamp(1, 128)
+}
 
 /// GenAI's `model.type` for a family's text decoder.
 pub fn model_type(family: Family) -> &'static str {
@@ -91,6 +102,7 @@ pub fn config(
             "slide_key_value_cache": false,
             "slide_inputs": false,
             "layers": sliding,
+            "cache_slack": sliding_slack(window),
         });
     }
     Ok(json!({
