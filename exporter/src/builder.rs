@@ -108,11 +108,27 @@ impl GraphBuilder {
         Value(name.to_string())
     }
 
-    /// Declares an int64 scalar graph input `name` whose value defaults to `default` when a run does not feed it:
-    /// an initializer of the same name (ONNX IR ≥ 4; ONNX Runtime calls these overridable initializers and never
+    /// Declares a graph input of unknown rank (no shape in its type), for a small input that consumers feed with
+    /// different ranks: `num_logits_to_keep` arrives as a scalar from our runtime and Optimum, and as `[1]` from
+    /// ONNX Runtime GenAI. The graph must bring it to one shape itself (e.g. `Reshape` to `[1]`).
+    pub fn input_any_rank(&mut self, name: &str, elem: DataType) -> Value {
+        self.used_names.insert(name.to_string());
+        let mut info = value_info(name, elem, &[]);
+        if let Some(type_proto::Value::TensorType(t)) =
+            info.r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            t.shape = None;
+        }
+        self.inputs.push(info);
+        Value(name.to_string())
+    }
+
+    /// Declares a one-element int64 graph input `name` (any rank: scalar or `[1]`, see
+    /// [`GraphBuilder::input_any_rank`]) whose value defaults to `default` when a run does not feed it: a scalar
+    /// initializer of the same name (ONNX IR ≥ 4; ONNX Runtime calls these overridable initializers and never
     /// constant-folds them). Consumers that do not know the input keep the default behaviour.
     pub fn input_i64_with_default(&mut self, name: &str, default: i64) -> Value {
-        let v = self.input(name, DataType::Int64, &[]);
+        let v = self.input_any_rank(name, DataType::Int64);
         self.push_initializer(inline_tensor(
             name,
             DataType::Int64,

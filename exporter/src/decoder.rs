@@ -289,8 +289,9 @@ pub fn build_with_input(
     Ok(())
 }
 
-/// The optional int64 scalar input of the portable graph: logits for the last K positions only (0, its default:
-/// every position). The cpu graph has the same input, without a default ([`crate::decoder_cpu::LOGITS_TO_KEEP`]).
+/// The optional one-element int64 input of the portable graph: logits for the last K positions only (0, its
+/// default: every position). Shape `[]` or `[1]` (ONNX Runtime GenAI feeds `[1]`); the graph declares no shape for
+/// it. The cpu graph has the same input, without a default ([`crate::decoder_cpu::LOGITS_TO_KEEP`]).
 pub const LOGITS_TO_KEEP: &str = "num_logits_to_keep";
 
 /// The last `keep` positions (all when `keep` is 0) of a flattened `[B·S, H]` stream `x`, as `[B, K, H]`; `label`
@@ -310,9 +311,11 @@ pub fn keep_last_positions(
         &[batch_seq, &hidden_dim],
         &[("axis", Attr::Int(0))],
     );
-    let axes_0 = g.const_i64("axes_0", &[0]);
     let axes_1 = g.const_i64("axes_1", &[1]);
-    let keep_1d = g.op("Unsqueeze", "keep_1d", &[keep, &axes_0], &[]);
+    // `keep` may be a scalar or `[1]`: Reshape to `[1]` serves both (Unsqueeze would make `[1, 1]` of the latter,
+    // which Slice rejects).
+    let shape_1 = g.const_i64("shape_1", &[1]);
+    let keep_1d = g.op("Reshape", "keep_1d", &[keep, &shape_1], &[]);
     // Slice start −K keeps the last K rows; −0 = 0 keeps them all.
     let start = g.op("Neg", "keep_start", &[&keep_1d], &[]);
     let end = g.const_i64("slice_to_end", &[i64::MAX]);

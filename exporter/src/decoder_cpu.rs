@@ -10,13 +10,14 @@
 //!   old positions itself (ORT 1.31 contract: rows `[0, L)` hold the most recent `L` positions, `L` a function of the
 //!   absolute length only). Memory then grows only with the global layers. ORT 1.31's window is exactly the spec's
 //!   `i − W < j ≤ i` (W keys including the query; checked against a float64 reference, and by the parity tests).
-//! - **Logits only where asked.** The int64 scalar input `num_logits_to_keep` keeps the last K positions before the
-//!   final norm and the lm_head (1 in generation; 0 keeps all, for perplexity and parity tests).
+//! - **Logits only where asked.** The one-element int64 input `num_logits_to_keep` (shape `[]` or `[1]`) keeps the
+//!   last K positions before the final norm and the lm_head (1 in generation; 0 keeps all, for perplexity and
+//!   parity tests).
 //! - **Fused ops.** `SimplifiedLayerNormalization` / `SkipSimplifiedLayerNormalization` (residual add + RMSNorm in
 //!   one kernel, gain `1 + w` folded in fp32), contrib `RotaryEmbedding`, and ORT's own MatMul prepacking.
 //!
 //! Inputs: `input_ids` i64 `[B, S]`, `attention_mask` i64 `[B, T]` (T = past + S; 0 marks left padding),
-//! `position_ids` i64 `[B, S]`, `num_logits_to_keep` i64 scalar, and the KV buffers. `seqlens_k` (T − 1 per row) and
+//! `position_ids` i64 `[B, S]`, `num_logits_to_keep` i64 `[]` or `[1]`, and the KV buffers. `seqlens_k` (T − 1 per row) and
 //! `total_sequence_length` (T) for `GroupQueryAttention` are derived from the shape of `attention_mask`; the mask
 //! itself becomes an additive `attention_bias` (0 or f32::MIN per key), which is how left padding works (every row
 //! then has the same T, the padded keys are masked). RoPE is applied outside the attention op from `position_ids`
@@ -35,7 +36,7 @@ use gemma_models::{names, Checkpoint, LayerType, ModelConfig, TextConfig};
 
 /// ONNX Runtime's contrib operator domain.
 pub const MS_DOMAIN: &str = "com.microsoft";
-/// The int64 scalar input choosing how many trailing positions get logits (0 = all).
+/// The one-element int64 input (`[]` or `[1]`) choosing how many trailing positions get logits (0 = all).
 pub use crate::decoder::LOGITS_TO_KEEP;
 /// Symbolic capacity of the global layers' KV buffers.
 pub const GLOBAL_CACHE_DIM: &str = "global_cache_length";
@@ -87,7 +88,7 @@ pub fn build(
         DataType::Int64,
         &["batch_size".into(), "sequence_length".into()],
     );
-    let keep = g.input(LOGITS_TO_KEEP, DataType::Int64, &[]);
+    let keep = g.input_any_rank(LOGITS_TO_KEEP, DataType::Int64);
     let mut past = Vec::new();
     for (l, ty) in t.layer_types.iter().enumerate() {
         let dims = kv_dims(*ty, nkv, hd);

@@ -381,6 +381,7 @@ fn write_export(
             .map_err(|e| ExportError::io(&path, e))?;
     }
     manifest.write(dir)?;
+    crate::genai::write(opts.graph, cfg, &manifest, dir)?;
     Ok(ExportReport {
         out: dir.to_path_buf(),
         manifest,

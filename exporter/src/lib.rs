@@ -9,7 +9,8 @@
 //! - [`vision`]: Gemma 3's SigLIP encoder + projector, the embedding graph and the decoder on `inputs_embeds`.
 //! - [`quant`]: int8/int4 block quantization (`MatMulNBits`, `GatherBlockQuantized`); [`half`]: fp16/bf16 storage.
 //! - [`gguf`]: GGUF files as a source (config, tokenizer and generation config generated from the metadata).
-//! - [`export`]: the whole pipeline with atomic output; [`manifest`]: `gemma-onnx.json`.
+//! - [`export`]: the whole pipeline with atomic output; [`manifest`]: `gemma-onnx.json`; [`genai`]:
+//!   `genai_config.json` for ONNX Runtime GenAI.
 //! - [`source`]: what SRC names (a local path or a Hub id); [`hub`]: Hugging Face Hub downloads into its cache.
 
 pub mod attention;
@@ -18,6 +19,7 @@ pub mod decoder;
 pub mod decoder_cpu;
 mod error;
 pub mod export;
+pub mod genai;
 pub mod gguf;
 pub mod half;
 pub mod hub;

@@ -48,7 +48,7 @@ pub struct Manifest {
     pub kv_dtype: String,
     pub logits_dtype: String,
     pub exporter_version: String,
-    /// The optional int64 scalar input of the portable graphs (`model.onnx` when `graph` is "portable", and the
+    /// The optional one-element int64 input (`[]` or `[1]`) of the portable graphs (`model.onnx` when `graph` is "portable", and the
     /// image decoder `decoder_model_merged.onnx`): logits for the last K positions only; not fed, it is 0 and every
     /// position gets logits. Absent in exports made before 2026-11-29.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,7 +98,7 @@ impl LoraManifest {
 /// The `cpu` section: the contract of the CPU-optimized decoder graph ([`crate::decoder_cpu`]) with the runtime.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CpuGraphManifest {
-    /// Int64 scalar input: logits are computed for this many trailing positions only (0 = all positions).
+    /// One-element int64 input (`[]` or `[1]`): logits are computed for this many trailing positions only (0 = all positions).
     pub logits_to_keep_input: String,
     /// `past_key_values.{i}.*` and `present.{i}.*` are one preallocated buffer per layer, bound as both input and
     /// output (ONNX Runtime updates it in place); dim 2 is its capacity, not the sequence length.
