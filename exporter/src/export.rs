@@ -176,7 +176,15 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
     }
 
     let tmp = temp_dir_for(&opts.out)?;
-    let result = write_export(opts, &cfg, &ckpt, vision.as_ref(), &source, &tmp, lora.as_ref());
+    let result = write_export(
+        opts,
+        &cfg,
+        &ckpt,
+        vision.as_ref(),
+        &source,
+        &tmp,
+        lora.as_ref(),
+    );
     match result {
         Ok(mut report) => {
             if opts.out.exists() {

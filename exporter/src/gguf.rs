@@ -75,6 +75,13 @@ pub fn open(src: &Path) -> Result<(ModelConfig, Checkpoint, SourceFiles), Export
             )),
         }
     }
+    if model.vocab.chat_template_builtin {
+        out.warnings.push(format!(
+            "{}: {}",
+            src.display(),
+            gguf::vocab::BUILTIN_TEMPLATE_NOTE
+        ));
+    }
     if let Some(template) = &model.vocab.chat_template {
         out.files
             .push(("chat_template.jinja".into(), template.clone()));

@@ -37,11 +37,17 @@ impl View for Lazy<'_> {
         &self.shape
     }
     fn data(&self) -> Cow<'_, [u8]> {
-        let view = self.ckpt.tensor(&self.name).expect("listed by the checkpoint");
+        let view = self
+            .ckpt
+            .tensor(&self.name)
+            .expect("listed by the checkpoint");
         let values = view.to_f32_vec();
         self.ckpt.release(&view);
         let bytes: Vec<u8> = if self.bf16 {
-            values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect()
+            values
+                .iter()
+                .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                .collect()
         } else {
             values.iter().flat_map(|&v| v.to_le_bytes()).collect()
         };
@@ -90,7 +96,15 @@ fn main() -> Result<()> {
         .into_iter()
         .map(|name| {
             let shape = ckpt.tensor(name).map(|v| v.shape)?;
-            Ok((name.to_string(), Lazy { ckpt, name: name.to_string(), shape, bf16 }))
+            Ok((
+                name.to_string(),
+                Lazy {
+                    ckpt,
+                    name: name.to_string(),
+                    shape,
+                    bf16,
+                },
+            ))
         })
         .collect::<Result<_, gemma_models::CheckpointError>>()?;
     let count = tensors.len();
@@ -98,6 +112,10 @@ fn main() -> Result<()> {
     let path = out.join("model.safetensors");
     safetensors::serialize_to_file(tensors, Some(meta), &path)
         .with_context(|| format!("writing {}", path.display()))?;
-    eprintln!("wrote {count} tensors from {} to {}", src.display(), out.display());
+    eprintln!(
+        "wrote {count} tensors from {} to {}",
+        src.display(),
+        out.display()
+    );
     Ok(())
 }

@@ -14,8 +14,8 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
-pub mod lora;
 pub mod gguf;
+pub mod lora;
 pub mod names;
 
 pub use checkpoint::{Checkpoint, DType, LowRank, ReadAdjust, TensorView};

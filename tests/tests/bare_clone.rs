@@ -16,10 +16,20 @@ fn scripts_demo_runs_from_a_bare_clone_with_an_empty_home() {
         .expect("running scripts/test-bare-clone");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "scripts/test-bare-clone failed ({}):\n{stdout}\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "scripts/test-bare-clone failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
     // The demo ends by generating from the export: the prompt is echoed, then text follows it.
-    assert!(stdout.contains("$ gemma generate -m target/demo/gemma-3-270m-q4_k_m-onnx"), "{stdout}");
+    assert!(
+        stdout.contains("$ gemma generate -m target/demo/gemma-3-270m-q4_k_m-onnx"),
+        "{stdout}"
+    );
     assert!(stdout.contains("bare-clone demo: passed in"), "{stdout}");
     let generated = stdout.rsplit("-n 48\n").next().unwrap_or("");
-    assert!(generated.trim().len() > "The capital of France is".len(), "no generated text:\n{stdout}");
+    assert!(
+        generated.trim().len() > "The capital of France is".len(),
+        "no generated text:\n{stdout}"
+    );
 }

@@ -221,3 +221,19 @@ fn refuses_inconsistent_vocabularies() {
     v.token_types.clear();
     assert!(invalid(&v).contains("empty"));
 }
+
+/// The built-in templates are the ones transformers renders from the hub checkpoints (tests/fixtures/chat).
+#[test]
+fn builtin_chat_templates_are_the_hub_ones() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/chat/templates.json");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(
+        doc["templates"]["gemma3"],
+        crate::gguf::vocab::GEMMA3_CHAT_TEMPLATE
+    );
+    assert_eq!(
+        doc["templates"]["gemma2"],
+        crate::gguf::vocab::GEMMA_CHAT_TEMPLATE
+    );
+}

@@ -40,9 +40,23 @@ pub struct GgufVocab {
     pub add_bos: Option<bool>,
     pub add_eos: Option<bool>,
     pub add_space_prefix: Option<bool>,
-    /// `tokenizer.chat_template`.
+    /// `tokenizer.chat_template`, or the family's own template when the file has none (see
+    /// [`BUILTIN_TEMPLATE_NOTE`] and `chat_template_builtin`).
     pub chat_template: Option<String>,
+    /// `chat_template` is the built-in template of the architecture: the file carries a vocabulary but no
+    /// `tokenizer.chat_template` (llama.cpp's converter leaves it out when the source folder had none).
+    pub chat_template_builtin: bool,
 }
+
+/// The chat templates Google ships with the Hugging Face checkpoints: Gemma 3's (system prompts folded into the first
+/// user turn, images), and Gemma 1/2's (no system role). A GGUF without `tokenizer.chat_template` gets its
+/// architecture's, so `gemma chat` works on it as on the original folder.
+pub const GEMMA3_CHAT_TEMPLATE: &str = include_str!("chat_templates/gemma3.jinja");
+/// See [`GEMMA3_CHAT_TEMPLATE`]; used for the `gemma` and `gemma2` architectures.
+pub const GEMMA_CHAT_TEMPLATE: &str = include_str!("chat_templates/gemma.jinja");
+/// What an export says when it used a built-in template.
+pub const BUILTIN_TEMPLATE_NOTE: &str =
+    "the GGUF has no tokenizer.chat_template: the export carries the family's own Hugging Face chat template";
 
 /// The Hugging Face tokenizer files rebuilt from a GGUF vocabulary.
 #[derive(Debug, Clone)]
@@ -252,6 +266,26 @@ pub(super) fn from_metadata(
         add_eos: flag("tokenizer.ggml.add_eos_token")?,
         add_space_prefix: flag("tokenizer.ggml.add_space_prefix")?,
         chat_template: string("tokenizer.chat_template")?,
+        chat_template_builtin: false,
     };
-    Ok(vocab)
+    Ok(with_builtin_template(vocab, metadata))
+}
+
+/// Gives a vocabulary without a chat template its architecture's built-in one (nothing for a file without a
+/// vocabulary, or of another architecture).
+fn with_builtin_template(mut vocab: GgufVocab, metadata: &BTreeMap<String, Value>) -> GgufVocab {
+    if vocab.chat_template.is_some() || vocab.tokens.is_empty() {
+        return vocab;
+    }
+    let template = match metadata
+        .get("general.architecture")
+        .and_then(|v| v.as_str())
+    {
+        Some("gemma3") => GEMMA3_CHAT_TEMPLATE,
+        Some("gemma" | "gemma2") => GEMMA_CHAT_TEMPLATE,
+        _ => return vocab,
+    };
+    vocab.chat_template = Some(template.to_string());
+    vocab.chat_template_builtin = true;
+    vocab
 }
