@@ -8,7 +8,8 @@
 //!   optimized for ONNX Runtime's CPU provider (in-place KV cache, last-position logits, fused ops).
 //! - [`vision`]: Gemma 3's SigLIP encoder + projector, the embedding graph and the decoder on `inputs_embeds`.
 //! - [`quant`]: int8/int4 block quantization (`MatMulNBits`, `GatherBlockQuantized`); [`half`]: fp16/bf16 storage.
-//! - [`export`]: the whole pipeline with atomic output; [`manifest`]: `gemma-onnx.json`.
+//! - [`export`]: the whole pipeline; [`output`]: the output folder (checks, temporary folder, atomic swap, clean-up
+//!   after interrupted exports); [`manifest`]: `gemma-onnx.json`.
 
 pub mod attention;
 pub mod builder;
@@ -20,6 +21,7 @@ pub mod half;
 pub mod layers;
 pub mod manifest;
 pub mod onnx;
+pub mod output;
 pub mod quant;
 pub mod vision;
 pub mod weights;

@@ -117,13 +117,8 @@ fn main() {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    // Ctrl-C: remove the temporary folder so an interrupted export leaves nothing behind.
-    let tmp = gemma_exporter::export::temp_dir_path(&args.out);
-    let _ = ctrlc::set_handler(move || {
-        let _ = std::fs::remove_dir_all(&tmp);
-        eprintln!("\ninterrupted: nothing was written");
-        std::process::exit(130);
-    });
+    // SIGINT, SIGTERM, SIGHUP: remove the temporary folder so an interrupted export leaves nothing behind.
+    gemma_exporter::output::remove_partial_on_signals().context("installing the signal handler")?;
     let started = Instant::now();
     let precision = precision(&args)?;
     let opts = ExportOptions {
@@ -138,6 +133,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         progress: !args.quiet,
     };
     let report = export(&opts).with_context(|| format!("exporting {}", args.src_dir.display()))?;
+    for note in &report.notes {
+        eprintln!("note: {note}");
+    }
     if !args.quiet {
         eprintln!(
             "exported {} ({} layers, {}) to {} in {:.1}s: {} nodes, {:.1} MiB of weights",
