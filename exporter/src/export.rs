@@ -136,7 +136,7 @@ const COPIED_FILES: &[&str] = &[
 
 pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
     let config_path = opts.src.join("config.json");
-    if !config_path.is_file() {
+    if !config_path.exists() {
         return Err(ExportError::NotACheckpoint(opts.src.clone()));
     }
     let cfg = ModelConfig::from_file(&config_path)?;
@@ -275,9 +275,13 @@ fn write_export(
 
     for name in COPIED_FILES {
         let src = opts.src.join(name);
-        if src.is_file() {
+        if src.exists() {
+            // Only regular files: a FIFO or device here is refused, not waited on or read forever.
+            let mut from =
+                gemma_models::files::open_regular(&src).map_err(|e| ExportError::io(&src, e))?;
             let dst = dir.join(name);
-            fs::copy(&src, &dst).map_err(|e| ExportError::io(&src, e))?;
+            let mut to = fs::File::create(&dst).map_err(|e| ExportError::io(&dst, e))?;
+            std::io::copy(&mut from, &mut to).map_err(|e| ExportError::io(&dst, e))?;
         }
     }
     if !opts.src.join("generation_config.json").is_file() {

@@ -99,7 +99,6 @@ pub fn half_from_checkpoint(
     })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

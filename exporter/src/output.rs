@@ -419,17 +419,53 @@ pub fn remove_partial_folders() -> usize {
     removed
 }
 
+/// Set by the SIGBUS handler: the signal thread then exits with status 1 instead of 128 + signal.
+#[cfg(unix)]
+static SOURCE_CHANGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// SIGBUS: a memory-mapped source file was truncated under us, between the size check of
+/// `gemma_models::Checkpoint::tensor` and the read. Returning would fault again, and the clean-up is not
+/// async-signal-safe, so the handler says what happened, hands the clean-up to the signal thread by raising
+/// SIGTERM, and waits for it to end the process.
+#[cfg(unix)]
+extern "C" fn on_sigbus(_: libc::c_int) {
+    const MSG: &[u8] = b"\nerror: a source file shrank while it was being read (SIGBUS); let the download or copy \
+finish, then export again\n";
+    SOURCE_CHANGED.store(true, Ordering::SeqCst);
+    // SAFETY: write, raise and pause are async-signal-safe.
+    unsafe {
+        libc::write(2, MSG.as_ptr().cast(), MSG.len());
+        libc::raise(libc::SIGTERM);
+        loop {
+            libc::pause();
+        }
+    }
+}
+
 /// Removes the temporary folder on SIGINT, SIGTERM and SIGHUP, says so on stderr, and exits with 128 + the signal
-/// number. For binaries; call once at start.
+/// number; a SIGBUS (a source file truncated while mapped) removes it too and exits with 1. For binaries; call
+/// once at start.
 #[cfg(unix)]
 pub fn remove_partial_on_signals() -> io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    // SAFETY: installs a handler that only calls async-signal-safe functions.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_sigbus as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
     std::thread::Builder::new()
         .name("export-signals".into())
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
                 let removed = remove_partial_folders();
+                if SOURCE_CHANGED.load(Ordering::SeqCst) {
+                    std::process::exit(1);
+                }
                 let what = if removed > 0 {
                     "the partial export was removed"
                 } else {

@@ -492,3 +492,187 @@ fn full_disk_fails_cleanly() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(left.is_empty() && !out_exists, "left behind: {left:?}");
 }
+
+/// Runs an export with a deadline (a hang is a failure) and returns its output.
+fn export_with_deadline(src: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut child = command(src, out, extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait(&mut child, Duration::from_secs(60));
+    child.wait_with_output().unwrap()
+}
+
+fn mkfifo(path: &Path) {
+    let _ = fs::remove_file(path);
+    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+}
+
+fn set_config(src: &Path, key: &str, value: serde_json::Value) {
+    let path = src.join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    cfg[key] = value;
+    fs::write(path, cfg.to_string()).unwrap();
+}
+
+/// Hostile checkpoints: each is refused quickly with exit 1, a message naming the problem, and nothing left.
+#[test]
+fn hostile_checkpoints_are_refused_cleanly() {
+    type Edit = fn(&Path);
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "FIFO as config.json",
+            |s| mkfifo(&s.join("config.json")),
+            "FIFO",
+        ),
+        (
+            "FIFO as the shard",
+            |s| mkfifo(&s.join("model.safetensors")),
+            "FIFO",
+        ),
+        (
+            "FIFO as tokenizer.json",
+            |s| mkfifo(&s.join("tokenizer.json")),
+            "FIFO",
+        ),
+        (
+            "/dev/zero as config.json",
+            |s| {
+                fs::remove_file(s.join("config.json")).unwrap();
+                std::os::unix::fs::symlink("/dev/zero", s.join("config.json")).unwrap();
+            },
+            "device",
+        ),
+        (
+            "/dev/zero as the shard",
+            |s| {
+                fs::remove_file(s.join("model.safetensors")).unwrap();
+                std::os::unix::fs::symlink("/dev/zero", s.join("model.safetensors")).unwrap();
+            },
+            "device",
+        ),
+        (
+            "a folder as the shard",
+            |s| {
+                fs::remove_file(s.join("model.safetensors")).unwrap();
+                fs::create_dir(s.join("model.safetensors")).unwrap();
+            },
+            "folder",
+        ),
+        (
+            "10^9 layers",
+            |s| set_config(s, "num_hidden_layers", 1_000_000_000.into()),
+            "num_hidden_layers",
+        ),
+        (
+            "2^62 window",
+            |s| set_config(s, "sliding_window", (1u64 << 62).into()),
+            "sliding_window",
+        ),
+        (
+            "huge vocab",
+            |s| set_config(s, "vocab_size", (1u64 << 40).into()),
+            "vocab_size",
+        ),
+        (
+            "header naming a tensor twice",
+            |s| {
+                let path = s.join("model.safetensors");
+                let bytes = fs::read(&path).unwrap();
+                let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+                let header = String::from_utf8(bytes[8..8 + n].to_vec()).unwrap();
+                // Repeat the first entry at the end of the object, same length so offsets stay valid.
+                let v: serde_json::Value = serde_json::from_str(&header).unwrap();
+                let (name, entry) = v
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .find(|(k, _)| *k != "__metadata__")
+                    .unwrap();
+                let dup = format!(",{}:{}}}", serde_json::json!(name), entry);
+                let new_header = format!("{}{}", header.trim_end().strip_suffix('}').unwrap(), dup);
+                let mut out = (new_header.len() as u64).to_le_bytes().to_vec();
+                out.extend_from_slice(new_header.as_bytes());
+                out.extend_from_slice(&bytes[8 + n..]);
+                fs::write(&path, out).unwrap();
+            },
+            "twice",
+        ),
+    ];
+    for (what, edit, needle) in &cases {
+        let dir = tempfile::tempdir().unwrap();
+        let src = checkpoint(dir.path(), "ckpt", TINY);
+        edit(&src);
+        let out = dir.path().join("onnx");
+        let start = Instant::now();
+        let run = export_with_deadline(&src, &out, &[]);
+        let err = stderr(&run);
+        assert_eq!(run.status.code(), Some(1), "{what}: {err}");
+        assert!(
+            err.contains(needle),
+            "{what}: stderr should mention {needle:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{what}: {err}");
+        assert!(!out.exists(), "{what}: OUT exists");
+        assert!(
+            debris(dir.path()).is_empty(),
+            "{what}: {:?}",
+            debris(dir.path())
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what}: took {:?}",
+            start.elapsed()
+        );
+    }
+    assert_eq!(cases.len(), 10);
+}
+
+/// The shard is truncated while the export reads it: exit 1 with a message (never SIGBUS), nothing left behind.
+#[test]
+fn shard_truncated_during_the_export_is_an_error() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let src = checkpoint(dir.path(), "ckpt", SLOW);
+    let scratch = dir.path().join("scratch");
+    let full = slow_export_time(&src, &scratch);
+    let shard = src.join("model.safetensors");
+    let original = fs::read(&shard).unwrap();
+    let mut errors = 0;
+    for step in 1..=6u32 {
+        fs::write(&shard, &original).unwrap();
+        let out = dir.path().join("onnx");
+        let mut child = command(&src, &out, &["--precision", "int8"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(full * step / 8);
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&shard)
+            .unwrap()
+            .set_len(original.len() as u64 / 3)
+            .unwrap();
+        let status = wait(&mut child, Duration::from_secs(60));
+        let err = String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned();
+        assert_eq!(status.signal(), None, "killed by a signal: {err}");
+        if status.code() == Some(0) {
+            // The export had finished reading before the truncation.
+            fs::remove_dir_all(&out).unwrap();
+        } else {
+            errors += 1;
+            eprintln!("truncated after {:?}: {}", full * step / 8, err.trim());
+            assert_eq!(status.code(), Some(1), "{err}");
+            assert!(
+                err.contains("changed while it was being read")
+                    || err.contains("shrank while it was being read")
+                    || err.contains("truncated"),
+                "{err}"
+            );
+            assert!(!out.exists());
+        }
+        assert!(debris(dir.path()).is_empty(), "{:?}", debris(dir.path()));
+    }
+    assert!(errors > 0, "no truncation landed during an export");
+}

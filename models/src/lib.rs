@@ -12,6 +12,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod names;
 
 pub use checkpoint::{Checkpoint, DType, LowRank, ReadAdjust, TensorView};
