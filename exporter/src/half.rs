@@ -99,6 +99,7 @@ pub fn half_from_checkpoint(
     })
 }
 
+
 #[cfg(test)]
 mod tests {
     use super::*;
