@@ -107,11 +107,22 @@ struct Args {
     quiet: bool,
 }
 
+/// `eprintln!` that never panics: stderr closed (EPIPE) ends the program quietly with 141, stderr on a full device
+/// with 1 (there is nowhere left to say why).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        if let Err(e) = writeln!(std::io::stderr(), $($arg)*) {
+            std::process::exit(if e.kind() == std::io::ErrorKind::BrokenPipe { 141 } else { 1 });
+        }
+    }};
+}
+
 fn main() {
     let args = Args::parse();
     if let Err(e) = run(args) {
         // One readable line per cause; no backtrace noise for input errors.
-        eprintln!("error: {e:#}");
+        say!("error: {e:#}");
         std::process::exit(1);
     }
 }
@@ -134,10 +145,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     let report = export(&opts).with_context(|| format!("exporting {}", args.src_dir.display()))?;
     for note in &report.notes {
-        eprintln!("note: {note}");
+        say!("note: {note}");
     }
     if !args.quiet {
-        eprintln!(
+        say!(
             "exported {} ({} layers, {}) to {} in {:.1}s: {} nodes, {:.1} MiB of weights",
             report.manifest.architecture,
             report.manifest.num_layers,
@@ -148,10 +159,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             report.weight_bytes as f64 / (1024.0 * 1024.0)
         );
         if let Some(q) = precision.quant() {
-            eprintln!("  scheme {}", q.spec());
+            say!("  scheme {}", q.spec());
         }
         for line in &report.quantization {
-            eprintln!("  {line}");
+            say!("  {line}");
         }
     }
     Ok(())

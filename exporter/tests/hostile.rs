@@ -676,3 +676,41 @@ fn shard_truncated_during_the_export_is_an_error() {
     }
     assert!(errors > 0, "no truncation landed during an export");
 }
+
+/// stderr on a full device or closed: exit 1 or 141, never a panic (101).
+#[test]
+fn unwritable_stderr_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = checkpoint(dir.path(), "ckpt", TINY);
+    let full = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let run = command(&dir.path().join("missing"), &dir.path().join("onnx"), &[])
+        .stderr(Stdio::from(full))
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    // A successful export whose summary cannot be written: still exit 1, and OUT complete (written before).
+    let full = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = dir.path().join("onnx");
+    let run = Command::new(env!("CARGO_BIN_EXE_gemma-export"))
+        .arg(&src)
+        .arg("-o")
+        .arg(&out)
+        .stderr(Stdio::from(full))
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    assert_complete_export(&out);
+    let mut child = command(&dir.path().join("missing"), &dir.path().join("x"), &[])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let status = wait(&mut child, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(141));
+}
