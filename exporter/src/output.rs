@@ -794,4 +794,23 @@ mod tests {
         assert!(err.contains("another export"), "{err}");
         assert!(staging.path().join(LOCK_FILE).is_file());
     }
+
+    /// The swap used where the OS cannot exchange two folders: the new export ends in OUT, the old one is gone.
+    #[test]
+    fn swap_by_renames_replaces_an_export() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        export_folder(&out, "old");
+        let dest = Destination::check(&dir.path().join("ckpt"), &out, true).unwrap();
+        let mut staging = dest.stage().unwrap();
+        export_folder(staging.path(), "new");
+        let mut notes = Vec::new();
+        staging.swap_by_renames(&out, &mut notes).unwrap();
+        staging.done = true;
+        drop(staging);
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(fs::read_to_string(out.join("marker")).unwrap(), "new");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
 }

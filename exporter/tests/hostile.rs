@@ -381,12 +381,14 @@ fn catchable_signals_leave_nothing_behind() {
             unsafe { libc::kill(child.id() as i32, signal) };
             let status = wait(&mut child, Duration::from_secs(60));
             let code = status.code();
+            // 128 + signal: caught during the export; 0: it had finished. Killed by the signal itself only if it
+            // came before the handler was installed (before anything was written; a very loaded machine).
             assert!(
-                code == Some(128 + signal) || code == Some(0),
+                code == Some(128 + signal) || code == Some(0) || status.signal() == Some(signal),
                 "SIG{name} after {delay:?}: {status:?} (signal {:?})",
                 status.signal()
             );
-            if code != Some(0) {
+            if code == Some(128 + signal) {
                 interrupted += 1;
                 let err =
                     String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned();
