@@ -19,6 +19,8 @@ pub enum ExportError {
     },
     #[error("output folder {} already exists; pass --force to replace it", .0.display())]
     OutputExists(PathBuf),
+    #[error("output {}: {reason}", out.display())]
+    Output { out: PathBuf, reason: String },
     #[error("source folder {} has no config.json: expected a Hugging Face checkpoint folder (config.json + *.safetensors)", .0.display())]
     NotACheckpoint(PathBuf),
     #[error("{0}")]

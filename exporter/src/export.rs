@@ -1,6 +1,6 @@
 //! The export pipeline: validate the checkpoint, build the graphs while streaming weights into a temporary folder
 //! beside the destination, copy the tokenizer and configs, write the manifest, then rename the folder into place.
-//! A failed or interrupted export never leaves a folder that looks complete.
+//! A failed or interrupted export never leaves a folder that looks complete ([`crate::output`]).
 //!
 //! Gemma3ForConditionalGeneration checkpoints also get the image graphs of [`crate::vision`]; their tensors are
 //! checked up front with the text ones.
@@ -11,6 +11,7 @@ use crate::gguf::SourceFiles;
 use crate::half::HalfType;
 use crate::layers::{Kernels, LinearKind};
 use crate::manifest::Manifest;
+use crate::output;
 use crate::quant::QuantConfig;
 use crate::vision::{self, VisionPlan};
 use crate::weights::WeightWriter;
@@ -20,6 +21,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use prost::Message;
 use std::fs;
 use std::path::{Path, PathBuf};
+
+pub use crate::output::temp_dir_path;
 
 /// Weight precision of the export. Activations, norms, the residual stream and the KV cache are float32 in all
 /// of them (spec §9.2: Gemma's activations overflow fp16).
@@ -127,6 +130,8 @@ pub struct ExportReport {
     pub quantization: Vec<String>,
     /// Things the user should know, one line each (e.g. a GGUF exported without tokenizer files).
     pub warnings: Vec<String>,
+    /// What the export cleaned up beside OUT (folders of interrupted exports) or could not: one line each.
+    pub notes: Vec<String>,
 }
 
 /// Files copied verbatim from the checkpoint folder when present.
@@ -148,7 +153,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
         crate::gguf::open(&opts.src)?
     } else {
         let config_path = opts.src.join("config.json");
-        if !config_path.is_file() {
+        if !config_path.exists() {
             return Err(ExportError::NotACheckpoint(opts.src.clone()));
         }
         let cfg = ModelConfig::from_file(&config_path)?;
@@ -171,76 +176,21 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
     if let Some(q) = opts.precision.quant() {
         q.validate().map_err(ExportError::Unsupported)?;
     }
-    if opts.out.exists() && !opts.force {
-        return Err(ExportError::OutputExists(opts.out.clone()));
-    }
-
-    let tmp = temp_dir_for(&opts.out)?;
-    let result = write_export(
+    // OUT is checked (never the source, --force only over an export) before anything is written.
+    let destination = output::Destination::check(&opts.src, &opts.out, opts.force)?;
+    let staging = destination.stage()?;
+    let mut report = write_export(
         opts,
         &cfg,
         &ckpt,
         vision.as_ref(),
         &source,
-        &tmp,
+        staging.path(),
         lora.as_ref(),
-    );
-    match result {
-        Ok(mut report) => {
-            if opts.out.exists() {
-                let old = opts.out.with_file_name(format!(
-                    ".{}.replaced-{}",
-                    file_name(&opts.out),
-                    std::process::id()
-                ));
-                fs::rename(&opts.out, &old).map_err(|e| ExportError::io(&opts.out, e))?;
-                fs::rename(&tmp, &opts.out).map_err(|e| ExportError::io(&opts.out, e))?;
-                fs::remove_dir_all(&old).map_err(|e| ExportError::io(&old, e))?;
-            } else {
-                fs::rename(&tmp, &opts.out).map_err(|e| ExportError::io(&opts.out, e))?;
-            }
-            report.out = opts.out.clone();
-            Ok(report)
-        }
-        Err(e) => {
-            let _ = fs::remove_dir_all(&tmp);
-            Err(e)
-        }
-    }
-}
-
-fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "export".into())
-}
-
-fn parent_of(out: &Path) -> PathBuf {
-    match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// The temporary folder an export to `out` writes into: `.NAME.partial-PID` beside the destination, so the
-/// final rename stays on one file system and a leftover never looks like a finished export.
-pub fn temp_dir_path(out: &Path) -> PathBuf {
-    parent_of(out).join(format!(
-        ".{}.partial-{}",
-        file_name(out),
-        std::process::id()
-    ))
-}
-
-fn temp_dir_for(out: &Path) -> Result<PathBuf, ExportError> {
-    let parent = parent_of(out);
-    fs::create_dir_all(&parent).map_err(|e| ExportError::io(&parent, e))?;
-    let tmp = temp_dir_path(out);
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(|e| ExportError::io(&tmp, e))?;
-    }
-    fs::create_dir(&tmp).map_err(|e| ExportError::io(&tmp, e))?;
-    Ok(tmp)
+    )?;
+    report.notes = staging.commit()?;
+    report.out = opts.out.clone();
+    Ok(report)
 }
 
 fn write_export(
@@ -371,9 +321,13 @@ fn write_export(
 
     for name in COPIED_FILES {
         let src = opts.src.join(name);
-        if src.is_file() {
+        if src.exists() {
+            // Only regular files: a FIFO or device here is refused, not waited on or read forever.
+            let mut from =
+                gemma_models::files::open_regular(&src).map_err(|e| ExportError::io(&src, e))?;
             let dst = dir.join(name);
-            fs::copy(&src, &dst).map_err(|e| ExportError::io(&src, e))?;
+            let mut to = fs::File::create(&dst).map_err(|e| ExportError::io(&dst, e))?;
+            std::io::copy(&mut from, &mut to).map_err(|e| ExportError::io(&dst, e))?;
         }
     }
     if !opts.src.join("generation_config.json").is_file()
@@ -397,6 +351,7 @@ fn write_export(
         nodes,
         quantization,
         warnings: source.warnings.clone(),
+        notes: Vec::new(),
     })
 }
 

@@ -9,8 +9,9 @@
 //! - [`vision`]: Gemma 3's SigLIP encoder + projector, the embedding graph and the decoder on `inputs_embeds`.
 //! - [`quant`]: int8/int4 block quantization (`MatMulNBits`, `GatherBlockQuantized`); [`half`]: fp16/bf16 storage.
 //! - [`gguf`]: GGUF files as a source (config, tokenizer and generation config generated from the metadata).
-//! - [`export`]: the whole pipeline with atomic output; [`manifest`]: `gemma-onnx.json`; [`genai`]:
-//!   `genai_config.json` for ONNX Runtime GenAI.
+//! - [`export`]: the whole pipeline; [`output`]: the output folder (checks, temporary folder, atomic swap, clean-up
+//!   after interrupted exports); [`manifest`]: `gemma-onnx.json`; [`genai`]: `genai_config.json` for ONNX Runtime
+//!   GenAI.
 //! - [`source`]: what SRC names (a local path or a Hub id); [`hub`]: Hugging Face Hub downloads into its cache.
 
 pub mod attention;
@@ -26,6 +27,7 @@ pub mod hub;
 pub mod layers;
 pub mod manifest;
 pub mod onnx;
+pub mod output;
 pub mod quant;
 pub mod source;
 pub mod vision;

@@ -131,23 +131,29 @@ struct Args {
     quiet: bool,
 }
 
+/// `eprintln!` that never panics: stderr closed (EPIPE) ends the program quietly with 141, stderr on a full device
+/// with 1 (there is nowhere left to say why).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        if let Err(e) = writeln!(std::io::stderr(), $($arg)*) {
+            std::process::exit(if e.kind() == std::io::ErrorKind::BrokenPipe { 141 } else { 1 });
+        }
+    }};
+}
+
 fn main() {
     let args = Args::parse();
     if let Err(e) = run(args) {
         // One readable line per cause; no backtrace noise for input errors.
-        eprintln!("error: {e:#}");
+        say!("error: {e:#}");
         std::process::exit(1);
     }
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    // Ctrl-C: remove the temporary folder so an interrupted export leaves nothing behind.
-    let tmp = gemma_exporter::export::temp_dir_path(&args.out);
-    let _ = ctrlc::set_handler(move || {
-        let _ = std::fs::remove_dir_all(&tmp);
-        eprintln!("\ninterrupted: nothing was written");
-        std::process::exit(130);
-    });
+    // SIGINT, SIGTERM, SIGHUP: remove the temporary folder so an interrupted export leaves nothing behind.
+    gemma_exporter::output::remove_partial_on_signals().context("installing the signal handler")?;
     let started = Instant::now();
     let precision = precision(&args)?;
     // A Hub id becomes its snapshot folder in the Hugging Face cache (downloaded once).
@@ -174,10 +180,13 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     let report = export(&opts).with_context(|| format!("exporting {}", args.src_dir.display()))?;
     for warning in &report.warnings {
-        eprintln!("warning: {warning}");
+        say!("warning: {warning}");
+    }
+    for note in &report.notes {
+        say!("note: {note}");
     }
     if !args.quiet {
-        eprintln!(
+        say!(
             "exported {} ({} layers, {}) to {} in {:.1}s: {} nodes, {:.1} MiB of weights",
             report.manifest.architecture,
             report.manifest.num_layers,
@@ -188,16 +197,19 @@ fn run(args: Args) -> anyhow::Result<()> {
             report.weight_bytes as f64 / (1024.0 * 1024.0)
         );
         if let Some(q) = precision.quant() {
-            eprintln!("  scheme {}", q.spec());
+            say!("  scheme {}", q.spec());
         }
         if let Some(l) = &report.manifest.lora {
-            eprintln!(
+            say!(
                 "  merged LoRA {} (r {}, scale {}) into {} weights",
-                l.path, l.r, l.scale, l.merged_modules
+                l.path,
+                l.r,
+                l.scale,
+                l.merged_modules
             );
         }
         for line in &report.quantization {
-            eprintln!("  {line}");
+            say!("  {line}");
         }
     }
     Ok(())

@@ -125,6 +125,10 @@ pub enum CheckpointError {
         why: String,
     },
 
+    /// A safetensors file changed (size or modification time) while the checkpoint was open.
+    #[error("{path}: the file changed while it was being read (it was {was} bytes, now {now}); let the download or copy finish, then export again")]
+    ChangedWhileReading { path: PathBuf, was: u64, now: u64 },
+
     /// The safetensors header (the 8-byte length or the JSON after it) is malformed.
     #[error("{path}: invalid safetensors header: {detail}")]
     Header { path: PathBuf, detail: String },

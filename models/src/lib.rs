@@ -14,6 +14,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod gguf;
 pub mod lora;
 pub mod names;

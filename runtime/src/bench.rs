@@ -204,7 +204,7 @@ pub fn run(
     let bos = decoder.manifest().bos_token_id;
     let mut rows = Vec::new();
     for &p in &options.prompt_tokens {
-        if p + options.gen_tokens > max {
+        if p.saturating_add(options.gen_tokens) > max {
             return Err(Error::InvalidArgument(format!(
                 "{p} prompt + {} generated tokens exceed the model's {max} positions",
                 options.gen_tokens

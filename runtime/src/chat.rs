@@ -40,6 +40,14 @@ impl Message {
 
 const TEMPLATE_NAME: &str = "chat_template";
 
+/// The most template instructions one render may run (minijinja's fuel). Gemma 3's template spends about 60 per
+/// message, so this allows conversations of ~300,000 messages; a template that loops forever stops here.
+pub const TEMPLATE_FUEL: u64 = 20_000_000;
+/// The most text one render may produce; far beyond any context.
+pub const MAX_RENDERED_BYTES: usize = 16 << 20;
+/// The most memory one render may hold, enforced by the binaries' allocator ([`crate::alloc_budget`]).
+pub const TEMPLATE_MEMORY: usize = 256 << 20;
+
 pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,
@@ -59,6 +67,8 @@ impl ChatTemplate {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        // Templates come from downloaded files: bound their work (fuel) and their output (`render_value`).
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         let sink = raised.clone();
         env.add_function(
@@ -155,12 +165,46 @@ impl ChatTemplate {
             eos_token => &self.eos_token,
             add_generation_prompt => add_generation_prompt,
         };
-        template.render(ctx).map_err(|e| {
+        let mut out = CappedOutput(Vec::new());
+        let rendered =
+            crate::alloc_budget::with_budget(TEMPLATE_MEMORY, "the chat template", || {
+                template.render_captured_to(ctx, &mut out).map(|_| ())
+            });
+        if out.0.len() > MAX_RENDERED_BYTES {
+            return Err(Error::ChatTemplate(format!(
+                "the rendered conversation is larger than {} MiB, the limit (a template that repeats text \
+                 without end?)",
+                MAX_RENDERED_BYTES >> 20
+            )));
+        }
+        rendered.map_err(|e| {
             match self.raised.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 Some(msg) => Error::TemplateException(msg),
+                None if e.kind() == ErrorKind::OutOfFuel => Error::ChatTemplate(format!(
+                    "the template ran more than {TEMPLATE_FUEL} steps, the limit (a loop that never ends?)"
+                )),
                 None => Error::ChatTemplate(describe(&e)),
             }
-        })
+        })?;
+        String::from_utf8(out.0).map_err(|e| Error::ChatTemplate(e.to_string()))
+    }
+}
+
+/// The render's output, refusing to grow past [`MAX_RENDERED_BYTES`] (the write error stops the render).
+struct CappedOutput(Vec<u8>);
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_RENDERED_BYTES {
+            self.0.resize(MAX_RENDERED_BYTES + 1, 0);
+            return Err(std::io::Error::other("rendered text too large"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -415,5 +459,27 @@ mod tests {
         let s = strftime_now("%d %B %Y");
         assert!(s.len() >= "01 May 2025".len(), "{s}");
         assert!(s.split(' ').nth(2).unwrap().parse::<i32>().unwrap() >= 2024);
+    }
+
+    /// Templates come from downloaded files: one that never ends or floods its output fails with a clear error.
+    #[test]
+    fn endless_and_flooding_templates_are_stopped() {
+        let user = [Message::user("a")];
+        let endless = ChatTemplate::new(
+            "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+            "<bos>",
+            "<eos>",
+        )
+        .unwrap();
+        let err = endless.render(&user, true).unwrap_err().to_string();
+        assert!(err.contains("steps, the limit"), "{err}");
+        let flood = ChatTemplate::new(
+            "{% for a in range(100000) %}{{ 'x' * 1000 }}{% endfor %}",
+            "<bos>",
+            "<eos>",
+        )
+        .unwrap();
+        let err = flood.render(&user, true).unwrap_err().to_string();
+        assert!(err.contains("larger than 16 MiB"), "{err}");
     }
 }

@@ -237,7 +237,7 @@ impl ChatSession {
         let (text, ids) = loop {
             let kept = &self.history[dropped..];
             let (text, ids) = self.render(kept)?;
-            if ids.len() + max_new <= limit {
+            if ids.len().saturating_add(max_new) <= limit {
                 break (text, ids);
             }
             if kept.len() <= 2 {

@@ -56,7 +56,8 @@ pub enum Error {
     #[error(
         "prompt too long: {prompt_tokens} prompt tokens + {max_new_tokens} new tokens = {} > {max_positions} \
          (max_position_embeddings); shorten the prompt or lower --max-new-tokens",
-        .prompt_tokens + .max_new_tokens
+        // Saturating: the sum of a huge --max-new-tokens must not wrap (or panic) in the message either.
+        .prompt_tokens.saturating_add(*.max_new_tokens)
     )]
     PromptTooLong {
         prompt_tokens: usize,

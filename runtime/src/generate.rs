@@ -229,7 +229,7 @@ impl Generator {
         // Sized for the whole run, so that a cpu-graph cache never grows on the way.
         let mut cache = self
             .decoder
-            .new_cache_with_capacity(1, prompt_ids.len() + options.max_new_tokens)?;
+            .new_cache_with_capacity(1, prompt_ids.len().saturating_add(options.max_new_tokens))?;
         self.continue_generation(&mut cache, prompt_ids, stop_ids, options, on_text)
     }
 
@@ -308,9 +308,13 @@ pub(crate) fn check_prompt(
     if prompt_ids.is_empty() {
         return Err(Error::InvalidArgument("the prompt has no tokens".into()));
     }
-    if cached + prompt_ids.len() + max_new_tokens > max_positions {
+    // Checked: `-n 18446744073709551615` must not wrap around to a small total.
+    let total = cached
+        .checked_add(prompt_ids.len())
+        .and_then(|n| n.checked_add(max_new_tokens));
+    if total.is_none_or(|n| n > max_positions) {
         return Err(Error::PromptTooLong {
-            prompt_tokens: cached + prompt_ids.len(),
+            prompt_tokens: cached.saturating_add(prompt_ids.len()),
             max_new_tokens,
             max_positions,
         });

@@ -19,6 +19,7 @@
 //! # Ok::<(), gemma_runtime::Error>(())
 //! ```
 
+pub mod alloc_budget;
 pub mod bench;
 pub mod chat;
 pub mod chat_session;

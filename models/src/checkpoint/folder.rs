@@ -20,10 +20,12 @@ pub(super) fn open_index(
         path: index.to_path_buf(),
         detail,
     };
-    let text = std::fs::read_to_string(index).map_err(|source| CheckpointError::Io {
-        path: index.to_path_buf(),
-        source,
-    })?;
+    let text = crate::files::read_regular_to_string(index, crate::files::MAX_JSON_BYTES).map_err(
+        |source| CheckpointError::Io {
+            path: index.to_path_buf(),
+            source,
+        },
+    )?;
     let json: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| index_err(format!("not JSON: {e}")))?;
     let Some(weight_map) = json.get("weight_map").and_then(|m| m.as_object()) else {

@@ -44,11 +44,14 @@ impl Checkpoint {
         let names = tensors.keys().map(|n| (n.clone(), 0)).collect();
         Ok(Checkpoint {
             dir: file.path.clone(),
-            shards: vec![Shard {
-                path: file.path,
-                mmap: file.mmap,
-                tensors,
-            }],
+            shards: vec![
+                Shard::from_mapped(file.path.clone(), file.file, file.mmap, tensors).map_err(
+                    |e| GgufError::Io {
+                        path: file.path,
+                        source: std::io::Error::other(e.to_string()),
+                    },
+                )?,
+            ],
             tensors: names,
             low_rank: BTreeMap::new(),
         })

@@ -176,11 +176,12 @@ impl Checkpoint {
     pub fn open(dir: &Path) -> Result<Checkpoint, CheckpointError> {
         let single = dir.join(SINGLE_FILE);
         let index = dir.join(INDEX_FILE);
-        let (shards, tensors) = if single.is_file() {
+        // `exists`, not `is_file`: a FIFO or device under these names is refused by name, not skipped.
+        let (shards, tensors) = if single.exists() {
             let shard = Shard::open(&single)?;
             let tensors = shard.tensors.keys().map(|name| (name.clone(), 0)).collect();
             (vec![shard], tensors)
-        } else if index.is_file() {
+        } else if index.exists() {
             folder::open_index(dir, &index)?
         } else {
             return Err(folder::no_weights_error(dir));
@@ -249,6 +250,7 @@ impl Checkpoint {
             });
         };
         let shard = &self.shards[shard_index];
+        shard.check_unchanged()?;
         let stored = &shard.tensors[name];
         let dtype = match &stored.dtype {
             StoredDType::Supported(d) => *d,

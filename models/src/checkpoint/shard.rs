@@ -21,6 +21,8 @@ use crate::error::CheckpointError;
 
 /// Headers above this size are refused (the same limit as the `safetensors` crate).
 const MAX_HEADER_BYTES: u64 = 100_000_000;
+/// The most tensors one file may list (Gemma 3 27B has about 1,250 across all its shards).
+const MAX_TENSORS: usize = 100_000;
 
 /// A tensor's dtype as stored: one we convert, or another valid safetensors dtype (kept by name so that a
 /// checkpoint with, say, an I64 buffer still opens, and only asking for that tensor fails).
@@ -47,6 +49,10 @@ pub(super) struct Shard {
     pub path: PathBuf,
     pub mmap: Mmap,
     pub tensors: BTreeMap<String, StoredTensor>,
+    /// The open file and its size and modification time when mapped: [`Shard::check_unchanged`].
+    file: File,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
 }
 
 /// A header entry as written in the JSON.
@@ -69,15 +75,20 @@ impl Shard {
             detail,
         };
 
-        let file = File::open(path).map_err(io_err)?;
-        let file_len = file.metadata().map_err(io_err)?.len();
+        // A FIFO or device is refused before anything is read from it (opening never blocks).
+        let file = crate::files::open_regular(path).map_err(io_err)?;
+        let meta = file.metadata().map_err(io_err)?;
+        let file_len = meta.len();
         if file_len < 8 {
             return Err(header_err(format!(
                 "file is {file_len} bytes, too short for the 8-byte header length"
             )));
         }
-        // SAFETY: the mapping is read-only. As with any mmap, another process truncating or rewriting the file while
-        // we hold it is undefined behaviour; checkpoints are not expected to change while being exported.
+        // SAFETY: the mapping is read-only. Another process truncating the file while we hold it makes reads of the
+        // lost pages fault (SIGBUS). We keep the mmap (tensors stream from it without copies, and pages are dropped
+        // after use) and guard it instead: every tensor access first checks that the file still has the size and
+        // modification time it had here ([`Shard::check_unchanged`]), and gemma-export turns a SIGBUS that still
+        // slips between check and read into a clean error (`gemma_exporter::output`).
         let mmap = unsafe { Mmap::map(&file) }.map_err(io_err)?;
 
         let header_len = u64::from_le_bytes(mmap[..8].try_into().expect("8 bytes"));
@@ -95,7 +106,7 @@ impl Shard {
         let data_start = 8 + header_len as usize;
         let data_len = mmap.len() - data_start;
 
-        let header: BTreeMap<String, Value> = serde_json::from_slice(&mmap[8..data_start])
+        let UniqueEntries(header) = serde_json::from_slice(&mmap[8..data_start])
             .map_err(|e| header_err(format!("header is not a JSON object: {e}")))?;
 
         let mut tensors = BTreeMap::new();
@@ -126,7 +137,85 @@ impl Shard {
             path: path.to_path_buf(),
             mmap,
             tensors,
+            file,
+            len: file_len,
+            modified: meta.modified().ok(),
         })
+    }
+
+    /// A shard over a file mapped elsewhere (GGUF): its size and modification time are taken now, for
+    /// [`check_unchanged`](Self::check_unchanged).
+    pub(super) fn from_mapped(
+        path: PathBuf,
+        file: File,
+        mmap: Mmap,
+        tensors: BTreeMap<String, StoredTensor>,
+    ) -> Result<Shard, CheckpointError> {
+        let meta = file.metadata().map_err(|source| CheckpointError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Shard {
+            path,
+            mmap,
+            tensors,
+            file,
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
+
+    /// Fails if the file's size or modification time changed since it was mapped: it is being rewritten or
+    /// truncated, and reading the mapping could fault or give mixed data.
+    pub(super) fn check_unchanged(&self) -> Result<(), CheckpointError> {
+        let meta = self.file.metadata().map_err(|source| CheckpointError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        if meta.len() != self.len || meta.modified().ok() != self.modified {
+            return Err(CheckpointError::ChangedWhileReading {
+                path: self.path.clone(),
+                was: self.len,
+                now: meta.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The header's entries in file order. Refuses a name given twice (JSON parsers keep the last one silently, so
+/// two readers could disagree on the weights) and more than [`MAX_TENSORS`] entries.
+struct UniqueEntries(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for UniqueEntries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = UniqueEntries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object of tensor entries")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<UniqueEntries, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                let mut entries = Vec::new();
+                while let Some((name, value)) = map.next_entry::<String, Value>()? {
+                    if !seen.insert(name.clone()) {
+                        return Err(serde::de::Error::custom(format!("it names {name:?} twice")));
+                    }
+                    if entries.len() == MAX_TENSORS {
+                        return Err(serde::de::Error::custom(format!(
+                            "it lists more than {MAX_TENSORS} tensors"
+                        )));
+                    }
+                    entries.push((name, value));
+                }
+                Ok(UniqueEntries(entries))
+            }
+        }
+        d.deserialize_map(Visitor)
     }
 }
 

@@ -603,3 +603,64 @@ fn dtype_names() {
     );
     assert_eq!(DType::from_safetensors_name("I64"), None);
 }
+
+/// A header that names a tensor twice is refused (JSON parsers keep the last entry silently).
+#[test]
+fn duplicate_header_entries_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    let data = f32_bytes(&[1.0, 2.0, 3.0, 4.0]);
+    write_raw(
+        &path,
+        r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"w":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#,
+        &data,
+    );
+    let (e, msg) = open_err(dir.path());
+    assert!(matches!(e, CheckpointError::Header { .. }), "{msg}");
+    assert!(msg.contains("names \"w\" twice"), "{msg}");
+}
+
+/// A shard that is a FIFO is refused at once, not waited on.
+#[cfg(unix)]
+#[test]
+fn fifo_shard_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap()
+        .success());
+    let (_, msg) = open_err(dir.path());
+    assert!(
+        msg.contains("FIFO") && msg.contains("model.safetensors"),
+        "{msg}"
+    );
+}
+
+/// A shard that shrinks after opening gives an error on the next tensor access, not a SIGBUS.
+#[test]
+fn shard_truncated_after_opening_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    write_safetensors(
+        &path,
+        &[spec(
+            "w",
+            Dtype::F32,
+            &[4],
+            f32_bytes(&[1.0, 2.0, 3.0, 4.0]),
+        )],
+    );
+    let ckpt = Checkpoint::open(dir.path()).unwrap();
+    assert!(ckpt.tensor("w").is_ok());
+    let len = fs::metadata(&path).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 8)
+        .unwrap();
+    let msg = ckpt.tensor("w").unwrap_err().to_string();
+    assert!(msg.contains("changed while it was being read"), "{msg}");
+}

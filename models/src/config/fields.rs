@@ -112,6 +112,30 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// [`positive`](Self::positive), at most `max`: a sanity limit checked before anything is sized from the
+    /// value (a config asking for 10⁹ layers must fail here, not when the layer list is allocated).
+    pub(crate) fn bounded(
+        &self,
+        key: &str,
+        default: Option<usize>,
+        max: usize,
+    ) -> Result<usize, ConfigError> {
+        let n = self.positive(key, default)?;
+        self.at_most(key, n, max)
+    }
+
+    /// `n` (the value of `key`) if it is at most `max`, else an error naming the key and the limit.
+    pub(crate) fn at_most(&self, key: &str, n: usize, max: usize) -> Result<usize, ConfigError> {
+        if n > max {
+            return Err(self.invalid(
+                key,
+                format!("at most {max} (a sanity limit of gemma-onnx)"),
+                n.to_string(),
+            ));
+        }
+        Ok(n)
+    }
+
     /// A finite number (JSON integers are accepted).
     pub(crate) fn f64(&self, key: &str) -> Result<Option<f64>, ConfigError> {
         match self.map.get(key) {

@@ -201,10 +201,11 @@ fn supported_list() -> String {
 impl ModelConfig {
     /// Reads and parses a `config.json`.
     pub fn from_file(path: &Path) -> Result<ModelConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::files::read_regular_to_string(path, crate::files::MAX_JSON_BYTES)
+            .map_err(|source| ConfigError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Self::from_json_str(&text, path)
     }
 

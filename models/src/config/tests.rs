@@ -934,3 +934,44 @@ fn gemma2_missing_soft_caps_take_the_class_defaults_like_transformers() {
     let t = ok(&with(gemma2_2b(), "", "final_logit_softcapping", None)).text;
     assert_eq!(t.final_logit_softcapping, Some(30.0));
 }
+
+/// Absurd sizes are refused before anything is sized from them, naming the key and the limit (issue 15: 10⁹
+/// layers used to allocate until the process aborted).
+#[test]
+fn sizes_beyond_the_sanity_limits_are_refused() {
+    for (path, key, value, limit) in [
+        ("", "num_hidden_layers", 1_000_000_000u64, "at most 1024"),
+        ("", "hidden_size", 1 << 40, "at most 65536"),
+        ("", "intermediate_size", 1 << 30, "at most 1048576"),
+        ("", "num_attention_heads", 100_000, "at most 1024"),
+        ("", "num_key_value_heads", 100_000, "at most 1024"),
+        ("", "head_dim", 1 << 20, "at most 4096"),
+        ("", "vocab_size", 1 << 40, "at most 4194304"),
+        ("", "max_position_embeddings", u64::MAX, "at most 4194304"),
+        ("", "sliding_window", 1 << 62, "at most 4194304"),
+    ] {
+        let (_, msg) = err(&with(gemma3_270m_v4(), path, key, Some(json!(value))));
+        assert!(msg.contains(key) && msg.contains(limit), "{key}: {msg}");
+    }
+    for (path, key, value, limit) in [
+        (
+            "vision_config",
+            "num_hidden_layers",
+            1u64 << 33,
+            "at most 1024",
+        ),
+        ("vision_config", "image_size", 1 << 20, "at most 16384"),
+        ("vision_config", "num_channels", 1000, "at most 16"),
+        ("", "mm_tokens_per_image", 1 << 40, "at most 65536"),
+    ] {
+        let (_, msg) = err(&with(gemma3_4b(), path, key, Some(json!(value))));
+        assert!(msg.contains(key) && msg.contains(limit), "{key}: {msg}");
+    }
+    let (_, msg) = err(&with(
+        gemma3_4b(),
+        "",
+        "mm_tokens_per_image",
+        Some(json!(0)),
+    ));
+    assert!(msg.contains("mm_tokens_per_image"), "{msg}");
+}

@@ -36,6 +36,20 @@ impl ClassDefaults {
     }
 }
 
+/// Sanity limits on the sizes, checked before anything is allocated from them. Each is far above every released
+/// Gemma (the largest: 62 layers, hidden 5376, intermediate 21504, 32 heads, head_dim 256, vocab 262208, 131072
+/// positions) and low enough that tables sized from them (the layer list, RoPE caches) stay small.
+pub mod limits {
+    pub const LAYERS: usize = 1024;
+    pub const HIDDEN: usize = 65_536;
+    pub const INTERMEDIATE: usize = 1 << 20;
+    pub const HEADS: usize = 1024;
+    pub const HEAD_DIM: usize = 4096;
+    pub const VOCAB: usize = 1 << 22;
+    /// `max_position_embeddings` and `sliding_window`.
+    pub const POSITIONS: usize = 1 << 22;
+}
+
 /// Defaults shared by all three classes.
 const HEAD_DIM: usize = 256;
 const RMS_NORM_EPS: f64 = 1e-6;
@@ -60,17 +74,26 @@ pub(super) fn parse(
 ) -> Result<TextConfig, ConfigError> {
     let defaults = ClassDefaults::of(family);
 
-    let vocab_size = t.positive("vocab_size", defaults.vocab_size)?;
-    let hidden_size = t.positive("hidden_size", None)?;
-    let intermediate_size = t.positive("intermediate_size", None)?;
-    let num_hidden_layers = t.positive("num_hidden_layers", None)?;
-    let num_attention_heads = t.positive("num_attention_heads", defaults.num_attention_heads)?;
-    let num_key_value_heads = t.positive("num_key_value_heads", defaults.num_key_value_heads)?;
+    let vocab_size = t.bounded("vocab_size", defaults.vocab_size, limits::VOCAB)?;
+    let hidden_size = t.bounded("hidden_size", None, limits::HIDDEN)?;
+    let intermediate_size = t.bounded("intermediate_size", None, limits::INTERMEDIATE)?;
+    let num_hidden_layers = t.bounded("num_hidden_layers", None, limits::LAYERS)?;
+    let num_attention_heads = t.bounded(
+        "num_attention_heads",
+        defaults.num_attention_heads,
+        limits::HEADS,
+    )?;
+    let num_key_value_heads = t.bounded(
+        "num_key_value_heads",
+        defaults.num_key_value_heads,
+        limits::HEADS,
+    )?;
     // Never derived as hidden_size / heads: that is wrong for gemma-7b and every Gemma 2/3 size (spec §0).
-    let head_dim = t.positive("head_dim", Some(HEAD_DIM))?;
-    let max_position_embeddings = t.positive(
+    let head_dim = t.bounded("head_dim", Some(HEAD_DIM), limits::HEAD_DIM)?;
+    let max_position_embeddings = t.bounded(
         "max_position_embeddings",
         Some(defaults.max_position_embeddings),
+        limits::POSITIONS,
     )?;
     let rms_norm_eps = t.positive_f64("rms_norm_eps", Some(RMS_NORM_EPS))?;
 
@@ -97,7 +120,7 @@ pub(super) fn parse(
         Family::Gemma => (head_dim as f64, None),
         Family::Gemma2 | Family::Gemma3 => (
             t.positive_f64("query_pre_attn_scalar", Some(QUERY_PRE_ATTN_SCALAR))?,
-            Some(t.positive("sliding_window", Some(SLIDING_WINDOW))?),
+            Some(t.bounded("sliding_window", Some(SLIDING_WINDOW), limits::POSITIONS)?),
         ),
     };
 

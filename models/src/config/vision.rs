@@ -61,6 +61,10 @@ const DEFAULT_PATCH_SIZE: usize = 16;
 const DEFAULT_LAYER_NORM_EPS: f64 = 1e-6;
 /// `Gemma3Config` class defaults.
 const DEFAULT_MM_TOKENS: usize = 256;
+/// Sanity limits (SigLIP in Gemma 3: 3 channels, 896 px, 256 tokens per image).
+const MAX_CHANNELS: usize = 16;
+const MAX_IMAGE_SIZE: usize = 16_384;
+const MAX_MM_TOKENS: usize = 65_536;
 const DEFAULT_BOI: u32 = 255_999;
 const DEFAULT_EOI: u32 = 256_000;
 const DEFAULT_IMAGE_TOKEN: u32 = 262_144;
@@ -119,15 +123,29 @@ pub(super) fn parse(top: &Fields<'_>) -> Result<VisionConfig, ConfigError> {
         }
     }
 
-    let hidden_size = v.positive("hidden_size", Some(DEFAULT_HIDDEN))?;
-    let intermediate_size = v.positive("intermediate_size", Some(DEFAULT_INTERMEDIATE))?;
-    let num_hidden_layers = v.positive("num_hidden_layers", Some(DEFAULT_LAYERS))?;
-    let num_attention_heads = v.positive("num_attention_heads", Some(DEFAULT_HEADS))?;
-    let num_channels = v.positive("num_channels", Some(DEFAULT_CHANNELS))?;
-    let image_size = square_size(&v, "image_size", DEFAULT_IMAGE_SIZE)?;
+    use super::text::limits;
+    let hidden_size = v.bounded("hidden_size", Some(DEFAULT_HIDDEN), limits::HIDDEN)?;
+    let intermediate_size = v.bounded(
+        "intermediate_size",
+        Some(DEFAULT_INTERMEDIATE),
+        limits::INTERMEDIATE,
+    )?;
+    let num_hidden_layers = v.bounded("num_hidden_layers", Some(DEFAULT_LAYERS), limits::LAYERS)?;
+    let num_attention_heads =
+        v.bounded("num_attention_heads", Some(DEFAULT_HEADS), limits::HEADS)?;
+    let num_channels = v.bounded("num_channels", Some(DEFAULT_CHANNELS), MAX_CHANNELS)?;
+    let image_size = v.at_most(
+        "image_size",
+        square_size(&v, "image_size", DEFAULT_IMAGE_SIZE)?,
+        MAX_IMAGE_SIZE,
+    )?;
     let patch_size = square_size(&v, "patch_size", DEFAULT_PATCH_SIZE)?;
     let layer_norm_eps = v.positive_f64("layer_norm_eps", Some(DEFAULT_LAYER_NORM_EPS))?;
-    let mm_tokens_per_image = top.positive("mm_tokens_per_image", Some(DEFAULT_MM_TOKENS))?;
+    let mm_tokens_per_image = top.bounded(
+        "mm_tokens_per_image",
+        Some(DEFAULT_MM_TOKENS),
+        MAX_MM_TOKENS,
+    )?;
 
     if hidden_size % num_attention_heads != 0 {
         return Err(v.invalid(

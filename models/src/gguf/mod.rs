@@ -131,6 +131,8 @@ impl Arch {
 /// An opened, validated GGUF file: mapped, header parsed, architecture checked, every tensor named and typed.
 pub struct GgufFile {
     pub path: PathBuf,
+    /// The open file (its size and modification time guard the mapping: see `Checkpoint`).
+    pub file: File,
     pub mmap: Mmap,
     pub version: u32,
     pub arch: Arch,
@@ -150,14 +152,18 @@ impl std::fmt::Debug for GgufFile {
     }
 }
 
-fn map_file(path: &Path) -> Result<Mmap, GgufError> {
+fn map_file(path: &Path) -> Result<(File, Mmap), GgufError> {
     let io = |source| GgufError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(io)?;
-    // SAFETY: read-only mapping; as for safetensors checkpoints, the file must not change while it is open.
-    unsafe { Mmap::map(&file) }.map_err(io)
+    // A FIFO or device is refused before anything is read from it (opening never blocks).
+    let file = crate::files::open_regular(path).map_err(io)?;
+    // SAFETY: read-only mapping; as for safetensors shards, every tensor access first checks that the file kept its
+    // size and modification time (`Checkpoint`), and gemma-export turns a SIGBUS that still slips through into a
+    // clean error.
+    let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
+    Ok((file, mmap))
 }
 
 /// `general.architecture`, checked.
@@ -192,11 +198,12 @@ fn arch_of(
 impl GgufFile {
     /// Maps and validates `path`: header, metadata, architecture, and every tensor's type and byte range.
     pub fn open(path: &Path) -> Result<GgufFile, GgufError> {
-        let mmap = map_file(path)?;
+        let (file, mmap) = map_file(path)?;
         let parsed = container::parse(path, &mmap, true)?;
         let arch = arch_of(path, &parsed.metadata)?;
         Ok(GgufFile {
             path: path.to_path_buf(),
+            file,
             version: parsed.version,
             arch,
             metadata: parsed.metadata,
@@ -244,7 +251,7 @@ pub fn open(path: &Path) -> Result<GgufModel, GgufError> {
 
 /// The vocabulary of a GGUF file, reading only its metadata (not the tensor infos).
 pub fn read_vocab(path: &Path) -> Result<GgufVocab, GgufError> {
-    let mmap = map_file(path)?;
+    let (_file, mmap) = map_file(path)?;
     let parsed = container::parse(path, &mmap, false)?;
     vocab::from_metadata(path, &parsed.metadata)
 }

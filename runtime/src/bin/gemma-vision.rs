@@ -14,6 +14,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 #[path = "shared/cli.rs"]
 mod cli;
+#[allow(unused_imports)]
+use cli::{errln, outln};
 use cli::{ModelArgs, SamplingArgs};
 
 const ABOUT: &str = "Ask Gemma 3 vision models about images (exports of gemma-export)";
@@ -104,6 +106,11 @@ struct DescribeArgs {
     json: bool,
 }
 
+/// Chat templates run under a memory budget ([`gemma_runtime::alloc_budget`]).
+#[global_allocator]
+static ALLOCATOR: gemma_runtime::alloc_budget::BudgetAllocator =
+    gemma_runtime::alloc_budget::BudgetAllocator;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -112,15 +119,69 @@ fn main() -> ExitCode {
     cli::exit_status(result)
 }
 
+/// The most pixels of all images of one prompt together, decoded at once (3 bytes each: 768 MiB).
+const MAX_TOTAL_PIXELS: u64 = 256 << 20;
+
+/// Before decoding anything: the pixels the images' headers declare must fit [`MAX_TOTAL_PIXELS`] together, so
+/// that many huge images are not all decoded only to be refused.
+fn check_image_pixels(args: &DescribeArgs, limits: &ImageLimits) -> Result<()> {
+    let mut total: u64 = 0;
+    for path in &args.images {
+        // Header only; an unreadable header, or one image over the limits, is left for the decoder to explain.
+        let dims = image::ImageReader::open(path)
+            .and_then(|r| r.with_guessed_format())
+            .ok()
+            .and_then(|r| r.into_dimensions().ok());
+        if let Some((w, h)) = dims {
+            let pixels = u64::from(w) * u64::from(h);
+            if w <= limits.max_width && h <= limits.max_height && pixels <= limits.max_pixels {
+                total = total.saturating_add(pixels);
+            }
+        }
+    }
+    if total > MAX_TOTAL_PIXELS {
+        anyhow::bail!(
+            "the images have {:.0} megapixels together, more than the {} megapixels one prompt may decode; give \
+             fewer or smaller images",
+            total as f64 / (1u64 << 20) as f64,
+            MAX_TOTAL_PIXELS >> 20
+        );
+    }
+    Ok(())
+}
+
+/// Before decoding anything: the images' soft tokens alone (at least `mm_tokens_per_image` + 4 each, more with
+/// Pan & Scan crops) must fit in the model's positions. (With `--max-new-tokens`, the prompt is checked again once
+/// it is built.)
+fn check_images_fit(
+    args: &DescribeArgs,
+    section: &VisionSection,
+    manifest: &Manifest,
+) -> Result<()> {
+    let per_image = section.mm_tokens_per_image.saturating_add(4);
+    let needed = args.images.len().saturating_mul(per_image);
+    if needed > manifest.max_position_embeddings {
+        anyhow::bail!(
+            "{} images need at least {needed} positions ({per_image} each), more than the model's {} positions; \
+             give fewer images",
+            args.images.len(),
+            manifest.max_position_embeddings
+        );
+    }
+    Ok(())
+}
+
 fn describe(args: DescribeArgs) -> Result<()> {
     let prompt = cli::read_prompt(&args.prompt)?;
     let sampling = args.sampling.config()?;
     // Cheap checks first, so that a wrong folder or a bad image fails before the model loads.
     let dir = &args.model.model;
-    Manifest::load(dir).with_context(|| format!("opening {}", dir.display()))?;
+    let manifest = Manifest::load(dir).with_context(|| format!("opening {}", dir.display()))?;
     let section = VisionSection::load(dir)?
         .ok_or_else(|| gemma_runtime::Error::NoVision { dir: dir.clone() })?;
     let limits = ImageLimits::default();
+    check_images_fit(&args, &section, &manifest)?;
+    check_image_pixels(&args, &limits)?;
     let mut images = Vec::with_capacity(args.images.len());
     for path in &args.images {
         let t = std::time::Instant::now();
@@ -214,9 +275,9 @@ fn describe(args: DescribeArgs) -> Result<()> {
             "pan_and_scan": options.pan_and_scan,
             "images": out.images,
         });
-        println!("{obj}");
+        outln!("{obj}");
     } else {
-        println!();
+        outln!();
         let why = match g.stop_reason {
             StopReason::Eos => "end of turn",
             StopReason::MaxNewTokens => "max new tokens",
@@ -228,7 +289,7 @@ fn describe(args: DescribeArgs) -> Result<()> {
             .iter()
             .map(|i| i.preprocess_seconds + i.encode_seconds)
             .sum();
-        eprintln!(
+        errln!(
             "[{} image(s), crops {}, encoded in {encode:.2} s | {} prompt tokens, {:.1} tok/s prefill | first token \
              after {:.2} s | {} generated, {:.1} tok/s | stop: {why}]",
             out.images.len(),

@@ -13,6 +13,8 @@ use clap::{Args, Parser, Subcommand};
 mod chat;
 #[path = "shared/cli.rs"]
 mod cli;
+#[allow(unused_imports)]
+use cli::{errln, errout, out, outln};
 use cli::{ModelArgs, SamplingArgs};
 /// `gemma chat` with images, on Gemma 3 multimodal exports.
 #[path = "gemma/vision_chat.rs"]
@@ -188,6 +190,11 @@ struct PerplexityArgs {
     json: bool,
 }
 
+/// Chat templates run under a memory budget ([`gemma_runtime::alloc_budget`]).
+#[global_allocator]
+static ALLOCATOR: gemma_runtime::alloc_budget::BudgetAllocator =
+    gemma_runtime::alloc_budget::BudgetAllocator;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -261,15 +268,15 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
             "prefill_tokens_per_s": out.prefill_tokens_per_s,
             "decode_tokens_per_s": out.decode_tokens_per_s,
         });
-        println!("{obj}");
+        outln!("{obj}");
     } else {
-        println!();
+        outln!();
         let why = match out.stop_reason {
             StopReason::Eos => "end of sequence",
             StopReason::MaxNewTokens => "max new tokens",
             StopReason::Interrupted => "interrupted",
         };
-        eprintln!(
+        errln!(
             "[{} prompt tokens, {:.1} tok/s prefill | {} generated, {:.1} tok/s decode | stop: {why}]",
             out.prompt_tokens,
             out.prefill_tokens_per_s,
@@ -281,8 +288,7 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
 }
 
 fn run_perplexity(args: PerplexityArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&args.text)
-        .with_context(|| format!("reading {}", args.text.display()))?;
+    let text = cli::read_file_capped(&args.text)?;
     let dir = &args.model.model;
     let mut decoder = gemma_runtime::Decoder::open(dir, &args.model.runtime_options())
         .with_context(|| format!("opening {}", dir.display()))?;
@@ -294,9 +300,9 @@ fn run_perplexity(args: PerplexityArgs) -> Result<()> {
     let show_progress = !args.json && std::io::stderr().is_terminal();
     let result = perplexity::score_tokens(&mut decoder, &tokens, args.context, |done, total| {
         if show_progress && total > 1 {
-            eprint!("\rwindow {done}/{total}");
+            errout!("\rwindow {done}/{total}");
             if done == total {
-                eprintln!();
+                errln!();
             }
         }
     })?;
@@ -309,9 +315,9 @@ fn run_perplexity(args: PerplexityArgs) -> Result<()> {
             "mean_nll": result.mean_nll,
             "perplexity": result.perplexity,
         });
-        println!("{obj}");
+        outln!("{obj}");
     } else {
-        println!(
+        outln!(
             "perplexity {:.4} (mean NLL {:.6} over {} predicted tokens; {} tokens in {} window(s) of {})",
             result.perplexity, result.mean_nll, result.predicted, result.tokens, result.windows, args.context
         );
@@ -334,11 +340,11 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     let show_progress = !args.json && std::io::stderr().is_terminal();
     let rows = gemma_runtime::bench::run(&mut decoder, &bench_options, |p, r, n| {
         if show_progress {
-            eprint!("\rprompt {p}: run {r}/{n}   ");
+            errout!("\rprompt {p}: run {r}/{n}   ");
         }
     })?;
     if show_progress {
-        eprint!("\r{:40}\r", "");
+        errout!("\r{:40}\r", "");
     }
     let manifest = decoder.manifest();
     let report = gemma_runtime::bench::BenchReport {
@@ -350,9 +356,9 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         peak_rss_bytes: gemma_runtime::bench::peak_rss_bytes(),
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?);
     } else {
-        print!("{}", report.table());
+        out!("{}", report.table());
     }
     Ok(())
 }

@@ -145,7 +145,7 @@ impl VisionChat {
             .options
             .max_context
             .map_or(positions, |c| c.min(positions));
-        if ids.len() + max_new > limit {
+        if ids.len().saturating_add(max_new) > limit {
             return Err(Error::PromptTooLong {
                 prompt_tokens: ids.len(),
                 max_new_tokens: max_new,

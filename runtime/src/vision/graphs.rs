@@ -74,9 +74,18 @@ impl VisionSection {
             .map_err(|e| Error::invalid_file(&path, format!("not valid JSON: {e}")))?;
         match value.get("vision") {
             None | Some(serde_json::Value::Null) => Ok(None),
-            Some(v) => serde_json::from_value(v.clone())
-                .map(Some)
-                .map_err(|e| Error::invalid_file(&path, format!("section `vision`: {e}"))),
+            Some(v) => {
+                let section: VisionSection = serde_json::from_value(v.clone())
+                    .map_err(|e| Error::invalid_file(&path, format!("section `vision`: {e}")))?;
+                // Divided by when splitting prompts into images; the exporter never writes 0.
+                if section.mm_tokens_per_image == 0 {
+                    return Err(Error::invalid_file(
+                        &path,
+                        "section `vision`: mm_tokens_per_image is 0; expected a positive number",
+                    ));
+                }
+                Ok(Some(section))
+            }
         }
     }
 }

@@ -107,13 +107,31 @@ pub fn load_image(path: &Path, limits: &ImageLimits) -> Result<RgbImage> {
             ),
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| {
-        err(
+    // The size is also enforced while reading: devices and pipes (`/dev/zero`) report 0 bytes.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            use std::io::Read;
+            f.take(limits.max_file_bytes.saturating_add(1))
+                .read_to_end(&mut bytes)
+        })
+        .map_err(|e| {
+            err(
+                path,
+                ImageErrorKind::Unreadable,
+                format!("cannot read the image: {e}"),
+            )
+        })?;
+    if bytes.len() as u64 > limits.max_file_bytes {
+        return Err(err(
             path,
-            ImageErrorKind::Unreadable,
-            format!("cannot read the image: {e}"),
-        )
-    })?;
+            ImageErrorKind::TooLarge,
+            format!(
+                "more than {} bytes could be read (a device or pipe?), over the limit",
+                limits.max_file_bytes
+            ),
+        ));
+    }
     decode_image(&bytes, path, limits)
 }
 

@@ -21,6 +21,8 @@ pub const PREPROCESSOR_CONFIG_FILE: &str = "preprocessor_config.json";
 const PIL_BILINEAR: i64 = 2;
 /// Largest output side accepted: far above any released model (896), small enough for int32 arithmetic.
 const MAX_SIDE: usize = 16384;
+/// The most Pan & Scan crops per image (Gemma 3 uses 4); each crop costs an encoder pass and 256 tokens.
+const MAX_CROPS: usize = 64;
 
 /// What the graph computes, with the processor's defaults applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -213,6 +215,14 @@ impl PreprocessConfig {
                 "pan_and_scan_min_ratio_to_activate is {r}; expected a positive number"
             ));
         }
+        if self.pan_and_scan_max_num_crops > MAX_CROPS || self.pan_and_scan_min_crop_size > MAX_SIDE
+        {
+            return Err(format!(
+                "pan_and_scan_max_num_crops is {} and pan_and_scan_min_crop_size {}; the limits are {MAX_CROPS} \
+                 crops and {MAX_SIDE} pixels",
+                self.pan_and_scan_max_num_crops, self.pan_and_scan_min_crop_size
+            ));
+        }
         if self.pan_and_scan_min_crop_size == 0 || self.pan_and_scan_max_num_crops == 0 {
             return Err(
                 "pan_and_scan_min_crop_size and pan_and_scan_max_num_crops must be ≥ 1".into(),
@@ -223,7 +233,9 @@ impl PreprocessConfig {
 }
 
 fn read_json(path: &Path) -> Result<Value, ExportError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ExportError::io(path, e))?;
+    let text =
+        gemma_models::files::read_regular_to_string(path, gemma_models::files::MAX_JSON_BYTES)
+            .map_err(|e| ExportError::io(path, e))?;
     serde_json::from_str(&text).map_err(|source| ExportError::Json {
         path: path.to_path_buf(),
         source,

@@ -18,6 +18,8 @@ use gemma_runtime::{
 };
 
 use super::cli::{ModelArgs, SamplingArgs};
+#[allow(unused_imports)]
+use crate::cli::{errln, errout, out, outln};
 
 pub const CHAT_EXAMPLES: &str = "\
 Examples:
@@ -119,7 +121,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
                     std::process::exit(130);
                 }
             } else if interactive {
-                eprint!("\n(Ctrl-D or /quit leaves)\n> ");
+                errout!("\n(Ctrl-D or /quit leaves)\n> ");
             } else {
                 std::process::exit(130);
             }
@@ -167,8 +169,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
 
 /// A list of `{role, content}` objects with string content.
 fn read_messages(path: &Path) -> Result<Vec<Message>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = crate::cli::read_file_capped(path)?;
     let value: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{}: not valid JSON", path.display()))?;
     let items = value.as_array().with_context(|| {
@@ -199,7 +200,7 @@ fn read_messages(path: &Path) -> Result<Vec<Message>> {
 
 fn note_folded(session: &ChatSession) {
     if session.system_folded() {
-        eprintln!(
+        errln!(
             "note: this model's chat template has no system role (it raises \"System role not supported\" or \
              similar); the system prompt goes at the start of the first user message instead"
         );
@@ -212,7 +213,7 @@ fn reply_once(session: &mut ChatSession, args: &ChatArgs) -> Result<()> {
     let mut out = std::io::stdout();
     let report = session.respond(|delta| {
         if !json {
-            let _ = out.write_all(delta.as_bytes()).and_then(|_| out.flush());
+            crate::cli::check_output(out.write_all(delta.as_bytes()).and_then(|_| out.flush()));
         }
     })?;
     note_dropped(&report);
@@ -229,9 +230,9 @@ fn reply_once(session: &mut ChatSession, args: &ChatArgs) -> Result<()> {
             "system_folded": session.system_folded(),
             "dropped_messages": report.dropped_messages,
         });
-        println!("{obj}");
+        outln!("{obj}");
     } else {
-        println!();
+        outln!();
         if args.verbose {
             print_verbose(&report);
         }
@@ -247,7 +248,7 @@ fn interactive(
 ) -> Result<()> {
     let tty = std::io::stdin().is_terminal();
     if tty {
-        eprintln!(
+        errln!(
             "Chatting with {}. Ctrl-C stops a reply, Ctrl-D or /quit leaves, /reset starts over.",
             args.model.model.display()
         );
@@ -258,7 +259,7 @@ fn interactive(
             Input::Quit => return Ok(()),
             Input::Reset => {
                 session.reset()?;
-                eprintln!("(conversation cleared)");
+                errln!("(conversation cleared)");
                 continue;
             }
             Input::Text(text) => text,
@@ -267,7 +268,7 @@ fn interactive(
         match result {
             Ok(report) => {
                 if report.output.stop_reason == StopReason::Interrupted {
-                    eprintln!("[stopped]");
+                    errln!("[stopped]");
                 }
                 note_dropped(&report);
                 if args.verbose {
@@ -275,7 +276,7 @@ fn interactive(
                 }
             }
             // The turn is undone; the conversation goes on.
-            Err(e) => eprintln!("error: {e:#}"),
+            Err(e) => errln!("error: {e:#}"),
         }
     }
 }
@@ -291,12 +292,14 @@ pub fn stream_reply<R>(
     stop.store(false, Ordering::SeqCst);
     replying.store(true, Ordering::SeqCst);
     let result = send(&mut |delta: &str| {
-        let _ = stdout
-            .write_all(delta.as_bytes())
-            .and_then(|_| stdout.flush());
+        crate::cli::check_output(
+            stdout
+                .write_all(delta.as_bytes())
+                .and_then(|_| stdout.flush()),
+        );
     });
     replying.store(false, Ordering::SeqCst);
-    println!();
+    outln!();
     result
 }
 
@@ -315,13 +318,13 @@ pub fn read_input(tty: bool, line: &mut String) -> Result<Input<'_>> {
     let stdin = std::io::stdin();
     loop {
         if tty {
-            print!("> ");
+            out!("> ");
             std::io::stdout().flush()?;
         }
         line.clear();
         if stdin.lock().read_line(line)? == 0 {
             if tty {
-                println!();
+                outln!();
             }
             return Ok(Input::Quit);
         }
@@ -336,7 +339,7 @@ pub fn read_input(tty: bool, line: &mut String) -> Result<Input<'_>> {
 
 fn note_dropped(report: &TurnReport) {
     if report.dropped_messages > 0 {
-        eprintln!(
+        errln!(
             "note: the conversation no longer fit in the context with room for the reply; dropped the {} oldest \
              message(s)",
             report.dropped_messages
@@ -346,7 +349,7 @@ fn note_dropped(report: &TurnReport) {
 
 fn print_verbose(report: &TurnReport) {
     for line in &report.debug {
-        eprintln!("[debug] {line}");
+        errln!("[debug] {line}");
     }
     let o = &report.output;
     let why = match o.stop_reason {
@@ -354,7 +357,7 @@ fn print_verbose(report: &TurnReport) {
         StopReason::MaxNewTokens => "max new tokens",
         StopReason::Interrupted => "interrupted",
     };
-    eprintln!(
+    errln!(
         "[{} cached tokens reused, {} prefilled at {:.1} tok/s | {} generated at {:.1} tok/s | stop: {why}]",
         report.reused_tokens,
         report.prefilled_tokens,

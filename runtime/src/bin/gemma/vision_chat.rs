@@ -9,6 +9,8 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{Context, Result};
 
 use super::chat::Input;
+#[allow(unused_imports)]
+use crate::cli::errln;
 use gemma_runtime::vision::{ImageReport, VisionChat};
 use gemma_runtime::{ChatOptions, RuntimeOptions, StopReason, VisionGenerator};
 
@@ -34,7 +36,7 @@ pub fn run(setup: Setup, stop: &AtomicBool, replying: &AtomicBool) -> Result<()>
     }
     let tty = std::io::stdin().is_terminal();
     if tty {
-        eprintln!(
+        errln!(
             "Chatting with {} (images: /image PATH attaches one to your next message). Ctrl-C stops a reply, \
              Ctrl-D or /quit leaves, /reset starts over.",
             setup.dir.display()
@@ -46,7 +48,7 @@ pub fn run(setup: Setup, stop: &AtomicBool, replying: &AtomicBool) -> Result<()>
             Input::Quit => return Ok(()),
             Input::Reset => {
                 chat.reset()?;
-                eprintln!("(conversation and images cleared)");
+                errln!("(conversation and images cleared)");
                 continue;
             }
             Input::Text(text) => text,
@@ -55,12 +57,12 @@ pub fn run(setup: Setup, stop: &AtomicBool, replying: &AtomicBool) -> Result<()>
             command if command.starts_with("/image") => {
                 let path = command["/image".len()..].trim();
                 if path.is_empty() {
-                    eprintln!("usage: /image PATH (the image goes with your next message)");
+                    errln!("usage: /image PATH (the image goes with your next message)");
                     continue;
                 }
                 match chat.add_image(path.as_ref()) {
                     Ok(report) => note_image(&report, chat.pending_images()),
-                    Err(e) => eprintln!("error: {e:#}"),
+                    Err(e) => errln!("error: {e:#}"),
                 }
                 continue;
             }
@@ -70,14 +72,14 @@ pub fn run(setup: Setup, stop: &AtomicBool, replying: &AtomicBool) -> Result<()>
         match result {
             Ok(report) => {
                 if report.output.stop_reason == StopReason::Interrupted {
-                    eprintln!("[stopped]");
+                    errln!("[stopped]");
                 }
                 if setup.verbose {
                     for line in &report.debug {
-                        eprintln!("[debug] {line}");
+                        errln!("[debug] {line}");
                     }
                     let o = &report.output;
-                    eprintln!(
+                    errln!(
                         "[{} cached tokens reused, {} prefilled at {:.1} tok/s | {} generated at {:.1} tok/s]",
                         report.reused_tokens,
                         report.prefilled_tokens,
@@ -88,7 +90,7 @@ pub fn run(setup: Setup, stop: &AtomicBool, replying: &AtomicBool) -> Result<()>
                 }
             }
             // The turn is undone (its images stay attached); the conversation goes on.
-            Err(e) => eprintln!("error: {e:#}"),
+            Err(e) => errln!("error: {e:#}"),
         }
     }
 }
@@ -99,7 +101,7 @@ fn note_image(r: &ImageReport, pending: usize) {
     } else {
         String::new()
     };
-    eprintln!(
+    errln!(
         "(image {} attached: {}×{}{crops}, encoded in {:.2} s; {pending} waiting for your next message)",
         r.path.display(),
         r.width,

@@ -16,8 +16,8 @@ pub struct ModelArgs {
     /// Export folder written by gemma-export (has gemma-onnx.json)
     #[arg(short = 'm', long = "model", value_name = "DIR")]
     pub model: std::path::PathBuf,
-    /// Intra-op threads for ONNX Runtime [default: all logical cores]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    /// Intra-op threads for ONNX Runtime, 1 to 256 [default: all logical cores]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: Option<u16>,
     /// Execution provider: cpu, cuda, tensorrt, coreml (non-CPU ones need the matching cargo feature)
     #[arg(long = "ep", value_name = "EP", default_value = "cpu", value_parser = parse_ep)]
@@ -77,17 +77,100 @@ impl SamplingArgs {
     }
 }
 
+/// The most text read from stdin or a text file (`--text`, `--messages`, a prompt): far beyond any context, and
+/// enforced while reading, so `/dev/zero` or an endless pipe fails instead of filling memory.
+pub const MAX_TEXT_BYTES: u64 = 256 << 20;
+
+/// Reads at most [`MAX_TEXT_BYTES`] of UTF-8 text from `input` (`what` names it in errors). The size is counted
+/// while reading ([`Read::take`]), not trusted from metadata (devices and pipes report 0).
+pub fn read_text_capped(input: impl Read, what: &str) -> Result<String> {
+    let mut bytes = Vec::new();
+    input
+        .take(MAX_TEXT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {what}"))?;
+    if bytes.len() as u64 > MAX_TEXT_BYTES {
+        anyhow::bail!(
+            "{what} is larger than {} MiB, the limit for text input",
+            MAX_TEXT_BYTES >> 20
+        );
+    }
+    String::from_utf8(bytes).map_err(|e| anyhow::anyhow!("{what} is not UTF-8 text: {e}"))
+}
+
+/// [`read_text_capped`] on a file.
+#[allow(dead_code)] // gemma only
+pub fn read_file_capped(path: &std::path::Path) -> Result<String> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    read_text_capped(file, &path.display().to_string())
+}
+
 /// The prompt argument, or standard input when it is `-`.
 pub fn read_prompt(arg: &str) -> Result<String> {
     if arg != "-" {
         return Ok(arg.to_string());
     }
-    let mut s = String::new();
-    std::io::stdin()
-        .read_to_string(&mut s)
-        .context("reading the prompt from stdin")?;
-    Ok(s)
+    read_text_capped(std::io::stdin(), "the prompt from stdin")
 }
+
+/// Output could not be written. A closed pipe (`gemma ... | head`) ends the program quietly with status 141
+/// (128 + SIGPIPE, as if the signal had killed it); anything else (a full disk) is reported with status 1. Never a
+/// panic, unlike `println!`.
+pub fn output_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+    let _ = writeln!(std::io::stderr(), "error: writing the output: {e}");
+    std::process::exit(1);
+}
+
+/// Ends the program through [`output_failed`] if writing failed.
+pub fn check_output(result: std::io::Result<()>) {
+    if let Err(e) = result {
+        output_failed(e);
+    }
+}
+
+/// `print!` that never panics: see [`output_failed`].
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    check_output(std::io::stdout().lock().write_fmt(args));
+}
+
+/// `eprint!` that never panics: a closed stderr exits 141, a full one exits 1 (there is nowhere left to say why).
+pub fn write_stderr(args: std::fmt::Arguments<'_>) {
+    if let Err(e) = std::io::stderr().lock().write_fmt(args) {
+        std::process::exit(if e.kind() == std::io::ErrorKind::BrokenPipe {
+            141
+        } else {
+            1
+        });
+    }
+}
+
+/// `println!` through [`write_stdout`].
+#[allow(unused_macros)]
+macro_rules! outln {
+    () => { $crate::cli::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+/// `print!` through [`write_stdout`].
+#[allow(unused_macros)]
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::write_stdout(format_args!($($arg)*)) };
+}
+/// `eprintln!` through [`write_stderr`].
+#[allow(unused_macros)]
+macro_rules! errln {
+    () => { $crate::cli::write_stderr(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::cli::write_stderr(format_args!("{}\n", format_args!($($arg)*))) };
+}
+/// `eprint!` through [`write_stderr`].
+#[allow(unused_macros)]
+macro_rules! errout {
+    ($($arg:tt)*) => { $crate::cli::write_stderr(format_args!($($arg)*)) };
+}
+#[allow(unused_imports)]
+pub(crate) use {errln, errout, out, outln};
 
 /// A flag that the first Ctrl-C raises (generation stops after the current token); a second Ctrl-C while
 /// stopping exits at once with status 130.
@@ -105,10 +188,14 @@ pub fn stop_on_ctrl_c() -> Arc<AtomicBool> {
 /// The process exit status of a command's result; an error goes to stderr with its causes.
 pub fn exit_status(result: Result<()>) -> ExitCode {
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            // Buffered output that cannot be written (a full disk) is an error, not a silent success.
+            check_output(std::io::stdout().flush());
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             let _ = std::io::stdout().flush();
-            eprintln!("error: {e:#}");
+            write_stderr(format_args!("error: {e:#}\n"));
             ExitCode::FAILURE
         }
     }
