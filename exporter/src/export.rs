@@ -102,6 +102,8 @@ pub struct ExportOptions {
     pub force: bool,
     /// Show a progress bar on stderr (hidden anyway when stderr is not a terminal).
     pub progress: bool,
+    /// Export NaN/±inf weights instead of refusing them ([`crate::finite`]); recorded in the manifest.
+    pub allow_nonfinite: bool,
 }
 
 /// What an export produced.
@@ -237,6 +239,7 @@ fn write_export(
 
     let data_path = dir.join("model.onnx_data");
     let mut w = WeightWriter::create(&data_path, progress.clone())?;
+    w.allow_nonfinite = opts.allow_nonfinite;
     let mut g = GraphBuilder::new();
     let kernels = Kernels {
         linear: opts.precision.linear_kind(),
@@ -273,6 +276,7 @@ fn write_export(
         progress.set_message(format!("writing {}", vision::ENCODER_DATA_FILE));
         let data = dir.join(vision::ENCODER_DATA_FILE);
         let mut vw = WeightWriter::create(&data, progress.clone())?;
+        vw.allow_nonfinite = opts.allow_nonfinite;
         let mut v = GraphBuilder::new();
         vision::build_encoder(&mut v, &mut vw, ckpt, cfg, plan)?;
         vision_bytes = vw.finish()?;
@@ -288,6 +292,7 @@ fn write_export(
 
     let nodes = g.node_count();
     let mut manifest = Manifest::new(cfg, &opts.src, opts.precision, "model.onnx")?;
+    manifest.allow_nonfinite = opts.allow_nonfinite;
     if opts.graph == GraphKind::Cpu {
         manifest.graph = GraphKind::Cpu.name().into();
         manifest.cpu = Some(crate::manifest::CpuGraphManifest::current());

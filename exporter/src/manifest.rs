@@ -39,6 +39,9 @@ pub struct Manifest {
     pub kv_dtype: String,
     pub logits_dtype: String,
     pub exporter_version: String,
+    /// The export was made with `--allow-nonfinite`: its weights may hold NaN or ±inf. Absent (false) otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_nonfinite: bool,
     /// The optional int64 scalar input of the portable graphs (`model.onnx` when `graph` is "portable", and the
     /// image decoder `decoder_model_merged.onnx`): logits for the last K positions only; not fed, it is 0 and every
     /// position gets logits. Absent in exports made before 2026-11-29.
@@ -198,6 +201,7 @@ impl Manifest {
             kv_dtype: "float32".into(),
             logits_dtype: "float32".into(),
             exporter_version: env!("CARGO_PKG_VERSION").into(),
+            allow_nonfinite: false,
             portable_logits_to_keep_input: Some(crate::decoder::LOGITS_TO_KEEP.into()),
             cpu: None,
             vision: cfg.vision_config.as_ref().map(VisionManifest::new),

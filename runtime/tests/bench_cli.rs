@@ -13,6 +13,7 @@ fn export_cpu(tmp: &Path) -> PathBuf {
         graph: gemma_exporter::GraphKind::Cpu,
         force: false,
         progress: false,
+        allow_nonfinite: false,
     })
     .unwrap();
     out

@@ -30,6 +30,7 @@ fn export(tmp: &Path, fixture: &str) -> PathBuf {
         graph: gemma_exporter::GraphKind::Cpu,
         force: false,
         progress: false,
+        allow_nonfinite: false,
     })
     .unwrap();
     out

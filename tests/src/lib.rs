@@ -54,6 +54,7 @@ pub fn export_graph_to_temp(src: &Path, graph: GraphKind) -> Result<(tempfile::T
         graph,
         force: false,
         progress: false,
+        allow_nonfinite: false,
     })
     .with_context(|| format!("exporting {}", src.display()))?;
     Ok((tmp, out))
@@ -74,6 +75,7 @@ pub fn export_precision_to_temp(
         graph,
         force: false,
         progress: false,
+        allow_nonfinite: false,
     })
     .with_context(|| format!("exporting {} at {}", src.display(), precision.name()))?;
     Ok((tmp, out))

@@ -170,6 +170,7 @@ fn export_error(src: &Path) -> ExportError {
         graph: gemma_exporter::GraphKind::Portable,
         force: false,
         progress: false,
+        allow_nonfinite: false,
     })
     .expect_err("the export should be refused");
     assert!(

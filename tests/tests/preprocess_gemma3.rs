@@ -473,6 +473,7 @@ fn export_writes_preprocess_onnx() -> Result<()> {
         graph: gemma_exporter::GraphKind::Portable,
         force: false,
         progress: false,
+        allow_nonfinite: false,
     })
     .expect_err("size 64 must be refused for a 56 px tower");
     let msg = format!("{err:#}");

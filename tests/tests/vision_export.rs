@@ -125,6 +125,7 @@ fn export_error(src: &Path) -> String {
         graph: gemma_exporter::GraphKind::Portable,
         force: false,
         progress: false,
+        allow_nonfinite: false,
     })
     .expect_err("the export should be refused");
     assert!(!out.exists(), "a refused export wrote {}", out.display());

@@ -137,6 +137,7 @@ pub fn quantize_stacked(
             let rows = rows_per_chunk.min(rows_here - r0);
             view.read_f32(r0 * k, &mut x[..rows * k]);
             ckpt.release_elements(view, r0 * k, (r0 + rows) * k);
+            crate::finite::check(view, r0 * k, &x[..rows * k], w.allow_nonfinite)?;
             let (o0, o1) = ((base + r0) * blocks, (base + r0 + rows) * blocks);
             let job = Rows {
                 columns,
@@ -146,6 +147,18 @@ pub fn quantize_stacked(
                 zeros: &mut zeros[o0..o1],
             };
             let (e, s) = job.quantize(k, block_size, scheme, threads);
+            // Finite weights can still give an infinite block scale (a block spanning ±3e38): refuse it rather
+            // than store a block that dequantizes to NaN.
+            if !w.allow_nonfinite {
+                if let Some(i) = scales[o0..o1].iter().position(|s| !s.is_finite()) {
+                    let (row, block) = (r0 + i / blocks, i % blocks);
+                    return Err(ExportError::OutOfRange {
+                        tensor: format!("{src} (row {row}, block {block})"),
+                        value: x[(i / blocks) * k + (block * block_size).min(k - 1)],
+                        precision: scheme_name(scheme.bits),
+                    });
+                }
+            }
             err2 += e;
             sum2 += s;
             w.append(&out[..rows * row_bytes])?;
@@ -176,6 +189,15 @@ pub fn quantize_stacked(
         )?)
     };
     Ok(packed(b, s, z))
+}
+
+/// The precision name of a bit width, for errors.
+fn scheme_name(bits: u8) -> &'static str {
+    if bits == 4 {
+        "int4"
+    } else {
+        "int8"
+    }
 }
 
 /// One chunk of rows and where its results go.

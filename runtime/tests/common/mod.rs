@@ -41,6 +41,7 @@ pub fn export() -> tempfile::TempDir {
         graph: gemma_exporter::GraphKind::Portable,
         force: false,
         progress: false,
+        allow_nonfinite: false,
     })
     .unwrap();
     tmp
