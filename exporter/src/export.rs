@@ -345,6 +345,7 @@ fn write_export(
         fs::write(&path, serde_json::to_string_pretty(&gen).expect("json"))
             .map_err(|e| ExportError::io(&path, e))?;
     }
+    manifest.fingerprint_files(dir)?;
     manifest.write(dir)?;
     Ok(ExportReport {
         out: dir.to_path_buf(),

@@ -17,6 +17,7 @@ pub mod decoder;
 pub mod decoder_cpu;
 mod error;
 pub mod export;
+pub mod fingerprint;
 pub mod finite;
 pub mod half;
 pub mod hub;

@@ -39,6 +39,11 @@ pub struct Manifest {
     pub kv_dtype: String,
     pub logits_dtype: String,
     pub exporter_version: String,
+    /// Size and sampled CRC-32 of every graph and external data file (`model.onnx`, `model.onnx_data`, the image
+    /// graphs), by file name, so the runtime can refuse a file changed or swapped after the export
+    /// ([`crate::fingerprint`]). Absent in exports made before 2026-12; those load unchecked.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub files: std::collections::BTreeMap<String, FileFingerprint>,
     /// The export was made with `--allow-nonfinite`: its weights may hold NaN or ±inf. Absent (false) otherwise.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_nonfinite: bool,
@@ -53,6 +58,24 @@ pub struct Manifest {
     /// The image path of Gemma3ForConditionalGeneration exports; absent for text-only models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vision: Option<VisionManifest>,
+}
+
+/// One entry of `files`: see [`crate::fingerprint`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileFingerprint {
+    pub size: u64,
+    pub sampled_crc32: String,
+}
+
+impl FileFingerprint {
+    pub fn of(path: &Path) -> Result<FileFingerprint, ExportError> {
+        let (size, sampled_crc32) =
+            crate::fingerprint::fingerprint(path).map_err(|e| ExportError::io(path, e))?;
+        Ok(FileFingerprint {
+            size,
+            sampled_crc32,
+        })
+    }
 }
 
 /// The `cpu` section: the contract of the CPU-optimized decoder graph ([`crate::decoder_cpu`]) with the runtime.
@@ -201,11 +224,24 @@ impl Manifest {
             kv_dtype: "float32".into(),
             logits_dtype: "float32".into(),
             exporter_version: env!("CARGO_PKG_VERSION").into(),
+            files: Default::default(),
             allow_nonfinite: false,
             portable_logits_to_keep_input: Some(crate::decoder::LOGITS_TO_KEEP.into()),
             cpu: None,
             vision: cfg.vision_config.as_ref().map(VisionManifest::new),
         })
+    }
+
+    /// Fingerprints every `*.onnx` and `*.onnx_data` file of the export folder `dir` into `files`.
+    pub fn fingerprint_files(&mut self, dir: &Path) -> Result<(), ExportError> {
+        for entry in std::fs::read_dir(dir).map_err(|e| ExportError::io(dir, e))? {
+            let entry = entry.map_err(|e| ExportError::io(dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".onnx") || name.ends_with(".onnx_data") {
+                self.files.insert(name, FileFingerprint::of(&entry.path())?);
+            }
+        }
+        Ok(())
     }
 
     pub fn write(&self, dir: &Path) -> Result<(), ExportError> {

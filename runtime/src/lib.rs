@@ -25,7 +25,9 @@ pub mod chat_session;
 pub mod decoder;
 pub mod error;
 pub mod fim;
+pub mod fingerprint;
 pub mod generate;
+pub mod integrity;
 pub mod kv_cache;
 pub mod manifest;
 pub mod ort_env;
@@ -64,4 +66,3 @@ pub(crate) mod test_support {
             })
     }
 }
-
