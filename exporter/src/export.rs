@@ -136,6 +136,10 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
     if !config_path.is_file() {
         return Err(ExportError::NotACheckpoint(opts.src.clone()));
     }
+    // Every file read or copied from SRC must stay inside it once symlinks are resolved (as index shards must).
+    for name in COPIED_FILES {
+        gemma_models::checkpoint::check_inside(&opts.src, &opts.src.join(name))?;
+    }
     let cfg = ModelConfig::from_file(&config_path)?;
     let ckpt = Checkpoint::open(&opts.src)?;
     // Check every tensor (presence, shape, dtype) before writing anything, and that the checkpoint has no layer

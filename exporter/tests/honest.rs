@@ -158,3 +158,62 @@ fn values_beyond_the_target_precision_are_refused() {
     let o = export(&src, &out, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[cfg(unix)]
+#[test]
+fn symlinks_leaving_the_checkpoint_are_refused_everywhere() {
+    use std::os::unix::fs::symlink;
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tmp.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    for name in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "preprocessor_config.json",
+        "generation_config.json",
+    ] {
+        let src = copy_fixture(&tmp.path().join(name));
+        let target = outside.join(name);
+        match fs::rename(src.join(name), &target) {
+            Ok(()) => {}
+            Err(_) => fs::write(&target, "{}").unwrap(),
+        }
+        symlink(&target, src.join(name)).unwrap();
+        let out = tmp.path().join(format!("out-{name}"));
+        let o = export(&src, &out, &[]);
+        assert_refused(&out, &o, &[name, "outside the checkpoint folder"]);
+    }
+    // A symlink to another file inside the folder is fine.
+    let src = copy_fixture(&tmp.path().join("inside"));
+    fs::rename(
+        src.join("model.safetensors"),
+        src.join("weights.bin.safetensors"),
+    )
+    .unwrap();
+    symlink("weights.bin.safetensors", src.join("model.safetensors")).unwrap();
+    let o = export(&src, &tmp.path().join("out-inside"), &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[cfg(unix)]
+#[test]
+fn hub_cache_snapshots_with_blob_symlinks_still_export() {
+    use std::os::unix::fs::symlink;
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("models--org--tiny");
+    let (blobs, snap) = (repo.join("blobs"), repo.join("snapshots/0123abc"));
+    fs::create_dir_all(&blobs).unwrap();
+    fs::create_dir_all(&snap).unwrap();
+    for (i, e) in fs::read_dir(fixture()).unwrap().enumerate() {
+        let e = e.unwrap();
+        let blob = blobs.join(format!("blob{i}"));
+        fs::copy(e.path(), &blob).unwrap();
+        symlink(format!("../../blobs/blob{i}"), snap.join(e.file_name())).unwrap();
+    }
+    let out = tmp.path().join("out");
+    let o = export(&snap, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("config.json").is_file());
+}

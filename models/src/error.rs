@@ -125,6 +125,11 @@ pub enum CheckpointError {
         why: String,
     },
 
+    /// A checkpoint file (the weights, config.json, a tokenizer or template file) is a symlink leading out of the
+    /// checkpoint folder.
+    #[error("{}: a symlink to {}, outside the checkpoint folder; copy the file into the folder instead", path.display(), target.display())]
+    SymlinkEscapes { path: PathBuf, target: PathBuf },
+
     /// The safetensors header (the 8-byte length or the JSON after it) is malformed.
     #[error("{path}: invalid safetensors header: {detail}")]
     Header { path: PathBuf, detail: String },

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::CheckpointError;
 pub use adjust::{LowRank, ReadAdjust};
+pub use folder::check_inside;
 use shard::{Shard, StoredDType};
 
 /// File name of a single-file checkpoint.
@@ -176,6 +177,7 @@ impl Checkpoint {
         let single = dir.join(SINGLE_FILE);
         let index = dir.join(INDEX_FILE);
         let (shards, tensors) = if single.is_file() {
+            folder::check_inside(dir, &single)?;
             let shard = Shard::open(&single)?;
             let tensors = shard.tensors.keys().map(|name| (name.clone(), 0)).collect();
             (vec![shard], tensors)
