@@ -141,6 +141,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
         gemma_models::checkpoint::check_inside(&opts.src, &opts.src.join(name))?;
     }
     let cfg = ModelConfig::from_file(&config_path)?;
+    cfg.check_ids_and_window(&config_path)?;
     let ckpt = Checkpoint::open(&opts.src)?;
     // Check every tensor (presence, shape, dtype) before writing anything, and that the checkpoint has no layer
     // tensors of another Gemma generation than config.json says (config and weights must describe one model).

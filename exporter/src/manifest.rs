@@ -186,6 +186,18 @@ impl Manifest {
                 _ => {}
             }
         }
+        if let Some(&id) = eos.iter().find(|&&id| id as usize >= t.vocab_size) {
+            return Err(ExportError::Config(gemma_models::ConfigError::Invalid {
+                path: if gen_path.is_file() {
+                    gen_path
+                } else {
+                    src.join("config.json")
+                },
+                field: "eos_token_id".into(),
+                expected: format!("a token id below vocab_size ({})", t.vocab_size),
+                found: id.to_string(),
+            }));
+        }
         let mut seen = std::collections::HashSet::new();
         eos.retain(|id| seen.insert(*id));
         let family = match t.family {

@@ -217,3 +217,83 @@ fn hub_cache_snapshots_with_blob_symlinks_still_export() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.join("config.json").is_file());
 }
+
+/// A copy of fixture `name` (under `tests/fixtures/tiny`) in `dir`, with `edit` applied to the JSON file `file`.
+fn with_json(
+    dir: &Path,
+    name: &str,
+    file: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> PathBuf {
+    let src = dir.join(name);
+    fs::create_dir_all(&src).unwrap();
+    let from = fixture().parent().unwrap().join(name);
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), src.join(e.file_name())).unwrap();
+    }
+    let path = src.join(file);
+    let mut v: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut v);
+    fs::write(&path, v.to_string()).unwrap();
+    src
+}
+
+#[test]
+fn token_ids_outside_the_vocab_and_huge_windows_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: Vec<(
+        &str,
+        &str,
+        Box<dyn FnOnce(&mut serde_json::Value)>,
+        Vec<&str>,
+    )> = vec![
+        (
+            "mqa-f32-hf5",
+            "config.json",
+            Box::new(|v| v["eos_token_id"] = serde_json::json!([1, 300])),
+            vec!["config.json", "`eos_token_id`", "vocab_size (256)", "300"],
+        ),
+        (
+            "mqa-f32-hf5",
+            "config.json",
+            Box::new(|v| v["bos_token_id"] = 256.into()),
+            vec!["`bos_token_id`", "256"],
+        ),
+        (
+            "mqa-f32-hf5",
+            "config.json",
+            Box::new(|v| v["sliding_window"] = (1u64 << 62).into()),
+            vec![
+                "`sliding_window`",
+                "max_position_embeddings (128)",
+                "4611686018427387904",
+            ],
+        ),
+        (
+            "mqa-f32-hf5",
+            "generation_config.json",
+            Box::new(|v| v["eos_token_id"] = serde_json::json!([1, 4096])),
+            vec!["generation_config.json", "`eos_token_id`", "4096"],
+        ),
+        (
+            "cg-mqa-bf16-hubnames",
+            "config.json",
+            Box::new(|v| v["image_token_index"] = 70000.into()),
+            vec!["`image_token_index`", "70000"],
+        ),
+        (
+            "cg-mqa-bf16-hubnames",
+            "config.json",
+            Box::new(|v| v["boi_token_index"] = 256.into()),
+            vec!["`boi_token_index`", "256"],
+        ),
+    ];
+    for (i, (fixture, file, edit, fragments)) in cases.into_iter().enumerate() {
+        let src = with_json(&tmp.path().join(i.to_string()), fixture, file, edit);
+        let out = tmp.path().join(format!("out-{i}"));
+        let o = export(&src, &out, &[]);
+        assert_refused(&out, &o, &fragments);
+    }
+}
