@@ -199,3 +199,37 @@ fn file_names_must_stay_inside_the_folder() {
         &["field `files.../elsewhere/model.onnx`", "leaves the folder"],
     );
 }
+
+#[test]
+fn temperature_edge_values() {
+    let tmp = fresh();
+    let dir = out_dir(&tmp);
+    let m = dir.to_str().unwrap();
+    // `-inf` is read as a value (not as the flag `-i`) and refused by name.
+    for t in ["-inf", "inf", "NaN", "-0.5"] {
+        let err = failure(&gemma(
+            &["generate", "-m", m, "-p", "w5", "--temperature", t],
+            None,
+        ));
+        assert!(
+            err.contains("temperature must be a finite number >= 0"),
+            "{t}: {err}"
+        );
+    }
+    // A tiny temperature must not overflow logit / T into NaN (which made the sampler pick the last id): it
+    // behaves as greedy.
+    let run = |extra: &[&str]| {
+        let mut args = vec!["generate", "-m", m, "-p", "w5 w6", "-n", "8", "--json"];
+        args.extend_from_slice(extra);
+        common::token_ids(&common::json_of(success(&gemma(&args, None))))
+    };
+    let greedy = run(&[]);
+    assert_eq!(greedy.len(), 8, "{greedy:?}");
+    for t in ["1e-39", "1e-45", "1e-30"] {
+        assert_eq!(
+            run(&["--temperature", t, "--seed", "3"]),
+            greedy,
+            "--temperature {t}"
+        );
+    }
+}
