@@ -185,6 +185,26 @@ pub fn check_graph_shapes(session: &Session, m: &Manifest, graph: &Path) -> Resu
         .parent()
         .unwrap_or(Path::new("."))
         .join(crate::manifest::MANIFEST_FILE);
+    // The exporter stamps its graphs with the export's precision and family: a graph from another export fails
+    // here even in exports without fingerprints.
+    if let Ok(meta) = session.metadata() {
+        for (field, key, want) in [
+            ("precision", "gemma_onnx.precision", &m.precision),
+            ("family", "gemma_onnx.family", &m.family),
+        ] {
+            if let Some(have) = meta.custom(key) {
+                if &have != want {
+                    return Err(Error::invalid_file(
+                        &manifest_path,
+                        format!(
+                            "field `{field}` is {want:?} but {} was exported as {have:?}; the graph comes from                              another export",
+                            graph.display()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
     let dim = |shape: Option<&ort::value::Shape>, i: usize| {
         shape.and_then(|s| s.get(i).copied()).filter(|&d| d > 0)
     };

@@ -114,6 +114,20 @@ fn files_from_another_export_are_refused() {
     let (a, b) = (out_dir(&a), b.path().join("onnx"));
     fs::copy(b.join("model.onnx"), a.join("model.onnx")).unwrap();
     refused(&a, &["model.onnx:", "fingerprint"]);
+    // Without fingerprints (an older export), the graph's own precision stamp still catches it.
+    let before = manifest(&a);
+    edit_manifest(&a, |m| {
+        m.as_object_mut().unwrap().remove("files");
+    });
+    refused(
+        &a,
+        &[
+            "field `precision` is \"fp32\"",
+            "\"fp16\"",
+            "another export",
+        ],
+    );
+    fs::write(a.join("gemma-onnx.json"), before.to_string()).unwrap();
     fs::copy(b.join("model.onnx_data"), a.join("model.onnx_data")).unwrap();
     refused(&a, &["fingerprint"]);
 }
