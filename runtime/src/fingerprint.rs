@@ -1,7 +1,7 @@
-//! A cheap fingerprint of an export file: its size plus a CRC-32 of sampled 4 KiB blocks (the first, the last and
-//! 64 spread evenly between; the whole file when it is smaller than that). Reading 66 blocks costs well under a
-//! millisecond even for a 50 GB `model.onnx_data`, yet a file of the right size with other bytes (random data, the
-//! same file from another export or precision) gives another value. It is not a cryptographic hash: it catches
+//! A cheap fingerprint of an export file: its size plus a CRC-32 of sampled 4 KiB blocks (the first, the last
+//! and 64 spread evenly between; the whole file when it is smaller than that). Reading 66 blocks costs the same
+//! for a 50 MB or a 50 GB `model.onnx_data`, yet a file of the right size with other bytes (random data, the same
+//! file from another export or precision) gives another value. It is not a cryptographic hash: it catches
 //! accidents and mix-ups, not an attacker who rewrites the manifest too.
 //!
 //! The exporter (`gemma_exporter::fingerprint`) and the runtime (`gemma_runtime::fingerprint`) each hold this code
