@@ -25,11 +25,22 @@ pub enum ExportError {
     NotACheckpoint(PathBuf),
     #[error("{0}")]
     Unsupported(String),
-    #[error("tensor {tensor} holds {value}, beyond the range of {precision} (±65504); export with --precision bf16 or fp32")]
+    #[error(
+        "tensor {tensor} holds {value}, beyond the range of {precision} ({}); {}",
+        range_of(precision),
+        advice_for(precision)
+    )]
     OutOfRange {
         tensor: String,
         value: f32,
         precision: &'static str,
+    },
+    #[error("tensor {tensor} holds {value} at element {index} (coordinates {coords:?}): the checkpoint has non-finite weights (a diverged run or a corrupt file?); pass --allow-nonfinite to export it anyway")]
+    NonFinite {
+        tensor: String,
+        value: f32,
+        index: usize,
+        coords: Vec<usize>,
     },
     #[error("{}: Gemma3ForConditionalGeneration checkpoint without a vision tower: none of {} is in it", dir.display(), tried.join(", "))]
     VisionTowerMissing { dir: PathBuf, tried: Vec<String> },
@@ -40,6 +51,24 @@ pub enum ExportError {
         path: PathBuf,
         source: serde_json::Error,
     },
+}
+
+/// The finite range of an export precision, for [`ExportError::OutOfRange`].
+fn range_of(precision: &str) -> &'static str {
+    match precision {
+        "fp16" => "±65504",
+        "bf16" => "±3.39e38",
+        _ => "a finite float32 block scale",
+    }
+}
+
+/// What to do about a value out of range.
+fn advice_for(precision: &str) -> &'static str {
+    match precision {
+        "fp16" => "export with --precision bf16 or fp32",
+        "bf16" => "export with --precision fp32",
+        _ => "the weights are too large to quantize; export with --precision fp32",
+    }
 }
 
 impl ExportError {

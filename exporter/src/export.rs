@@ -106,6 +106,8 @@ pub struct ExportOptions {
     pub force: bool,
     /// Show a progress bar on stderr (hidden anyway when stderr is not a terminal).
     pub progress: bool,
+    /// Export NaN/±inf weights instead of refusing them ([`crate::finite`]); recorded in the manifest.
+    pub allow_nonfinite: bool,
     /// A PEFT LoRA adapter merged into the weights ([`gemma_models::lora`]).
     pub lora: Option<LoraOptions>,
 }
@@ -150,13 +152,20 @@ const COPIED_FILES: &[&str] = &[
 
 pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
     let (cfg, mut ckpt, source) = if crate::gguf::is_gguf(&opts.src) {
-        crate::gguf::open(&opts.src)?
+        let opened = crate::gguf::open(&opts.src)?;
+        opened.0.check_ids_and_window(&opts.src)?;
+        opened
     } else {
         let config_path = opts.src.join("config.json");
         if !config_path.exists() {
             return Err(ExportError::NotACheckpoint(opts.src.clone()));
         }
+        // Every file read or copied from SRC must stay inside it once symlinks are resolved (as index shards must).
+        for name in COPIED_FILES {
+            gemma_models::checkpoint::check_inside(&opts.src, &opts.src.join(name))?;
+        }
         let cfg = ModelConfig::from_file(&config_path)?;
+        cfg.check_ids_and_window(&config_path)?;
         (cfg, Checkpoint::open(&opts.src)?, SourceFiles::folder())
     };
     let lora = match &opts.lora {
@@ -219,6 +228,7 @@ fn write_export(
 
     let data_path = dir.join("model.onnx_data");
     let mut w = WeightWriter::create(&data_path, progress.clone())?;
+    w.allow_nonfinite = opts.allow_nonfinite;
     let mut g = GraphBuilder::new();
     let kernels = Kernels {
         linear: opts.precision.linear_kind(),
@@ -255,6 +265,7 @@ fn write_export(
         progress.set_message(format!("writing {}", vision::ENCODER_DATA_FILE));
         let data = dir.join(vision::ENCODER_DATA_FILE);
         let mut vw = WeightWriter::create(&data, progress.clone())?;
+        vw.allow_nonfinite = opts.allow_nonfinite;
         let mut v = GraphBuilder::new();
         vision::build_encoder(&mut v, &mut vw, ckpt, cfg, plan)?;
         vision_bytes = vw.finish()?;
@@ -284,6 +295,7 @@ fn write_export(
     manifest.source_format = Some(source.format.to_string());
     manifest.kept_source_blocks = kept_source_blocks;
     manifest.lora = lora.map(crate::manifest::LoraManifest::new);
+    manifest.allow_nonfinite = opts.allow_nonfinite;
     if opts.graph == GraphKind::Cpu {
         manifest.graph = GraphKind::Cpu.name().into();
         manifest.cpu = Some(crate::manifest::CpuGraphManifest::current());
@@ -342,6 +354,7 @@ fn write_export(
         fs::write(&path, serde_json::to_string_pretty(&gen).expect("json"))
             .map_err(|e| ExportError::io(&path, e))?;
     }
+    manifest.fingerprint_files(dir)?;
     manifest.write(dir)?;
     crate::genai::write(opts.graph, cfg, &manifest, dir)?;
     Ok(ExportReport {

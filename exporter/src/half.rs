@@ -35,7 +35,9 @@ impl HalfType {
         }
     }
 
-    /// Rounds to nearest even; `None` when a finite value does not fit (fp16 beyond ±65504).
+    /// Rounds to nearest even; `None` when a finite value rounds to infinity (fp16 beyond ±65504, bf16 beyond
+    /// ±3.3895e38, e.g. `f32::MAX`). Non-finite inputs stay what they are: they are refused earlier unless
+    /// `--allow-nonfinite` (see [`crate::finite`]).
     #[inline]
     fn bits(&self, v: f32) -> Option<u16> {
         match self {
@@ -43,7 +45,10 @@ impl HalfType {
                 let h = half::f16::from_f32(v);
                 (h.is_finite() || !v.is_finite()).then(|| h.to_bits())
             }
-            HalfType::Bf16 => Some(half::bf16::from_f32(v).to_bits()),
+            HalfType::Bf16 => {
+                let h = half::bf16::from_f32(v);
+                (h.is_finite() || !v.is_finite()).then(|| h.to_bits())
+            }
         }
     }
 }
@@ -51,8 +56,8 @@ impl HalfType {
 /// Elements converted per chunk.
 const CHUNK: usize = 1 << 16;
 
-/// Streams a checkpoint tensor into a 16-bit initializer `name`. Fails, naming the tensor, if a value overflows
-/// fp16.
+/// Streams a checkpoint tensor into a 16-bit initializer `name`. Fails, naming the tensor, if a value is not finite
+/// (unless the writer allows it) or overflows the 16-bit type.
 pub fn half_from_checkpoint(
     w: &mut WeightWriter,
     ckpt: &Checkpoint,
@@ -75,6 +80,7 @@ pub fn half_from_checkpoint(
         let n = CHUNK.min(numel - done);
         view.read_f32(done, &mut buf[..n]);
         ckpt.release_elements(view, done, done + n);
+        crate::finite::check(view, done, &buf[..n], w.allow_nonfinite)?;
         for (o, &v) in out[..n].iter_mut().zip(&buf[..n]) {
             *o = ty.bits(v).ok_or_else(|| ExportError::OutOfRange {
                 tensor: view.name.to_string(),
@@ -115,6 +121,10 @@ mod tests {
             HalfType::Bf16.bits(1e30),
             Some(half::bf16::from_f32(1e30).to_bits())
         );
+        // f32::MAX rounds up to bf16's infinity: refused like fp16's overflow.
+        assert_eq!(HalfType::Bf16.bits(f32::MAX), None);
+        assert_eq!(HalfType::Bf16.bits(-f32::MAX), None);
+        assert!(HalfType::Bf16.bits(3.38e38).is_some());
         // bf16 → fp16 is exact for in-range values with bf16's 8-bit significand.
         let v = half::bf16::from_bits(0x3e9a).to_f32();
         let h = half::f16::from_bits(HalfType::F16.bits(v).unwrap()).to_f32();

@@ -20,6 +20,8 @@ pub mod decoder;
 pub mod decoder_cpu;
 mod error;
 pub mod export;
+pub mod fingerprint;
+pub mod finite;
 pub mod genai;
 pub mod gguf;
 pub mod half;

@@ -126,6 +126,10 @@ struct Args {
     /// Replace OUT_DIR if it already exists.
     #[arg(long)]
     force: bool,
+    /// Export weights that are NaN or ±inf instead of refusing them (the export will likely produce garbage;
+    /// recorded as `allow_nonfinite` in gemma-onnx.json).
+    #[arg(long)]
+    allow_nonfinite: bool,
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
@@ -177,6 +181,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             dir,
             scale: args.lora_scale.unwrap_or(1.0),
         }),
+        allow_nonfinite: args.allow_nonfinite,
     };
     let report = export(&opts).with_context(|| format!("exporting {}", args.src_dir.display()))?;
     for warning in &report.warnings {

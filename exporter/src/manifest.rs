@@ -48,6 +48,14 @@ pub struct Manifest {
     pub kv_dtype: String,
     pub logits_dtype: String,
     pub exporter_version: String,
+    /// Size and sampled CRC-32 of every graph and external data file (`model.onnx`, `model.onnx_data`, the image
+    /// graphs), by file name, so the runtime can refuse a file changed or swapped after the export
+    /// ([`crate::fingerprint`]). Absent in exports made before 2026-12; those load unchecked.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub files: std::collections::BTreeMap<String, FileFingerprint>,
+    /// The export was made with `--allow-nonfinite`: its weights may hold NaN or ±inf. Absent (false) otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_nonfinite: bool,
     /// The optional one-element int64 input (`[]` or `[1]`) of the portable graphs (`model.onnx` when `graph` is "portable", and the
     /// image decoder `decoder_model_merged.onnx`): logits for the last K positions only; not fed, it is 0 and every
     /// position gets logits. Absent in exports made before 2026-11-29.
@@ -92,6 +100,24 @@ impl LoraManifest {
             merged_modules: s.merged.len(),
             sha256: s.sha256.clone(),
         }
+    }
+}
+
+/// One entry of `files`: see [`crate::fingerprint`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileFingerprint {
+    pub size: u64,
+    pub sampled_crc32: String,
+}
+
+impl FileFingerprint {
+    pub fn of(path: &Path) -> Result<FileFingerprint, ExportError> {
+        let (size, sampled_crc32) =
+            crate::fingerprint::fingerprint(path).map_err(|e| ExportError::io(path, e))?;
+        Ok(FileFingerprint {
+            size,
+            sampled_crc32,
+        })
     }
 }
 
@@ -203,6 +229,18 @@ impl Manifest {
                 _ => {}
             }
         }
+        if let Some(&id) = eos.iter().find(|&&id| id as usize >= t.vocab_size) {
+            return Err(ExportError::Config(gemma_models::ConfigError::Invalid {
+                path: if gen_path.is_file() {
+                    gen_path
+                } else {
+                    src.join("config.json")
+                },
+                field: "eos_token_id".into(),
+                expected: format!("a token id below vocab_size ({})", t.vocab_size),
+                found: id.to_string(),
+            }));
+        }
         let mut seen = std::collections::HashSet::new();
         eos.retain(|id| seen.insert(*id));
         let family = match t.family {
@@ -243,11 +281,25 @@ impl Manifest {
             kv_dtype: "float32".into(),
             logits_dtype: "float32".into(),
             exporter_version: env!("CARGO_PKG_VERSION").into(),
+            files: Default::default(),
+            allow_nonfinite: false,
             portable_logits_to_keep_input: Some(crate::decoder::LOGITS_TO_KEEP.into()),
             cpu: None,
             vision: cfg.vision_config.as_ref().map(VisionManifest::new),
             lora: None,
         })
+    }
+
+    /// Fingerprints every `*.onnx` and `*.onnx_data` file of the export folder `dir` into `files`.
+    pub fn fingerprint_files(&mut self, dir: &Path) -> Result<(), ExportError> {
+        for entry in std::fs::read_dir(dir).map_err(|e| ExportError::io(dir, e))? {
+            let entry = entry.map_err(|e| ExportError::io(dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".onnx") || name.ends_with(".onnx_data") {
+                self.files.insert(name, FileFingerprint::of(&entry.path())?);
+            }
+        }
+        Ok(())
     }
 
     pub fn write(&self, dir: &Path) -> Result<(), ExportError> {

@@ -38,6 +38,8 @@ pub struct WeightWriter {
     written: HashMap<String, TensorProto>,
     /// Reconstruction error of the block-quantized tensors written so far (see [`crate::quant`]).
     pub quant_stats: crate::quant::QuantStats,
+    /// Write NaN/±inf weights instead of refusing them (`--allow-nonfinite`; see [`crate::finite`]).
+    pub allow_nonfinite: bool,
 }
 
 impl WeightWriter {
@@ -56,6 +58,7 @@ impl WeightWriter {
             progress,
             written: HashMap::new(),
             quant_stats: Default::default(),
+            allow_nonfinite: false,
         })
     }
 
@@ -88,6 +91,7 @@ impl WeightWriter {
             if let Some(f) = map {
                 values.iter_mut().for_each(|v| *v = f(*v));
             }
+            crate::finite::check(view, 0, &values, self.allow_nonfinite)?;
             self.progress.inc((numel * 4) as u64);
             inline_f32(name, &dims, &values)
         } else {
@@ -100,6 +104,7 @@ impl WeightWriter {
                 if let Some(f) = map {
                     buf[..n].iter_mut().for_each(|v| *v = f(*v));
                 }
+                crate::finite::check(view, done, &buf[..n], self.allow_nonfinite)?;
                 self.write(bytemuck::cast_slice(&buf[..n]))?;
                 ckpt.release_elements(view, done, done + n);
                 done += n;

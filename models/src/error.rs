@@ -128,6 +128,10 @@ pub enum CheckpointError {
     /// A safetensors file changed (size or modification time) while the checkpoint was open.
     #[error("{path}: the file changed while it was being read (it was {was} bytes, now {now}); let the download or copy finish, then export again")]
     ChangedWhileReading { path: PathBuf, was: u64, now: u64 },
+    /// A checkpoint file (the weights, config.json, a tokenizer or template file) is a symlink leading out of the
+    /// checkpoint folder.
+    #[error("{}: a symlink to {}, outside the checkpoint folder; copy the file into the folder instead", path.display(), target.display())]
+    SymlinkEscapes { path: PathBuf, target: PathBuf },
 
     /// The safetensors header (the 8-byte length or the JSON after it) is malformed.
     #[error("{path}: invalid safetensors header: {detail}")]

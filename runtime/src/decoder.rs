@@ -81,6 +81,7 @@ impl Decoder {
             present_names,
         };
         decoder.check_graph(&model)?;
+        crate::integrity::check_graph_shapes(&decoder.session, &decoder.manifest, &model)?;
         Ok(decoder)
     }
 

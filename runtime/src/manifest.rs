@@ -84,10 +84,15 @@ pub struct Manifest {
     /// Present when `graph` is `"cpu"`.
     #[serde(default)]
     pub cpu: Option<CpuGraph>,
+    /// Size and sampled CRC-32 of the graph and data files, checked by [`Manifest::load`] (see
+    /// [`crate::integrity`]). Empty in exports made before fingerprints existed.
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, crate::integrity::FileFingerprint>,
 }
 
 impl Manifest {
-    /// Reads and validates `<dir>/gemma-onnx.json`.
+    /// Reads and validates `<dir>/gemma-onnx.json`, and checks the folder against it ([`crate::integrity`]): file
+    /// names inside the folder, fingerprints, sizes against config.json.
     pub fn load(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST_FILE);
         if !dir.is_dir() {
@@ -103,6 +108,11 @@ impl Manifest {
         }
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let manifest = Self::parse(&text, &path)?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::invalid_file(&path, format!("not valid JSON: {e}")))?;
+        for (key, name) in [("decoder", &manifest.decoder)] {
+            crate::integrity::inside(dir, &path, key, name)?;
+        }
         let decoder = dir.join(&manifest.decoder);
         if !decoder.is_file() {
             return Err(Error::invalid_file(
@@ -113,6 +123,7 @@ impl Manifest {
                 ),
             ));
         }
+        crate::integrity::check_folder(dir, &path, &value, &manifest)?;
         Ok(manifest)
     }
 

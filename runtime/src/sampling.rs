@@ -76,14 +76,21 @@ impl Sampler {
         if self.config.is_greedy() {
             return argmax(logits);
         }
-        let t = self.config.temperature;
+        // The candidates keep the raw logits (dividing by T > 0 does not change their order); the temperature is
+        // applied in f64 to differences from the max, `(l − max) / T ≤ 0`, so a tiny T (1e-39) gives weights of 0
+        // and 1 (greedy-like) instead of overflowing `l / T` to ±inf and NaN.
+        let t = self.config.temperature as f64;
+        if logits.contains(&f32::INFINITY) {
+            // An infinite logit has all the probability mass at any temperature.
+            return argmax(logits);
+        }
         self.candidates.clear();
         self.candidates.extend(
             logits
                 .iter()
                 .enumerate()
-                .filter(|(_, l)| !l.is_nan() && **l > f32::NEG_INFINITY)
-                .map(|(i, &l)| (i as u32, l / t)),
+                .filter(|(_, l)| l.is_finite())
+                .map(|(i, &l)| (i as u32, l)),
         );
         if self.candidates.is_empty() {
             return argmax(logits);
@@ -97,7 +104,7 @@ impl Sampler {
         }
         // Softmax weights in f64, relative to the max logit.
         let max = cands.iter().fold(f32::NEG_INFINITY, |m, c| m.max(c.1)) as f64;
-        let weight = |c: &(u32, f32)| (c.1 as f64 - max).exp();
+        let weight = |c: &(u32, f32)| ((c.1 as f64 - max) / t).exp();
         let total: f64 = cands.iter().map(weight).sum();
 
         // Top-p: the smallest prefix of the tokens sorted by probability whose mass reaches p. Only that prefix needs
@@ -226,6 +233,21 @@ mod tests {
             (f[0] - 0.5).abs() < 0.02 && (f[1] - 0.25).abs() < 0.02,
             "{f:?}"
         );
+    }
+
+    #[test]
+    fn tiny_temperatures_do_not_overflow() {
+        // l / 1e-39 overflows f32 to inf (and inf − inf = NaN); the sampler must still pick the most likely token.
+        let logits = [0.5f32, 3.0, -2.0, 2.9];
+        for t in [1e-39f32, f32::MIN_POSITIVE, 1e-45] {
+            let mut s = sampler(t, None, None, 3);
+            assert_eq!(histogram(&mut s, &logits, 200)[1], 200, "T = {t:e}");
+            let mut s = sampler(t, Some(2), Some(0.5), 3);
+            assert_eq!(histogram(&mut s, &logits, 200)[1], 200, "T = {t:e}");
+        }
+        // Large logits with a small T stay finite too.
+        let mut s = sampler(1e-30, None, None, 1);
+        assert_eq!(s.sample(&[1e30, -1e30, 2e30]), 2);
     }
 
     #[test]

@@ -14,6 +14,7 @@ fn export_cpu(tmp: &Path) -> PathBuf {
         force: false,
         progress: false,
         lora: None,
+        allow_nonfinite: false,
     })
     .unwrap();
     out

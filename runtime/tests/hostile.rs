@@ -320,6 +320,7 @@ fn vision_model(tmp: &Path) -> PathBuf {
         force: false,
         progress: false,
         lora: None,
+        allow_nonfinite: false,
     })
     .unwrap();
     write_tokenizer(

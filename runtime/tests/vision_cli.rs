@@ -31,6 +31,7 @@ fn export(tmp: &Path, fixture: &str) -> PathBuf {
         force: false,
         progress: false,
         lora: None,
+        allow_nonfinite: false,
     })
     .unwrap();
     out

@@ -57,6 +57,7 @@ pub fn export_graph_to_temp(src: &Path, graph: GraphKind) -> Result<(tempfile::T
         force: false,
         progress: false,
         lora: None,
+        allow_nonfinite: false,
     })
     .with_context(|| format!("exporting {}", src.display()))?;
     Ok((tmp, out))
@@ -78,6 +79,7 @@ pub fn export_precision_to_temp(
         force: false,
         progress: false,
         lora: None,
+        allow_nonfinite: false,
     })
     .with_context(|| format!("exporting {} at {}", src.display(), precision.name()))?;
     Ok((tmp, out))

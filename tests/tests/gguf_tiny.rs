@@ -83,6 +83,7 @@ fn opts(src: &Path, out: &Path) -> ExportOptions {
         force: false,
         progress: false,
         lora: None,
+        allow_nonfinite: false,
     }
 }
 

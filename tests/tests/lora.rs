@@ -50,6 +50,7 @@ fn export_with_lora(
             dir: adapter.to_path_buf(),
             scale,
         }),
+        allow_nonfinite: false,
     })
     .unwrap_or_else(|e| {
         panic!(

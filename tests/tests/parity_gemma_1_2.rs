@@ -171,6 +171,7 @@ fn export_error(src: &Path) -> ExportError {
         force: false,
         progress: false,
         lora: None,
+        allow_nonfinite: false,
     })
     .expect_err("the export should be refused");
     assert!(

@@ -474,6 +474,7 @@ fn export_writes_preprocess_onnx() -> Result<()> {
         force: false,
         progress: false,
         lora: None,
+        allow_nonfinite: false,
     })
     .expect_err("size 64 must be refused for a 56 px tower");
     let msg = format!("{err:#}");

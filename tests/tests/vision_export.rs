@@ -126,6 +126,7 @@ fn export_error(src: &Path) -> String {
         force: false,
         progress: false,
         lora: None,
+        allow_nonfinite: false,
     })
     .expect_err("the export should be refused");
     assert!(!out.exists(), "a refused export wrote {}", out.display());

@@ -37,7 +37,7 @@ pub fn column_importance(
     let p = cfg.text_prefix.as_str();
     let gain2 = |name: &str| -> Result<Vec<f32>, ExportError> {
         let v = ckpt.tensor(name)?.to_f32_vec();
-        Ok(v.iter().map(|g| (1.0 + g) * (1.0 + g)).collect())
+        Ok(v.iter().map(|&g| gain_square(g)).collect())
     };
     use super::Role;
     let role = Role::of(weight_name);
@@ -87,6 +87,17 @@ pub fn column_importance(
     )))
 }
 
+/// `(1 + g)²` for a norm gain `g`; a non-finite gain (only exported with `--allow-nonfinite`) or one whose square
+/// overflows counts as neutral (1), so it cannot make the whole importance vector NaN or infinite.
+fn gain_square(g: f32) -> f32 {
+    let v = (1.0 + g) * (1.0 + g);
+    if v.is_finite() {
+        v
+    } else {
+        1.0
+    }
+}
+
 /// `layers.{l}.` in a tensor name.
 fn layer_index(name: &str) -> Option<usize> {
     let rest = &name[name.find("layers.")? + "layers.".len()..];
@@ -132,11 +143,31 @@ fn gelu_second_moment(var: f32) -> f32 {
 }
 
 /// Keeps every column slightly important (a zero would let its weights go anywhere, and an all-zero block has no
-/// least-squares solution): adds 1e-4 of the mean.
+/// least-squares solution): adds 1e-4 of the mean. A non-finite entry (from weights so large that their squares
+/// overflow, or NaN weights exported with `--allow-nonfinite`) becomes the mean of the finite ones, so NaN never
+/// reaches the rounding searches.
 fn floor(mut v: Vec<f32>) -> Vec<f32> {
-    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64;
+    let finite = v.iter().filter(|x| x.is_finite()).count();
+    let mean = v
+        .iter()
+        .filter(|x| x.is_finite())
+        .map(|&x| x.max(0.0) as f64)
+        .sum::<f64>()
+        / finite.max(1) as f64;
+    let mean = if mean.is_finite() && mean > 0.0 {
+        mean
+    } else {
+        1.0
+    };
     let eps = (mean * 1e-4) as f32;
-    v.iter_mut().for_each(|x| *x = x.max(0.0) + eps);
+    v.iter_mut().for_each(|x| {
+        let base = if x.is_finite() {
+            x.max(0.0)
+        } else {
+            mean as f32
+        };
+        *x = (base + eps).min(f32::MAX);
+    });
     v
 }
 
@@ -152,6 +183,20 @@ mod tests {
             Some(0)
         );
         assert_eq!(layer_index("model.embed_tokens.weight"), None);
+    }
+
+    #[test]
+    fn non_finite_gains_and_importances_are_neutralised() {
+        assert_eq!(gain_square(f32::NAN), 1.0);
+        assert_eq!(gain_square(f32::INFINITY), 1.0);
+        assert_eq!(gain_square(f32::MAX), 1.0);
+        assert_eq!(gain_square(1.0), 4.0);
+        let v = floor(vec![1.0, f32::NAN, 3.0, f32::INFINITY]);
+        assert!(v.iter().all(|x| x.is_finite() && *x > 0.0), "{v:?}");
+        // The non-finite entries take the mean of the finite ones (2), plus the floor.
+        assert!((v[1] - 2.0002).abs() < 1e-4, "{v:?}");
+        let v = floor(vec![f32::NAN; 4]);
+        assert!(v.iter().all(|x| x.is_finite() && *x > 0.0), "{v:?}");
     }
 
     #[test]

@@ -161,6 +161,7 @@ pub fn quantize_stacked(
                 )
             } else {
                 view.read_f32(r0 * k, &mut x[..rows * k]);
+                crate::finite::check(view, r0 * k, &x[..rows * k], w.allow_nonfinite)?;
                 let job = Rows {
                     columns,
                     x: &x[..rows * k],
@@ -171,6 +172,22 @@ pub fn quantize_stacked(
                 job.quantize(k, block_size, scheme, threads)
             };
             ckpt.release_elements(view, r0 * k, (r0 + rows) * k);
+            // Finite weights can still give an infinite block scale (a block spanning ±3e38), and kept source
+            // blocks can carry a non-finite scale: refuse it rather than store a block that dequantizes to NaN.
+            if !w.allow_nonfinite {
+                if let Some(i) = scales[o0..o1].iter().position(|s| !s.is_finite()) {
+                    let (row, block) = (r0 + i / blocks, i % blocks);
+                    return Err(ExportError::OutOfRange {
+                        tensor: format!("{src} (row {row}, block {block})"),
+                        value: if keep {
+                            scales[o0 + i]
+                        } else {
+                            x[(i / blocks) * k + (block * block_size).min(k - 1)]
+                        },
+                        precision: scheme_name(scheme.bits),
+                    });
+                }
+            }
             err2 += e;
             sum2 += s;
             w.append(&out[..rows * row_bytes])?;
@@ -256,6 +273,15 @@ pub fn copy_symmetric_rows(
         sum2 += f64::from(d) * f64::from(d) * q2 as f64;
     }
     (0.0, sum2)
+}
+
+/// The precision name of a bit width, for errors.
+fn scheme_name(bits: u8) -> &'static str {
+    if bits == 4 {
+        "int4"
+    } else {
+        "int8"
+    }
 }
 
 /// One chunk of rows and where its results go.

@@ -64,6 +64,27 @@ pub(super) fn open_index(
     Ok((shards, tensors))
 }
 
+/// Refuses `path` (a file of the checkpoint folder `dir`) when, symlinks resolved, it lies outside `dir` and outside
+/// its Hub-cache `blobs` folder: the same rule as the index shards, for the single `model.safetensors`,
+/// config.json and every tokenizer, template and processor file the exporter reads or copies. A path that does not
+/// exist passes (the caller reports it if it needs it).
+pub fn check_inside(dir: &Path, path: &Path) -> Result<(), CheckpointError> {
+    let Ok(target) = path.canonicalize() else {
+        return Ok(());
+    };
+    if allowed_roots(dir)?
+        .iter()
+        .any(|root| target.starts_with(root))
+    {
+        Ok(())
+    } else {
+        Err(CheckpointError::SymlinkEscapes {
+            path: path.to_path_buf(),
+            target,
+        })
+    }
+}
+
 /// The folders a shard may resolve into after following symlinks: the checkpoint folder itself, plus — for a
 /// Hugging Face hub cache snapshot (`…/models--org--name/snapshots/<rev>/`, whose files are symlinks to
 /// `../../blobs/<hash>`) — that model's `blobs` folder.

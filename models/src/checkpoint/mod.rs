@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::CheckpointError;
 pub use adjust::{LowRank, ReadAdjust};
+pub use folder::check_inside;
 use shard::{Shard, StoredDType};
 
 /// File name of a single-file checkpoint.
@@ -178,6 +179,7 @@ impl Checkpoint {
         let index = dir.join(INDEX_FILE);
         // `exists`, not `is_file`: a FIFO or device under these names is refused by name, not skipped.
         let (shards, tensors) = if single.exists() {
+            folder::check_inside(dir, &single)?;
             let shard = Shard::open(&single)?;
             let tensors = shard.tensors.keys().map(|name| (name.clone(), 0)).collect();
             (vec![shard], tensors)

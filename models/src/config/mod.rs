@@ -20,6 +20,7 @@
 //! ```
 
 mod fields;
+mod ids;
 mod rope;
 #[cfg(test)]
 mod tests;

@@ -166,7 +166,7 @@ impl ImageGraphs {
         options: &RuntimeOptions,
     ) -> Result<Self> {
         let file = |name: &str| -> Result<PathBuf> {
-            let path = dir.join(name);
+            let path = crate::integrity::inside(dir, &dir.join(MANIFEST_FILE), "vision", name)?;
             if path.is_file() {
                 Ok(path)
             } else {
@@ -207,6 +207,8 @@ impl ImageGraphs {
                 ));
             }
         }
+        crate::integrity::check_graph_shapes(&decoder, manifest, &decoder_path)?;
+        crate::integrity::check_graph_shapes(&embed, manifest, &file(&section.embed_tokens)?)?;
         let mut cache_manifest = manifest.clone();
         cache_manifest.graph = "portable".into();
         cache_manifest.cpu = None;

@@ -168,6 +168,17 @@ pub fn decode_image(bytes: &[u8], name: &Path, limits: &ImageLimits) -> Result<R
         }
     };
     let fmt = format_name(format);
+    if format == ImageFormat::Jpeg {
+        // The JPEG decoder fills a cut-off scan with grey and succeeds; PIL (which transformers uses) refuses
+        // such a file ("image file is truncated"), and so do we.
+        if let Err(why) = jpeg_complete(bytes) {
+            return Err(err(
+                name,
+                ImageErrorKind::Corrupt,
+                format!("the JPEG file is truncated: {why}; PIL refuses it too"),
+            ));
+        }
+    }
     // The header alone: no pixel memory yet.
     let (w, h) = match reader().into_dimensions() {
         Ok(d) => d,
@@ -202,8 +213,91 @@ pub fn decode_image(bytes: &[u8], name: &Path, limits: &ImageLimits) -> Result<R
     Ok(to_rgb(img))
 }
 
-/// RGB as the processor's `convert_to_rgb` makes it: alpha over white, grey replicated, 16-bit reduced to 8.
+/// Walks the JPEG marker segments (and the entropy-coded data after each SOS) and checks that the image's EOI
+/// marker is reached before the data ends. An EOI inside an EXIF thumbnail does not count: APPn segments are
+/// skipped whole by their length.
+pub fn jpeg_complete(bytes: &[u8]) -> std::result::Result<(), &'static str> {
+    if bytes.get(..2) != Some(&[0xFF, 0xD8]) {
+        return Err("no start-of-image marker");
+    }
+    let mut i = 2;
+    loop {
+        // A marker: 0xFF (any number of fill bytes), then its code.
+        if bytes.get(i) != Some(&0xFF) {
+            return Err(if i >= bytes.len() {
+                "the data ends before the end-of-image marker"
+            } else {
+                "a marker is missing where one should be"
+            });
+        }
+        while bytes.get(i) == Some(&0xFF) {
+            i += 1;
+        }
+        let Some(&code) = bytes.get(i) else {
+            return Err("the data ends before the end-of-image marker");
+        };
+        i += 1;
+        match code {
+            0xD9 => return Ok(()),
+            0x01 | 0xD0..=0xD7 => continue, // TEM, RSTn: no length
+            _ => {}
+        }
+        let Some(len) = bytes.get(i..i + 2) else {
+            return Err("the data ends inside a marker segment");
+        };
+        let len = u16::from_be_bytes([len[0], len[1]]) as usize;
+        if len < 2 || i + len > bytes.len() {
+            return Err("the data ends inside a marker segment");
+        }
+        i += len;
+        if code == 0xDA {
+            // Entropy-coded data: runs until 0xFF followed by a byte other than 0x00 (stuffing) or RSTn.
+            loop {
+                match bytes.get(i..i + 2) {
+                    None => return Err("the data ends inside the compressed image data"),
+                    Some([0xFF, 0x00]) | Some([0xFF, 0xD0..=0xD7]) => i += 2,
+                    Some([0xFF, _]) => break,
+                    Some(_) => i += 1,
+                }
+            }
+        }
+    }
+}
+
+/// RGB as the processor's `convert_to_rgb` makes it: alpha over white, grey replicated, 16-bit reduced to 8 the
+/// way PIL reduces it. PIL opens 16-bit grey PNGs as mode `I;16` and `convert("RGBA")` clips them (values above 255
+/// become 255, the others keep their value), while 16-bit RGB(A) and grey+alpha PNGs are opened with their high
+/// bytes (`v >> 8`); the `image` crate would round `v / 257` instead. Both checked against Pillow 13.
 pub fn to_rgb(img: DynamicImage) -> RgbImage {
+    let img = match img {
+        DynamicImage::ImageLuma16(g) => {
+            let (w, h) = g.dimensions();
+            let grey: Vec<u8> = g.into_raw().into_iter().map(|v| v.min(255) as u8).collect();
+            DynamicImage::ImageLuma8(
+                image::GrayImage::from_raw(w, h, grey).expect("one byte per pixel"),
+            )
+        }
+        DynamicImage::ImageLumaA16(g) => {
+            let (w, h) = g.dimensions();
+            let raw: Vec<u8> = g.into_raw().into_iter().map(|v| (v >> 8) as u8).collect();
+            DynamicImage::ImageLumaA8(
+                image::GrayAlphaImage::from_raw(w, h, raw).expect("two bytes per pixel"),
+            )
+        }
+        DynamicImage::ImageRgb16(g) => {
+            let (w, h) = g.dimensions();
+            let raw: Vec<u8> = g.into_raw().into_iter().map(|v| (v >> 8) as u8).collect();
+            DynamicImage::ImageRgb8(RgbImage::from_raw(w, h, raw).expect("three bytes per pixel"))
+        }
+        DynamicImage::ImageRgba16(g) => {
+            let (w, h) = g.dimensions();
+            let raw: Vec<u8> = g.into_raw().into_iter().map(|v| (v >> 8) as u8).collect();
+            DynamicImage::ImageRgba8(
+                image::RgbaImage::from_raw(w, h, raw).expect("four bytes per pixel"),
+            )
+        }
+        other => other,
+    };
     if !img.color().has_alpha() {
         return img.into_rgb8();
     }

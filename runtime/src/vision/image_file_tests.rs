@@ -157,3 +157,63 @@ fn gif_gives_its_first_frame() {
     let rgb = decode_image(&out, Path::new("a.gif"), &limits()).unwrap();
     assert!(rgb.pixels().all(|p| p[0] < 30), "{:?}", rgb.get_pixel(0, 0));
 }
+
+/// A small JPEG made by the `image` crate (JFIF APP0, one baseline scan, EOI at the end).
+fn jpeg() -> Vec<u8> {
+    let img = DynamicImage::ImageRgb8(RgbImage::from_fn(64, 48, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x + y) % 251) as u8])
+    }));
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, ImageFormat::Jpeg).unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn truncated_jpegs_are_refused_like_pil_does() {
+    let full = jpeg();
+    assert_eq!(&full[full.len() - 2..], &[0xFF, 0xD9]);
+    assert!(jpeg_complete(&full).is_ok());
+    decode_image(&full, Path::new("ok.jpg"), &limits()).unwrap();
+    // Trailing bytes after EOI are accepted (PIL ignores them too).
+    let mut padded = full.clone();
+    padded.extend_from_slice(&[0; 16]);
+    decode_image(&padded, Path::new("padded.jpg"), &limits()).unwrap();
+    for (what, bytes) in [
+        ("cut in half", &full[..full.len() / 2]),
+        ("no end marker", &full[..full.len() - 2]),
+        ("cut in the headers", &full[..40]),
+    ] {
+        let (kind, msg) = kind_of(bytes);
+        assert_eq!(kind, ImageErrorKind::Corrupt, "{what}: {msg}");
+        assert!(msg.contains("JPEG file is truncated"), "{what}: {msg}");
+    }
+}
+
+#[test]
+fn sixteen_bit_grey_png_matches_pil() {
+    let png = include_bytes!("../../../tests/fixtures/images/grey16-8x4.png");
+    let expected: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../tests/fixtures/images/grey16-8x4.expected.json"
+    ))
+    .unwrap();
+    let want: Vec<u8> = expected["rgb"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u8)
+        .collect();
+    let rgb = decode_image(png, Path::new("grey16.png"), &limits()).unwrap();
+    assert_eq!(rgb.dimensions(), (8, 4));
+    assert_eq!(rgb.into_raw(), want);
+}
+
+#[test]
+fn sixteen_bit_colour_keeps_the_high_byte_like_pil() {
+    // PIL opens 16-bit RGB(A) PNGs with their high bytes (rawmode RGB;16B); checked with Pillow 13:
+    // 0x80FF -> 128 and 0x00FF -> 0, where rounding v / 257 would give 129 and 1.
+    let px = |v: u16| image::Rgb([v, v, 0xFFFF]);
+    let img = image::ImageBuffer::from_fn(2, 1, |x, _| px(if x == 0 { 0x80FF } else { 0x00FF }));
+    let rgb = to_rgb(DynamicImage::ImageRgb16(img));
+    assert_eq!(rgb.get_pixel(0, 0).0, [128, 128, 255]);
+    assert_eq!(rgb.get_pixel(1, 0).0, [0, 0, 255]);
+}

@@ -42,6 +42,7 @@ pub fn export() -> tempfile::TempDir {
         force: false,
         progress: false,
         lora: None,
+        allow_nonfinite: false,
     })
     .unwrap();
     tmp

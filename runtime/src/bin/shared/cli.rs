@@ -44,7 +44,7 @@ pub struct SamplingArgs {
         long,
         value_name = "T",
         default_value_t = 0.0,
-        allow_negative_numbers = true
+        allow_hyphen_values = true
     )]
     pub temperature: f32,
     /// Sample only among the K most likely tokens (needs --temperature > 0)
