@@ -265,11 +265,14 @@ fn token_ids_outside_the_vocab_and_huge_windows_are_refused() {
             "mqa-f32-hf5",
             "config.json",
             Box::new(|v| v["sliding_window"] = (1u64 << 62).into()),
-            vec![
-                "`sliding_window`",
-                "max_position_embeddings (128)",
-                "4611686018427387904",
-            ],
+            // Beyond the sanity limits every config value is checked against first (docs/reliability.md).
+            vec!["`sliding_window`", "sanity limit", "4611686018427387904"],
+        ),
+        (
+            "mqa-f32-hf5",
+            "config.json",
+            Box::new(|v| v["sliding_window"] = 1000.into()),
+            vec!["`sliding_window`", "max_position_embeddings (128)", "1000"],
         ),
         (
             "mqa-f32-hf5",

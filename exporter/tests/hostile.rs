@@ -544,7 +544,8 @@ fn hostile_checkpoints_are_refused_cleanly() {
                 fs::remove_file(s.join("config.json")).unwrap();
                 std::os::unix::fs::symlink("/dev/zero", s.join("config.json")).unwrap();
             },
-            "device",
+            // Refused before it is opened: checkpoint files may not be symlinks leading out of the folder.
+            "a symlink to /dev/zero, outside the checkpoint folder",
         ),
         (
             "/dev/zero as the shard",
@@ -552,7 +553,7 @@ fn hostile_checkpoints_are_refused_cleanly() {
                 fs::remove_file(s.join("model.safetensors")).unwrap();
                 std::os::unix::fs::symlink("/dev/zero", s.join("model.safetensors")).unwrap();
             },
-            "device",
+            "a symlink to /dev/zero, outside the checkpoint folder",
         ),
         (
             "a folder as the shard",
