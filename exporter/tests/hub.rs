@@ -4,6 +4,7 @@
 //! with `X-Repo-Commit` and `ETag`; safetensors files are "LFS" files whose `resolve/` redirects (302) to a second
 //! server standing for the CDN, with `X-Linked-Etag`/`X-Linked-Size`, and the CDN honours `Range`. Errors carry
 //! `X-Error-Code` as the real hub's do. Each test has its own `HF_HOME` and hub, and runs the real binary.
+//! LoRA (`--lora`) on a Hub id and on a Hub GGUF file is checked to give the same export as on the local source.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -427,6 +428,130 @@ fn download_exports_the_same_model_as_the_local_folder() {
     // The hub is asked once per file: a HEAD for its commit, ETag and size (small files then a GET).
     let heads = seen.iter().filter(|s| s.method == "HEAD").count();
     assert_eq!(heads, 3, "{seen:#?}");
+}
+
+/// LoRA on a Hub source: `gemma-export ORG/NAME --lora DIR` merges a local adapter into the downloaded weights
+/// exactly as into the same checkpoint in a local folder (the `rslora` adapter of tests/fixtures/lora/, made by peft
+/// for this checkpoint; its parity with peft's merged model is tests/tests/lora.rs's).
+#[test]
+fn lora_on_a_hub_id_equals_lora_on_the_local_folder() {
+    let hub = one_repo(
+        "google/tiny-gemma",
+        Repo::single(COMMIT_A, &fixture(SINGLE)),
+    );
+    let adapter = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/lora/rslora");
+    let tmp = tempfile::tempdir().unwrap();
+    let (home, out, local, plain) = (
+        tmp.path().join("hf"),
+        tmp.path().join("out"),
+        tmp.path().join("local"),
+        tmp.path().join("plain"),
+    );
+    let lora = ["--lora", adapter.to_str().unwrap(), "-q"];
+    let args = |src: &str, out: &Path| {
+        let mut a = vec![src.to_string(), "-o".into(), out.to_str().unwrap().into()];
+        a.extend(lora.iter().map(|s| s.to_string()));
+        a
+    };
+    let run = |hub: &str, a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        export(hub, &home, &a, &[])
+    };
+    assert_ok(&run(&hub.url, args("google/tiny-gemma", &out)));
+    assert_ok(&run(
+        "http://127.0.0.1:9",
+        args(fixture(SINGLE).to_str().unwrap(), &local),
+    ));
+    assert_same_export(&out, &local);
+
+    let manifest = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("gemma-onnx.json")).unwrap())
+            .unwrap()
+    };
+    let (from_hub, from_folder) = (
+        manifest(&out)["lora"].clone(),
+        manifest(&local)["lora"].clone(),
+    );
+    assert_eq!(from_hub, from_folder);
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(adapter.join("fixture.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        from_hub["merged_modules"], expected["merged_modules"],
+        "{from_hub}"
+    );
+    assert_eq!(from_hub["use_rslora"], true, "{from_hub}");
+
+    // The adapter is not a no-op here: without it the weights differ.
+    export_local(&fixture(SINGLE), &plain);
+    assert!(
+        std::fs::read(out.join("model.onnx_data")).unwrap()
+            != std::fs::read(plain.join("model.onnx_data")).unwrap(),
+        "the merged export has the plain model's weights"
+    );
+}
+
+/// LoRA on a GGUF file from the Hub: a repository holding only the tiny Gemma 3 GGUF of tests/fixtures/gguf/gemma3
+/// (its only `.gguf`, so it is picked without `--gguf-file`), exported with `--lora` on the adapter peft made for
+/// that model, gives the same export as the local file with the same adapter.
+#[test]
+fn lora_on_a_hub_gguf_equals_lora_on_the_local_gguf() {
+    let gguf =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/gguf/gemma3/model.gguf");
+    let adapter = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/lora/gguf-gemma3");
+    let bytes = std::fs::read(&gguf).unwrap();
+    let mut repo = Repo::default();
+    repo.refs.insert("main".into(), COMMIT_A.into());
+    repo.commits.insert(
+        COMMIT_A.into(),
+        vec![
+            File {
+                name: "README.md".into(),
+                bytes: Arc::new(b"# tiny GGUF".to_vec()),
+                etag: etag(b"# tiny GGUF"),
+            },
+            File {
+                name: "tiny-gemma3-BF16.gguf".into(),
+                etag: etag(&bytes),
+                bytes: Arc::new(bytes),
+            },
+        ],
+    );
+    let hub = one_repo("someone/tiny-gemma3-GGUF", repo);
+    let tmp = tempfile::tempdir().unwrap();
+    let (home, out, local) = (
+        tmp.path().join("hf"),
+        tmp.path().join("out"),
+        tmp.path().join("local"),
+    );
+    let run = |hub: &str, src: &str, out: &Path| {
+        let args = [
+            src,
+            "-o",
+            out.to_str().unwrap(),
+            "--lora",
+            adapter.to_str().unwrap(),
+            "-q",
+        ];
+        export(hub, &home, &args, &[])
+    };
+    assert_ok(&run(&hub.url, "someone/tiny-gemma3-GGUF", &out));
+    assert_ok(&run("http://127.0.0.1:9", gguf.to_str().unwrap(), &local));
+    assert_same_export(&out, &local);
+    let manifest = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("gemma-onnx.json")).unwrap())
+            .unwrap()
+    };
+    let from_hub = manifest(&out);
+    assert_eq!(from_hub["source_format"], "gguf");
+    assert_eq!(from_hub["lora"], manifest(&local)["lora"]);
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(adapter.join("fixture.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        from_hub["lora"]["merged_modules"], expected["merged_modules"],
+        "{from_hub}"
+    );
 }
 
 #[test]

@@ -6,12 +6,18 @@
 //! The GGUF is written by the test from the `mqa-f32-hf5` fixture (llama.cpp's names, norms stored as `1 + w`, dims
 //! fastest first) and opened through `Checkpoint::open_gguf`; the graph is built by the exporter's own decoder
 //! builder, as `gemma-export` does for a checkpoint.
+//!
+//! With a LoRA adapter (`--lora`), the adapted matrices are read through the merge, so their stored blocks are not
+//! the weights any more: a full `gemma-export FILE.gguf --precision int8 --lora DIR` re-quantizes exactly those and
+//! still keeps the others (the file also carries the metadata `gemma-export` needs for that).
 
 use gemma_exporter::builder::{model, GraphBuilder};
 use gemma_exporter::layers::Kernels;
 use gemma_exporter::quant::graph::MS_DOMAIN;
 use gemma_exporter::weights::WeightWriter;
-use gemma_exporter::{decoder, onnx, Manifest, Precision, QuantConfig};
+use gemma_exporter::{
+    decoder, onnx, ExportOptions, GraphKind, LoraOptions, Manifest, Precision, QuantConfig,
+};
 use gemma_models::{Checkpoint, ModelConfig};
 use gemma_runtime::Decoder;
 use gemma_tests::parity::parity_runtime;
@@ -158,9 +164,60 @@ fn gguf_type(hf: &str) -> u32 {
     }
 }
 
+/// GGUF metadata value type ids.
+const META_U32: u32 = 4;
+const META_F32: u32 = 6;
+const META_STRING: u32 = 8;
+
+/// The `gemma3.*` metadata of `cfg` as llama.cpp's converter writes it, enough for `gemma-export` to rebuild a
+/// config.json (attention scale and layer pattern follow llama.cpp's rules, not the fixture's config).
+fn gemma3_metadata(cfg: &ModelConfig) -> Vec<(&'static str, u32, Vec<u8>)> {
+    let t = &cfg.text;
+    let u32s = |v: usize| (v as u32).to_le_bytes().to_vec();
+    let f32s = |v: f64| (v as f32).to_le_bytes().to_vec();
+    vec![
+        ("general.architecture", META_STRING, gguf_str("gemma3")),
+        ("gemma3.block_count", META_U32, u32s(t.num_hidden_layers)),
+        (
+            "gemma3.context_length",
+            META_U32,
+            u32s(t.max_position_embeddings),
+        ),
+        ("gemma3.embedding_length", META_U32, u32s(t.hidden_size)),
+        (
+            "gemma3.feed_forward_length",
+            META_U32,
+            u32s(t.intermediate_size),
+        ),
+        (
+            "gemma3.attention.head_count",
+            META_U32,
+            u32s(t.num_attention_heads),
+        ),
+        (
+            "gemma3.attention.head_count_kv",
+            META_U32,
+            u32s(t.num_key_value_heads),
+        ),
+        ("gemma3.attention.key_length", META_U32, u32s(t.head_dim)),
+        ("gemma3.attention.value_length", META_U32, u32s(t.head_dim)),
+        (
+            "gemma3.attention.layer_norm_rms_epsilon",
+            META_F32,
+            f32s(t.rms_norm_eps),
+        ),
+        (
+            "gemma3.attention.sliding_window",
+            META_U32,
+            u32s(t.sliding_window.unwrap_or(512)),
+        ),
+        ("gemma3.attention.sliding_window_pattern", META_U32, u32s(3)),
+    ]
+}
+
 /// Writes the fixture's weights as a gemma3 GGUF; returns the tensors expected to be kept at int8 (the layers'
 /// matrices stored in a kept format; not the embedding, which int8 quantizes in blocks of 64).
-fn fixture_as_gguf(fixture: &Path, path: &Path, layers: usize) -> Vec<String> {
+fn fixture_as_gguf(fixture: &Path, path: &Path, cfg: &ModelConfig) -> Vec<String> {
     let src = Checkpoint::open(fixture).unwrap();
     let mut tensors = Vec::new();
     let mut kept = Vec::new();
@@ -185,15 +242,7 @@ fn fixture_as_gguf(fixture: &Path, path: &Path, layers: usize) -> Vec<String> {
         let dims = view.shape.iter().rev().map(|&d| d as u64).collect();
         tensors.push((gname, dims, ty, data));
     }
-    let metadata = [
-        ("general.architecture", 8, gguf_str("gemma3")),
-        (
-            "gemma3.block_count",
-            4,
-            (layers as u32).to_le_bytes().to_vec(),
-        ),
-    ];
-    write_gguf(path, &metadata, &tensors);
+    write_gguf(path, &gemma3_metadata(cfg), &tensors);
     kept.sort();
     kept
 }
@@ -249,7 +298,7 @@ fn int8_export_of_a_gguf_keeps_q8_0_q5_0_q4_0_blocks_with_the_same_logits() {
     let cfg = ModelConfig::from_file(&fixture.join("config.json")).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let gguf = tmp.path().join("tiny-q8_0.gguf");
-    let expected_kept = fixture_as_gguf(&fixture, &gguf, cfg.text.num_hidden_layers);
+    let expected_kept = fixture_as_gguf(&fixture, &gguf, &cfg);
     let ckpt = Checkpoint::open_gguf(&gguf).unwrap();
     let ids = Reference::load(&fixture)
         .unwrap()
@@ -298,5 +347,112 @@ fn int8_export_of_a_gguf_keeps_q8_0_q5_0_q4_0_blocks_with_the_same_logits() {
     assert!(
         diff <= 1e-4 * scale.max(1.0),
         "max |Δlogit| {diff} over max |logit| {scale}"
+    );
+}
+
+/// `gemma-export FILE.gguf -o OUT --precision int8 [--quant-spec keep=none] [--lora DIR]`; returns the manifest.
+fn export_cli_like(
+    src: &Path,
+    out: &Path,
+    precision: Precision,
+    lora: Option<&Path>,
+) -> serde_json::Value {
+    gemma_exporter::export(&ExportOptions {
+        src: src.to_path_buf(),
+        out: out.to_path_buf(),
+        precision,
+        graph: GraphKind::Portable,
+        force: false,
+        progress: false,
+        lora: lora.map(|dir| LoraOptions {
+            dir: dir.to_path_buf(),
+            scale: 1.0,
+        }),
+    })
+    .unwrap_or_else(|e| panic!("exporting {}: {e}", src.display()));
+    serde_json::from_str(&std::fs::read_to_string(out.join("gemma-onnx.json")).unwrap()).unwrap()
+}
+
+fn kept_of(manifest: &serde_json::Value) -> Vec<String> {
+    let mut kept: Vec<String> = manifest
+        .get("kept_source_blocks")
+        .map(|k| serde_json::from_value(k.clone()).unwrap())
+        .unwrap_or_default();
+    kept.sort();
+    kept
+}
+
+/// `--precision int8 --lora`: the adapter of `lora/layers-to-transform` (q_proj and up_proj of layers 1 and 4, i.e.
+/// two Q8_0 and two Q4_0 matrices of this GGUF) is merged as the weights are read, so those four are re-quantized
+/// from the merged values and the manifest does not list them; every other Q8_0/Q5_0/Q4_0 matrix is still kept. The
+/// merged export agrees with a `keep=none` one with the same adapter (and differs from the plain export), so the
+/// adapted blocks really are the merged weights.
+#[test]
+fn int8_export_of_a_gguf_with_lora_requantizes_the_adapted_tensors() {
+    let fixture = tiny_fixture("mqa-f32-hf5");
+    let cfg = ModelConfig::from_file(&fixture.join("config.json")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let gguf = tmp.path().join("tiny-q8_0.gguf");
+    let all_kept = fixture_as_gguf(&fixture, &gguf, &cfg);
+    let adapter = fixtures_dir().join("lora/layers-to-transform");
+    let adapted = [
+        "model.layers.1.mlp.up_proj.weight",
+        "model.layers.1.self_attn.q_proj.weight",
+        "model.layers.4.mlp.up_proj.weight",
+        "model.layers.4.self_attn.q_proj.weight",
+    ];
+    assert!(adapted.iter().all(|a| all_kept.iter().any(|k| k == a)));
+    let keep = || Precision::Int8(QuantConfig::int8());
+    let requantize = || Precision::Int8(QuantConfig::int8().parse_spec("keep=none").unwrap());
+    let dir = |n: &str| tmp.path().join(n);
+
+    let plain = export_cli_like(&gguf, &dir("plain"), keep(), None);
+    assert_eq!(
+        kept_of(&plain),
+        all_kept,
+        "without an adapter every block is kept"
+    );
+
+    let merged = export_cli_like(&gguf, &dir("merged"), keep(), Some(&adapter));
+    assert_eq!(merged["lora"]["merged_modules"], adapted.len());
+    let expected: Vec<String> = all_kept
+        .iter()
+        .filter(|k| !adapted.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(
+        kept_of(&merged),
+        expected,
+        "the adapted tensors are re-quantized, the others kept"
+    );
+
+    let merged_requant = export_cli_like(&gguf, &dir("merged-none"), requantize(), Some(&adapter));
+    assert!(kept_of(&merged_requant).is_empty());
+
+    let ids = Reference::load(&fixture)
+        .unwrap()
+        .i64_2d("prefill.input_ids")
+        .unwrap();
+    let (a, b) = (
+        logits(&dir("merged"), &ids),
+        logits(&dir("merged-none"), &ids),
+    );
+    let c = logits(&dir("plain"), &ids);
+    let max_diff = |x: &Array3<f32>, y: &Array3<f32>| {
+        x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()))
+    };
+    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let (same, lora_effect) = (max_diff(&a, &b), max_diff(&a, &c));
+    eprintln!(
+        "int8 + LoRA, kept vs re-quantized: max |Δlogit| {same:.3e}; merged vs plain {lora_effect:.3} (max |logit| {scale:.2})"
+    );
+    assert!(a.iter().all(|v| v.is_finite()));
+    assert!(
+        same <= 1e-4 * scale.max(1.0),
+        "kept vs re-quantized with the adapter: max |Δlogit| {same} over max |logit| {scale}"
+    );
+    assert!(
+        lora_effect > 1e-2,
+        "the adapter must change the int8 export: {lora_effect}"
     );
 }
