@@ -368,6 +368,7 @@ fn export_cli_like(
             dir: dir.to_path_buf(),
             scale: 1.0,
         }),
+        allow_nonfinite: false,
     })
     .unwrap_or_else(|e| panic!("exporting {}: {e}", src.display()));
     serde_json::from_str(&std::fs::read_to_string(out.join("gemma-onnx.json")).unwrap()).unwrap()
