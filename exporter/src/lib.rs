@@ -20,7 +20,7 @@ pub mod decoder;
 pub mod decoder_cpu;
 mod error;
 pub mod export;
-pub mod fingerprint;
+pub use gemma_models::fingerprint;
 pub mod finite;
 pub mod genai;
 pub mod gguf;

@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod files;
+pub mod fingerprint;
 pub mod gguf;
 pub mod lora;
 pub mod names;

@@ -26,7 +26,7 @@ pub mod chat_session;
 pub mod decoder;
 pub mod error;
 pub mod fim;
-pub mod fingerprint;
+pub use gemma_models::fingerprint;
 pub mod generate;
 pub mod integrity;
 pub mod kv_cache;

@@ -55,12 +55,7 @@ fn a_fresh_export_is_fingerprinted_and_runs() {
     for name in ["model.onnx", "model.onnx_data"] {
         let (size, crc) = gemma_runtime::fingerprint::fingerprint(&dir.join(name)).unwrap();
         assert_eq!(files[name]["size"], size, "{name}");
-        // The exporter's and the runtime's copies of the fingerprint code agree.
         assert_eq!(files[name]["sampled_crc32"], crc.as_str(), "{name}");
-        assert_eq!(
-            gemma_exporter::fingerprint::fingerprint(&dir.join(name)).unwrap(),
-            (size, crc)
-        );
     }
     success(&generate(&dir));
 }

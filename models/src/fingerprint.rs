@@ -4,8 +4,8 @@
 //! file from another export or precision) gives another value. It is not a cryptographic hash: it catches
 //! accidents and mix-ups, not an attacker who rewrites the manifest too.
 //!
-//! The exporter (`gemma_exporter::fingerprint`) and the runtime (`gemma_runtime::fingerprint`) each hold this code
-//! (the runtime does not depend on the exporter); the runtime tests check that they agree on real exports.
+//! The exporter writes it into `gemma-onnx.json` and the runtime checks it, both through this one module
+//! (re-exported as `gemma_exporter::fingerprint` and `gemma_runtime::fingerprint`).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
