@@ -90,19 +90,44 @@ def peer_ort_library(a):
     return out[1], out[0]
 
 
-def gemma_onnx(a, bins, entries, ort=None):
+def baseline_bins(a):
+    """The binaries of another build of gemma-onnx, for before/after rows in the same rounds: `--baseline DIR` (a
+    folder with gemma-export and gemma), or `--baseline-rev REV`, built here from `git archive REV` into WORK."""
+    if a.baseline:
+        d = a.baseline
+    else:
+        src = os.path.join(a.work, f"baseline-src-{a.baseline_rev}")
+        if not os.path.exists(os.path.join(src, "Cargo.toml")):
+            os.makedirs(src, exist_ok=True)
+            archive = subprocess.run(["git", "-C", ROOT, "archive", a.baseline_rev], capture_output=True, check=True)
+            subprocess.run(["tar", "-x", "-C", src], input=archive.stdout, check=True)
+        target = os.path.join(a.work, "baseline-target")
+        env = dict(os.environ, CARGO_TARGET_DIR=target)
+        run(["cargo", "build", "--release", "-q", "--manifest-path", os.path.join(src, "Cargo.toml"),
+             "-p", "gemma-exporter", "-p", "gemma-runtime"], env=env, capture=False)
+        d = os.path.join(target, "release")
+    bins = {"export": os.path.join(d, "gemma-export"), "gemma": os.path.join(d, "gemma")}
+    for b in bins.values():
+        if not os.access(b, os.X_OK):
+            raise SystemExit(f"--baseline: no executable {b}")
+    return bins
+
+
+def gemma_onnx(a, bins, entries, ort=None, label=None):
     """Every precision with the project's ONNX Runtime (scripts/setup-ort; exported here), or with `ort` =
-    (library, version): the same exports on another ONNX Runtime."""
+    (library, version): the same exports on another ONNX Runtime. `label` names another build (the baseline):
+    its rows and exports are kept apart from this tree's."""
     env = dict(os.environ)
     m = re.search(r"version=\$\{ORT_VERSION:-([0-9.]+)\}", open(os.path.join(ROOT, "scripts/setup-ort")).read())
-    engine = f"gemma-onnx on ORT {os.environ.get('ORT_VERSION', m.group(1) if m else '?')}"
+    name = f"gemma-onnx {label}" if label else "gemma-onnx"
+    engine = f"{name} on ORT {os.environ.get('ORT_VERSION', m.group(1) if m else '?')}"
     if ort:
         env["ORT_DYLIB_PATH"] = ort[0]
-        engine = f"gemma-onnx on ORT {ort[1]}"
+        engine = f"{name} on ORT {ort[1]}"
     for prec in (a.peer_ort_precisions if ort else a.precisions or precisions(bins["export"])):
         # `int4:emb=4a` = --precision int4 --quant-spec emb=4a
         base, _, spec = prec.partition(":")
-        out_dir = os.path.join(a.work, "gemma-onnx-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", prec))
+        out_dir = os.path.join(a.work, re.sub(r"[^A-Za-z0-9_.-]+", "_", name) + "-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", prec))
         secs = rss = None
         if not ort:
             cmd = [bins["export"], a.hf, "-o", out_dir, "--precision", base, "--force", "-q"]
@@ -227,6 +252,11 @@ def main():
                    help="gemma-onnx precisions also run on GenAI's onnxruntime wheel (none: skip)")
     p.add_argument("--skip", nargs="*", default=[], choices=["gemma-onnx", "genai", "llama"])
     p.add_argument("--rebuild", action="store_true", help="rebuild the GenAI models even if cached")
+    p.add_argument("--baseline", metavar="DIR",
+                   help="also measure another build's gemma-export and gemma (a folder holding both), in the same "
+                        "rounds: before/after figures of a change from one run")
+    p.add_argument("--baseline-rev", metavar="REV",
+                   help="like --baseline, with the binaries built from git revision REV (into WORK)")
     a = p.parse_args()
     os.makedirs(a.work, exist_ok=True)
     info = machine()
@@ -245,6 +275,8 @@ def main():
     entries = []
     if "gemma-onnx" not in a.skip:
         gemma_onnx(a, bins, entries)
+        if a.baseline or a.baseline_rev:
+            gemma_onnx(a, baseline_bins(a), entries, label=f"baseline {a.baseline_rev or a.baseline}")
     if "genai" not in a.skip:
         genai(a, entries)
         if "gemma-onnx" not in a.skip and a.peer_ort_precisions:
