@@ -3,7 +3,7 @@
 27 layers, 1152 wide, 896 px, 256 soft tokens per image) and a 2-layer text decoder of the 4B's width (hidden 2560,
 vocabulary 262208), random bf16 weights, plus the Gemma 3 tokenizer and chat template of the Gemma 3 270M folder that
 `scripts/get-model --hf` builds (or --tokenizer-dir) and a hub-style preprocessor_config.json. It measures the image path's time to first token and memory where no real
-4B weights are reachable (docs/vision.md, "Speed").
+4B weights are reachable (docs/benchmarks.md, "The image path").
 
     python benchmarks/synthetic_vision_checkpoint.py OUT_DIR [--text-layers 2] [--tokenizer-dir DIR]
     target/release/gemma-export OUT_DIR -o OUT_DIR-onnx -q
