@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark driver (benchmarks/run.sh sets up the venv and calls this; see the README's Benchmark
-section).
+"""Side-by-side benchmark driver (benchmarks/run.sh sets up the venv and calls this; see docs/benchmarks.md).
 
 For every precision that `gemma-export --help` lists, and for the peers (ONNX Runtime GenAI models built by its own
 builder from the same checkpoint, llama.cpp on the Q4_K_M GGUF), in one invocation on this machine: prefill tok/s

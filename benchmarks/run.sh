@@ -3,7 +3,8 @@
 # lists, ONNX Runtime GenAI 0.18 (models built by its own builder from the same checkpoint) and llama.cpp
 # (llama-cpp-python on the Q4_K_M GGUF), all with the same thread count. Prints one markdown table: prefill tok/s,
 # decode tok/s, peak RSS, mean NLL on tests/fixtures/real/perplexity.txt (the same token ids for every engine), model
-# size, export time and peak RSS. Raw numbers go to $GEMMA_BENCH_WORK/results-<threads>threads.json.
+# size, export time and peak RSS. Raw numbers go to $GEMMA_BENCH_WORK/results-<threads>threads.json. The latest figures
+# and how to read them: docs/benchmarks.md.
 #
 #   benchmarks/run.sh                      # everything, 2 threads
 #   THREADS=4 benchmarks/run.sh --skip llama
@@ -13,8 +14,8 @@
 #   GEMMA_BENCH_VENV  python venv with the peers   [~/.cache/gemma-onnx-bench-venv]; made on first use. Building
 #                     llama-cpp-python compiles llama.cpp (~15 min on 2 cores), once.
 #   GEMMA_BENCH_WORK  exports, GenAI models, results [~/.cache/gemma-onnx-bench]
-#   GEMMA3_270M_DIR   the HF checkpoint            [built by ../shared/tools/get-gemma3-270m]
-#   GEMMA3_270M_GGUF  the Q4_K_M GGUF              [~/.cache/gemma-test-models/gemma-3-270m-q4_k_m.gguf]
+#   GEMMA3_270M_DIR   the HF checkpoint            [the bf16 folder `scripts/get-model --hf` builds]
+#   GEMMA3_270M_GGUF  the Q4_K_M GGUF              [the project's default model, from `scripts/get-model`]
 # The GenAI builder needs torch: when the fixtures venv (~/.cache/gemma-onnx-fixtures-venv, see
 # tests/fixtures/README.md) has it, the benchmark venv borrows it through a .pth file instead of downloading it.
 set -euo pipefail
@@ -24,10 +25,10 @@ threads=${THREADS:-2}
 venv=${GEMMA_BENCH_VENV:-$HOME/.cache/gemma-onnx-bench-venv}
 work=${GEMMA_BENCH_WORK:-$HOME/.cache/gemma-onnx-bench}
 fixtures_venv=${GEMMA_FIXTURES_VENV:-$HOME/.cache/gemma-onnx-fixtures-venv}
-shared=${GEMMA_SHARED_DIR:-$root/../shared}
-hf=${GEMMA3_270M_DIR:-$("$shared/tools/get-gemma3-270m" | tail -n1)}
-gguf=${GEMMA3_270M_GGUF:-$HOME/.cache/gemma-test-models/gemma-3-270m-q4_k_m.gguf}
-[[ -f $gguf ]] || { echo "error: no GGUF at $gguf (run $shared/tools/get-gemma3-270m, or set GEMMA3_270M_GGUF)" >&2; exit 1; }
+gguf=${GEMMA3_270M_GGUF:-$(scripts/get-model | tail -n1)}
+hf=${GEMMA3_270M_DIR:-$(scripts/get-model --hf | tail -n1)}
+[[ -f $gguf ]] || { echo "error: no GGUF at $gguf (set GEMMA3_270M_GGUF, or unset it to use scripts/get-model)" >&2; exit 1; }
+[[ -f $hf/config.json ]] || { echo "error: no checkpoint folder at $hf (set GEMMA3_270M_DIR, or unset it to use scripts/get-model --hf)" >&2; exit 1; }
 
 scripts/setup-ort >/dev/null
 

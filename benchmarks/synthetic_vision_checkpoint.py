@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Writes a synthetic Gemma3ForConditionalGeneration checkpoint with the released 4B's image path (SigLIP So400m/14:
 27 layers, 1152 wide, 896 px, 256 soft tokens per image) and a 2-layer text decoder of the 4B's width (hidden 2560,
-vocabulary 262208), random bf16 weights, plus the Gemma 3 tokenizer and chat template of ../shared/models/gemma-3-270m
-and a hub-style preprocessor_config.json. It measures the image path's time to first token and memory where no real
-4B weights are reachable (docs/vision.md, "Speed").
+vocabulary 262208), random bf16 weights, plus the Gemma 3 tokenizer and chat template of the Gemma 3 270M folder that
+`scripts/get-model --hf` builds (or --tokenizer-dir) and a hub-style preprocessor_config.json. It measures the image path's time to first token and memory where no real
+4B weights are reachable (docs/benchmarks.md, "The image path").
 
-    python benchmarks/synthetic_vision_checkpoint.py OUT_DIR [--text-layers 2]
+    python benchmarks/synthetic_vision_checkpoint.py OUT_DIR [--text-layers 2] [--tokenizer-dir DIR]
     target/release/gemma-export OUT_DIR -o OUT_DIR-onnx -q
     /usr/bin/time -v target/release/gemma-vision describe photo.jpg -m OUT_DIR-onnx --threads 2 --json
 
@@ -15,17 +15,22 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 
 import torch
 from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TOKENIZER_DIR = os.path.join(HERE, "..", "..", "shared", "models", "gemma-3-270m")
 
 p = argparse.ArgumentParser()
 p.add_argument("out")
 p.add_argument("--text-layers", type=int, default=2)
+p.add_argument("--tokenizer-dir", help="folder with tokenizer.json and tokenizer_config.json "
+               "[default: the Gemma 3 270M folder of `scripts/get-model --hf`]")
 a = p.parse_args()
+tokenizer_dir = a.tokenizer_dir or subprocess.run(
+    [os.path.join(HERE, "..", "scripts", "get-model"), "--hf"], stdout=subprocess.PIPE, text=True, check=True
+).stdout.strip().splitlines()[-1]
 
 layers = a.text_layers
 config = Gemma3Config(
@@ -47,7 +52,7 @@ torch.manual_seed(0)
 model = Gemma3ForConditionalGeneration(config).to(torch.bfloat16)
 model.save_pretrained(a.out, max_shard_size="1GB")
 for f in ("tokenizer.json", "tokenizer_config.json"):
-    shutil.copy(os.path.join(TOKENIZER_DIR, f), os.path.join(a.out, f))
+    shutil.copy(os.path.join(tokenizer_dir, f), os.path.join(a.out, f))
 hub = {"image_processor_type": "Gemma3ImageProcessor", "processor_class": "Gemma3Processor",
        "size": {"height": 896, "width": 896}, "resample": 2, "do_resize": True, "do_rescale": True,
        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 pub use crate::output::temp_dir_path;
 
 /// Weight precision of the export. Activations, norms, the residual stream and the KV cache are float32 in all
-/// of them (spec §9.2: Gemma's activations overflow fp16).
+/// of them (semantics §9.2: Gemma's activations overflow fp16).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
     Fp32,

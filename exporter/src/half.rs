@@ -2,7 +2,7 @@
 //! fp32 right away, so every operation still runs in fp32 (ONNX Runtime folds that Cast into an fp32 initializer at
 //! load time).
 //!
-//! Why not fp16 compute: Gemma's residual stream and MLP activations exceed fp16's ±65504 (spec §9.2: ~1e5 in the
+//! Why not fp16 compute: Gemma's residual stream and MLP activations exceed fp16's ±65504 (semantics §9.2: ~1e5 in the
 //! 270M), and ONNX Runtime's CPU provider has no fp16 or bf16 GEMM on x86 anyway (it inserts Casts back to fp32).
 //! The gain is the file size; run-time memory and speed are those of fp32.
 

@@ -17,12 +17,11 @@ enum PrecisionArg {
     /// kernels, so this is bf16 storage with fp32 compute, memory and speed.
     Bf16,
     /// Every projection and the tied embedding/lm_head 8-bit (MatMulNBits / GatherBlockQuantized; symmetric;
-    /// the layers in blocks of 32 like GGUF's Q8_0, the table in blocks of 64). Gemma 3 270M: 27% of fp32's
-    /// size, mean NLL +0.07%, 2.7x fp32's decode speed.
+    /// the layers in blocks of 32 like GGUF's Q8_0, the table in blocks of 64): close to fp32's quality at
+    /// about a quarter of its size, and much faster. Measurements: docs/benchmarks.md.
     Int8,
-    /// The embedding/lm_head table 4-bit (asymmetric, blocks of 32), the layers 8-bit: the smallest and
-    /// fastest export we measured within 2% of fp32's NLL (Gemma 3 270M: 21% of fp32's size, +1.7%, 1.2x
-    /// int8's decode speed). All-4-bit is `--quant-spec all=4a` (16%, +6.8%).
+    /// The embedding/lm_head table 4-bit (asymmetric, blocks of 32), the layers 8-bit: smaller and faster than
+    /// int8, for a small loss of quality; all-4-bit is `--quant-spec all=4a`. Measurements: docs/benchmarks.md.
     Int4,
 }
 
@@ -32,7 +31,8 @@ enum GraphArg {
     /// last-position logits, fused contrib ops (GroupQueryAttention, SkipSimplifiedLayerNormalization,
     /// RotaryEmbedding). Runs with the `gemma` runtime (ONNX Runtime ≥ 1.31).
     Cpu,
-    /// Standard ONNX ops only (opset 21), Optimum/transformers.js I/O: loads in any ONNX runtime.
+    /// Optimum/transformers.js I/O, standard ONNX ops (opset 21) at fp32/fp16/bf16: loads in any ONNX runtime.
+    /// int8/int4 add ONNX Runtime's contrib MatMulNBits and GatherBlockQuantized (domain com.microsoft).
     Portable,
 }
 
@@ -49,8 +49,9 @@ enum GraphArg {
 /// tensor names), config.json, generation_config.json, the tokenizer files and
 /// gemma-onnx.json. The decoder graph is `--graph cpu` (default: ONNX Runtime
 /// contrib ops, KV cache updated in place, last-position logits) or
-/// `--graph portable` (standard ONNX ops only, for any runtime); both give the
-/// same logits. The export is written to a temporary folder beside OUT_DIR and
+/// `--graph portable` (standard ONNX ops at fp32/fp16/bf16, for any runtime;
+/// int8/int4 add ONNX Runtime's contrib quantized ops); both give the same
+/// logits. The export is written to a temporary folder beside OUT_DIR and
 /// renamed at the end, so an interrupted export never looks complete.
 ///
 /// Gemma3ForConditionalGeneration checkpoints (vision tower named
@@ -96,7 +97,7 @@ struct Args {
     /// Weight precision.
     #[arg(long, value_enum, default_value = "fp32")]
     precision: PrecisionArg,
-    /// Decoder graph: `cpu` (fast, ONNX Runtime) or `portable` (standard ops, any runtime).
+    /// Decoder graph: `cpu` (fast, ONNX Runtime) or `portable` (standard ops at fp32/fp16/bf16, any runtime).
     #[arg(long, value_enum, default_value = "cpu")]
     graph: GraphArg,
     /// int8/int4: values per quantization block along the input dimension: 16, 32, 64, 128 or 256.

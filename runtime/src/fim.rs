@@ -1,4 +1,4 @@
-//! CodeGemma fill-in-the-middle (FIM) prompts (spec §2.3; ai.google.dev "CodeGemma formatting"):
+//! CodeGemma fill-in-the-middle (FIM) prompts (semantics §2.3; ai.google.dev "CodeGemma formatting"):
 //!
 //! ```text
 //! <bos><|fim_prefix|>{code before the cursor}<|fim_suffix|>{code after the cursor}<|fim_middle|>

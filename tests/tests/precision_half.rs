@@ -11,7 +11,7 @@
 //! twice the worst case: loose enough for rounding luck, tight enough to catch a wrong cast, scale or layout (those
 //! move logits by O(1)).
 //!
-//! Overflow. Gemma's activations exceed fp16's range (spec §9.2); these exports keep them fp32, so the fp16 export
+//! Overflow. Gemma's activations exceed fp16's range (semantics §9.2); these exports keep them fp32, so the fp16 export
 //! of a bf16 checkpoint must give finite logits identical (within 1e-4) to fp32.
 
 use gemma_exporter::{GraphKind, Precision};
@@ -125,7 +125,7 @@ fn half_precisions_in_the_cpu_graph() {
 }
 
 /// What is stored: every projection and the (tied) embedding as 16-bit floats, once; the folded norm gains stay
-/// fp32 (spec §1.2: rounding `1 + w` loses precision).
+/// fp32 (semantics §1.2: rounding `1 + w` loses precision).
 #[test]
 fn weights_are_stored_in_16_bits_and_norms_in_fp32() {
     use gemma_exporter::onnx::{DataType, ModelProto};

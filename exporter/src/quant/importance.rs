@@ -15,13 +15,11 @@
 //! - down_proj reads `gelu(gate_i) · up_i` with `gate_i ~ N(0, σ_g²)`, `up_i ~ N(0, σ_u²)` from the same formula:
 //!   `E[a_i²] = E[gelu(z)²] σ_u²`, `z ~ N(0, σ_g²)`.
 //!
-//! The searches weigh column `k` by `E[a_k²]^½` (`--quant-spec imp=gains`; off by default). Measured on the real
-//! Gemma 3 270M, one 4-bit class at a time (the rest 8-bit; points of mean-NLL % over fp32): up 2.15 → 1.19,
-//! o 1.12 → 0.62, down 1.17 → 1.19, q 0.43 → 0.84, and all layers together at 4 bits 4.81 → 5.68; weighing by
-//! `E[a²]` itself was worse (up 3.18), and weighting the tied table by the final norm too (1.76 → 2.66). The
-//! assumption of unit-variance normalised inputs is the weak point: Gemma's residual stream has outlier channels
-//! whose normalised values are large exactly where the gains are small. Measured activations (a calibration
-//! pass) would be needed to make this reliable.
+//! The searches weigh column `k` by `E[a_k²]^½` (`--quant-spec imp=gains`; off by default). On the real Gemma 3
+//! 270M it helped some tensor classes and hurt others, and all layers at 4 bits together got worse
+//! (docs/benchmarks.md, "Column importance"). The assumption of unit-variance normalised inputs is the weak point:
+//! Gemma's residual stream has outlier channels whose normalised values are large exactly where the gains are
+//! small. Measured activations (a calibration pass) would be needed to make this reliable.
 
 use crate::ExportError;
 use gemma_models::{names, Checkpoint, ModelConfig};
@@ -43,7 +41,7 @@ pub fn column_importance(
     let role = Role::of(weight_name);
     if role == Role::Embedding {
         // The table is also the embedding lookup, whose error reaches the residual stream unweighted; weighting it
-        // by the final norm for the lm_head measured worse (see the module docs).
+        // by the final norm for the lm_head measured worse (docs/benchmarks.md).
         return Ok(None);
     }
     let Some(l) = layer_index(weight_name) else {

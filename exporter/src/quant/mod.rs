@@ -10,8 +10,8 @@
 //! The scheme differs per tensor class ([`Role`]): ordinary projections, `v_proj`, `down_proj` (the tensors
 //! llama.cpp's Q4_K_M keeps at higher precision) and the embedding, which for Gemma is also the tied lm_head and
 //! more than half of a small model's weights. [`QuantConfig::int4`] is the default `int4` export, chosen by
-//! measuring the mean NLL of the real Gemma 3 270M on `tests/fixtures/real/perplexity.txt` (see the table in
-//! [`QuantConfig::int4`]); [`QuantConfig::parse_spec`] lets any other mix be exported for such studies.
+//! measuring the mean NLL of the real Gemma 3 270M on `tests/fixtures/real/perplexity.txt` (the study is in
+//! docs/benchmarks.md); [`QuantConfig::parse_spec`] lets any other mix be exported for such studies.
 //!
 //! - [`rounding`]: how one block becomes codes (round-to-nearest or a least-squares scale search).
 //! - [`pack`]: streams a checkpoint tensor through the rounder into `MatMulNBits`' packed layout.
@@ -226,33 +226,11 @@ impl QuantConfig {
     /// blocks of 32, scales and zero points searched; every projection of the layers in 8 bits, symmetric, blocks of
     /// 32; int8 activations inside the MatMuls.
     ///
-    /// Chosen on the real Gemma 3 270M (mean NLL on `tests/fixtures/real/perplexity.txt`, fp32 = 3.7954; sizes of
-    /// `model.onnx_data`; decode tok/s and peak RSS from `benchmarks/run.sh`, 2 threads, where noted):
-    ///
-    /// | spec | MiB | NLL vs fp32 | decode tok/s, RSS MiB |
-    /// |---|---|---|---|
-    /// | `all=8s,emb=8s64` (= `int8`) | 279 | +0.07% | 72.6, 418 |
-    /// | `all=8s,emb=4a16` (the int4 default until 2026-11-29) | 234 | +1.36% | 70.5, 433 |
-    /// | `all=8s,emb=4a` (this default) | 212 | +1.72% | 82.6, 368 |
-    /// | `all=8s64,emb=4a` | 206 | +2.30% | |
-    /// | `all=4a,emb=8s` (llama.cpp-like: 8-bit table, 4-bit layers) | 250 | +4.81% | |
-    /// | `all=4a16,emb=8s` | 261 | +3.82% | |
-    /// | `all=4a` | 172 | +6.79% | |
-    /// | `all=4a-rtn` (no search) | 172 | +8.87% | |
-    /// | `all=4s` | 166 | +13.48% | |
-    /// | `all=4s-rtn` (ONNX Runtime GenAI's int4: RTN, symmetric, blocks of 32) | 166 | +17.2% | |
-    ///
-    /// No 4-bit-class mix stays within 1% of fp32 on this checkpoint, so `int4` is the size and speed choice and
-    /// `int8` the quality one. Blocks of 16 for the table cost 0.36 points less NLL than blocks of 32, but ONNX
-    /// Runtime's int8-activation kernel runs a 4-bit MatMul in blocks of 16 at half the speed (the `[262144, 640]`
-    /// lm_head: 7.8 ms against 3.8 ms per token on 2 threads), which made that int4 slower than `int8` and larger in
-    /// memory.
-    ///
-    /// One 4-bit class at a time, everything else 8-bit: q +0.22, k +0.38, v +0.20, o +0.91, gate +0.57,
-    /// up +1.94, down +0.96, embedding +1.55 (points of % over `all=8s` at +0.21% then) — per byte saved the layers
-    /// cost 4 to 40 times more than the table, which is 63% of this model's weights. This checkpoint was dequantized
-    /// from a GGUF whose q/k/gate/up are 5-bit (Q5_0) and o/down 4-bit with real-valued minimums (Q4_K), which a
-    /// 4-bit grid with an integer zero point cannot hold; its table is 8-bit (Q8_0), which `8s` holds exactly.
+    /// Chosen on the real Gemma 3 270M by mean NLL, size and decode speed: no 4-bit-class mix stays within 1% of
+    /// fp32's NLL there, so `int4` is the size and speed choice and `int8` the quality one. The layers stay 8-bit
+    /// because, per byte saved, a 4-bit layer class costs far more NLL than the 4-bit table (63% of that model's
+    /// weights); the table is in blocks of 32, not 16, because ONNX Runtime's int8-activation kernel runs 4-bit
+    /// blocks of 16 at half the speed. The measurements: docs/benchmarks.md, "Choosing the quantized defaults".
     pub const fn int4() -> QuantConfig {
         let mut q = QuantConfig::uniform(TensorScheme::new(8, true, Rounding::Search));
         q.schemes[Role::Embedding as usize] = TensorScheme::new(4, false, Rounding::Search);
@@ -262,12 +240,10 @@ impl QuantConfig {
     /// The default of `--precision int8` (spec `all=8s,emb=8s64`): everything 8-bit symmetric, scales searched; the
     /// layers in blocks of 32 (the layout of GGUF's Q8_0), the embedding/lm_head in blocks of 64.
     ///
-    /// The lm_head is the largest MatMul of a small Gemma and ONNX Runtime's int8-activation kernel runs it faster
-    /// with longer blocks: on Gemma 3 270M's `[262144, 640]` head with 2 threads, one product takes 6.5 ms in blocks
-    /// of 32 and 4.2 ms in blocks of 64 (4-bit asymmetric: 7.8 ms in blocks of 16, 3.8 ms in blocks of 32). Mean NLL
-    /// on `tests/fixtures/real/perplexity.txt` (fp32 3.7954): blocks of 32 3.8051 (+0.26%), of 64 3.7981 (+0.07%),
-    /// of 128 3.8360 (+1.07%: the activations are quantized per block too, and coarser blocks lose Gemma's outlier
-    /// channels).
+    /// The lm_head is the largest MatMul of a small Gemma, and ONNX Runtime's int8-activation kernel runs it faster
+    /// with longer blocks. Blocks of 64 also measured a lower NLL than 32 there, and 128 a clearly higher one (the
+    /// activations are quantized per block too, and coarser blocks lose Gemma's outlier channels). The
+    /// measurements: docs/benchmarks.md, "Choosing the quantized defaults".
     pub const fn int8() -> QuantConfig {
         let mut q = QuantConfig::uniform(TensorScheme::new(8, true, Rounding::Search));
         q.schemes[Role::Embedding as usize] =

@@ -1,4 +1,4 @@
-//! Image files → RGB pixels, the way transformers feeds Gemma 3's processor (spec §6.2 step 1): JPEG, PNG, WebP,
+//! Image files → RGB pixels, the way transformers feeds Gemma 3's processor (semantics §6.2 step 1): JPEG, PNG, WebP,
 //! GIF (first frame) and BMP through the `image` crate; EXIF orientation applied (as `transformers.image_utils.
 //! load_image` does with `exif_transpose`); alpha composited over **white** with Pillow's integer formula (bit-exact
 //! with `PIL.Image.alpha_composite`, which the processor's `convert_to_rgb` uses); grey replicated to RGB.

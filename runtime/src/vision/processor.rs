@@ -1,4 +1,4 @@
-//! The text half of `Gemma3Processor` (spec §6.4): each `<start_of_image>` placeholder of the prompt becomes the
+//! The text half of `Gemma3Processor` (semantics §6.4): each `<start_of_image>` placeholder of the prompt becomes the
 //! image's token sequence, and `token_type_ids` mark the `<image_soft_token>` rows that the image features replace.
 //!
 //! Per image with `n` Pan & Scan crops (`seq` = `"\n\n<start_of_image>" + "<image_soft_token>"×T +

@@ -1,4 +1,4 @@
-//! The Gemma 3 image processor's settings that `preprocess.onnx` bakes in (spec §6.1).
+//! The Gemma 3 image processor's settings that `preprocess.onnx` bakes in (semantics §6.1).
 //!
 //! transformers 5.x reads them from the `image_processor` object nested in `processor_config.json` when there is
 //! one, else from `preprocessor_config.json` (`image_processing_base.py: get_image_processor_dict`), and we do the

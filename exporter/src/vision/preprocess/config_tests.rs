@@ -9,7 +9,7 @@ fn parse(v: Value) -> Result<PreprocessConfig, ExportError> {
 
 #[test]
 fn hub_config_fills_nulls_with_processor_defaults() {
-    // The hub's Gemma 3 preprocessor_config.json (spec §6.1), verbatim.
+    // The hub's Gemma 3 preprocessor_config.json (semantics §6.1), verbatim.
     let c = parse(json!({
         "image_processor_type": "Gemma3ImageProcessor", "processor_class": "Gemma3Processor",
         "size": {"height": 896, "width": 896}, "resample": 2, "do_resize": true,

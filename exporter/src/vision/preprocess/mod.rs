@@ -1,4 +1,4 @@
-//! `preprocess.onnx`: Gemma 3's image processor (`Gemma3ImageProcessorPil`, spec §6) as one ONNX graph, so that
+//! `preprocess.onnx`: Gemma 3's image processor (`Gemma3ImageProcessorPil`, semantics §6) as one ONNX graph, so that
 //! every runtime feeds the encoder the same pixels as transformers.
 //!
 //! | input | |
@@ -122,7 +122,7 @@ pub fn write_preprocess(dir: &Path, cfg: &PreprocessConfig) -> Result<(), Export
 }
 
 /// The crop count and the boxes `[1 + n, 4]` (full image first) of `Gemma3ImageProcessorPil.pan_and_scan`
-/// (spec §6.3) for an `h × w` image, or no crops when `do_pas` is false.
+/// (semantics §6.3) for an `h × w` image, or no crops when `do_pas` is false.
 fn pan_and_scan_boxes(
     g: &mut GraphBuilder,
     cfg: &PreprocessConfig,

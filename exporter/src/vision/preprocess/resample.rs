@@ -21,8 +21,8 @@
 //! tap: work and memory stay proportional to the pass's output. A pass whose size does not change is skipped,
 //! as Pillow does (its arithmetic would be the identity anyway: weights 2²² and 0).
 //!
-//! Cost on 2 CPU threads (ONNX Runtime 1.31): ~60 ms for an 896×896 input, ~150 ms for 480×640, ~0.8 s for a
-//! 12 MP photo (Pillow alone: 4, 40, 150 ms); the vision encoder that follows takes far longer.
+//! It costs more than Pillow but far less than the vision encoder that follows (docs/benchmarks.md, "The image
+//! path").
 
 use super::ops::{self, at, cast, counted_loop, f64s, f64t, i32s, i64s, i64v};
 use crate::builder::{Attr, Dim, GraphBuilder, Value};
