@@ -38,11 +38,14 @@ if [[ ! -x $venv/bin/python ]]; then
   "$venv/bin/pip" install -q --upgrade pip
 fi
 py=$venv/bin/python
-"$py" -c 'import numpy, tokenizers, onnx, onnx_ir, transformers, onnxruntime_genai' 2>/dev/null || {
+# Peers named after --skip are neither installed nor built.
+skipped=" $(printf '%s\n' "$@" | sed -n '/^--skip$/,/^--/p' | grep -v '^--' | tr '\n' ' ')"
+"$py" -c 'import tokenizers' 2>/dev/null || "$venv/bin/pip" install -q tokenizers
+[[ $skipped == *" genai "* ]] || "$py" -c 'import numpy, tokenizers, onnx, onnx_ir, transformers, onnxruntime_genai' 2>/dev/null || {
   echo "[bench] installing onnxruntime-genai 0.18 and its builder's dependencies" >&2
   "$venv/bin/pip" install -q numpy tokenizers onnx onnx_ir transformers "onnxruntime-genai==0.18.*"
 }
-"$py" -c 'import torch' 2>/dev/null || {
+[[ $skipped == *" genai "* ]] || "$py" -c 'import torch' 2>/dev/null || {
   site=$(echo "$fixtures_venv"/lib/python3*/site-packages)
   if [[ -d $site/torch ]]; then
     echo "$site" > "$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/zz-borrowed-torch.pth"
@@ -50,7 +53,7 @@ py=$venv/bin/python
     "$venv/bin/pip" install -q torch
   fi
 }
-"$py" -c 'import llama_cpp' 2>/dev/null || {
+[[ $skipped == *" llama "* ]] || "$py" -c 'import llama_cpp' 2>/dev/null || {
   echo "[bench] building llama-cpp-python from source (compiles llama.cpp; ~15 min on 2 cores, once)" >&2
   CMAKE_ARGS="-DGGML_NATIVE=ON" "$venv/bin/pip" install -q "llama-cpp-python==0.3.*"
 }
