@@ -19,7 +19,7 @@
 //! [`ChatOptions::fold_system`] is off, the session does what Gemma 3's template does: the system text and a blank
 //! line go before the first user message ([`ChatSession::system_folded`] says so).
 
-use crate::chat::Message;
+use crate::chat_template::Message;
 use crate::error::{Error, Result};
 use crate::generate::{with_single_bos, GenerateOptions, GenerationOutput, Generator};
 use crate::kv_cache::KvCache;

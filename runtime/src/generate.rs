@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::chat::{ChatTemplate, Message};
+use crate::chat_template::{ChatTemplate, Message};
 use crate::decoder::Decoder;
 use crate::error::{Error, Result};
 use crate::fim::FimTokens;

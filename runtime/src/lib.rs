@@ -3,7 +3,7 @@
 //! - [`ort_env`] finds and loads `libonnxruntime`, picks execution providers, creates sessions.
 //! - [`manifest`] reads `gemma-onnx.json`.
 //! - [`decoder`] and [`kv_cache`] run one forward pass of the decoder graph, with its KV cache.
-//! - [`sampling`], [`tokenizer`] and [`chat`] choose the next token, map text ↔ tokens, render chat templates.
+//! - [`sampling`], [`tokenizer`] and [`chat_template`] choose the next token, map text ↔ tokens, render chat templates.
 //! - [`generate`] and [`perplexity`] do text generation and teacher-forced scoring; [`fim`] builds CodeGemma
 //!   fill-in-the-middle prompts; [`chat_session`] holds a multi-turn conversation over one KV cache.
 //! - [`vision`] runs the image graphs of Gemma 3 multimodal exports: image decoding, `preprocess.onnx`, the
@@ -21,8 +21,8 @@
 
 pub mod alloc_budget;
 pub mod bench;
-pub mod chat;
 pub mod chat_session;
+pub mod chat_template;
 pub mod decoder;
 pub mod error;
 pub mod fim;
@@ -38,9 +38,11 @@ pub mod sampling;
 pub mod tokenizer;
 pub mod vision;
 
-pub use chat::{ChatTemplate, Message};
 pub use chat_session::{ChatOptions, ChatSession, TurnReport};
-pub use decoder::{position_ids_from_mask, single_sequence_inputs, Decoder, LogitsMode};
+pub use chat_template::{ChatTemplate, Message};
+pub use decoder::{
+    position_ids_from_mask, single_sequence_inputs, Decoder, LogitsMode, Step, TokenInput,
+};
 pub use error::{Error, Result};
 pub use generate::{GenerateOptions, GenerationOutput, Generator, StopReason};
 pub use kv_cache::KvCache;

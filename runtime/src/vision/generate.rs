@@ -18,7 +18,8 @@ use ndarray::{s, Array2, Array3, ArrayView3, ArrayView4};
 use super::graphs::{ImageGraphs, VisionSection};
 use super::image_file::{load_image, ImageLimits};
 use super::processor::{self, prefill_chunks, token_type_ids, ImageTokens};
-use crate::chat::ChatTemplate;
+use crate::chat_template::ChatTemplate;
+use crate::decoder::{LogitsMode, TokenInput};
 use crate::error::{Error, Result};
 use crate::generate::{
     check_prompt, decode_loop, rate, GenerateOptions, GenerationOutput, END_OF_TURN,
@@ -221,8 +222,13 @@ impl VisionGenerator {
         let embeds = self.embed_with_features(ids, features)?;
         let tt = token_type_ids(ids, self.section.image_token_id);
         let tt = Array2::from_shape_vec((1, tt.len()), tt).expect("shape matches");
+        let tokens = TokenInput::Embeds {
+            embeds: embeds.view(),
+            token_type_ids: tt.view(),
+        };
         self.graphs
-            .step(embeds.view(), tt.view(), &mut cache, false, |l| {
+            .decoder
+            .run_after_cache(tokens, &mut cache, LogitsMode::All, |l| {
                 l.slice(s![0, .., ..]).to_owned()
             })
     }
@@ -302,9 +308,14 @@ impl VisionGenerator {
             used += blocks;
             let tt = Array2::from_shape_vec((1, chunk.len()), types[chunk].to_vec())
                 .expect("shape matches");
+            let tokens = TokenInput::Embeds {
+                embeds: embeds.view(),
+                token_type_ids: tt.view(),
+            };
             logits = self
                 .graphs
-                .step(embeds.view(), tt.view(), cache, true, |l| {
+                .decoder
+                .run_after_cache(tokens, cache, LogitsMode::Last, |l| {
                     l.slice(s![0, -1, ..]).to_vec()
                 })?;
         }
@@ -313,7 +324,7 @@ impl VisionGenerator {
 
     /// One decode step: `token` (a text token: `token_type_ids` 0) after the cache; returns its logits.
     pub fn decode_step(&mut self, cache: &mut KvCache, token: u32) -> Result<Vec<f32>> {
-        self.graphs.decode_step(cache, token)
+        decode_step(&mut self.graphs, cache, token)
     }
 
     /// Feeds `new_ids` (holding the soft tokens of `images`, in order) after what `cache` holds, in chunks that keep
@@ -358,10 +369,26 @@ impl VisionGenerator {
             &mut out,
             &mut on_text,
             |token| {
-                let logits = graphs.decode_step(cache, token)?;
+                let logits = decode_step(graphs, cache, token)?;
                 Ok(sampler.sample(&logits))
             },
         )?;
         Ok((out, ttft))
     }
+}
+
+/// One text token after the cache (`token_type_ids` 0): its embedding through `embed_tokens.onnx`, then one step of
+/// the decoder on embeddings; returns its logits.
+fn decode_step(graphs: &mut ImageGraphs, cache: &mut KvCache, token: u32) -> Result<Vec<f32>> {
+    let embeds = graphs.embed(&[token])?;
+    let zero = Array2::<i64>::zeros((1, 1));
+    let tokens = TokenInput::Embeds {
+        embeds: embeds.view(),
+        token_type_ids: zero.view(),
+    };
+    graphs
+        .decoder
+        .run_after_cache(tokens, cache, LogitsMode::Last, |l| {
+            l.slice(s![0, -1, ..]).to_vec()
+        })
 }
