@@ -193,7 +193,7 @@ impl Generator {
 
     /// Replies to `messages` (rendered by the chat template), stopping at the chat stop tokens
     /// ([`chat_stop_token_ids`](Self::chat_stop_token_ids)). For a conversation that goes on, see
-    /// [`ChatSession`](crate::ChatSession), which keeps the KV cache between turns.
+    /// [`Conversation`](crate::Conversation), which keeps the KV cache between turns.
     pub fn generate_chat(
         &mut self,
         messages: &[Message],

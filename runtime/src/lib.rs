@@ -2,10 +2,12 @@
 //!
 //! - [`ort_env`] finds and loads `libonnxruntime`, picks execution providers, creates sessions.
 //! - [`manifest`] reads `gemma-onnx.json`.
-//! - [`decoder`] and [`kv_cache`] run one forward pass of the decoder graph, with its KV cache.
+//! - [`decoder`] and [`kv_cache`] run one forward pass of a decoder graph (on token ids, or on embeddings for the
+//!   image path), with its KV cache: [`Decoder::run`] is the one step function.
 //! - [`sampling`], [`tokenizer`] and [`chat_template`] choose the next token, map text ↔ tokens, render chat templates.
 //! - [`generate`] and [`perplexity`] do text generation and teacher-forced scoring; [`fim`] builds CodeGemma
-//!   fill-in-the-middle prompts; [`chat_session`] holds a multi-turn conversation over one KV cache.
+//!   fill-in-the-middle prompts; [`conversation`] holds a multi-turn chat over one KV cache, with images on
+//!   multimodal exports.
 //! - [`vision`] runs the image graphs of Gemma 3 multimodal exports: image decoding, `preprocess.onnx`, the
 //!   encoder, the processor's prompt expansion, generation from embeddings (`gemma-vision`).
 //! - [`bench`] measures prefill/decode speed, time to first token, peak RSS and KV-cache bytes (`gemma bench`);
@@ -21,8 +23,8 @@
 
 pub mod alloc_budget;
 pub mod bench;
-pub mod chat_session;
 pub mod chat_template;
+pub mod conversation;
 pub mod decoder;
 pub mod error;
 pub mod fim;
@@ -38,8 +40,8 @@ pub mod sampling;
 pub mod tokenizer;
 pub mod vision;
 
-pub use chat_session::{ChatOptions, ChatSession, TurnReport};
 pub use chat_template::{ChatTemplate, Message};
+pub use conversation::{ChatModel, ChatOptions, Conversation, Media, Turn, TurnReport};
 pub use decoder::{
     position_ids_from_mask, single_sequence_inputs, Decoder, LogitsMode, Step, TokenInput,
 };

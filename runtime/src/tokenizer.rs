@@ -160,7 +160,7 @@ impl TextStream<'_> {
 }
 
 /// Length in bytes of the longest common prefix of `a` and `b`, on a char boundary.
-fn common_prefix_len(a: &str, b: &str) -> usize {
+pub(crate) fn common_prefix_len(a: &str, b: &str) -> usize {
     a.char_indices()
         .zip(b.chars())
         .find(|((_, ca), cb)| ca != cb)

@@ -7,18 +7,18 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-/// `gemma chat`: the interactive and the `--messages` conversation. (A file beside this one would be taken for a
-/// binary of its own, hence the subfolder.)
-#[path = "gemma/chat.rs"]
-mod chat;
+/// `gemma chat`: its arguments, and the choice between the terminal conversation and `--messages`. (A file beside
+/// this one would be taken for a binary of its own, hence the subfolder.)
+#[path = "gemma/chat_command.rs"]
+mod chat_command;
+/// `gemma chat` in the terminal, with images on Gemma 3 multimodal exports.
+#[path = "gemma/chat_repl.rs"]
+mod chat_repl;
 #[path = "shared/cli.rs"]
 mod cli;
 #[allow(unused_imports)]
 use cli::{errln, errout, out, outln};
 use cli::{ModelArgs, SamplingArgs};
-/// `gemma chat` with images, on Gemma 3 multimodal exports.
-#[path = "gemma/vision_chat.rs"]
-mod vision_chat;
 use gemma_runtime::{perplexity, GenerateOptions, Generator, Message, StopReason, Tokenizer};
 
 const ABOUT: &str = "Run Gemma models exported by gemma-export with ONNX Runtime";
@@ -68,8 +68,8 @@ enum Command {
     #[command(after_help = BENCH_EXAMPLES)]
     Bench(BenchArgs),
     /// Talk with a chat model: multi-turn in the terminal, or one reply to a JSON conversation
-    #[command(after_help = chat::CHAT_EXAMPLES)]
-    Chat(chat::ChatArgs),
+    #[command(after_help = chat_command::CHAT_EXAMPLES)]
+    Chat(chat_command::ChatArgs),
 }
 
 const GENERATE_EXAMPLES: &str = "\
@@ -201,7 +201,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => run_generate(args),
         Command::Perplexity(args) => run_perplexity(args),
         Command::Bench(args) => run_bench(args),
-        Command::Chat(args) => chat::run(args),
+        Command::Chat(args) => chat_command::run(args),
     };
     cli::exit_status(result)
 }
