@@ -136,11 +136,11 @@ impl<M: ChatModel> Conversation<M> {
                 "a chat reply needs max_new_tokens ≥ 1".into(),
             ));
         }
-        if model.chat_template().is_none() {
+        if model.text().chat_template.is_none() {
             return Err(model.no_chat_template());
         }
-        let fold = render::system_rule(&model, &options)?;
-        let stop_ids = model.chat_stop_token_ids();
+        let fold = render::system_rule(model.text(), &options)?;
+        let stop_ids = model.text().chat_stop_token_ids();
         let cache = model.new_cache()?;
         Ok(Conversation {
             model,
@@ -222,7 +222,7 @@ impl<M: ChatModel> Conversation<M> {
                 ..self.options.clone()
             };
             // Decide folding again for this system prompt (same rule as `new`).
-            self.fold = render::system_rule(&self.model, &system_options)?;
+            self.fold = render::system_rule(self.model.text(), &system_options)?;
             self.options.system = system_options.system;
             rest = &messages[1..];
         }
@@ -336,7 +336,7 @@ impl<M: ChatModel> Conversation<M> {
         self.cached_ids.extend_from_slice(fed);
         self.cached_text = text;
         self.cached_text
-            .push_str(&self.model.tokenizer().decode(fed, false)?);
+            .push_str(&self.model.text().tokenizer.decode(fed, false)?);
         debug_assert_eq!(self.cached_ids.len(), self.cache.len());
         self.turns.drain(..dropped);
         self.turns.push(Turn {
@@ -354,7 +354,7 @@ impl<M: ChatModel> Conversation<M> {
     }
 
     pub(super) fn context_limit(&self) -> usize {
-        let positions = self.model.max_positions();
+        let positions = self.model.text().max_positions;
         self.options
             .max_context
             .map_or(positions, |c| c.min(positions))

@@ -4,7 +4,8 @@
 //! - [`manifest`] reads `gemma-onnx.json`.
 //! - [`decoder`] and [`kv_cache`] run one forward pass of a decoder graph (on token ids, or on embeddings for the
 //!   image path), with its KV cache: [`Decoder::run`] is the one step function.
-//! - [`sampling`], [`tokenizer`] and [`chat_template`] choose the next token, map text ↔ tokens, render chat templates.
+//! - [`sampling`], [`tokenizer`] and [`chat_template`] choose the next token, map text ↔ tokens, render chat templates;
+//!   [`model_text`] holds an export's tokenizer, chat template and stop tokens together.
 //! - [`generate`] and [`perplexity`] do text generation and teacher-forced scoring; [`fim`] builds CodeGemma
 //!   fill-in-the-middle prompts; [`conversation`] holds a multi-turn chat over one KV cache, with images on
 //!   multimodal exports.
@@ -33,6 +34,7 @@ pub mod generate;
 pub mod integrity;
 pub mod kv_cache;
 pub mod manifest;
+pub mod model_text;
 pub mod ort_env;
 pub mod perplexity;
 pub mod resident;
@@ -49,6 +51,7 @@ pub use error::{Error, Result};
 pub use generate::{GenerateOptions, GenerationOutput, Generator, StopReason};
 pub use kv_cache::KvCache;
 pub use manifest::Manifest;
+pub use model_text::ModelText;
 pub use ort_env::{ExecutionProvider, RuntimeOptions};
 pub use perplexity::{perplexity, score_tokens, PerplexityResult};
 pub use sampling::{Sampler, SamplingConfig};

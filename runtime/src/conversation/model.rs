@@ -5,11 +5,10 @@
 use std::path::Path;
 
 use super::ChatOptions;
-use crate::chat_template::ChatTemplate;
 use crate::error::{Error, Result};
 use crate::generate::{with_single_bos, GenerationOutput, Generator};
 use crate::kv_cache::KvCache;
-use crate::tokenizer::Tokenizer;
+use crate::model_text::ModelText;
 use crate::vision::{EncodedImage, ImageReport, VisionGenerator, VisionOptions};
 
 /// A model a [`Conversation`](super::Conversation) can run on.
@@ -18,14 +17,10 @@ pub trait ChatModel {
     /// text) and `gemma chat` takes `/image PATH`.
     const SEES_IMAGES: bool;
 
-    fn tokenizer(&self) -> &Tokenizer;
-    fn chat_template(&self) -> Option<&ChatTemplate>;
+    /// The tokenizer, chat template, stop tokens, BOS and positions.
+    fn text(&self) -> &ModelText;
     /// The error for an export without a chat template (it says what to use instead).
     fn no_chat_template(&self) -> Error;
-    /// The model's positions (`max_position_embeddings`).
-    fn max_positions(&self) -> usize;
-    /// The stop tokens of a chat reply (the model's, and the tokenizer's `<end_of_turn>`).
-    fn chat_stop_token_ids(&self) -> Vec<u32>;
     /// An empty batch-1 cache for [`continue_turn`](Self::continue_turn).
     fn new_cache(&self) -> Result<KvCache>;
     /// `<image_soft_token>`'s id and the soft tokens of one image block; `None` for a text model.
@@ -33,8 +28,6 @@ pub trait ChatModel {
     /// Token ids of a rendered conversation (one BOS), whose image placeholders take the blocks of images with
     /// `num_crops` crops each, in order.
     fn encode_rendered(&self, text: &str, num_crops: &[usize]) -> Result<Vec<u32>>;
-    /// Token ids of `text`, a continuation of a rendered conversation holding no new image (no BOS added).
-    fn encode_continuation(&self, text: &str) -> Result<Vec<u32>>;
     /// Reads and encodes an image file; a text model refuses it with [`Error::NoVision`].
     fn encode_image_file(
         &mut self,
@@ -57,12 +50,8 @@ pub trait ChatModel {
 impl ChatModel for Generator {
     const SEES_IMAGES: bool = false;
 
-    fn tokenizer(&self) -> &Tokenizer {
-        Generator::tokenizer(self)
-    }
-
-    fn chat_template(&self) -> Option<&ChatTemplate> {
-        Generator::chat_template(self)
+    fn text(&self) -> &ModelText {
+        Generator::text(self)
     }
 
     fn no_chat_template(&self) -> Error {
@@ -71,14 +60,6 @@ impl ChatModel for Generator {
              it cannot chat; use `gemma generate` with a plain prompt",
             self.decoder_dir().display()
         ))
-    }
-
-    fn max_positions(&self) -> usize {
-        Generator::max_positions(self)
-    }
-
-    fn chat_stop_token_ids(&self) -> Vec<u32> {
-        Generator::chat_stop_token_ids(self)
     }
 
     fn new_cache(&self) -> Result<KvCache> {
@@ -90,14 +71,11 @@ impl ChatModel for Generator {
     }
 
     fn encode_rendered(&self, text: &str, _num_crops: &[usize]) -> Result<Vec<u32>> {
+        let text_side = self.text();
         Ok(with_single_bos(
-            self.tokenizer().encode(text, false)?,
-            self.bos_token_id(),
+            text_side.tokenizer.encode(text, false)?,
+            text_side.bos_token_id,
         ))
-    }
-
-    fn encode_continuation(&self, text: &str) -> Result<Vec<u32>> {
-        self.tokenizer().encode(text, false)
     }
 
     fn encode_image_file(&mut self, _: &Path, _: bool) -> Result<(EncodedImage, ImageReport)> {
@@ -122,12 +100,8 @@ impl ChatModel for Generator {
 impl ChatModel for VisionGenerator {
     const SEES_IMAGES: bool = true;
 
-    fn tokenizer(&self) -> &Tokenizer {
-        VisionGenerator::tokenizer(self)
-    }
-
-    fn chat_template(&self) -> Option<&ChatTemplate> {
-        VisionGenerator::chat_template(self)
+    fn text(&self) -> &ModelText {
+        VisionGenerator::text(self)
     }
 
     fn no_chat_template(&self) -> Error {
@@ -135,14 +109,6 @@ impl ChatModel for VisionGenerator {
             "{} has no chat template, so it cannot chat; use `gemma-vision describe --raw`",
             self.dir().display()
         ))
-    }
-
-    fn max_positions(&self) -> usize {
-        self.manifest().max_position_embeddings
-    }
-
-    fn chat_stop_token_ids(&self) -> Vec<u32> {
-        self.stop_token_ids(true)
     }
 
     fn new_cache(&self) -> Result<KvCache> {
@@ -158,10 +124,6 @@ impl ChatModel for VisionGenerator {
 
     fn encode_rendered(&self, text: &str, num_crops: &[usize]) -> Result<Vec<u32>> {
         self.prompt_ids(text, num_crops, true)
-    }
-
-    fn encode_continuation(&self, text: &str) -> Result<Vec<u32>> {
-        self.tokenizer().encode(text, false)
     }
 
     fn encode_image_file(

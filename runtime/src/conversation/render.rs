@@ -4,13 +4,14 @@
 use super::{ChatModel, ChatOptions, Conversation, Turn};
 use crate::chat_template::Message;
 use crate::error::{Error, Result};
+use crate::model_text::ModelText;
 use crate::tokenizer::common_prefix_len;
 use crate::vision::{processor::user_message, EncodedImage};
 
 /// Whether `options.system` must be folded: the template raises an exception for it but renders the same
 /// conversation without it. Fails instead when `fold_system` is off.
-pub(super) fn system_rule(model: &impl ChatModel, options: &ChatOptions) -> Result<bool> {
-    let (Some(template), Some(system)) = (model.chat_template(), &options.system) else {
+pub(super) fn system_rule(text: &ModelText, options: &ChatOptions) -> Result<bool> {
+    let (Some(template), Some(system)) = (&text.chat_template, &options.system) else {
         return Ok(false);
     };
     let probe = [Message::system(system.as_str()), Message::user("?")];
@@ -83,9 +84,7 @@ impl<M: ChatModel> Conversation<M> {
     /// The rendered text (with the generation prompt) and its tokens (one BOS, no special tokens added, images
     /// expanded to their blocks).
     pub(super) fn render(&self, turns: &[Turn]) -> Result<(String, Vec<u32>)> {
-        let template = self
-            .model
-            .chat_template()
+        let template = (self.model.text().chat_template.as_ref())
             .ok_or_else(|| self.model.no_chat_template())?;
         let text = template.render_value(&self.template_messages(turns), true)?;
         let crops: Vec<usize> = turns
@@ -136,7 +135,7 @@ impl<M: ChatModel> Conversation<M> {
             .strip_prefix(self.cached_text.as_str())
             .filter(|rest| !rest.is_empty() && no_new_image)
         {
-            let rest = self.model.encode_continuation(rest)?;
+            let rest = self.model.text().tokenizer.encode(rest, false)?;
             if cached + rest.len() + max_new <= limit {
                 debug.push(format!(
                     "the cached reply is tokenized differently from the re-rendered text (same text); reusing \

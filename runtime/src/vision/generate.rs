@@ -21,11 +21,10 @@ use super::processor::{self, prefill_chunks, token_type_ids, ImageTokens};
 use crate::chat_template::ChatTemplate;
 use crate::decoder::{LogitsMode, TokenInput};
 use crate::error::{Error, Result};
-use crate::generate::{
-    check_prompt, decode_loop, rate, GenerateOptions, GenerationOutput, END_OF_TURN,
-};
+use crate::generate::{check_prompt, decode_loop, rate, GenerateOptions, GenerationOutput};
 use crate::kv_cache::KvCache;
-use crate::manifest::{self, Manifest};
+use crate::manifest::Manifest;
+use crate::model_text::ModelText;
 use crate::ort_env::RuntimeOptions;
 use crate::sampling::Sampler;
 use crate::tokenizer::Tokenizer;
@@ -74,9 +73,7 @@ pub struct VisionGenerator {
     manifest: Manifest,
     section: VisionSection,
     graphs: ImageGraphs,
-    tokenizer: Tokenizer,
-    chat_template: Option<ChatTemplate>,
-    stop_ids: Vec<u32>,
+    text: ModelText,
     tokens: ImageTokens,
     limits: ImageLimits,
 }
@@ -106,16 +103,13 @@ impl VisionGenerator {
             }
         }
         let graphs = ImageGraphs::open(dir, &manifest, &section, options)?;
-        let chat_template = ChatTemplate::from_dir(dir)?;
-        let stop_ids = manifest::stop_token_ids(dir, &manifest)?;
+        let text = ModelText::open(tokenizer, dir, &manifest)?;
         Ok(VisionGenerator {
             dir: dir.to_path_buf(),
             manifest,
             section,
             graphs,
-            tokenizer,
-            chat_template,
-            stop_ids,
+            text,
             tokens,
             limits: ImageLimits::default(),
         })
@@ -133,12 +127,17 @@ impl VisionGenerator {
         &self.section
     }
 
+    /// The tokenizer, chat template, stop tokens, BOS and positions.
+    pub fn text(&self) -> &ModelText {
+        &self.text
+    }
+
     pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
+        &self.text.tokenizer
     }
 
     pub fn chat_template(&self) -> Option<&ChatTemplate> {
-        self.chat_template.as_ref()
+        self.text.chat_template.as_ref()
     }
 
     pub fn image_tokens(&self) -> &ImageTokens {
@@ -151,15 +150,11 @@ impl VisionGenerator {
 
     /// The model's stop tokens; `chat` adds the tokenizer's `<end_of_turn>`.
     pub fn stop_token_ids(&self, chat: bool) -> Vec<u32> {
-        let mut ids = self.stop_ids.clone();
         if chat {
-            if let Some(id) = self.tokenizer.token_to_id(END_OF_TURN) {
-                if !ids.contains(&id) {
-                    ids.push(id);
-                }
-            }
+            self.text.chat_stop_token_ids()
+        } else {
+            self.text.stop_ids.clone()
         }
-        ids
     }
 
     /// Decodes an image file (within this generator's [`ImageLimits`]).
@@ -201,7 +196,7 @@ impl VisionGenerator {
     /// Token ids of `text` with its placeholders expanded for `num_crops` ([`processor::prompt_ids`]).
     pub fn prompt_ids(&self, text: &str, num_crops: &[usize], chat: bool) -> Result<Vec<u32>> {
         processor::prompt_ids(
-            &self.tokenizer,
+            &self.text.tokenizer,
             &self.tokens,
             text,
             num_crops,
@@ -362,7 +357,7 @@ impl VisionGenerator {
         let ttft = start.elapsed().as_secs_f64();
         let graphs = &mut self.graphs;
         decode_loop(
-            &self.tokenizer,
+            &self.text.tokenizer,
             first,
             stop_ids,
             gen,

@@ -182,11 +182,7 @@ pub fn print_verbose(report: &TurnReport) {
         errln!("[debug] {line}");
     }
     let o = &report.output;
-    let why = match o.stop_reason {
-        StopReason::Eos => "end of turn",
-        StopReason::MaxNewTokens => "max new tokens",
-        StopReason::Interrupted => "interrupted",
-    };
+    let why = crate::cli::stop_words(o.stop_reason, "end of turn");
     errln!(
         "[{} cached tokens reused, {} prefilled at {:.1} tok/s | {} generated at {:.1} tok/s | stop: {why}]",
         report.reused_tokens,
