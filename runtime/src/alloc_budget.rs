@@ -1,6 +1,6 @@
 //! A memory budget for one piece of work on one thread: rendering a chat template.
 //!
-//! minijinja's fuel bounds how many instructions a template runs, and [`crate::chat`] bounds its output, but a
+//! minijinja's fuel bounds how many instructions a template runs, and [`crate::chat_template`] bounds its output, but a
 //! template that doubles a string in a loop (`{% set ns.s = ns.s ~ ns.s %}`) reaches gigabytes in a few dozen
 //! instructions, inside one variable. minijinja has no hook to stop that, so the binaries install
 //! [`BudgetAllocator`] as their global allocator: it counts what the rendering thread allocates while a budget is

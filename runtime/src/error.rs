@@ -1,5 +1,6 @@
 //! The one error type of the runtime. Every failure a user can cause (missing library, wrong folder, bad template,
-//! prompt too long...) is a typed variant with a message that says what to do; nothing here panics.
+//! prompt too long...) is a typed variant with a message that says what to do; nothing here panics. This module
+//! imports nothing from the crate (the image error kinds live here too), so every module may depend on it.
 
 use std::path::{Path, PathBuf};
 
@@ -74,7 +75,7 @@ pub enum Error {
     #[error("{}: {message}", .path.display())]
     Image {
         path: PathBuf,
-        kind: crate::vision::ImageErrorKind,
+        kind: ImageErrorKind,
         message: String,
     },
 
@@ -96,6 +97,21 @@ pub enum Error {
         images: usize,
         placeholder: String,
     },
+}
+
+/// Why an image was refused (the message says it in words; this is for callers that branch on it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageErrorKind {
+    /// The file could not be read (missing, a folder, no permission).
+    Unreadable,
+    /// Not a format gemma-vision decodes (JPEG, PNG, WebP, GIF, BMP).
+    Unsupported,
+    /// An empty file, or an image with zero width or height.
+    ZeroSized,
+    /// Over the decoding limits (by its header, before decoding).
+    TooLarge,
+    /// The format was recognised but the data is truncated or corrupt.
+    Corrupt,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::chat::{ChatTemplate, Message};
+use crate::chat_template::{ChatTemplate, Message};
 use crate::decoder::Decoder;
 use crate::error::{Error, Result};
 use crate::fim::FimTokens;
 use crate::kv_cache::KvCache;
-use crate::manifest;
+use crate::model_text::ModelText;
 use crate::ort_env::RuntimeOptions;
 use crate::sampling::{Sampler, SamplingConfig};
 use crate::tokenizer::Tokenizer;
@@ -63,9 +63,7 @@ pub struct GenerationOutput {
 
 pub struct Generator {
     decoder: Decoder,
-    tokenizer: Tokenizer,
-    chat_template: Option<ChatTemplate>,
-    stop_ids: Vec<u32>,
+    text: ModelText,
 }
 
 impl Generator {
@@ -74,44 +72,34 @@ impl Generator {
     pub fn open(dir: impl AsRef<Path>, options: &RuntimeOptions) -> Result<Generator> {
         let dir = dir.as_ref();
         let decoder = Decoder::open(dir, options)?;
-        let tokenizer = Tokenizer::from_dir(dir)?;
-        let chat_template = ChatTemplate::from_dir(dir)?;
-        let stop_ids = manifest::stop_token_ids(dir, decoder.manifest())?;
-        Ok(Generator {
-            decoder,
-            tokenizer,
-            chat_template,
-            stop_ids,
-        })
+        let text = ModelText::open(Tokenizer::from_dir(dir)?, dir, decoder.manifest())?;
+        Ok(Generator { decoder, text })
     }
 
     pub fn decoder(&mut self) -> &mut Decoder {
         &mut self.decoder
     }
 
+    /// The tokenizer, chat template, stop tokens, BOS and positions.
+    pub fn text(&self) -> &ModelText {
+        &self.text
+    }
+
     pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
+        &self.text.tokenizer
     }
 
     pub fn chat_template(&self) -> Option<&ChatTemplate> {
-        self.chat_template.as_ref()
+        self.text.chat_template.as_ref()
     }
 
     pub fn stop_token_ids(&self) -> &[u32] {
-        &self.stop_ids
+        &self.text.stop_ids
     }
 
-    /// The stop tokens of chat mode: [`stop_token_ids`](Self::stop_token_ids) plus the tokenizer's `<end_of_turn>`,
-    /// looked up by name (107 in Gemma 1/2, 106 in Gemma 3), so that a model whose generation_config.json lists only
-    /// `<eos>` (every base model, and Gemma 1 -it) still ends its turn.
+    /// The stop tokens of chat mode ([`ModelText::chat_stop_token_ids`]).
     pub fn chat_stop_token_ids(&self) -> Vec<u32> {
-        let mut ids = self.stop_ids.clone();
-        if let Some(id) = self.tokenizer.token_to_id(END_OF_TURN) {
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
-        }
-        ids
+        self.text.chat_stop_token_ids()
     }
 
     /// The fill-in-the-middle prompt of CodeGemma, `<bos><|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>`,
@@ -119,15 +107,15 @@ impl Generator {
     /// blog's advice; `<|file_separator|>` is the one the model emits). Fails, naming the missing tokens, when the
     /// tokenizer has no FIM tokens (models other than CodeGemma were not trained for it).
     pub fn encode_fim(&self, prefix: &str, suffix: &str) -> Result<(Vec<u32>, Vec<u32>)> {
-        let fim = FimTokens::from_tokenizer(&self.tokenizer).map_err(|missing| {
+        let fim = FimTokens::from_tokenizer(&self.text.tokenizer).map_err(|missing| {
             Error::InvalidArgument(format!(
                 "{}: the tokenizer has no {missing} token, so this model cannot fill in the middle (CodeGemma \
                  2B/7B can); use a plain prompt instead of --fim-prefix/--fim-suffix",
                 self.decoder.dir().join(crate::tokenizer::TOKENIZER_FILE).display()
             ))
         })?;
-        let ids = fim.prompt_ids(&self.tokenizer, self.bos_token_id(), prefix, suffix)?;
-        let mut stops = self.stop_ids.clone();
+        let ids = fim.prompt_ids(&self.text.tokenizer, self.bos_token_id(), prefix, suffix)?;
+        let mut stops = self.text.stop_ids.clone();
         for id in fim.stop_ids() {
             if !stops.contains(&id) {
                 stops.push(id);
@@ -159,7 +147,7 @@ impl Generator {
     /// whatever the tokenizer or the prompt text did.
     pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>> {
         Ok(with_single_bos(
-            self.tokenizer.encode(prompt, true)?,
+            self.text.tokenizer.encode(prompt, true)?,
             self.bos_token_id(),
         ))
     }
@@ -167,7 +155,7 @@ impl Generator {
     /// Token ids of a conversation rendered by the chat template with the generation prompt. The rendered text holds
     /// `<bos>` already, so it is encoded without special tokens (no double BOS).
     pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        let template = self.chat_template.as_ref().ok_or_else(|| {
+        let template = self.text.chat_template.as_ref().ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "{} has no chat template (no `chat_template` in tokenizer_config.json, no chat_template.jinja); \
                  use a plain prompt",
@@ -176,7 +164,7 @@ impl Generator {
         })?;
         let text = template.render(messages, true)?;
         Ok(with_single_bos(
-            self.tokenizer.encode(&text, false)?,
+            self.text.tokenizer.encode(&text, false)?,
             self.bos_token_id(),
         ))
     }
@@ -193,7 +181,7 @@ impl Generator {
 
     /// Replies to `messages` (rendered by the chat template), stopping at the chat stop tokens
     /// ([`chat_stop_token_ids`](Self::chat_stop_token_ids)). For a conversation that goes on, see
-    /// [`ChatSession`](crate::ChatSession), which keeps the KV cache between turns.
+    /// [`Conversation`](crate::Conversation), which keeps the KV cache between turns.
     pub fn generate_chat(
         &mut self,
         messages: &[Message],
@@ -213,7 +201,7 @@ impl Generator {
         options: &GenerateOptions,
         on_text: impl FnMut(&str),
     ) -> Result<GenerationOutput> {
-        let stops = self.stop_ids.clone();
+        let stops = self.text.stop_ids.clone();
         self.generate_from_ids_until(prompt_ids, &stops, options, on_text)
     }
 
@@ -268,7 +256,7 @@ impl Generator {
         out.prefill_tokens_per_s = rate(prompt_ids.len(), out.prefill_seconds);
         let decoder = &mut self.decoder;
         decode_loop(
-            &self.tokenizer,
+            &self.text.tokenizer,
             first,
             stop_ids,
             options,
@@ -384,8 +372,7 @@ pub(crate) fn decode_loop(
     Ok(())
 }
 
-/// The token that ends a chat turn in every Gemma tokenizer (id 107 in Gemma 1/2, 106 in Gemma 3).
-pub const END_OF_TURN: &str = "<end_of_turn>";
+pub use crate::model_text::END_OF_TURN;
 
 /// `count / seconds`, 0 when either is 0.
 pub(crate) fn rate(count: usize, seconds: f64) -> f64 {

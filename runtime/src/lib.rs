@@ -2,10 +2,13 @@
 //!
 //! - [`ort_env`] finds and loads `libonnxruntime`, picks execution providers, creates sessions.
 //! - [`manifest`] reads `gemma-onnx.json`.
-//! - [`decoder`] and [`kv_cache`] run one forward pass of the decoder graph, with its KV cache.
-//! - [`sampling`], [`tokenizer`] and [`chat`] choose the next token, map text ↔ tokens, render chat templates.
+//! - [`decoder`] and [`kv_cache`] run one forward pass of a decoder graph (on token ids, or on embeddings for the
+//!   image path), with its KV cache: [`Decoder::run`] is the one step function.
+//! - [`sampling`], [`tokenizer`] and [`chat_template`] choose the next token, map text ↔ tokens, render chat templates;
+//!   [`model_text`] holds an export's tokenizer, chat template and stop tokens together.
 //! - [`generate`] and [`perplexity`] do text generation and teacher-forced scoring; [`fim`] builds CodeGemma
-//!   fill-in-the-middle prompts; [`chat_session`] holds a multi-turn conversation over one KV cache.
+//!   fill-in-the-middle prompts; [`conversation`] holds a multi-turn chat over one KV cache, with images on
+//!   multimodal exports.
 //! - [`vision`] runs the image graphs of Gemma 3 multimodal exports: image decoding, `preprocess.onnx`, the
 //!   encoder, the processor's prompt expansion, generation from embeddings (`gemma-vision`).
 //! - [`bench`] measures prefill/decode speed, time to first token, peak RSS and KV-cache bytes (`gemma bench`);
@@ -21,8 +24,8 @@
 
 pub mod alloc_budget;
 pub mod bench;
-pub mod chat;
-pub mod chat_session;
+pub mod chat_template;
+pub mod conversation;
 pub mod decoder;
 pub mod error;
 pub mod fim;
@@ -31,6 +34,7 @@ pub mod generate;
 pub mod integrity;
 pub mod kv_cache;
 pub mod manifest;
+pub mod model_text;
 pub mod ort_env;
 pub mod perplexity;
 pub mod resident;
@@ -38,13 +42,16 @@ pub mod sampling;
 pub mod tokenizer;
 pub mod vision;
 
-pub use chat::{ChatTemplate, Message};
-pub use chat_session::{ChatOptions, ChatSession, TurnReport};
-pub use decoder::{position_ids_from_mask, single_sequence_inputs, Decoder, LogitsMode};
+pub use chat_template::{ChatTemplate, Message};
+pub use conversation::{ChatModel, ChatOptions, Conversation, Media, Turn, TurnReport};
+pub use decoder::{
+    position_ids_from_mask, single_sequence_inputs, Decoder, LogitsMode, Step, TokenInput,
+};
 pub use error::{Error, Result};
 pub use generate::{GenerateOptions, GenerationOutput, Generator, StopReason};
 pub use kv_cache::KvCache;
 pub use manifest::Manifest;
+pub use model_text::ModelText;
 pub use ort_env::{ExecutionProvider, RuntimeOptions};
 pub use perplexity::{perplexity, score_tokens, PerplexityResult};
 pub use sampling::{Sampler, SamplingConfig};

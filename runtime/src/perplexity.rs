@@ -5,7 +5,7 @@
 
 use ndarray::{s, Array2};
 
-use crate::decoder::{position_ids_from_mask, Decoder};
+use crate::decoder::{position_ids_from_mask, Decoder, LogitsMode, Step, TokenInput};
 use crate::error::{Error, Result};
 use crate::generate::with_single_bos;
 use crate::tokenizer::Tokenizer;
@@ -70,19 +70,24 @@ pub fn score_tokens(
         let mask = Array2::<i64>::ones((1, n));
         let pos = position_ids_from_mask(mask.view());
         let mut cache = decoder.new_cache(1)?;
-        let nll =
-            decoder.forward_with(ids.view(), mask.view(), pos.view(), &mut cache, |logits| {
-                let mut nll = 0.0f64;
-                for t in 1..n {
-                    nll += token_nll(
-                        logits.slice(s![0, t - 1, ..]).as_slice(),
-                        &logits,
-                        t - 1,
-                        window[t],
-                    );
-                }
-                nll
-            })?;
+        let step = Step {
+            tokens: TokenInput::Ids(ids.view()),
+            attention_mask: mask.view(),
+            position_ids: pos.view(),
+            logits: LogitsMode::All,
+        };
+        let nll = decoder.run(&step, &mut cache, |logits| {
+            let mut nll = 0.0f64;
+            for t in 1..n {
+                nll += token_nll(
+                    logits.slice(s![0, t - 1, ..]).as_slice(),
+                    &logits,
+                    t - 1,
+                    window[t],
+                );
+            }
+            nll
+        })?;
         total_nll += nll;
         predicted += n - 1;
         progress(i + 1, windows.len());

@@ -106,13 +106,7 @@ pub struct TextStream<'t> {
 impl TextStream<'_> {
     pub fn push(&mut self, id: u32) -> Result<Option<String>> {
         self.ids.push(id);
-        let prefix = self.tokenizer.decode(
-            &self.ids[self.prefix_offset..self.read_offset],
-            self.skip_special_tokens,
-        )?;
-        let text = self
-            .tokenizer
-            .decode(&self.ids[self.prefix_offset..], self.skip_special_tokens)?;
+        let (prefix, text) = self.window()?;
         if text.ends_with('\u{FFFD}') || text.len() <= prefix.len() && text == prefix {
             return Ok(None);
         }
@@ -131,13 +125,7 @@ impl TextStream<'_> {
         if self.read_offset == self.ids.len() {
             return Ok(None);
         }
-        let prefix = self.tokenizer.decode(
-            &self.ids[self.prefix_offset..self.read_offset],
-            self.skip_special_tokens,
-        )?;
-        let text = self
-            .tokenizer
-            .decode(&self.ids[self.prefix_offset..], self.skip_special_tokens)?;
+        let (prefix, text) = self.window()?;
         self.prefix_offset = self.read_offset;
         self.read_offset = self.ids.len();
         let start = if text.starts_with(prefix.as_str()) {
@@ -153,6 +141,15 @@ impl TextStream<'_> {
         })
     }
 
+    /// The text of the context window before the unread tokens, and with them.
+    fn window(&self) -> Result<(String, String)> {
+        let decode = |ids: &[u32]| self.tokenizer.decode(ids, self.skip_special_tokens);
+        Ok((
+            decode(&self.ids[self.prefix_offset..self.read_offset])?,
+            decode(&self.ids[self.prefix_offset..])?,
+        ))
+    }
+
     /// All tokens pushed so far.
     pub fn ids(&self) -> &[u32] {
         &self.ids
@@ -160,7 +157,7 @@ impl TextStream<'_> {
 }
 
 /// Length in bytes of the longest common prefix of `a` and `b`, on a char boundary.
-fn common_prefix_len(a: &str, b: &str) -> usize {
+pub(crate) fn common_prefix_len(a: &str, b: &str) -> usize {
     a.char_indices()
         .zip(b.chars())
         .find(|((_, ca), cb)| ca != cb)

@@ -4,7 +4,7 @@
 
 use gemma_runtime::generate::with_single_bos;
 use gemma_runtime::{
-    ChatOptions, ChatSession, GenerateOptions, Generator, Message, RuntimeOptions, StopReason,
+    ChatOptions, Conversation, GenerateOptions, Generator, Message, RuntimeOptions, StopReason,
 };
 use gemma_tests::*;
 use std::path::PathBuf;
@@ -48,7 +48,7 @@ fn later_turns_prefill_only_new_tokens_and_match_a_fresh_prefill() {
         generate: greedy(20),
         ..ChatOptions::default()
     };
-    let mut session = ChatSession::new(generator, options).unwrap();
+    let mut session = Conversation::new(generator, options).unwrap();
 
     let r1 = session
         .send("What is the capital of France?", |_| {})

@@ -1,4 +1,4 @@
-//! Chat templates rendered by the runtime (minijinja, `runtime/src/chat.rs`) are byte-identical to transformers'
+//! Chat templates rendered by the runtime (minijinja, `runtime/src/chat_template.rs`) are byte-identical to transformers'
 //! `apply_chat_template(tokenize=False)`: the Gemma 1/2 hub template and the Gemma 3 one, with system prompts,
 //! several turns, images in the content (Gemma 3), and the error cases, whose message must be the template's own
 //! `raise_exception` text. References: `fixtures/chat/templates.json` (`make_fixtures.py templates`).

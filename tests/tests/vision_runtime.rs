@@ -7,10 +7,10 @@
 //!   (`vision_reference.safetensors`) within 1e-4;
 //! - `describe` end to end on image files, and its refusals (bad images, text-only export, placeholder count).
 
-use gemma_runtime::vision::{processor, ImageErrorKind, ImageTokens, Preprocessor, VisionChat};
+use gemma_runtime::vision::{processor, ImageErrorKind, ImageTokens, Preprocessor};
 use gemma_runtime::{
-    ChatOptions, ChatTemplate, Error, GenerateOptions, RuntimeOptions, StopReason, VisionGenerator,
-    VisionOptions,
+    ChatOptions, ChatTemplate, Conversation, Error, GenerateOptions, RuntimeOptions, StopReason,
+    VisionGenerator, VisionOptions,
 };
 use gemma_tests::vision::{max_abs_diff, VisionReference};
 use gemma_tests::*;
@@ -285,10 +285,11 @@ fn chat_turns_with_images_equal_a_fresh_prefill() {
     let chat_options = ChatOptions {
         generate: generate.clone(),
         system: Some("w40 w41".into()),
+        pan_and_scan: true,
         ..Default::default()
     };
     let gen = VisionGenerator::open(&out, &options()).unwrap();
-    let mut chat = VisionChat::new(gen, chat_options, true).unwrap();
+    let mut chat = Conversation::new(gen, chat_options).unwrap();
     assert_eq!(chat.add_image(&paths[0]).unwrap().num_crops, 3);
     let first = chat.send("w20 w21", |_| {}).unwrap();
     assert_eq!(chat.add_image(&paths[1]).unwrap().num_crops, 0);

@@ -1,7 +1,7 @@
 //! `gemma-vision`: ask a Gemma 3 multimodal export (from `gemma-export` on a Gemma3ForConditionalGeneration
 //! checkpoint) about images.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use gemma_runtime::vision::{DecodedImage, ImageLimits, VisionSection};
-use gemma_runtime::{GenerateOptions, Manifest, StopReason, VisionGenerator, VisionOptions};
+use gemma_runtime::{GenerateOptions, Manifest, VisionGenerator, VisionOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[path = "shared/cli.rs"]
@@ -105,11 +105,6 @@ struct DescribeArgs {
     #[arg(long)]
     json: bool,
 }
-
-/// Chat templates run under a memory budget ([`gemma_runtime::alloc_budget`]).
-#[global_allocator]
-static ALLOCATOR: gemma_runtime::alloc_budget::BudgetAllocator =
-    gemma_runtime::alloc_budget::BudgetAllocator;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -219,9 +214,7 @@ fn describe(args: DescribeArgs) -> Result<()> {
     } else {
         ProgressBar::hidden()
     };
-    let stdout = std::io::stdout();
-    let json = args.json;
-    let mut write_error = None;
+    let mut text_out = cli::TextOut::new(args.json);
     let mut first = true;
     let out = generator.describe_decoded(
         &images,
@@ -245,24 +238,15 @@ fn describe(args: DescribeArgs) -> Result<()> {
                 progress.finish_and_clear();
                 first = false;
             }
-            if json || write_error.is_some() {
-                return;
-            }
-            let mut lock = stdout.lock();
-            if let Err(e) = lock.write_all(delta.as_bytes()).and_then(|_| lock.flush()) {
-                write_error = Some(e);
-            }
+            text_out.write(delta);
         },
     )?;
     progress.finish_and_clear();
-    if let Some(e) = write_error {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            return Err(e).context("writing to stdout");
-        }
+    if !text_out.finish()? {
         return Ok(());
     }
     let g = &out.generation;
-    if json {
+    if args.json {
         let obj = serde_json::json!({
             "text": g.text,
             "token_ids": g.token_ids,
@@ -278,11 +262,7 @@ fn describe(args: DescribeArgs) -> Result<()> {
         outln!("{obj}");
     } else {
         outln!();
-        let why = match g.stop_reason {
-            StopReason::Eos => "end of turn",
-            StopReason::MaxNewTokens => "max new tokens",
-            StopReason::Interrupted => "interrupted",
-        };
+        let why = cli::stop_words(g.stop_reason, "end of turn");
         let crops: Vec<String> = out.images.iter().map(|i| i.num_crops.to_string()).collect();
         let encode: f64 = out
             .images

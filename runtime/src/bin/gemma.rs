@@ -1,25 +1,25 @@
 //! `gemma`: run a gemma-onnx export folder (from `gemma-export`) with ONNX Runtime.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-/// `gemma chat`: the interactive and the `--messages` conversation. (A file beside this one would be taken for a
-/// binary of its own, hence the subfolder.)
-#[path = "gemma/chat.rs"]
-mod chat;
+/// `gemma chat`: its arguments, and the choice between the terminal conversation and `--messages`. (A file beside
+/// this one would be taken for a binary of its own, hence the subfolder.)
+#[path = "gemma/chat_command.rs"]
+mod chat_command;
+/// `gemma chat` in the terminal, with images on Gemma 3 multimodal exports.
+#[path = "gemma/chat_repl.rs"]
+mod chat_repl;
 #[path = "shared/cli.rs"]
 mod cli;
 #[allow(unused_imports)]
 use cli::{errln, errout, out, outln};
 use cli::{ModelArgs, SamplingArgs};
-/// `gemma chat` with images, on Gemma 3 multimodal exports.
-#[path = "gemma/vision_chat.rs"]
-mod vision_chat;
-use gemma_runtime::{perplexity, GenerateOptions, Generator, Message, StopReason, Tokenizer};
+use gemma_runtime::{perplexity, GenerateOptions, Generator, Message, Tokenizer};
 
 const ABOUT: &str = "Run Gemma models exported by gemma-export with ONNX Runtime";
 
@@ -68,8 +68,8 @@ enum Command {
     #[command(after_help = BENCH_EXAMPLES)]
     Bench(BenchArgs),
     /// Talk with a chat model: multi-turn in the terminal, or one reply to a JSON conversation
-    #[command(after_help = chat::CHAT_EXAMPLES)]
-    Chat(chat::ChatArgs),
+    #[command(after_help = chat_command::CHAT_EXAMPLES)]
+    Chat(chat_command::ChatArgs),
 }
 
 const GENERATE_EXAMPLES: &str = "\
@@ -190,18 +190,13 @@ struct PerplexityArgs {
     json: bool,
 }
 
-/// Chat templates run under a memory budget ([`gemma_runtime::alloc_budget`]).
-#[global_allocator]
-static ALLOCATOR: gemma_runtime::alloc_budget::BudgetAllocator =
-    gemma_runtime::alloc_budget::BudgetAllocator;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => run_generate(args),
         Command::Perplexity(args) => run_perplexity(args),
         Command::Bench(args) => run_bench(args),
-        Command::Chat(args) => chat::run(args),
+        Command::Chat(args) => chat_command::run(args),
     };
     cli::exit_status(result)
 }
@@ -239,26 +234,15 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
         )
     };
 
-    let stdout = std::io::stdout();
-    let json = args.json;
-    let mut write_error = None;
+    let mut text_out = cli::TextOut::new(args.json);
     let out = generator.generate_from_ids_until(&prompt_ids, &stop_ids, &options, |delta| {
-        if json || write_error.is_some() {
-            return;
-        }
-        let mut lock = stdout.lock();
-        if let Err(e) = lock.write_all(delta.as_bytes()).and_then(|_| lock.flush()) {
-            write_error = Some(e);
-        }
+        text_out.write(delta)
     })?;
-    if let Some(e) = write_error {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            return Err(e).context("writing to stdout");
-        }
+    if !text_out.finish()? {
         return Ok(());
     }
 
-    if json {
+    if args.json {
         let obj = serde_json::json!({
             "text": out.text,
             "token_ids": out.token_ids,
@@ -271,11 +255,7 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
         outln!("{obj}");
     } else {
         outln!();
-        let why = match out.stop_reason {
-            StopReason::Eos => "end of sequence",
-            StopReason::MaxNewTokens => "max new tokens",
-            StopReason::Interrupted => "interrupted",
-        };
+        let why = cli::stop_words(out.stop_reason, "end of sequence");
         errln!(
             "[{} prompt tokens, {:.1} tok/s prefill | {} generated, {:.1} tok/s decode | stop: {why}]",
             out.prompt_tokens,

@@ -1,5 +1,5 @@
 //! One forward pass of each graph kind (see the parent module's docs): the portable graph's inputs and outputs
-//! through `Session::run`, and the cpu graph's in-place KV buffers through I/O binding.
+//! through `Session::run` (token ids or embeddings), and the cpu graph's in-place KV buffers through I/O binding.
 
 use std::borrow::Cow;
 
@@ -8,42 +8,57 @@ use ort::memory::MemoryInfo;
 use ort::session::{SessionInputValue, SessionOutputs};
 use ort::value::{DynValue, Tensor, TensorRef};
 
-use super::{Decoder, LogitsMode};
+use super::{Decoder, LogitsMode, Step, TokenInput};
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
 use crate::manifest::DType;
 
 impl Decoder {
+    /// The portable graph: the tokens, mask, positions and the cache's whole past in; the present values replace
+    /// the cache.
     pub(super) fn run_portable<R>(
         &mut self,
-        input_ids: ArrayView2<i64>,
-        attention_mask: ArrayView2<i64>,
-        position_ids: ArrayView2<i64>,
+        step: &Step<'_>,
         cache: &mut KvCache,
-        mode: LogitsMode,
         f: impl FnOnce(ArrayView3<f32>) -> R,
     ) -> Result<R> {
-        let (batch, seq) = input_ids.dim();
+        let (batch, seq) = step.tokens.dim();
         let past = cache.len();
-        let ctx = "running the decoder";
-        let ids = input_ids.as_standard_layout();
-        let mask = attention_mask.as_standard_layout();
-        let pos = position_ids.as_standard_layout();
+        let ctx = self.context;
+        let e = |err| Error::ort(ctx, err);
+        let mask = step.attention_mask.as_standard_layout();
+        let pos = step.position_ids.as_standard_layout();
         let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
-            Vec::with_capacity(3 + 2 * self.manifest.num_layers);
-        inputs.push(("input_ids".into(), tensor_ref(&ids)?.into()));
-        inputs.push(("attention_mask".into(), tensor_ref(&mask)?.into()));
+            Vec::with_capacity(4 + 2 * self.manifest.num_layers);
+        let (ids, embeds, types);
+        match &step.tokens {
+            TokenInput::Ids(input_ids) => {
+                ids = input_ids.as_standard_layout();
+                inputs.push(("input_ids".into(), tensor_ref(&ids, ctx)?.into()));
+            }
+            TokenInput::Embeds {
+                embeds: e_view,
+                token_type_ids,
+            } => {
+                embeds = e_view.as_standard_layout();
+                types = token_type_ids.as_standard_layout();
+                let embeds = TensorRef::from_array_view(embeds.view()).map_err(e)?;
+                inputs.push(("inputs_embeds".into(), embeds.into()));
+                inputs.push(("token_type_ids".into(), tensor_ref(&types, ctx)?.into()));
+            }
+        }
+        inputs.push(("attention_mask".into(), tensor_ref(&mask, ctx)?.into()));
         if self.has_position_ids {
-            inputs.push(("position_ids".into(), tensor_ref(&pos)?.into()));
+            inputs.push(("position_ids".into(), tensor_ref(&pos, ctx)?.into()));
         }
         // Exports with the optional `num_logits_to_keep` input skip the lm_head on all but the last position.
-        let keep_input = match mode {
+        let keep_input = match step.logits {
             LogitsMode::Last => self.manifest.portable_logits_to_keep_input.as_deref(),
             LogitsMode::All => None,
         };
         let keep = ndarray::arr0(1i64);
         if let Some(name) = &keep_input {
-            let keep = TensorRef::from_array_view(&keep).map_err(|e| Error::ort(ctx, e))?;
+            let keep = TensorRef::from_array_view(&keep).map_err(e)?;
             inputs.push(((*name).into(), keep.into()));
         }
         for (i, (k, v)) in self.past_names.iter().enumerate() {
@@ -87,11 +102,12 @@ impl Decoder {
             }
         }
         let kept = if keep_input.is_some() { 1 } else { seq };
-        let result = with_logits(
+        let result = logits_view(
+            ctx,
             &outputs,
             self.manifest.logits_dtype,
             (batch, kept, self.manifest.vocab_size),
-            |l| match mode {
+            |l| match step.logits {
                 LogitsMode::All => f(l),
                 LogitsMode::Last => f(l.slice(s![.., kept - 1..kept, ..])),
             },
@@ -105,14 +121,16 @@ impl Decoder {
     /// graph), and asks for the last position's logits only in [`LogitsMode::Last`].
     pub(super) fn run_in_place<R>(
         &mut self,
-        input_ids: ArrayView2<i64>,
-        attention_mask: ArrayView2<i64>,
-        position_ids: ArrayView2<i64>,
+        step: &Step<'_>,
         cache: &mut KvCache,
-        mode: LogitsMode,
         f: impl FnOnce(ArrayView3<f32>) -> R,
     ) -> Result<R> {
-        let ctx = "running the decoder";
+        let ctx = self.context;
+        let TokenInput::Ids(input_ids) = step.tokens else {
+            return Err(Error::InvalidArgument(
+                "the cpu graph takes input_ids, not inputs_embeds".into(),
+            ));
+        };
         let (batch, seq) = input_ids.dim();
         let past = cache.len();
         let cpu = self
@@ -127,7 +145,7 @@ impl Decoder {
                  decode one token per step, or export with --graph portable"
             )));
         }
-        let keep = match mode {
+        let keep = match step.logits {
             LogitsMode::All => 0i64,
             LogitsMode::Last => 1,
         };
@@ -139,8 +157,8 @@ impl Decoder {
             .map_err(|e| Error::ort(ctx, e))?;
         let bind = |r: ort::Result<()>| r.map_err(|e| Error::ort(ctx, e));
         bind(binding.bind_input("input_ids", &owned(input_ids)?))?;
-        bind(binding.bind_input("attention_mask", &owned(attention_mask)?))?;
-        bind(binding.bind_input("position_ids", &owned(position_ids)?))?;
+        bind(binding.bind_input("attention_mask", &owned(step.attention_mask)?))?;
+        bind(binding.bind_input("position_ids", &owned(step.position_ids)?))?;
         let keep = Tensor::from_array(((), vec![keep])).map_err(|e| Error::ort(ctx, e))?;
         bind(binding.bind_input(cpu.logits_to_keep_input.as_str(), &keep))?;
         let layers = cache.in_place_for(past + seq)?;
@@ -162,8 +180,12 @@ impl Decoder {
             .session
             .run_binding(&binding)
             .map_err(|e| Error::ort(ctx, e))?;
-        let kept = if keep_all(mode) { seq } else { 1 };
-        let result = with_logits(
+        let kept = match step.logits {
+            LogitsMode::All => seq,
+            LogitsMode::Last => 1,
+        };
+        let result = logits_view(
+            ctx,
             &outputs,
             self.manifest.logits_dtype,
             (batch, kept, self.manifest.vocab_size),
@@ -176,23 +198,9 @@ impl Decoder {
     }
 }
 
-fn keep_all(mode: LogitsMode) -> bool {
-    mode == LogitsMode::All
-}
-
-/// Hands `f` the graph's `logits` output as an f32 view `[b, s, vocab]` after checking its shape against `dim`.
-fn with_logits<R>(
-    outputs: &SessionOutputs<'_>,
-    dtype: DType,
-    dim: (usize, usize, usize),
-    f: impl FnOnce(ArrayView3<f32>) -> R,
-) -> Result<R> {
-    logits_view("running the decoder", outputs, dtype, dim, f)
-}
-
 /// Hands `f` the `logits` output of `outputs` as an f32 view `[b, s, vocab]` (converted from fp16 when `dtype` says
-/// so) after checking its shape against `dim`; errors name `ctx`. Shared by the text and image decoders.
-pub(crate) fn logits_view<R>(
+/// so) after checking its shape against `dim`; errors name `ctx`.
+fn logits_view<R>(
     ctx: &str,
     outputs: &SessionOutputs<'_>,
     dtype: DType,
@@ -236,6 +244,6 @@ pub(crate) fn logits_view<R>(
     })
 }
 
-fn tensor_ref<'a>(a: &'a CowArray<'_, i64, ndarray::Ix2>) -> Result<TensorRef<'a, i64>> {
-    TensorRef::from_array_view(a.view()).map_err(|e| Error::ort("running the decoder", e))
+fn tensor_ref<'a>(a: &'a CowArray<'_, i64, ndarray::Ix2>, ctx: &str) -> Result<TensorRef<'a, i64>> {
+    TensorRef::from_array_view(a.view()).map_err(|e| Error::ort(ctx, e))
 }

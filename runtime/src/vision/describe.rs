@@ -33,6 +33,21 @@ pub struct ImageReport {
     pub encode_seconds: f64,
 }
 
+impl ImageReport {
+    /// The report of `decoded` once encoded as `encoded`.
+    pub fn new(decoded: &DecodedImage, encoded: &EncodedImage) -> ImageReport {
+        ImageReport {
+            path: decoded.path.clone(),
+            width: encoded.width,
+            height: encoded.height,
+            num_crops: encoded.num_crops,
+            decode_seconds: decoded.decode_seconds,
+            preprocess_seconds: encoded.preprocess_seconds,
+            encode_seconds: encoded.encode_seconds,
+        }
+    }
+}
+
 /// An image file read into RGB.
 #[derive(Clone, Debug)]
 pub struct DecodedImage {
@@ -103,6 +118,18 @@ impl VisionGenerator {
         })
     }
 
+    /// Reads and encodes the image file at `path` (a chat's `/image PATH`).
+    pub fn encode_file(
+        &mut self,
+        path: &Path,
+        pan_and_scan: bool,
+    ) -> Result<(EncodedImage, ImageReport)> {
+        let decoded = self.decode(path)?;
+        let e = self.encode_image(&decoded.image, pan_and_scan)?;
+        let report = ImageReport::new(&decoded, &e);
+        Ok((e, report))
+    }
+
     /// [`describe`](Self::describe) on images already read. `on_image(i, None)` is called before image i is
     /// encoded and `on_image(i, Some(report))` after (for progress). The time to the first token counts the images'
     /// decoding too.
@@ -121,15 +148,7 @@ impl VisionGenerator {
         for (i, d) in images.iter().enumerate() {
             on_image(i, None);
             let e = self.encode_image(&d.image, options.pan_and_scan)?;
-            reports.push(ImageReport {
-                path: d.path.clone(),
-                width: e.width,
-                height: e.height,
-                num_crops: e.num_crops,
-                decode_seconds: d.decode_seconds,
-                preprocess_seconds: e.preprocess_seconds,
-                encode_seconds: e.encode_seconds,
-            });
+            reports.push(ImageReport::new(d, &e));
             on_image(i, reports.last());
             encoded.push(e);
         }

@@ -18,13 +18,13 @@ use ndarray::{s, Array2, Array3, ArrayView3, ArrayView4};
 use super::graphs::{ImageGraphs, VisionSection};
 use super::image_file::{load_image, ImageLimits};
 use super::processor::{self, prefill_chunks, token_type_ids, ImageTokens};
-use crate::chat::ChatTemplate;
+use crate::chat_template::ChatTemplate;
+use crate::decoder::{LogitsMode, TokenInput};
 use crate::error::{Error, Result};
-use crate::generate::{
-    check_prompt, decode_loop, rate, GenerateOptions, GenerationOutput, END_OF_TURN,
-};
+use crate::generate::{check_prompt, decode_loop, rate, GenerateOptions, GenerationOutput};
 use crate::kv_cache::KvCache;
-use crate::manifest::{self, Manifest};
+use crate::manifest::Manifest;
+use crate::model_text::ModelText;
 use crate::ort_env::RuntimeOptions;
 use crate::sampling::Sampler;
 use crate::tokenizer::Tokenizer;
@@ -73,9 +73,7 @@ pub struct VisionGenerator {
     manifest: Manifest,
     section: VisionSection,
     graphs: ImageGraphs,
-    tokenizer: Tokenizer,
-    chat_template: Option<ChatTemplate>,
-    stop_ids: Vec<u32>,
+    text: ModelText,
     tokens: ImageTokens,
     limits: ImageLimits,
 }
@@ -105,16 +103,13 @@ impl VisionGenerator {
             }
         }
         let graphs = ImageGraphs::open(dir, &manifest, &section, options)?;
-        let chat_template = ChatTemplate::from_dir(dir)?;
-        let stop_ids = manifest::stop_token_ids(dir, &manifest)?;
+        let text = ModelText::open(tokenizer, dir, &manifest)?;
         Ok(VisionGenerator {
             dir: dir.to_path_buf(),
             manifest,
             section,
             graphs,
-            tokenizer,
-            chat_template,
-            stop_ids,
+            text,
             tokens,
             limits: ImageLimits::default(),
         })
@@ -132,12 +127,17 @@ impl VisionGenerator {
         &self.section
     }
 
+    /// The tokenizer, chat template, stop tokens, BOS and positions.
+    pub fn text(&self) -> &ModelText {
+        &self.text
+    }
+
     pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
+        &self.text.tokenizer
     }
 
     pub fn chat_template(&self) -> Option<&ChatTemplate> {
-        self.chat_template.as_ref()
+        self.text.chat_template.as_ref()
     }
 
     pub fn image_tokens(&self) -> &ImageTokens {
@@ -150,15 +150,11 @@ impl VisionGenerator {
 
     /// The model's stop tokens; `chat` adds the tokenizer's `<end_of_turn>`.
     pub fn stop_token_ids(&self, chat: bool) -> Vec<u32> {
-        let mut ids = self.stop_ids.clone();
         if chat {
-            if let Some(id) = self.tokenizer.token_to_id(END_OF_TURN) {
-                if !ids.contains(&id) {
-                    ids.push(id);
-                }
-            }
+            self.text.chat_stop_token_ids()
+        } else {
+            self.text.stop_ids.clone()
         }
-        ids
     }
 
     /// Decodes an image file (within this generator's [`ImageLimits`]).
@@ -200,7 +196,7 @@ impl VisionGenerator {
     /// Token ids of `text` with its placeholders expanded for `num_crops` ([`processor::prompt_ids`]).
     pub fn prompt_ids(&self, text: &str, num_crops: &[usize], chat: bool) -> Result<Vec<u32>> {
         processor::prompt_ids(
-            &self.tokenizer,
+            &self.text.tokenizer,
             &self.tokens,
             text,
             num_crops,
@@ -221,8 +217,13 @@ impl VisionGenerator {
         let embeds = self.embed_with_features(ids, features)?;
         let tt = token_type_ids(ids, self.section.image_token_id);
         let tt = Array2::from_shape_vec((1, tt.len()), tt).expect("shape matches");
+        let tokens = TokenInput::Embeds {
+            embeds: embeds.view(),
+            token_type_ids: tt.view(),
+        };
         self.graphs
-            .step(embeds.view(), tt.view(), &mut cache, false, |l| {
+            .decoder
+            .run_after_cache(tokens, &mut cache, LogitsMode::All, |l| {
                 l.slice(s![0, .., ..]).to_owned()
             })
     }
@@ -302,9 +303,14 @@ impl VisionGenerator {
             used += blocks;
             let tt = Array2::from_shape_vec((1, chunk.len()), types[chunk].to_vec())
                 .expect("shape matches");
+            let tokens = TokenInput::Embeds {
+                embeds: embeds.view(),
+                token_type_ids: tt.view(),
+            };
             logits = self
                 .graphs
-                .step(embeds.view(), tt.view(), cache, true, |l| {
+                .decoder
+                .run_after_cache(tokens, cache, LogitsMode::Last, |l| {
                     l.slice(s![0, -1, ..]).to_vec()
                 })?;
         }
@@ -313,7 +319,7 @@ impl VisionGenerator {
 
     /// One decode step: `token` (a text token: `token_type_ids` 0) after the cache; returns its logits.
     pub fn decode_step(&mut self, cache: &mut KvCache, token: u32) -> Result<Vec<f32>> {
-        self.graphs.decode_step(cache, token)
+        decode_step(&mut self.graphs, cache, token)
     }
 
     /// Feeds `new_ids` (holding the soft tokens of `images`, in order) after what `cache` holds, in chunks that keep
@@ -351,17 +357,33 @@ impl VisionGenerator {
         let ttft = start.elapsed().as_secs_f64();
         let graphs = &mut self.graphs;
         decode_loop(
-            &self.tokenizer,
+            &self.text.tokenizer,
             first,
             stop_ids,
             gen,
             &mut out,
             &mut on_text,
             |token| {
-                let logits = graphs.decode_step(cache, token)?;
+                let logits = decode_step(graphs, cache, token)?;
                 Ok(sampler.sample(&logits))
             },
         )?;
         Ok((out, ttft))
     }
+}
+
+/// One text token after the cache (`token_type_ids` 0): its embedding through `embed_tokens.onnx`, then one step of
+/// the decoder on embeddings; returns its logits.
+fn decode_step(graphs: &mut ImageGraphs, cache: &mut KvCache, token: u32) -> Result<Vec<f32>> {
+    let embeds = graphs.embed(&[token])?;
+    let zero = Array2::<i64>::zeros((1, 1));
+    let tokens = TokenInput::Embeds {
+        embeds: embeds.view(),
+        token_type_ids: zero.view(),
+    };
+    graphs
+        .decoder
+        .run_after_cache(tokens, cache, LogitsMode::Last, |l| {
+            l.slice(s![0, -1, ..]).to_vec()
+        })
 }

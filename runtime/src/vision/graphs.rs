@@ -3,21 +3,22 @@
 //! (`pixel_values` → `image_features`), `embed_tokens.onnx` (ids → scaled embeddings) and
 //! `decoder_model_merged.onnx` (embeddings + `token_type_ids` + KV cache → logits).
 //!
-//! The decoder on embeddings always has the portable I/O (whole past in, whole present out, logits for every
-//! position), also when `model.onnx` is the CPU graph, so its cache is a portable [`KvCache`].
+//! The decoder on embeddings is a [`Decoder`] opened with [`Decoder::open_on_embeds`]: its steps go through the same
+//! step function as the text decoder's. It always has the portable I/O (whole past in, whole present out), also
+//! when `model.onnx` is the CPU graph, so its cache is a portable [`KvCache`].
 
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
-use ndarray::{Array3, Array4, ArrayView2, ArrayView3, ArrayView4, Ix3, Ix4};
-use ort::session::{Session, SessionInputValue, SessionOutputs};
-use ort::value::{DynValue, Tensor, TensorRef};
+use ndarray::{Array3, Array4, ArrayView4, Ix3, Ix4};
+use ort::session::Session;
+use ort::value::{Tensor, TensorRef};
 use serde::Deserialize;
 
+use crate::decoder::{ids_row, Decoder};
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
-use crate::manifest::{DType, Manifest, MANIFEST_FILE};
+use crate::manifest::{Manifest, MANIFEST_FILE};
 use crate::ort_env::{create_session, RuntimeOptions};
 
 /// `preprocess.onnx`, when the manifest does not name it.
@@ -148,10 +149,8 @@ pub struct ImageGraphs {
     preprocess: Option<Preprocessor>,
     encoder: Session,
     embed: Session,
-    decoder: Session,
-    /// The text manifest with `graph` portable: what the decoder's cache must look like.
-    cache_manifest: Manifest,
-    has_position_ids: bool,
+    /// `decoder_model_merged.onnx`, stepped with [`TokenInput::Embeds`](crate::decoder::TokenInput).
+    pub(crate) decoder: Decoder,
 }
 
 fn ort_err(what: &'static str) -> impl Fn(ort::Error) -> Error {
@@ -186,46 +185,20 @@ impl ImageGraphs {
         let encoder = create_session(&file(&section.encoder)?, options)?;
         let embed = create_session(&file(&section.embed_tokens)?, options)?;
         let decoder_path = file(&section.decoder_with_embeds)?;
-        let decoder = create_session(&decoder_path, options)?;
-        let names: Vec<String> = decoder
-            .inputs()
-            .iter()
-            .map(|i| i.name().to_string())
-            .collect();
-        for needed in [
-            "inputs_embeds",
-            "token_type_ids",
-            "attention_mask",
-            "past_key_values.0.key",
-        ] {
-            if !names.iter().any(|n| n == needed) {
-                return Err(Error::invalid_file(
-                    &decoder_path,
-                    format!(
-                        "the graph has no input `{needed}` (is it the decoder on inputs_embeds?)"
-                    ),
-                ));
-            }
-        }
-        crate::integrity::check_graph_shapes(&decoder, manifest, &decoder_path)?;
+        let decoder = Decoder::open_on_embeds(dir, &decoder_path, manifest, options)?;
         crate::integrity::check_graph_shapes(&embed, manifest, &file(&section.embed_tokens)?)?;
-        let mut cache_manifest = manifest.clone();
-        cache_manifest.graph = "portable".into();
-        cache_manifest.cpu = None;
         Ok(ImageGraphs {
             dir: dir.to_path_buf(),
             preprocess,
             encoder,
             embed,
             decoder,
-            cache_manifest,
-            has_position_ids: names.iter().any(|n| n == "position_ids"),
         })
     }
 
-    /// An empty batch-1 cache for [`step`](Self::step).
+    /// An empty batch-1 cache for the decoder on embeddings.
     pub fn new_cache(&self) -> Result<KvCache> {
-        KvCache::new(&self.cache_manifest, 1)
+        self.decoder.new_cache(1)
     }
 
     /// `preprocess.onnx` on one RGB image.
@@ -265,11 +238,7 @@ impl ImageGraphs {
 
     /// `embed_tokens.onnx`: ids → `[1, n, hidden]`, scaled like the decoder's own embedding.
     pub fn embed(&mut self, ids: &[u32]) -> Result<Array3<f32>> {
-        let ids = ndarray::Array2::from_shape_vec(
-            (1, ids.len()),
-            ids.iter().map(|&t| t as i64).collect(),
-        )
-        .expect("shape matches");
+        let ids = ids_row(ids);
         let out = self
             .embed
             .run(ort::inputs!["input_ids" => TensorRef::from_array_view(&ids).map_err(ort_err("embed_tokens.onnx"))?])
@@ -281,107 +250,4 @@ impl ImageGraphs {
             .map_err(|e| Error::ort("running embed_tokens.onnx", e))
             .map(|a| a.to_owned())
     }
-
-    /// One text token after the cache (`token_type_ids` 0); returns its logits.
-    pub fn decode_step(&mut self, cache: &mut KvCache, token: u32) -> Result<Vec<f32>> {
-        let embeds = self.embed(&[token])?;
-        let zero = ndarray::Array2::<i64>::zeros((1, 1));
-        self.step(embeds.view(), zero.view(), cache, true, |l| {
-            l.slice(ndarray::s![0, -1, ..]).to_vec()
-        })
-    }
-
-    /// One step of `decoder_model_merged.onnx` on `embeds` `[1, s, hidden]` after the cache's positions, with
-    /// `token_type_ids` `[1, s]`; hands `f` the logits `[1, s, vocab]` and appends the step to `cache`. With
-    /// `last_only`, `f` may get the last position's logits only (`[1, 1, vocab]`): exports that have the optional
-    /// `num_logits_to_keep` input skip the lm_head everywhere else.
-    pub fn step<R>(
-        &mut self,
-        embeds: ArrayView3<f32>,
-        token_types: ArrayView2<i64>,
-        cache: &mut KvCache,
-        last_only: bool,
-        f: impl FnOnce(ArrayView3<f32>) -> R,
-    ) -> Result<R> {
-        let ctx = "running decoder_model_merged.onnx";
-        let seq = embeds.shape()[1];
-        let past = cache.len();
-        let layers = self.cache_manifest.num_layers;
-        let embeds = embeds.as_standard_layout();
-        let types = token_types.as_standard_layout();
-        let mask = ndarray::Array2::<i64>::ones((1, past + seq));
-        let pos = ndarray::Array2::from_shape_fn((1, seq), |(_, j)| (past + j) as i64);
-        let e = |err| Error::ort(ctx, err);
-        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = vec![
-            (
-                "inputs_embeds".into(),
-                TensorRef::from_array_view(&embeds).map_err(e)?.into(),
-            ),
-            (
-                "token_type_ids".into(),
-                TensorRef::from_array_view(&types).map_err(e)?.into(),
-            ),
-            (
-                "attention_mask".into(),
-                TensorRef::from_array_view(&mask).map_err(e)?.into(),
-            ),
-        ];
-        if self.has_position_ids {
-            inputs.push((
-                "position_ids".into(),
-                TensorRef::from_array_view(&pos).map_err(e)?.into(),
-            ));
-        }
-        let keep_input = self
-            .cache_manifest
-            .portable_logits_to_keep_input
-            .as_deref()
-            .filter(|_| last_only);
-        let keep = ndarray::arr0(1i64);
-        if let Some(name) = keep_input {
-            inputs.push((
-                name.into(),
-                TensorRef::from_array_view(&keep).map_err(e)?.into(),
-            ));
-        }
-        for l in 0..layers {
-            let (k, v) = cache.past(l).ok_or_else(|| {
-                Error::InvalidArgument("the image decoder needs a portable KV cache".into())
-            })?;
-            inputs.push((format!("past_key_values.{l}.key").into(), k.into()));
-            inputs.push((format!("past_key_values.{l}.value").into(), v.into()));
-        }
-        let mut outputs = self.decoder.run(inputs).map_err(e)?;
-        let mut keys = Vec::with_capacity(layers);
-        let mut values = Vec::with_capacity(layers);
-        for l in 0..layers {
-            for (kind, out) in [("key", &mut keys), ("value", &mut values)] {
-                let name = format!("present.{l}.{kind}");
-                let v: DynValue = outputs
-                    .remove(name.as_str())
-                    .ok_or_else(|| Error::ort(ctx, format!("the graph produced no `{name}`")))?;
-                out.push(v);
-            }
-        }
-        let vocab = self.cache_manifest.vocab_size;
-        let kept = if keep_input.is_some() { 1 } else { seq };
-        let result = with_logits(
-            &outputs,
-            self.cache_manifest.logits_dtype,
-            (1, kept, vocab),
-            f,
-        )?;
-        drop(outputs);
-        cache.replace(keys, values, past + seq);
-        Ok(result)
-    }
-}
-
-fn with_logits<R>(
-    outputs: &SessionOutputs<'_>,
-    dtype: DType,
-    dim: (usize, usize, usize),
-    f: impl FnOnce(ArrayView3<f32>) -> R,
-) -> Result<R> {
-    crate::decoder::run::logits_view("running decoder_model_merged.onnx", outputs, dtype, dim, f)
 }

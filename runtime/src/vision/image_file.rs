@@ -12,22 +12,8 @@ use std::path::Path;
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
+pub use crate::error::ImageErrorKind;
 use crate::error::{Error, Result};
-
-/// Why an image was refused (the message says it in words; this is for callers that branch on it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ImageErrorKind {
-    /// The file could not be read (missing, a folder, no permission).
-    Unreadable,
-    /// Not a format gemma-vision decodes (JPEG, PNG, WebP, GIF, BMP).
-    Unsupported,
-    /// An empty file, or an image with zero width or height.
-    ZeroSized,
-    /// Over the decoding limits (by its header, before decoding).
-    TooLarge,
-    /// The format was recognised but the data is truncated or corrupt.
-    Corrupt,
-}
 
 /// How big an image may be. The defaults allow any photo (16384 px a side, 64 megapixels) and refuse bombs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,8 +6,10 @@
 //!   Pan & Scan wording) and `token_type_ids`;
 //! - [`graphs`]: the sessions of `preprocess.onnx`, `vision_encoder.onnx`, `embed_tokens.onnx` and
 //!   `decoder_model_merged.onnx`, named by the manifest's `vision` section;
-//! - [`generate`]: [`VisionGenerator`], generation with images (`gemma-vision describe`);
-//! - [`chat`]: [`VisionChat`], a conversation whose user turns may hold images (`gemma chat --image`).
+//! - [`generate`]: [`VisionGenerator`], generation with images; [`describe`]: `gemma-vision describe`.
+//!
+//! A conversation with images is a [`Conversation`](crate::Conversation) over a [`VisionGenerator`]
+//! (`gemma chat --image`).
 //!
 //! ```no_run
 //! use gemma_runtime::{RuntimeOptions, VisionGenerator, VisionOptions};
@@ -17,14 +19,12 @@
 //! # Ok::<(), gemma_runtime::Error>(())
 //! ```
 
-pub mod chat;
 pub mod describe;
 pub mod generate;
 pub mod graphs;
 pub mod image_file;
 pub mod processor;
 
-pub use chat::VisionChat;
 pub use describe::{DecodedImage, ImageReport, VisionOutput};
 pub use generate::{EncodedImage, VisionGenerator, VisionOptions};
 pub use graphs::{PreprocessEntry, Preprocessed, Preprocessor, VisionSection};

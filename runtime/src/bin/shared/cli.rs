@@ -1,5 +1,5 @@
 //! What the `gemma` and `gemma-vision` binaries share: the model/runtime and sampling arguments, reading a prompt
-//! from stdin, Ctrl-C handling and the exit status. Included by both with `#[path]` (binary-only code: it uses
+//! from stdin, streaming text to stdout, Ctrl-C handling, the exit status and the memory-budget allocator. Included by both with `#[path]` (binary-only code: it uses
 //! anyhow and clap, which the library does not).
 
 use std::io::{Read, Write};
@@ -9,7 +9,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use gemma_runtime::{ExecutionProvider, RuntimeOptions, SamplingConfig};
+use gemma_runtime::{ExecutionProvider, RuntimeOptions, SamplingConfig, StopReason};
+
+/// Chat templates run under a memory budget ([`gemma_runtime::alloc_budget`]).
+#[global_allocator]
+static ALLOCATOR: gemma_runtime::alloc_budget::BudgetAllocator =
+    gemma_runtime::alloc_budget::BudgetAllocator;
 
 #[derive(Args)]
 pub struct ModelArgs {
@@ -128,6 +133,47 @@ pub fn output_failed(e: std::io::Error) -> ! {
 pub fn check_output(result: std::io::Result<()>) {
     if let Err(e) = result {
         output_failed(e);
+    }
+}
+
+/// Generated text streamed to stdout as it comes (nothing with `--json`). A write error stops the stream and is
+/// reported by [`finish`](Self::finish).
+pub struct TextOut {
+    json: bool,
+    error: Option<std::io::Error>,
+}
+
+impl TextOut {
+    pub fn new(json: bool) -> TextOut {
+        TextOut { json, error: None }
+    }
+
+    pub fn write(&mut self, delta: &str) {
+        if self.json || self.error.is_some() {
+            return;
+        }
+        let mut lock = std::io::stdout().lock();
+        if let Err(e) = lock.write_all(delta.as_bytes()).and_then(|_| lock.flush()) {
+            self.error = Some(e);
+        }
+    }
+
+    /// `Ok(false)` when stdout was closed (`| head`): the command then ends quietly, printing nothing more.
+    pub fn finish(self) -> Result<bool> {
+        match self.error {
+            None => Ok(true),
+            Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+            Some(e) => Err(e).context("writing to stdout"),
+        }
+    }
+}
+
+/// Why generation stopped, in words; `eos` names what a stop token means here ("end of turn", "end of sequence").
+pub fn stop_words(reason: StopReason, eos: &'static str) -> &'static str {
+    match reason {
+        StopReason::Eos => eos,
+        StopReason::MaxNewTokens => "max new tokens",
+        StopReason::Interrupted => "interrupted",
     }
 }
 

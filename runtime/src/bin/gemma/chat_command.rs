@@ -1,12 +1,8 @@
-//! `gemma chat`: a conversation in the terminal (one line per user turn, replies streamed, the KV cache kept between
-//! turns by [`ChatSession`]), or with `--messages FILE.json` one reply to a given conversation.
-//!
-//! Plain stdin lines rather than a line-editor crate: it works the same in a terminal, in a pipe and in tests, and
-//! the terminal's own line editing (backspace, Ctrl-U, Ctrl-W) is there. Ctrl-C during a reply sets the session's
-//! stop flag (the reply ends after the current token and is kept in the conversation); at the prompt it only
-//! reminds how to leave; Ctrl-D (end of input) or `/quit` leaves.
+//! `gemma chat`: its arguments, and the choice between the conversation in the terminal ([`chat_repl`](super::chat_repl),
+//! one line per user turn, with images on a multimodal export) and `--messages FILE.json` (one reply to a given
+//! conversation). Both run on [`Conversation`], which keeps the KV cache between turns.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,9 +10,10 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use gemma_runtime::{
-    ChatOptions, ChatSession, GenerateOptions, Generator, Message, StopReason, TurnReport,
+    ChatOptions, Conversation, GenerateOptions, Generator, Message, VisionGenerator,
 };
 
+use super::chat_repl::{self, note_dropped, note_folded, print_verbose};
 use super::cli::{ModelArgs, SamplingArgs};
 #[allow(unused_imports)]
 use crate::cli::{errln, errout, out, outln};
@@ -138,33 +135,34 @@ pub fn run(args: ChatArgs) -> Result<()> {
         system: args.system.clone(),
         fold_system: !args.no_fold_system,
         max_context: args.max_context,
+        pan_and_scan: args.pan_and_scan,
     };
+    let runtime = args.model.runtime_options();
+    let open_error = || format!("opening {}", dir.display());
     // A multimodal export chats through its image graphs, so that `/image PATH` works at any turn.
     if file_messages.is_none()
         && (!args.images.is_empty()
             || gemma_runtime::vision::export_has_vision(dir).unwrap_or(false))
     {
-        let setup = super::vision_chat::Setup {
-            dir: dir.clone(),
-            runtime: args.model.runtime_options(),
-            options,
-            images: args.images.clone(),
-            pan_and_scan: args.pan_and_scan,
-            verbose: args.verbose,
-        };
-        return super::vision_chat::run(setup, &stop, &replying);
+        let generator = VisionGenerator::open(dir, &runtime).with_context(open_error)?;
+        let mut conversation = Conversation::new(generator, options)?;
+        for path in &args.images {
+            let report = conversation.add_image(path)?;
+            chat_repl::note_image(&report, conversation.pending_images());
+        }
+        return chat_repl::run(&mut conversation, dir, args.verbose, &stop, &replying);
     }
-    let generator = Generator::open(dir, &args.model.runtime_options())
-        .with_context(|| format!("opening {}", dir.display()))?;
-    let mut session = ChatSession::new(generator, options)?;
-    if let Some(messages) = file_messages {
-        session.set_messages(&messages)?;
-        note_folded(&session);
-        replying.store(true, Ordering::SeqCst);
-        return reply_once(&mut session, &args);
+    let generator = Generator::open(dir, &runtime).with_context(open_error)?;
+    let mut conversation = Conversation::new(generator, options)?;
+    match file_messages {
+        Some(messages) => {
+            conversation.set_messages(&messages)?;
+            note_folded(&conversation);
+            replying.store(true, Ordering::SeqCst);
+            reply_once(&mut conversation, &args)
+        }
+        None => chat_repl::run(&mut conversation, dir, args.verbose, &stop, &replying),
     }
-    note_folded(&session);
-    interactive(&mut session, &args, &stop, &replying)
 }
 
 /// A list of `{role, content}` objects with string content.
@@ -198,20 +196,11 @@ fn read_messages(path: &Path) -> Result<Vec<Message>> {
     Ok(messages)
 }
 
-fn note_folded(session: &ChatSession) {
-    if session.system_folded() {
-        errln!(
-            "note: this model's chat template has no system role (it raises \"System role not supported\" or \
-             similar); the system prompt goes at the start of the first user message instead"
-        );
-    }
-}
-
 /// `--messages`: one reply, streamed (or one JSON object).
-fn reply_once(session: &mut ChatSession, args: &ChatArgs) -> Result<()> {
+fn reply_once(conversation: &mut Conversation, args: &ChatArgs) -> Result<()> {
     let json = args.json;
     let mut out = std::io::stdout();
-    let report = session.respond(|delta| {
+    let report = conversation.respond(|delta| {
         if !json {
             crate::cli::check_output(out.write_all(delta.as_bytes()).and_then(|_| out.flush()));
         }
@@ -227,7 +216,7 @@ fn reply_once(session: &mut ChatSession, args: &ChatArgs) -> Result<()> {
             "stop_reason": o.stop_reason,
             "prefill_tokens_per_s": o.prefill_tokens_per_s,
             "decode_tokens_per_s": o.decode_tokens_per_s,
-            "system_folded": session.system_folded(),
+            "system_folded": conversation.system_folded(),
             "dropped_messages": report.dropped_messages,
         });
         outln!("{obj}");
@@ -238,131 +227,4 @@ fn reply_once(session: &mut ChatSession, args: &ChatArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn interactive(
-    session: &mut ChatSession,
-    args: &ChatArgs,
-    stop: &AtomicBool,
-    replying: &AtomicBool,
-) -> Result<()> {
-    let tty = std::io::stdin().is_terminal();
-    if tty {
-        errln!(
-            "Chatting with {}. Ctrl-C stops a reply, Ctrl-D or /quit leaves, /reset starts over.",
-            args.model.model.display()
-        );
-    }
-    let mut line = String::new();
-    loop {
-        let text = match read_input(tty, &mut line)? {
-            Input::Quit => return Ok(()),
-            Input::Reset => {
-                session.reset()?;
-                errln!("(conversation cleared)");
-                continue;
-            }
-            Input::Text(text) => text,
-        };
-        let result = stream_reply(stop, replying, |on_text| session.send(text, on_text));
-        match result {
-            Ok(report) => {
-                if report.output.stop_reason == StopReason::Interrupted {
-                    errln!("[stopped]");
-                }
-                note_dropped(&report);
-                if args.verbose {
-                    print_verbose(&report);
-                }
-            }
-            // The turn is undone; the conversation goes on.
-            Err(e) => errln!("error: {e:#}"),
-        }
-    }
-}
-
-/// One reply of the conversation: `send` gets a sink that streams its text to stdout. While it runs, `replying`
-/// is raised (Ctrl-C then stops the reply through `stop` instead of leaving); the line is ended afterwards.
-pub fn stream_reply<R>(
-    stop: &AtomicBool,
-    replying: &AtomicBool,
-    send: impl FnOnce(&mut dyn FnMut(&str)) -> R,
-) -> R {
-    let mut stdout = std::io::stdout();
-    stop.store(false, Ordering::SeqCst);
-    replying.store(true, Ordering::SeqCst);
-    let result = send(&mut |delta: &str| {
-        crate::cli::check_output(
-            stdout
-                .write_all(delta.as_bytes())
-                .and_then(|_| stdout.flush()),
-        );
-    });
-    replying.store(false, Ordering::SeqCst);
-    outln!();
-    result
-}
-
-/// One line typed at the chat prompt.
-pub enum Input<'a> {
-    /// Ctrl-D (end of input), `/quit` or `/exit`.
-    Quit,
-    /// `/reset`.
-    Reset,
-    /// Anything else that is not blank (other `/` commands are the caller's), without its line ending.
-    Text(&'a str),
-}
-
-/// Shows the `> ` prompt on a terminal and reads the next non-blank line into `line`.
-pub fn read_input(tty: bool, line: &mut String) -> Result<Input<'_>> {
-    let stdin = std::io::stdin();
-    loop {
-        if tty {
-            out!("> ");
-            std::io::stdout().flush()?;
-        }
-        line.clear();
-        if stdin.lock().read_line(line)? == 0 {
-            if tty {
-                outln!();
-            }
-            return Ok(Input::Quit);
-        }
-        match line.trim() {
-            "" => continue,
-            "/quit" | "/exit" => return Ok(Input::Quit),
-            "/reset" => return Ok(Input::Reset),
-            _ => return Ok(Input::Text(line.trim_end_matches(['\n', '\r']))),
-        }
-    }
-}
-
-fn note_dropped(report: &TurnReport) {
-    if report.dropped_messages > 0 {
-        errln!(
-            "note: the conversation no longer fit in the context with room for the reply; dropped the {} oldest \
-             message(s)",
-            report.dropped_messages
-        );
-    }
-}
-
-fn print_verbose(report: &TurnReport) {
-    for line in &report.debug {
-        errln!("[debug] {line}");
-    }
-    let o = &report.output;
-    let why = match o.stop_reason {
-        StopReason::Eos => "end of turn",
-        StopReason::MaxNewTokens => "max new tokens",
-        StopReason::Interrupted => "interrupted",
-    };
-    errln!(
-        "[{} cached tokens reused, {} prefilled at {:.1} tok/s | {} generated at {:.1} tok/s | stop: {why}]",
-        report.reused_tokens,
-        report.prefilled_tokens,
-        o.prefill_tokens_per_s,
-        o.token_ids.len(),
-        o.decode_tokens_per_s
-    );
 }
