@@ -49,17 +49,8 @@ pub fn export_to_temp(src: &Path) -> Result<(tempfile::TempDir, PathBuf)> {
 pub fn export_graph_to_temp(src: &Path, graph: GraphKind) -> Result<(tempfile::TempDir, PathBuf)> {
     let tmp = tempfile::tempdir()?;
     let out = tmp.path().join("onnx");
-    export(&ExportOptions {
-        src: src.to_path_buf(),
-        out: out.clone(),
-        precision: Precision::Fp32,
-        graph,
-        force: false,
-        progress: false,
-        lora: None,
-        allow_nonfinite: false,
-    })
-    .with_context(|| format!("exporting {}", src.display()))?;
+    export(&ExportOptions::new(src, &out).graph(graph))
+        .with_context(|| format!("exporting {}", src.display()))?;
     Ok((tmp, out))
 }
 
@@ -71,16 +62,11 @@ pub fn export_precision_to_temp(
 ) -> Result<(tempfile::TempDir, PathBuf)> {
     let tmp = tempfile::tempdir()?;
     let out = tmp.path().join("onnx");
-    export(&ExportOptions {
-        src: src.to_path_buf(),
-        out: out.clone(),
-        precision,
-        graph,
-        force: false,
-        progress: false,
-        lora: None,
-        allow_nonfinite: false,
-    })
+    export(
+        &ExportOptions::new(src, &out)
+            .precision(precision)
+            .graph(graph),
+    )
     .with_context(|| format!("exporting {} at {}", src.display(), precision.name()))?;
     Ok((tmp, out))
 }

@@ -357,20 +357,15 @@ fn export_cli_like(
     precision: Precision,
     lora: Option<&Path>,
 ) -> serde_json::Value {
-    gemma_exporter::export(&ExportOptions {
-        src: src.to_path_buf(),
-        out: out.to_path_buf(),
-        precision,
-        graph: GraphKind::Portable,
-        force: false,
-        progress: false,
-        lora: lora.map(|dir| LoraOptions {
-            dir: dir.to_path_buf(),
-            scale: 1.0,
-        }),
-        allow_nonfinite: false,
-    })
-    .unwrap_or_else(|e| panic!("exporting {}: {e}", src.display()));
+    let lora = lora.map(|dir| LoraOptions {
+        dir: dir.to_path_buf(),
+        scale: 1.0,
+    });
+    let opts = ExportOptions::new(src, out)
+        .precision(precision)
+        .graph(GraphKind::Portable)
+        .lora(lora);
+    gemma_exporter::export(&opts).unwrap_or_else(|e| panic!("exporting {}: {e}", src.display()));
     serde_json::from_str(&std::fs::read_to_string(out.join("gemma-onnx.json")).unwrap()).unwrap()
 }
 

@@ -6,7 +6,7 @@
 //! records the adapter. On the real Gemma 3 270M, an adapter made by peft gives transformers' merged-model greedy
 //! ids. The refusals are tested through the binary in `exporter/tests/lora_cli.rs`.
 
-use gemma_exporter::{export, ExportOptions, GraphKind, LoraOptions, Precision};
+use gemma_exporter::{export, ExportOptions, GraphKind, LoraOptions};
 use gemma_runtime::Decoder;
 use gemma_tests::*;
 use ndarray::Array2;
@@ -51,20 +51,11 @@ fn export_with_lora(
 ) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("onnx");
-    export(&ExportOptions {
-        src: src.to_path_buf(),
-        out: out.clone(),
-        precision: Precision::Fp32,
-        graph,
-        force: false,
-        progress: false,
-        lora: Some(LoraOptions {
-            dir: adapter.to_path_buf(),
-            scale,
-        }),
-        allow_nonfinite: false,
-    })
-    .unwrap_or_else(|e| {
+    let lora = LoraOptions {
+        dir: adapter.to_path_buf(),
+        scale,
+    };
+    export(&ExportOptions::new(src, &out).graph(graph).lora(Some(lora))).unwrap_or_else(|e| {
         panic!(
             "exporting {} with {}: {e}",
             src.display(),

@@ -163,16 +163,9 @@ fn add_tensors(dir: &Path, extra: &[(&str, Vec<usize>)]) {
 fn export_error(src: &Path) -> ExportError {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("onnx");
-    let e = gemma_exporter::export(&gemma_exporter::ExportOptions {
-        src: src.to_path_buf(),
-        out: out.clone(),
-        precision: gemma_exporter::Precision::Fp32,
-        graph: gemma_exporter::GraphKind::Portable,
-        force: false,
-        progress: false,
-        lora: None,
-        allow_nonfinite: false,
-    })
+    let e = gemma_exporter::export(
+        &gemma_exporter::ExportOptions::new(src, &out).graph(gemma_exporter::GraphKind::Portable),
+    )
     .expect_err("the export should be refused");
     assert!(
         !out.exists(),

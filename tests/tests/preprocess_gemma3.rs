@@ -466,16 +466,9 @@ fn export_writes_preprocess_onnx() -> Result<()> {
     // A processor size the tower cannot take is refused before anything is written.
     let (_tmp, src) = checkpoint_with_preprocessor(r#"{"size": {"height": 64, "width": 64}}"#)?;
     let out = src.parent().unwrap().join("onnx");
-    let err = gemma_exporter::export(&gemma_exporter::ExportOptions {
-        src: src.clone(),
-        out: out.clone(),
-        precision: gemma_exporter::Precision::Fp32,
-        graph: gemma_exporter::GraphKind::Portable,
-        force: false,
-        progress: false,
-        lora: None,
-        allow_nonfinite: false,
-    })
+    let err = gemma_exporter::export(
+        &gemma_exporter::ExportOptions::new(&src, &out).graph(gemma_exporter::GraphKind::Portable),
+    )
     .expect_err("size 64 must be refused for a 56 px tower");
     let msg = format!("{err:#}");
     assert!(

@@ -118,16 +118,9 @@ fn broken_copy(
 
 fn export_error(src: &Path) -> String {
     let out = src.parent().unwrap().join("onnx");
-    let err = gemma_exporter::export(&gemma_exporter::ExportOptions {
-        src: src.to_path_buf(),
-        out: out.clone(),
-        precision: gemma_exporter::Precision::Fp32,
-        graph: gemma_exporter::GraphKind::Portable,
-        force: false,
-        progress: false,
-        lora: None,
-        allow_nonfinite: false,
-    })
+    let err = gemma_exporter::export(
+        &gemma_exporter::ExportOptions::new(src, &out).graph(gemma_exporter::GraphKind::Portable),
+    )
     .expect_err("the export should be refused");
     assert!(!out.exists(), "a refused export wrote {}", out.display());
     let leftovers: Vec<_> = std::fs::read_dir(src.parent().unwrap()).unwrap().collect();
