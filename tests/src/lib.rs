@@ -16,6 +16,9 @@ pub use parity::{
     left_padded_batch, parity_runtime, prefill_then_decode, prefill_then_decode_from,
 };
 
+/// The checkpoint writers shared with the unit tests of gemma-models (its `testing` feature).
+pub use gemma_models::testing::{f32_tensor, read_safetensors, write_safetensors, GgufWriter};
+
 /// `tests/fixtures`.
 pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")

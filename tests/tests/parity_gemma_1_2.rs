@@ -139,25 +139,11 @@ fn copy_fixture(fixture: &str, edit: impl FnOnce(&mut serde_json::Value)) -> tem
 /// Adds `extra` ([name, shape] of f32 zeros) to the single-file `model.safetensors` in `dir`.
 fn add_tensors(dir: &Path, extra: &[(&str, Vec<usize>)]) {
     let path = dir.join("model.safetensors");
-    let bytes = std::fs::read(&path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<(String, safetensors::tensor::TensorView<'_>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, t)| (n.to_string(), t))
-        .collect();
-    let zeros: Vec<Vec<u8>> = extra
-        .iter()
-        .map(|(_, shape)| vec![0u8; shape.iter().product::<usize>() * 4])
-        .collect();
-    for ((name, shape), data) in extra.iter().zip(&zeros) {
-        let view =
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
-                .unwrap();
-        tensors.push((name.to_string(), view));
+    let mut tensors = read_safetensors(&path);
+    for (name, shape) in extra {
+        tensors.push(f32_tensor(name, shape, &vec![0.0; shape.iter().product()]));
     }
-    let out = safetensors::serialize(tensors, None).unwrap();
-    std::fs::write(&path, out).unwrap();
+    write_safetensors(&path, &tensors);
 }
 
 fn export_error(src: &Path) -> ExportError {

@@ -218,7 +218,7 @@ fn dequantized_copy(src: &Path, dst: &Path, q: &QuantConfig) -> usize {
         })
         .map(|(n, _)| n)
         .collect();
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut tensors = Vec::new();
     let mut changed = 0;
     for name in ckpt.names() {
         let view = ckpt.tensor(name).unwrap();
@@ -253,20 +253,10 @@ fn dequantized_copy(src: &Path, dst: &Path, q: &QuantConfig) -> usize {
                 }
             }
         }
-        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        tensors.push((name.to_string(), view.shape.clone(), bytes));
+        tensors.push(f32_tensor(name, &view.shape, &values));
     }
     std::fs::create_dir_all(dst).unwrap();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .map(|(n, shape, bytes)| {
-            let v =
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                    .unwrap();
-            (n.clone(), v)
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, &dst.join("model.safetensors")).unwrap();
+    write_safetensors(&dst.join("model.safetensors"), &tensors);
     for f in ["config.json", "generation_config.json"] {
         if src.join(f).is_file() {
             std::fs::copy(src.join(f), dst.join(f)).unwrap();

@@ -105,14 +105,9 @@ fn broken_copy(
         serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
     edit(&mut cfg);
     std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
-    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let kept: Vec<_> = st.tensors().into_iter().filter(|(n, _)| keep(n)).collect();
-    std::fs::write(
-        dir.join("model.safetensors"),
-        safetensors::serialize(kept, None).unwrap(),
-    )
-    .unwrap();
+    let mut tensors = read_safetensors(&src.join("model.safetensors"));
+    tensors.retain(|(n, ..)| keep(n));
+    write_safetensors(&dir.join("model.safetensors"), &tensors);
     (tmp, dir)
 }
 
