@@ -4,6 +4,9 @@
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
+/// The mock Hugging Face Hub of `hub.rs`.
+pub mod mock_hub;
+
 use gemma_models::testing::{f32_tensor, write_safetensors};
 use std::fs;
 use std::path::{Path, PathBuf};
