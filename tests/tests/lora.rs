@@ -219,10 +219,10 @@ fn conditional_generation_hub_names() {
 /// Exports `base` with the conditional adapter and encodes the reference image: the features match peft's merged
 /// model (`vision_reference.safetensors` of the case).
 fn image_features_match(base: &str) {
-    use gemma_tests::vision::{max_abs_diff, ImageModel, VisionReference};
+    use gemma_tests::vision::{max_abs_diff, ImageModel};
     let adapter = lora_dir().join("conditional");
     let (_tmp, out) = export_with_lora(&tiny_fixture(base), &adapter, 1.0, GraphKind::Portable);
-    let r = VisionReference::load(&adapter).unwrap();
+    let r = Reference::vision(&adapter).unwrap();
     let mut model = ImageModel::open(&out).unwrap();
     let features = model.encode(r.pixel_values().unwrap().view()).unwrap();
     let d = max_abs_diff(features.view(), r.image_features().unwrap().view());
