@@ -15,7 +15,7 @@ pub use reference::Reference;
 
 /// The parity driver of the text fixtures: one [`Parity`] row per (source, graph, precision, tolerance).
 pub mod parity;
-pub use parity::{parity_runtime, prefill_then_decode_from, Parity};
+pub use parity::{parity_runtime, prefill_then_decode_from, prompt_logits, Parity};
 
 /// The checkpoint writers shared with the unit tests of gemma-models (its `testing` feature).
 pub use gemma_models::testing::{f32_tensor, read_safetensors, write_safetensors, GgufWriter};

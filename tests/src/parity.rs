@@ -220,6 +220,18 @@ impl Parity {
     }
 }
 
+/// Every position's logits of one unpadded prompt `ids` `[1, n]` in one forward pass through the export in `dir`.
+pub fn prompt_logits(dir: &Path, ids: &Array2<i64>) -> Array3<f32> {
+    let mut decoder = Decoder::open(dir, &parity_runtime()).unwrap();
+    let mut cache = decoder.new_cache(1).unwrap();
+    let n = ids.ncols();
+    let mask = Array2::<i64>::ones((1, n));
+    let pos = Array2::from_shape_fn((1, n), |(_, j)| j as i64);
+    decoder
+        .forward(ids.view(), mask.view(), pos.view(), &mut cache)
+        .unwrap()
+}
+
 /// [`Parity::prefill_then_decode`] for any export source `src` (a checkpoint folder or a GGUF file) against the
 /// `reference.safetensors` in `reference_dir`; `name` names it in messages.
 pub fn prefill_then_decode_from(

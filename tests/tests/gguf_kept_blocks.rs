@@ -20,8 +20,6 @@ use gemma_exporter::{
 };
 use gemma_models::testing::GgufWriter;
 use gemma_models::{Checkpoint, ModelConfig};
-use gemma_runtime::Decoder;
-use gemma_tests::parity::parity_runtime;
 use gemma_tests::*;
 use ndarray::{Array2, Array3};
 use prost::Message;
@@ -218,14 +216,7 @@ fn export(
 }
 
 fn logits(dir: &Path, ids: &Array2<i64>) -> Array3<f32> {
-    let mut decoder = Decoder::open(dir, &parity_runtime()).unwrap();
-    let mut cache = decoder.new_cache(1).unwrap();
-    let n = ids.ncols();
-    let mask = Array2::<i64>::ones((1, n));
-    let pos = Array2::from_shape_fn((1, n), |(_, j)| j as i64);
-    decoder
-        .forward(ids.view(), mask.view(), pos.view(), &mut cache)
-        .unwrap()
+    prompt_logits(dir, ids)
 }
 
 #[test]

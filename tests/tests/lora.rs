@@ -7,9 +7,7 @@
 //! ids. The refusals are tested through the binary in `exporter/tests/lora_cli.rs`.
 
 use gemma_exporter::{export, ExportOptions, GraphKind, LoraOptions};
-use gemma_runtime::Decoder;
 use gemma_tests::*;
-use ndarray::Array2;
 use std::path::{Path, PathBuf};
 
 fn lora_dir() -> PathBuf {
@@ -91,14 +89,8 @@ fn merged_matches_peft(name: &str, graph: GraphKind) -> f32 {
     let reference = Reference::load(&lora_dir().join(name)).unwrap();
     let ids = reference.i64_2d("prefill.input_ids").unwrap();
     let expected = reference.f32_3d("prefill.logits").unwrap();
-    let mut decoder = Decoder::open(&out, &parity_runtime()).unwrap();
-    let mut cache = decoder.new_cache(1).unwrap();
     let n = ids.ncols();
-    let mask = Array2::<i64>::ones((1, n));
-    let pos = Array2::from_shape_fn((1, n), |(_, j)| j as i64);
-    let logits = decoder
-        .forward(ids.view(), mask.view(), pos.view(), &mut cache)
-        .unwrap();
+    let logits = prompt_logits(&out, &ids);
     assert_eq!(logits.dim(), expected.dim(), "{name}: logits shape");
     let mut worst = 0f32;
     for j in 0..n {
@@ -198,14 +190,8 @@ fn conditional_generation_hub_names() {
     let reference = Reference::load(&adapter).unwrap();
     let ids = reference.i64_2d("prefill.input_ids").unwrap();
     let expected = reference.f32_3d("prefill.logits").unwrap();
-    let mut decoder = Decoder::open(&out, &parity_runtime()).unwrap();
-    let mut cache = decoder.new_cache(1).unwrap();
     let n = ids.ncols();
-    let mask = Array2::<i64>::ones((1, n));
-    let pos = Array2::from_shape_fn((1, n), |(_, j)| j as i64);
-    let logits = decoder
-        .forward(ids.view(), mask.view(), pos.view(), &mut cache)
-        .unwrap();
+    let logits = prompt_logits(&out, &ids);
     for j in 0..n {
         let d = max_abs_diff_row(logits.view(), (0, j), expected.view(), (0, j));
         assert!(

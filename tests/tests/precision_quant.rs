@@ -20,21 +20,13 @@ use gemma_exporter::quant::rounding::{dequantize, quantize_block, Rounding};
 use gemma_exporter::quant::QuantConfig;
 use gemma_exporter::{GraphKind, Precision};
 use gemma_models::{names, Checkpoint, ModelConfig};
-use gemma_runtime::Decoder;
 use gemma_tests::*;
 use ndarray::{s, Array2, Array3};
 use std::path::Path;
 
 /// Every position's logits of the fixture's reference prompt, in one forward pass.
 fn logits(out: &std::path::Path, ids: &Array2<i64>) -> Array3<f32> {
-    let mut decoder = Decoder::open(out, &parity_runtime()).unwrap();
-    let mut cache = decoder.new_cache(1).unwrap();
-    let n = ids.ncols();
-    let mask = Array2::<i64>::ones((1, n));
-    let pos = Array2::from_shape_fn((1, n), |(_, j)| j as i64);
-    decoder
-        .forward(ids.view(), mask.view(), pos.view(), &mut cache)
-        .unwrap()
+    prompt_logits(out, ids)
 }
 
 fn log_softmax(row: &[f32]) -> Vec<f64> {
