@@ -260,7 +260,7 @@ fn matches_transformers_at_896() -> Result<()> {
     Ok(())
 }
 
-/// The crop counts and sizes of spec §6.3's table (min crop 256, max 4, ratio 1.2), plus degenerate shapes.
+/// The crop counts and sizes of semantics §6.3's table (min crop 256, max 4, ratio 1.2), plus degenerate shapes.
 #[test]
 fn pan_and_scan_geometry_follows_the_spec_table() -> Result<()> {
     let mut graph = Graph::new(&PreprocessConfig::gemma3_defaults(8))?;
