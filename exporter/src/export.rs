@@ -94,7 +94,16 @@ impl GraphKind {
     }
 }
 
-/// What to export and where.
+/// What to export and where. [`ExportOptions::new`] gives the defaults of `gemma-export SRC -o OUT` (fp32, the cpu
+/// graph, no `--force`, no progress bar, no adapter); the setters change one option each, so that a new option
+/// needs no edit where the defaults do:
+///
+/// ```no_run
+/// # use gemma_exporter::{ExportOptions, GraphKind, Precision};
+/// let opts = ExportOptions::new("gemma-3-270m", "onnx/gemma-3-270m")
+///     .precision(Precision::INT8)
+///     .graph(GraphKind::Portable);
+/// ```
 #[derive(Debug, Clone)]
 pub struct ExportOptions {
     pub src: PathBuf,
@@ -110,6 +119,58 @@ pub struct ExportOptions {
     pub allow_nonfinite: bool,
     /// A PEFT LoRA adapter merged into the weights ([`gemma_models::lora`]).
     pub lora: Option<LoraOptions>,
+}
+
+impl ExportOptions {
+    /// Export `src` (a checkpoint folder or a GGUF file) to `out` with the defaults of `gemma-export SRC -o OUT`.
+    pub fn new(src: impl Into<PathBuf>, out: impl Into<PathBuf>) -> ExportOptions {
+        ExportOptions {
+            src: src.into(),
+            out: out.into(),
+            precision: Precision::Fp32,
+            graph: GraphKind::default(),
+            force: false,
+            progress: false,
+            allow_nonfinite: false,
+            lora: None,
+        }
+    }
+
+    /// `--precision`.
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    /// `--graph`.
+    pub fn graph(mut self, graph: GraphKind) -> Self {
+        self.graph = graph;
+        self
+    }
+
+    /// `--force`: replace `out` if it exists.
+    pub fn force(mut self, force: bool) -> Self {
+        self.force = force;
+        self
+    }
+
+    /// Show a progress bar (the opposite of `--quiet`).
+    pub fn progress(mut self, progress: bool) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// `--allow-nonfinite`.
+    pub fn allow_nonfinite(mut self, allow: bool) -> Self {
+        self.allow_nonfinite = allow;
+        self
+    }
+
+    /// `--lora DIR --lora-scale S`, or no adapter.
+    pub fn lora(mut self, lora: Option<LoraOptions>) -> Self {
+        self.lora = lora;
+        self
+    }
 }
 
 /// `--lora ADAPTER_DIR [--lora-scale S]`.

@@ -168,22 +168,21 @@ fn run(args: Args) -> anyhow::Result<()> {
         progress: !args.quiet,
     };
     let src = gemma_exporter::source::resolve(&args.src_dir, &hub)?;
-    let opts = ExportOptions {
-        src,
-        out: args.out.clone(),
-        precision,
-        graph: match args.graph {
-            GraphArg::Cpu => GraphKind::Cpu,
-            GraphArg::Portable => GraphKind::Portable,
-        },
-        force: args.force,
-        progress: !args.quiet,
-        lora: args.lora.clone().map(|dir| LoraOptions {
-            dir,
-            scale: args.lora_scale.unwrap_or(1.0),
-        }),
-        allow_nonfinite: args.allow_nonfinite,
+    let graph = match args.graph {
+        GraphArg::Cpu => GraphKind::Cpu,
+        GraphArg::Portable => GraphKind::Portable,
     };
+    let lora = args.lora.clone().map(|dir| LoraOptions {
+        dir,
+        scale: args.lora_scale.unwrap_or(1.0),
+    });
+    let opts = ExportOptions::new(src, args.out.clone())
+        .precision(precision)
+        .graph(graph)
+        .force(args.force)
+        .progress(!args.quiet)
+        .lora(lora)
+        .allow_nonfinite(args.allow_nonfinite);
     let report = export(&opts).with_context(|| format!("exporting {}", args.src_dir.display()))?;
     for warning in &report.warnings {
         say!("warning: {warning}");

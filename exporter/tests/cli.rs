@@ -1,135 +1,39 @@
 //! `gemma-export` as users run it: a good export, and every kind of bad input giving a clear error, exit ≠ 0,
 //! and nothing left behind that looks like an export.
 
-use safetensors::tensor::{serialize, Dtype, TensorView};
-use std::collections::HashMap;
+mod common;
+
+use common::{assert_failed, export, stderr, TINY};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-const H: usize = 16;
-const HD: usize = 8;
-const NH: usize = 2;
-const NKV: usize = 1;
-const I: usize = 32;
-const V: usize = 32;
-const LAYERS: usize = 2;
+const H: usize = TINY.hidden;
+const I: usize = TINY.inter;
+const LAYERS: usize = TINY.layers;
 
 fn config() -> serde_json::Value {
-    serde_json::json!({
-        "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
-        "vocab_size": V, "hidden_size": H, "intermediate_size": I, "num_hidden_layers": LAYERS,
-        "num_attention_heads": NH, "num_key_value_heads": NKV, "head_dim": HD, "query_pre_attn_scalar": HD,
-        "rms_norm_eps": 1e-6, "sliding_window": 4, "sliding_window_pattern": 2, "rope_theta": 1000000.0,
-        "rope_local_base_freq": 10000.0, "rope_scaling": null, "max_position_embeddings": 128,
-        "hidden_activation": "gelu_pytorch_tanh", "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0,
-        "torch_dtype": "float32"
-    })
+    common::config(TINY)
 }
 
 fn tensors() -> Vec<(String, Vec<usize>)> {
-    let mut v = vec![
-        ("model.embed_tokens.weight".to_string(), vec![V, H]),
-        ("model.norm.weight".to_string(), vec![H]),
-    ];
-    for l in 0..LAYERS {
-        for (s, shape) in [
-            ("input_layernorm.weight", vec![H]),
-            ("post_attention_layernorm.weight", vec![H]),
-            ("pre_feedforward_layernorm.weight", vec![H]),
-            ("post_feedforward_layernorm.weight", vec![H]),
-            ("self_attn.q_proj.weight", vec![NH * HD, H]),
-            ("self_attn.k_proj.weight", vec![NKV * HD, H]),
-            ("self_attn.v_proj.weight", vec![NKV * HD, H]),
-            ("self_attn.o_proj.weight", vec![H, NH * HD]),
-            ("self_attn.q_norm.weight", vec![HD]),
-            ("self_attn.k_norm.weight", vec![HD]),
-            ("mlp.gate_proj.weight", vec![I, H]),
-            ("mlp.up_proj.weight", vec![I, H]),
-            ("mlp.down_proj.weight", vec![H, I]),
-        ] {
-            v.push((format!("model.layers.{l}.{s}"), shape));
-        }
-    }
-    v
+    common::tensors(TINY)
 }
 
 /// Writes a tiny Gemma 3 checkpoint; `edit` may change tensor shapes or drop tensors before writing.
 fn checkpoint(dir: &Path, edit: impl FnOnce(&mut Vec<(String, Vec<usize>)>)) -> PathBuf {
-    let src = dir.join("ckpt");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("config.json"), config().to_string()).unwrap();
-    let mut list = tensors();
-    edit(&mut list);
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = list
-        .into_iter()
-        .enumerate()
-        .map(|(k, (name, shape))| {
-            let n: usize = shape.iter().product();
-            let bytes = (0..n)
-                .flat_map(|i| (((i * 7 + k * 13) % 17) as f32 * 0.01 - 0.08).to_le_bytes())
-                .collect();
-            (name, shape, bytes)
-        })
-        .collect();
-    let views: HashMap<String, TensorView<'_>> = data
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    fs::write(
-        src.join("model.safetensors"),
-        serialize(&views, None).unwrap(),
-    )
-    .unwrap();
-    src
-}
-
-fn export(src: &Path, out: &Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gemma-export"))
-        .arg(src)
-        .arg("-o")
-        .arg(out)
-        .arg("--quiet")
-        .args(extra)
-        .output()
-        .expect("run gemma-export")
+    common::checkpoint(dir, "ckpt", TINY, edit)
 }
 
 /// Asserts failure with `needle` in stderr, no panic, and no output or temporary folder left behind.
 fn assert_refused(out: &Output, dest: &Path, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success; stderr: {stderr}"
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "expected exit 1 (error), got {:?}: {stderr}",
-        out.status.code()
-    );
-    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
-    assert!(
-        stderr.contains(needle),
-        "stderr should mention {needle:?}: {stderr}"
-    );
+    assert_failed(out, needle);
     assert!(
         !dest.exists(),
         "{} must not exist after a failed export",
         dest.display()
     );
-    let parent = dest.parent().unwrap();
-    let leftovers: Vec<_> = fs::read_dir(parent)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("partial"))
-        .collect();
+    let leftovers = common::names_in(dest.parent().unwrap(), |n| n.contains("partial"));
     assert!(
         leftovers.is_empty(),
         "temporary folders left behind: {leftovers:?}"
@@ -142,11 +46,7 @@ fn exports_a_complete_folder() {
     let src = checkpoint(dir.path(), |_| {});
     let dest = dir.path().join("onnx");
     let out = export(&src, &dest, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     for f in [
         "model.onnx",
         "model.onnx_data",
@@ -177,17 +77,13 @@ fn exports_a_complete_folder() {
     // An existing output folder is refused without --force and replaced with it.
     let again = export(&src, &dest, &[]);
     assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert!(stderr(&again).contains("--force"));
     assert!(
         dest.join("model.onnx").is_file(),
         "a refused export must not touch the existing folder"
     );
     let forced = export(&src, &dest, &["--force"]);
-    assert!(
-        forced.status.success(),
-        "{}",
-        String::from_utf8_lossy(&forced.stderr)
-    );
+    assert!(forced.status.success(), "{}", stderr(&forced));
     assert!(dest.join("model.onnx").is_file());
 }
 
@@ -218,7 +114,7 @@ fn wrong_shape_is_named() {
     let dest = dir.path().join("onnx");
     let out = export(&src, &dest, &[]);
     assert_refused(&out, &dest, "model.layers.0.mlp.up_proj.weight");
-    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{:?}", [I, H])));
+    assert!(stderr(&out).contains(&format!("{:?}", [I, H])));
 }
 
 #[test]
@@ -336,7 +232,7 @@ fn every_precision_exports_and_is_recorded() {
         assert!(
             run.status.success(),
             "{precision} {extra:?}: {}",
-            String::from_utf8_lossy(&run.stderr)
+            stderr(&run)
         );
         let manifest: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(out.join("gemma-onnx.json")).unwrap())
@@ -392,45 +288,25 @@ fn fp16_overflow_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let src = checkpoint(tmp.path(), |_| {});
     let path = src.join("model.safetensors");
-    let bytes = fs::read(&path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let target = "model.layers.1.mlp.up_proj.weight";
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(name, t)| {
-            let mut b = t.data().to_vec();
-            if name == target {
-                b[4..8].copy_from_slice(&1.0e5f32.to_le_bytes());
-            }
-            (name, t.shape().to_vec(), b)
-        })
-        .collect();
-    let views: HashMap<String, TensorView<'_>> = data
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    fs::write(&path, serialize(&views, None).unwrap()).unwrap();
+    let mut tensors = gemma_models::testing::read_safetensors(&path);
+    for (name, _, _, bytes) in &mut tensors {
+        if name == target {
+            bytes[4..8].copy_from_slice(&1.0e5f32.to_le_bytes());
+        }
+    }
+    gemma_models::testing::write_safetensors(&path, &tensors);
     let dest = tmp.path().join("out");
     let out = export(&src, &dest, &["--precision", "fp16"]);
     assert_refused(&out, &dest, target);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bf16"));
+    assert!(stderr(&out).contains("bf16"));
     let ok = export(&src, &dest, &["--precision", "bf16"]);
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    assert!(ok.status.success(), "{}", stderr(&ok));
 }
 
 /// The tiny GGUF fixture without tokenizer metadata (tests/fixtures/gguf, made by make_gguf_fixtures.py).
 fn gguf_fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/fixtures/gguf/{name}/model.gguf"))
+    common::fixtures().join(format!("gguf/{name}/model.gguf"))
 }
 
 #[test]
@@ -438,7 +314,7 @@ fn gguf_file_exports_with_one_warning_line_for_the_missing_tokenizer() {
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("out");
     let out = export(&gguf_fixture("gemma1"), &dest, &[]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = stderr(&out);
     assert!(out.status.success(), "{stderr}");
     let warnings: Vec<_> = stderr
         .lines()

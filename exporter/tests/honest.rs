@@ -3,23 +3,18 @@
 //! `--allow-nonfinite` overrides and is recorded in the manifest. Each case edits one element of a copy of the
 //! tiny f32 fixture (`tests/fixtures/tiny/mqa-f32-hf5`).
 
+mod common;
+
+use common::{assert_failed, copy_tiny, export, manifest, stderr};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny/mqa-f32-hf5")
-}
+const FIXTURE: &str = "mqa-f32-hf5";
 
 /// A copy of the fixture in `dir/ckpt`.
 fn copy_fixture(dir: &Path) -> PathBuf {
-    let src = dir.join("ckpt");
-    fs::create_dir_all(&src).unwrap();
-    for e in fs::read_dir(fixture()).unwrap() {
-        let e = e.unwrap();
-        fs::copy(e.path(), src.join(e.file_name())).unwrap();
-    }
-    src
+    copy_tiny(FIXTURE, &dir.join("ckpt"))
 }
 
 /// Overwrites f32 elements of `tensor` in `ckpt/model.safetensors`: `(flat index, value)`.
@@ -37,31 +32,13 @@ fn poke(ckpt: &Path, tensor: &str, values: &[(usize, f32)]) {
     fs::write(&path, bytes).unwrap();
 }
 
-fn export(src: &Path, out: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gemma-export"))
-        .arg(src)
-        .arg("-o")
-        .arg(out)
-        .arg("--quiet")
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 /// Fails unless the export failed with exit 1, a message holding every fragment, and nothing left beside OUT.
 fn assert_refused(out: &Path, o: &Output, fragments: &[&str]) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
     for f in fragments {
-        assert!(err.contains(f), "expected {f:?} in: {err}");
+        assert_failed(o, f);
     }
     assert!(!out.exists(), "{} was created", out.display());
-    let parent = out.parent().unwrap();
-    let debris: Vec<_> = fs::read_dir(parent)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect();
+    let debris = common::names_in(out.parent().unwrap(), |n| n.starts_with('.'));
     assert!(debris.is_empty(), "left behind: {debris:?}");
 }
 
@@ -118,22 +95,15 @@ fn allow_nonfinite_exports_and_is_recorded() {
             args.extend(["--quant-spec", spec]);
         }
         let o = export(&src, &out, &args);
-        assert!(
-            o.status.success(),
-            "{precision}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let m: serde_json::Value =
-            serde_json::from_str(&fs::read_to_string(out.join("gemma-onnx.json")).unwrap())
-                .unwrap();
+        assert!(o.status.success(), "{precision}: {}", stderr(&o));
+        let m = manifest(&out);
         assert_eq!(m["allow_nonfinite"], true, "{precision}");
     }
     // Without the flag the field is absent (older runtimes and tools see nothing new).
     let clean = tmp.path().join("clean");
     let o = export(&copy_fixture(&tmp.path().join("c")), &clean, &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let m: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(clean.join("gemma-onnx.json")).unwrap()).unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = manifest(&clean);
     assert!(m.get("allow_nonfinite").is_none(), "{m}");
 }
 
@@ -156,7 +126,7 @@ fn values_beyond_the_target_precision_are_refused() {
     // fp32 holds f32::MAX exactly: exported.
     let out = tmp.path().join("fp32");
     let o = export(&src, &out, &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 #[cfg(unix)]
@@ -194,7 +164,7 @@ fn symlinks_leaving_the_checkpoint_are_refused_everywhere() {
     .unwrap();
     symlink("weights.bin.safetensors", src.join("model.safetensors")).unwrap();
     let o = export(&src, &tmp.path().join("out-inside"), &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 #[cfg(unix)]
@@ -206,7 +176,10 @@ fn hub_cache_snapshots_with_blob_symlinks_still_export() {
     let (blobs, snap) = (repo.join("blobs"), repo.join("snapshots/0123abc"));
     fs::create_dir_all(&blobs).unwrap();
     fs::create_dir_all(&snap).unwrap();
-    for (i, e) in fs::read_dir(fixture()).unwrap().enumerate() {
+    for (i, e) in fs::read_dir(common::tiny_fixture(FIXTURE))
+        .unwrap()
+        .enumerate()
+    {
         let e = e.unwrap();
         let blob = blobs.join(format!("blob{i}"));
         fs::copy(e.path(), &blob).unwrap();
@@ -214,7 +187,7 @@ fn hub_cache_snapshots_with_blob_symlinks_still_export() {
     }
     let out = tmp.path().join("out");
     let o = export(&snap, &out, &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{}", stderr(&o));
     assert!(out.join("config.json").is_file());
 }
 
@@ -225,13 +198,7 @@ fn with_json(
     file: &str,
     edit: impl FnOnce(&mut serde_json::Value),
 ) -> PathBuf {
-    let src = dir.join(name);
-    fs::create_dir_all(&src).unwrap();
-    let from = fixture().parent().unwrap().join(name);
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        fs::copy(e.path(), src.join(e.file_name())).unwrap();
-    }
+    let src = copy_tiny(name, &dir.join(name));
     let path = src.join(file);
     let mut v: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();

@@ -2,33 +2,14 @@
 //! checks the exit code, a fragment of the message, that nothing panicked, that nothing the user did not ask to
 //! replace changed, and that nothing is left behind (no OUT after a failure, no `.partial`/`.replaced` folder).
 
-use safetensors::tensor::{serialize, Dtype, TensorView};
-use std::collections::{BTreeMap, HashMap};
+mod common;
+
+use common::{assert_failed, command, export, stderr, Dims, TINY};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-/// Sizes of a generated Gemma 3 checkpoint.
-#[derive(Clone, Copy)]
-struct Dims {
-    hidden: usize,
-    heads: usize,
-    head_dim: usize,
-    inter: usize,
-    vocab: usize,
-    layers: usize,
-}
-
-/// Exports in a few milliseconds.
-const TINY: Dims = Dims {
-    hidden: 16,
-    heads: 2,
-    head_dim: 8,
-    inter: 32,
-    vocab: 32,
-    layers: 2,
-};
 
 /// ~20 MB of f32 weights: an int8 export takes long enough (a few hundred ms) to be interrupted at any stage.
 const SLOW: Dims = Dims {
@@ -40,83 +21,9 @@ const SLOW: Dims = Dims {
     layers: 3,
 };
 
-fn config(d: Dims) -> serde_json::Value {
-    serde_json::json!({
-        "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
-        "vocab_size": d.vocab, "hidden_size": d.hidden, "intermediate_size": d.inter,
-        "num_hidden_layers": d.layers, "num_attention_heads": d.heads, "num_key_value_heads": 1,
-        "head_dim": d.head_dim, "query_pre_attn_scalar": d.head_dim, "rms_norm_eps": 1e-6, "sliding_window": 4,
-        "sliding_window_pattern": 2, "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
-        "rope_scaling": null, "max_position_embeddings": 128, "hidden_activation": "gelu_pytorch_tanh",
-        "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0, "torch_dtype": "float32"
-    })
-}
-
 /// Writes a Gemma 3 checkpoint with dimensions `d` to `dir/name`.
 fn checkpoint(dir: &Path, name: &str, d: Dims) -> PathBuf {
-    let (h, hd, nh, i, v) = (d.hidden, d.head_dim, d.heads, d.inter, d.vocab);
-    let mut list = vec![
-        ("model.embed_tokens.weight".to_string(), vec![v, h]),
-        ("model.norm.weight".to_string(), vec![h]),
-    ];
-    for l in 0..d.layers {
-        for (s, shape) in [
-            ("input_layernorm.weight", vec![h]),
-            ("post_attention_layernorm.weight", vec![h]),
-            ("pre_feedforward_layernorm.weight", vec![h]),
-            ("post_feedforward_layernorm.weight", vec![h]),
-            ("self_attn.q_proj.weight", vec![nh * hd, h]),
-            ("self_attn.k_proj.weight", vec![hd, h]),
-            ("self_attn.v_proj.weight", vec![hd, h]),
-            ("self_attn.o_proj.weight", vec![h, nh * hd]),
-            ("self_attn.q_norm.weight", vec![hd]),
-            ("self_attn.k_norm.weight", vec![hd]),
-            ("mlp.gate_proj.weight", vec![i, h]),
-            ("mlp.up_proj.weight", vec![i, h]),
-            ("mlp.down_proj.weight", vec![h, i]),
-        ] {
-            list.push((format!("model.layers.{l}.{s}"), shape));
-        }
-    }
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = list
-        .into_iter()
-        .enumerate()
-        .map(|(k, (name, shape))| {
-            let n: usize = shape.iter().product();
-            let bytes = (0..n)
-                .flat_map(|i| (((i * 7 + k * 13) % 17) as f32 * 0.01 - 0.08).to_le_bytes())
-                .collect();
-            (name, shape, bytes)
-        })
-        .collect();
-    let views: HashMap<String, TensorView<'_>> = data
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    let src = dir.join(name);
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("config.json"), config(d).to_string()).unwrap();
-    fs::write(
-        src.join("model.safetensors"),
-        serialize(&views, None).unwrap(),
-    )
-    .unwrap();
-    src
-}
-
-fn command(src: &Path, out: &Path, extra: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_gemma-export"));
-    c.arg(src).arg("-o").arg(out).arg("--quiet").args(extra);
-    c
-}
-
-fn export(src: &Path, out: &Path, extra: &[&str]) -> Output {
-    command(src, out, extra).output().expect("run gemma-export")
+    common::checkpoint(dir, name, d, |_| {})
 }
 
 /// Every file under `dir` (recursively) with its contents: to show that a folder did not change.
@@ -143,27 +50,12 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 
 /// Names in `dir` that an interrupted or failed export would leave: `.partial-` and `.replaced-` folders.
 fn debris(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".partial-") || n.contains(".replaced-"))
-        .collect()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    common::names_in(dir, |n| n.contains(".partial-") || n.contains(".replaced-"))
 }
 
 /// Asserts a clean refusal: exit 1, `needle` in stderr, no panic, no debris in `parent`.
 fn assert_refused(out: &Output, parent: &Path, needle: &str) {
-    let err = stderr(out);
-    assert_eq!(out.status.code(), Some(1), "expected exit 1: {err}");
-    assert!(!err.contains("panicked"), "panicked: {err}");
-    assert!(
-        err.contains(needle),
-        "stderr should mention {needle:?}: {err}"
-    );
+    assert_failed(out, needle);
     assert!(
         debris(parent).is_empty(),
         "left behind: {:?}",

@@ -1,328 +1,16 @@
-//! `gemma-export ORG/NAME` against a mock Hugging Face Hub served by the test on 127.0.0.1.
-//!
-//! The mock answers as huggingface.co does: the listing API (`/api/models/{repo}/revision/{rev}`), and `resolve/`
-//! with `X-Repo-Commit` and `ETag`; safetensors files are "LFS" files whose `resolve/` redirects (302) to a second
-//! server standing for the CDN, with `X-Linked-Etag`/`X-Linked-Size`, and the CDN honours `Range`. Errors carry
-//! `X-Error-Code` as the real hub's do. Each test has its own `HF_HOME` and hub, and runs the real binary.
-//! LoRA (`--lora`) on a Hub id and on a Hub GGUF file is checked to give the same export as on the local source.
+//! `gemma-export ORG/NAME` against a mock Hugging Face Hub served by the test on 127.0.0.1 (`common/mock_hub.rs`).
+//! Each test has its own `HF_HOME` and hub, and runs the real binary. LoRA (`--lora`) on a Hub id and on a Hub GGUF
+//! file is checked to give the same export as on the local source.
 
+mod common;
+
+use common::mock_hub::{
+    export, files_of, one_repo, resolve_requests, File, MockHub, Repo, GOOD_TOKEN,
+};
+use common::{fixtures, manifest, stderr, tiny_fixture as fixture};
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
-
-const GOOD_TOKEN: &str = "hf_good";
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/tiny")
-        .join(name)
-}
-
-/// One file of a commit, with the ETag the hub gives it.
-#[derive(Clone)]
-struct File {
-    name: String,
-    bytes: Arc<Vec<u8>>,
-    etag: String,
-}
-
-fn etag(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    for seed in 0..4u64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        seed.hash(&mut h);
-        bytes.hash(&mut h);
-        out.push_str(&format!("{:016x}", h.finish()));
-    }
-    out
-}
-
-/// Every file of a fixture folder (reference.safetensors too: the exporter must not fetch it).
-fn files_of(dir: &Path) -> Vec<File> {
-    let mut files: Vec<File> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .map(|p| {
-            let bytes = std::fs::read(&p).unwrap();
-            File {
-                name: p.file_name().unwrap().to_str().unwrap().to_string(),
-                etag: etag(&bytes),
-                bytes: Arc::new(bytes),
-            }
-        })
-        .collect();
-    files.push(File {
-        name: "README.md".into(),
-        bytes: Arc::new(b"# tiny Gemma\n".to_vec()),
-        etag: etag(b"# tiny Gemma\n"),
-    });
-    files.sort_by(|a, b| a.name.cmp(&b.name));
-    files
-}
-
-#[derive(Clone, Default)]
-struct Repo {
-    /// branch or tag → commit
-    refs: HashMap<String, String>,
-    /// commit → files
-    commits: HashMap<String, Vec<File>>,
-    /// Files need `Authorization: Bearer hf_good`.
-    gated: bool,
-    /// Listed, but `resolve/` answers 404.
-    missing: Vec<String>,
-}
-
-impl Repo {
-    fn single(commit: &str, dir: &Path) -> Repo {
-        let mut r = Repo::default();
-        r.refs.insert("main".into(), commit.into());
-        r.commits.insert(commit.into(), files_of(dir));
-        r
-    }
-}
-
-/// A request the mock saw.
-#[derive(Clone, Debug)]
-struct Seen {
-    server: &'static str,
-    method: String,
-    url: String,
-    range: Option<String>,
-    auth: Option<String>,
-}
-
-struct MockHub {
-    url: String,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    servers: Vec<Arc<tiny_http::Server>>,
-}
-
-impl Drop for MockHub {
-    fn drop(&mut self) {
-        for s in &self.servers {
-            s.unblock();
-        }
-    }
-}
-
-fn header(req: &tiny_http::Request, name: &str) -> Option<String> {
-    req.headers()
-        .iter()
-        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-        .map(|h| h.value.to_string())
-}
-
-fn h(name: &str, value: &str) -> tiny_http::Header {
-    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).unwrap()
-}
-
-fn error(status: u16, code: &str, message: &str) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    tiny_http::Response::from_data(message.as_bytes().to_vec())
-        .with_status_code(status)
-        .with_header(h("X-Error-Code", code))
-        .with_header(h("X-Error-Message", message))
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
-}
-
-impl MockHub {
-    fn start(repos: HashMap<String, Repo>) -> MockHub {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let hub = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let cdn = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let url = format!("http://{}", hub.server_addr().to_ip().unwrap());
-        let cdn_url = format!("http://{}", cdn.server_addr().to_ip().unwrap());
-        let blobs: HashMap<String, Arc<Vec<u8>>> = repos
-            .values()
-            .flat_map(|r| r.commits.values().flatten())
-            .map(|f| (f.etag.clone(), f.bytes.clone()))
-            .collect();
-
-        let log = |server: &'static str, req: &tiny_http::Request, seen: &Mutex<Vec<Seen>>| {
-            seen.lock().unwrap().push(Seen {
-                server,
-                method: req.method().to_string(),
-                url: req.url().to_string(),
-                range: header(req, "Range"),
-                auth: header(req, "Authorization"),
-            });
-        };
-
-        let (s, sv) = (seen.clone(), hub.clone());
-        std::thread::spawn(move || {
-            for req in sv.incoming_requests() {
-                log("hub", &req, &s);
-                let resp = hub_answer(&req, &repos, &cdn_url);
-                let _ = req.respond(resp);
-            }
-        });
-        let (s, sv) = (seen.clone(), cdn.clone());
-        std::thread::spawn(move || {
-            for req in sv.incoming_requests() {
-                log("cdn", &req, &s);
-                let etag = req.url().trim_start_matches("/blobs/").to_string();
-                let resp = match blobs.get(&etag) {
-                    None => error(404, "", "no such blob"),
-                    Some(bytes) => ranged(&req, bytes),
-                };
-                let _ = req.respond(resp);
-            }
-        });
-        MockHub {
-            url,
-            seen,
-            servers: vec![hub, cdn],
-        }
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    fn clear(&self) {
-        self.seen.lock().unwrap().clear();
-    }
-}
-
-/// The body, or the part a `Range: bytes=N-` asks for (206 with `Content-Range`).
-fn ranged(req: &tiny_http::Request, bytes: &[u8]) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    let start = header(req, "Range")
-        .and_then(|r| r.strip_prefix("bytes=").map(str::to_string))
-        .and_then(|r| r.strip_suffix('-').map(str::to_string))
-        .map(|n| n.parse::<usize>().unwrap());
-    match start {
-        Some(n) if n < bytes.len() => tiny_http::Response::from_data(bytes[n..].to_vec())
-            .with_status_code(206)
-            .with_header(h(
-                "Content-Range",
-                &format!("bytes {n}-{}/{}", bytes.len() - 1, bytes.len()),
-            )),
-        Some(_) => error(416, "", "range not satisfiable"),
-        None => tiny_http::Response::from_data(bytes.to_vec()),
-    }
-}
-
-fn hub_answer(
-    req: &tiny_http::Request,
-    repos: &HashMap<String, Repo>,
-    cdn: &str,
-) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    let url = req.url().to_string();
-    let parts: Vec<&str> = url.trim_start_matches('/').split('/').collect();
-    // /api/models/{org}/{name}/revision/{rev}
-    if parts.len() == 6 && parts[0] == "api" && parts[1] == "models" && parts[4] == "revision" {
-        let id = format!("{}/{}", parts[2], parts[3]);
-        let Some(repo) = repos.get(&id) else {
-            return error(404, "RepoNotFound", "Repository not found");
-        };
-        let rev = percent_decode(parts[5]);
-        let Some(commit) = repo
-            .refs
-            .get(&rev)
-            .cloned()
-            .or_else(|| repo.commits.contains_key(&rev).then(|| rev.clone()))
-        else {
-            return error(404, "RevisionNotFound", "Invalid rev id");
-        };
-        let siblings: Vec<_> = repo.commits[&commit]
-            .iter()
-            .map(|f| serde_json::json!({ "rfilename": f.name }))
-            .collect();
-        let body = serde_json::json!({ "id": id, "sha": commit, "siblings": siblings, "gated": repo.gated });
-        return tiny_http::Response::from_data(body.to_string().into_bytes())
-            .with_header(h("Content-Type", "application/json"));
-    }
-    // /{org}/{name}/resolve/{rev}/{file}
-    if parts.len() >= 5 && parts[2] == "resolve" {
-        let id = format!("{}/{}", parts[0], parts[1]);
-        let Some(repo) = repos.get(&id) else {
-            return error(404, "RepoNotFound", "Repository not found");
-        };
-        if repo.gated
-            && header(req, "Authorization").as_deref() != Some(&format!("Bearer {GOOD_TOKEN}"))
-        {
-            return error(
-                401,
-                "GatedRepo",
-                &format!("Access to model {id} is restricted. You must have access to it and be authenticated to access it. Please log in."),
-            );
-        }
-        let rev = percent_decode(parts[3]);
-        let Some(commit) = repo
-            .refs
-            .get(&rev)
-            .cloned()
-            .or_else(|| repo.commits.contains_key(&rev).then(|| rev.clone()))
-        else {
-            return error(404, "RevisionNotFound", "Invalid rev id");
-        };
-        let name = percent_decode(&parts[4..].join("/"));
-        let file = repo.commits[&commit].iter().find(|f| f.name == name);
-        let Some(file) = file.filter(|_| !repo.missing.contains(&name)) else {
-            return error(404, "EntryNotFound", "Entry not found");
-        };
-        if name.ends_with(".safetensors") {
-            // An LFS file: the hub redirects to the CDN and says what is there.
-            return tiny_http::Response::from_data(Vec::new())
-                .with_status_code(302)
-                .with_header(h("Location", &format!("{cdn}/blobs/{}", file.etag)))
-                .with_header(h("X-Repo-Commit", &commit))
-                .with_header(h("X-Linked-Etag", &format!("\"{}\"", file.etag)))
-                .with_header(h("X-Linked-Size", &file.bytes.len().to_string()));
-        }
-        return ranged(req, &file.bytes)
-            .with_header(h("X-Repo-Commit", &commit))
-            .with_header(h("ETag", &format!("\"{}\"", file.etag)));
-    }
-    error(404, "", "not found")
-}
-
-/// Runs gemma-export with the hub at `hub`, `HF_HOME` = `home` and the given extra environment.
-fn export(hub: &str, home: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gemma-export"));
-    cmd.args(args).env("HF_ENDPOINT", hub).env("HF_HOME", home);
-    for var in [
-        "HF_TOKEN",
-        "HF_TOKEN_PATH",
-        "HUGGING_FACE_HUB_TOKEN",
-        "HF_HUB_CACHE",
-        "HUGGINGFACE_HUB_CACHE",
-        "HF_HUB_OFFLINE",
-        "http_proxy",
-        "https_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
-        cmd.env_remove(var);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).to_string()
-}
+use std::path::Path;
+use std::process::Output;
 
 fn assert_ok(out: &Output) {
     assert!(
@@ -348,29 +36,32 @@ fn assert_same_export(a: &Path, b: &Path) {
     }
 }
 
+/// A hub address nobody listens on: for runs that must not need the hub.
+const NO_HUB: &str = "http://127.0.0.1:9";
+
+/// `gemma-export SRC -o OUT -q EXTRA…` with the hub at `hub`, `HF_HOME` = `home` and the extra environment `env`.
+fn export_q(
+    hub: &str,
+    home: &Path,
+    src: &str,
+    out: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
+    let mut args = vec![src, "-o", out.to_str().unwrap(), "-q"];
+    args.extend_from_slice(extra);
+    export(hub, home, &args, env)
+}
+
+/// Exports the local folder `dir` to `out`, needing no hub.
 fn export_local(dir: &Path, out: &Path) {
-    assert_ok(&export(
-        "http://127.0.0.1:9",
-        out,
-        &[dir.to_str().unwrap(), "-o", out.to_str().unwrap(), "-q"],
-        &[],
-    ));
+    assert_ok(&export_q(NO_HUB, out, dir.to_str().unwrap(), out, &[], &[]));
 }
 
 const COMMIT_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1";
 const COMMIT_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb2";
 const SINGLE: &str = "gqa-f16-hf5";
 const SHARDED: &str = "gqa-bf16-sharded-hf4";
-
-fn one_repo(id: &str, repo: Repo) -> MockHub {
-    MockHub::start(HashMap::from([(id.to_string(), repo)]))
-}
-
-fn resolve_requests(seen: &[Seen]) -> Vec<&Seen> {
-    seen.iter()
-        .filter(|s| s.server == "cdn" || s.url.contains("/resolve/"))
-        .collect()
-}
 
 #[test]
 fn download_exports_the_same_model_as_the_local_folder() {
@@ -379,11 +70,7 @@ fn download_exports_the_same_model_as_the_local_folder() {
         Repo::single(COMMIT_A, &fixture(SINGLE)),
     );
     let tmp = tempfile::tempdir().unwrap();
-    let (home, out, local) = (
-        tmp.path().join("hf"),
-        tmp.path().join("out"),
-        tmp.path().join("local"),
-    );
+    let [home, out, local] = ["hf", "out", "local"].map(|n| tmp.path().join(n));
     // Without -q: the progress bars run too (drawn nowhere, stderr is not a terminal).
     let run = export(
         &hub.url,
@@ -439,35 +126,23 @@ fn lora_on_a_hub_id_equals_lora_on_the_local_folder() {
         "google/tiny-gemma",
         Repo::single(COMMIT_A, &fixture(SINGLE)),
     );
-    let adapter = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/lora/rslora");
+    let adapter = fixtures().join("lora/rslora");
     let tmp = tempfile::tempdir().unwrap();
-    let (home, out, local, plain) = (
-        tmp.path().join("hf"),
-        tmp.path().join("out"),
-        tmp.path().join("local"),
-        tmp.path().join("plain"),
-    );
-    let lora = ["--lora", adapter.to_str().unwrap(), "-q"];
-    let args = |src: &str, out: &Path| {
-        let mut a = vec![src.to_string(), "-o".into(), out.to_str().unwrap().into()];
-        a.extend(lora.iter().map(|s| s.to_string()));
-        a
-    };
-    let run = |hub: &str, a: Vec<String>| {
-        let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        export(hub, &home, &a, &[])
-    };
-    assert_ok(&run(&hub.url, args("google/tiny-gemma", &out)));
-    assert_ok(&run(
-        "http://127.0.0.1:9",
-        args(fixture(SINGLE).to_str().unwrap(), &local),
+    let [home, out, local, plain] = ["hf", "out", "local", "plain"].map(|n| tmp.path().join(n));
+    let lora = ["--lora", adapter.to_str().unwrap()];
+    let local_src = fixture(SINGLE);
+    let local_src = local_src.to_str().unwrap();
+    assert_ok(&export_q(
+        &hub.url,
+        &home,
+        "google/tiny-gemma",
+        &out,
+        &lora,
+        &[],
     ));
+    assert_ok(&export_q(NO_HUB, &home, local_src, &local, &lora, &[]));
     assert_same_export(&out, &local);
 
-    let manifest = |dir: &Path| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(dir.join("gemma-onnx.json")).unwrap())
-            .unwrap()
-    };
     let (from_hub, from_folder) = (
         manifest(&out)["lora"].clone(),
         manifest(&local)["lora"].clone(),
@@ -496,52 +171,30 @@ fn lora_on_a_hub_id_equals_lora_on_the_local_folder() {
 /// that model, gives the same export as the local file with the same adapter.
 #[test]
 fn lora_on_a_hub_gguf_equals_lora_on_the_local_gguf() {
-    let gguf =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/gguf/gemma3/model.gguf");
-    let adapter = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/lora/gguf-gemma3");
-    let bytes = std::fs::read(&gguf).unwrap();
-    let mut repo = Repo::default();
-    repo.refs.insert("main".into(), COMMIT_A.into());
-    repo.commits.insert(
-        COMMIT_A.into(),
-        vec![
-            File {
-                name: "README.md".into(),
-                bytes: Arc::new(b"# tiny GGUF".to_vec()),
-                etag: etag(b"# tiny GGUF"),
-            },
-            File {
-                name: "tiny-gemma3-BF16.gguf".into(),
-                etag: etag(&bytes),
-                bytes: Arc::new(bytes),
-            },
-        ],
+    let gguf = fixtures().join("gguf/gemma3/model.gguf");
+    let adapter = fixtures().join("lora/gguf-gemma3");
+    let files = vec![
+        File::new("README.md", b"# tiny GGUF".to_vec()),
+        File::new("tiny-gemma3-BF16.gguf", std::fs::read(&gguf).unwrap()),
+    ];
+    let hub = one_repo(
+        "someone/tiny-gemma3-GGUF",
+        Repo::with_files(COMMIT_A, files),
     );
-    let hub = one_repo("someone/tiny-gemma3-GGUF", repo);
     let tmp = tempfile::tempdir().unwrap();
-    let (home, out, local) = (
-        tmp.path().join("hf"),
-        tmp.path().join("out"),
-        tmp.path().join("local"),
-    );
-    let run = |hub: &str, src: &str, out: &Path| {
-        let args = [
-            src,
-            "-o",
-            out.to_str().unwrap(),
-            "--lora",
-            adapter.to_str().unwrap(),
-            "-q",
-        ];
-        export(hub, &home, &args, &[])
-    };
-    assert_ok(&run(&hub.url, "someone/tiny-gemma3-GGUF", &out));
-    assert_ok(&run("http://127.0.0.1:9", gguf.to_str().unwrap(), &local));
+    let [home, out, local] = ["hf", "out", "local"].map(|n| tmp.path().join(n));
+    let lora = ["--lora", adapter.to_str().unwrap()];
+    let id = "someone/tiny-gemma3-GGUF";
+    assert_ok(&export_q(&hub.url, &home, id, &out, &lora, &[]));
+    assert_ok(&export_q(
+        NO_HUB,
+        &home,
+        gguf.to_str().unwrap(),
+        &local,
+        &lora,
+        &[],
+    ));
     assert_same_export(&out, &local);
-    let manifest = |dir: &Path| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(dir.join("gemma-onnx.json")).unwrap())
-            .unwrap()
-    };
     let from_hub = manifest(&out);
     assert_eq!(from_hub["source_format"], "gguf");
     assert_eq!(from_hub["lora"], manifest(&local)["lora"]);
@@ -563,19 +216,24 @@ fn second_run_uses_the_cache_and_offline_mode_needs_no_hub() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("hf");
     let out = |n: &str| tmp.path().join(n).to_str().unwrap().to_string();
-    assert_ok(&export(
+    let id = "google/tiny-gemma";
+    assert_ok(&export_q(
         &hub.url,
         &home,
-        &["google/tiny-gemma", "-o", &out("one"), "-q"],
+        id,
+        Path::new(&out("one")),
+        &[],
         &[],
     ));
     assert!(!resolve_requests(&hub.seen()).is_empty());
 
     hub.clear();
-    assert_ok(&export(
+    assert_ok(&export_q(
         &hub.url,
         &home,
-        &["google/tiny-gemma", "-o", &out("two"), "-q"],
+        id,
+        Path::new(&out("two")),
+        &[],
         &[],
     ));
     let seen = hub.seen();
@@ -590,12 +248,7 @@ fn second_run_uses_the_cache_and_offline_mode_needs_no_hub() {
     assert_same_export(Path::new(&out("one")), Path::new(&out("two")));
 
     // The hub unreachable: the cached snapshot of the revision is used, with a warning that names the URL.
-    let run = export(
-        "http://127.0.0.1:9",
-        &home,
-        &["google/tiny-gemma", "-o", &out("down"), "-q"],
-        &[],
-    );
+    let run = export_q(NO_HUB, &home, id, Path::new(&out("down")), &[], &[]);
     assert_ok(&run);
     assert!(stderr(&run)
         .contains("warning: http://127.0.0.1:9/api/models/google/tiny-gemma/revision/main"));
@@ -604,10 +257,12 @@ fn second_run_uses_the_cache_and_offline_mode_needs_no_hub() {
     // Offline: nothing is asked of the hub (here: a port nobody listens on).
     hub.clear();
     let offline = [("HF_HUB_OFFLINE", "1")];
-    assert_ok(&export(
-        "http://127.0.0.1:9",
+    assert_ok(&export_q(
+        NO_HUB,
         &home,
-        &["google/tiny-gemma", "-o", &out("three"), "-q"],
+        id,
+        Path::new(&out("three")),
+        &[],
         &offline,
     ));
     assert_same_export(Path::new(&out("one")), Path::new(&out("three")));
@@ -638,11 +293,7 @@ fn a_partial_download_is_resumed_with_a_range_request() {
         Repo::single(COMMIT_A, &fixture(SINGLE)),
     );
     let tmp = tempfile::tempdir().unwrap();
-    let (home, out, local) = (
-        tmp.path().join("hf"),
-        tmp.path().join("out"),
-        tmp.path().join("local"),
-    );
+    let [home, out, local] = ["hf", "out", "local"].map(|n| tmp.path().join(n));
     let weights = files_of(&fixture(SINGLE))
         .into_iter()
         .find(|f| f.name == "model.safetensors")
@@ -800,7 +451,7 @@ fn missing_repo_revision_and_file_are_named() {
     );
     // No hub at all (nothing cached): the error names the URL.
     let run = export(
-        "http://127.0.0.1:9",
+        NO_HUB,
         &home,
         &["google/tiny-gemma", "-o", out.to_str().unwrap()],
         &[],
@@ -830,24 +481,10 @@ fn revision_resolves_to_that_commits_files() {
         .insert(COMMIT_B.into(), files_of(&fixture(SHARDED)));
     let hub = one_repo("google/tiny-gemma", repo);
     let tmp = tempfile::tempdir().unwrap();
-    let (home, out, local) = (
-        tmp.path().join("hf"),
-        tmp.path().join("out"),
-        tmp.path().join("local"),
-    );
-    let run = export(
-        &hub.url,
-        &home,
-        &[
-            "google/tiny-gemma",
-            "-o",
-            out.to_str().unwrap(),
-            "-q",
-            "--revision",
-            "v1",
-        ],
-        &[],
-    );
+    let [home, out, local] = ["hf", "out", "local"].map(|n| tmp.path().join(n));
+    let id = "google/tiny-gemma";
+    let v1 = ["--revision", "v1"];
+    let run = export_q(&hub.url, &home, id, &out, &v1, &[]);
     assert_ok(&run);
     export_local(&fixture(SHARDED), &local);
     assert_same_export(&out, &local);
@@ -890,47 +527,20 @@ fn revision_resolves_to_that_commits_files() {
     // The commit itself works as a revision too, and from the cache: no file is fetched again.
     hub.clear();
     let out2 = tmp.path().join("out2");
-    assert_ok(&export(
-        &hub.url,
-        &home,
-        &[
-            "google/tiny-gemma",
-            "-o",
-            out2.to_str().unwrap(),
-            "-q",
-            "--revision",
-            COMMIT_B,
-        ],
-        &[],
-    ));
+    let at_commit = ["--revision", COMMIT_B];
+    assert_ok(&export_q(&hub.url, &home, id, &out2, &at_commit, &[]));
     assert!(resolve_requests(&hub.seen()).is_empty());
     assert_same_export(&out, &out2);
 
     // Offline, the tag is found in refs/ with all its shards; a shard gone from the snapshot is named.
     let out3 = tmp.path().join("out3");
     let offline = [("HF_HUB_OFFLINE", "1")];
-    let args = [
-        "google/tiny-gemma",
-        "-o",
-        out3.to_str().unwrap(),
-        "-q",
-        "--revision",
-        "v1",
-    ];
-    assert_ok(&export("http://127.0.0.1:9", &home, &args, &offline));
+    assert_ok(&export_q(NO_HUB, &home, id, &out3, &v1, &offline));
     assert_same_export(&out, &out3);
     let shard = "model-00003-of-00004.safetensors";
     std::fs::remove_file(repo_dir.join("snapshots").join(COMMIT_B).join(shard)).unwrap();
     let out4 = tmp.path().join("out4");
-    let args = [
-        "google/tiny-gemma",
-        "-o",
-        out4.to_str().unwrap(),
-        "-q",
-        "--revision",
-        "v1",
-    ];
-    let run = export("http://127.0.0.1:9", &home, &args, &offline);
+    let run = export_q(NO_HUB, &home, id, &out4, &v1, &offline);
     assert!(!run.status.success());
     assert!(
         stderr(&run).contains(&format!("no {shard} in")),
@@ -944,20 +554,11 @@ fn gguf_repo_gives_the_chosen_gguf_file() {
     // A repository of GGUF files only (as llama.cpp users publish them): --gguf-file picks one, and only that one
     // is downloaded; its path in the snapshot becomes SRC. The bytes are not a real GGUF, so the export itself
     // fails afterwards; what is checked here is the download.
-    let file = |name: &str, bytes: &[u8]| File {
-        name: name.into(),
-        bytes: Arc::new(bytes.to_vec()),
-        etag: etag(bytes),
-    };
+    let file = |name: &str, bytes: &[u8]| File::new(name, bytes.to_vec());
     let q4 = file("tiny-Q4_K_M.gguf", b"GGUF q4 bytes");
     let q8 = file("tiny-Q8_0.gguf", b"GGUF q8 bytes");
-    let mut repo = Repo::default();
-    repo.refs.insert("main".into(), COMMIT_A.into());
-    repo.commits.insert(
-        COMMIT_A.into(),
-        vec![file("README.md", b"# GGUF"), q4, q8.clone()],
-    );
-    let hub = one_repo("someone/tiny-GGUF", repo);
+    let files = vec![file("README.md", b"# GGUF"), q4, q8.clone()];
+    let hub = one_repo("someone/tiny-GGUF", Repo::with_files(COMMIT_A, files));
     let tmp = tempfile::tempdir().unwrap();
     let (home, out) = (tmp.path().join("hf"), tmp.path().join("out"));
     let args = ["someone/tiny-GGUF", "-o", out.to_str().unwrap(), "-q"];

@@ -4,44 +4,18 @@
 //! needs `--lora`; a good adapter is recorded in gemma-onnx.json. The merged logits are tested in
 //! `tests/tests/lora.rs`.
 
+mod common;
+
+use common::{assert_failed, export, fixtures, manifest, stderr};
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
-
-fn export(src: &Path, out: &Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gemma-export"))
-        .arg(src)
-        .arg("-o")
-        .arg(out)
-        .arg("--quiet")
-        .args(extra)
-        .output()
-        .expect("run gemma-export")
-}
+use std::path::Path;
+use std::process::Output;
 
 /// Exit 1 (not a panic), `needle` in stderr, and nothing left in `out`'s folder.
 fn assert_refused(out: &Output, dest: &Path, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "expected exit 1, got {:?}: {stderr}",
-        out.status.code()
-    );
-    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
-    assert!(
-        stderr.contains(needle),
-        "stderr should mention {needle:?}: {stderr}"
-    );
+    assert_failed(out, needle);
     assert!(!dest.exists(), "{} exists after a refusal", dest.display());
-    let left: Vec<_> = fs::read_dir(dest.parent().unwrap())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .collect();
+    let left = common::names_in(dest.parent().unwrap(), |_| true);
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
@@ -69,7 +43,7 @@ fn every_refusal_names_its_cause() {
         let dest = tmp.path().join("out");
         let adapter = root.join(&case.name);
         let out = export(&src, &dest, &["--lora", adapter.to_str().unwrap()]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = stderr(&out);
         eprintln!("{}: {}", case.name, stderr.trim());
         assert_refused(&out, &dest, &case.fragment);
         // Every message names the adapter file it is about.
@@ -88,7 +62,7 @@ fn lora_scale_needs_lora() {
     let src = fixtures().join("tiny/mqa-f32-hf5");
     let out = export(&src, &dest, &["--lora-scale", "0.5"]);
     assert_eq!(out.status.code(), Some(2), "a usage error");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--lora"));
+    assert!(stderr(&out).contains("--lora"));
     assert!(!dest.exists());
 }
 
@@ -120,13 +94,8 @@ fn merged_adapter_is_recorded() {
             "portable",
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let manifest: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(dest.join("gemma-onnx.json")).unwrap()).unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let manifest = manifest(&dest);
     let lora = &manifest["lora"];
     assert_eq!(lora["merged_modules"], 4);
     assert_eq!(lora["scale"], 0.25);

@@ -19,6 +19,9 @@ pub mod fingerprint;
 pub mod gguf;
 pub mod lora;
 pub mod names;
+/// Checkpoint writers for tests (GGUF, safetensors); the `testing` feature.
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use checkpoint::{Checkpoint, DType, LowRank, ReadAdjust, TensorView};
 pub use config::{Family, LayerType, ModelConfig, RopeParams, TextConfig, VisionConfig};

@@ -3,18 +3,22 @@
 
 use anyhow::{bail, Context, Result};
 use gemma_exporter::{export, ExportOptions, GraphKind, Precision};
-use ndarray::{Array2, Array3, ArrayView3};
-use safetensors::SafeTensors;
+use ndarray::ArrayView3;
 use std::path::{Path, PathBuf};
 
 /// Driving the Gemma 3 image graphs (`vision_encoder.onnx`, `embed_tokens.onnx`, `decoder_model_merged.onnx`).
 pub mod vision;
 
-/// The prefill/decode and left-padded-batch parity checks shared by the Gemma 1, 2 and 3 text fixtures.
+/// The one reader of the reference tensors (`reference.safetensors`, `vision_reference.safetensors`, …).
+pub mod reference;
+pub use reference::Reference;
+
+/// The parity driver of the text fixtures: one [`Parity`] row per (source, graph, precision, tolerance).
 pub mod parity;
-pub use parity::{
-    left_padded_batch, parity_runtime, prefill_then_decode, prefill_then_decode_from,
-};
+pub use parity::{parity_runtime, prefill_then_decode_from, prompt_logits, Parity};
+
+/// The checkpoint writers shared with the unit tests of gemma-models (its `testing` feature).
+pub use gemma_models::testing::{f32_tensor, read_safetensors, write_safetensors, GgufWriter};
 
 /// `tests/fixtures`.
 pub fn fixtures_dir() -> PathBuf {
@@ -49,17 +53,8 @@ pub fn export_to_temp(src: &Path) -> Result<(tempfile::TempDir, PathBuf)> {
 pub fn export_graph_to_temp(src: &Path, graph: GraphKind) -> Result<(tempfile::TempDir, PathBuf)> {
     let tmp = tempfile::tempdir()?;
     let out = tmp.path().join("onnx");
-    export(&ExportOptions {
-        src: src.to_path_buf(),
-        out: out.clone(),
-        precision: Precision::Fp32,
-        graph,
-        force: false,
-        progress: false,
-        lora: None,
-        allow_nonfinite: false,
-    })
-    .with_context(|| format!("exporting {}", src.display()))?;
+    export(&ExportOptions::new(src, &out).graph(graph))
+        .with_context(|| format!("exporting {}", src.display()))?;
     Ok((tmp, out))
 }
 
@@ -71,16 +66,11 @@ pub fn export_precision_to_temp(
 ) -> Result<(tempfile::TempDir, PathBuf)> {
     let tmp = tempfile::tempdir()?;
     let out = tmp.path().join("onnx");
-    export(&ExportOptions {
-        src: src.to_path_buf(),
-        out: out.clone(),
-        precision,
-        graph,
-        force: false,
-        progress: false,
-        lora: None,
-        allow_nonfinite: false,
-    })
+    export(
+        &ExportOptions::new(src, &out)
+            .precision(precision)
+            .graph(graph),
+    )
     .with_context(|| format!("exporting {} at {}", src.display(), precision.name()))?;
     Ok((tmp, out))
 }
@@ -116,52 +106,6 @@ pub fn real_reference() -> RealReference {
     let path = fixtures_dir().join("real/gemma3-270m.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// The reference tensors of one fixture (`reference.safetensors`).
-pub struct Reference {
-    bytes: Vec<u8>,
-}
-
-impl Reference {
-    pub fn load(fixture: &Path) -> Result<Reference> {
-        let path = fixture.join("reference.safetensors");
-        Ok(Reference {
-            bytes: std::fs::read(&path).with_context(|| path.display().to_string())?,
-        })
-    }
-
-    fn view(&self, name: &str) -> Result<(Vec<usize>, Vec<u8>, safetensors::Dtype)> {
-        let st = SafeTensors::deserialize(&self.bytes)?;
-        let t = st
-            .tensor(name)
-            .with_context(|| format!("reference tensor {name}"))?;
-        Ok((t.shape().to_vec(), t.data().to_vec(), t.dtype()))
-    }
-
-    pub fn i64_2d(&self, name: &str) -> Result<Array2<i64>> {
-        let (shape, data, dtype) = self.view(name)?;
-        if dtype != safetensors::Dtype::I64 || shape.len() != 2 {
-            bail!("{name}: expected a 2-D int64 tensor, got {dtype:?} {shape:?}");
-        }
-        let v = data
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        Ok(Array2::from_shape_vec((shape[0], shape[1]), v)?)
-    }
-
-    pub fn f32_3d(&self, name: &str) -> Result<Array3<f32>> {
-        let (shape, data, dtype) = self.view(name)?;
-        if dtype != safetensors::Dtype::F32 || shape.len() != 3 {
-            bail!("{name}: expected a 3-D float32 tensor, got {dtype:?} {shape:?}");
-        }
-        let v = data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        Ok(Array3::from_shape_vec((shape[0], shape[1], shape[2]), v)?)
-    }
 }
 
 /// Largest |a − b| over one row (`[vocab]`) of two logits tensors.

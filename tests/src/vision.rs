@@ -11,63 +11,9 @@ use ndarray::{s, Array2, Array3, ArrayD, ArrayView2, ArrayView3, ArrayView4, Axi
 use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
 use prost::Message;
-use safetensors::SafeTensors;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
-
-/// `vision_reference.safetensors` of the ConditionalGeneration fixture.
-pub struct VisionReference {
-    bytes: Vec<u8>,
-}
-
-impl VisionReference {
-    pub fn load(fixture: &Path) -> Result<VisionReference> {
-        let path = fixture.join("vision_reference.safetensors");
-        Ok(VisionReference {
-            bytes: std::fs::read(&path).with_context(|| path.display().to_string())?,
-        })
-    }
-
-    fn raw(&self, name: &str, dtype: safetensors::Dtype) -> Result<(Vec<usize>, Vec<u8>)> {
-        let st = SafeTensors::deserialize(&self.bytes)?;
-        let t = st
-            .tensor(name)
-            .with_context(|| format!("vision reference tensor {name}"))?;
-        if t.dtype() != dtype {
-            bail!("{name}: expected {dtype:?}, found {:?}", t.dtype());
-        }
-        Ok((t.shape().to_vec(), t.data().to_vec()))
-    }
-
-    pub fn f32(&self, name: &str) -> Result<ArrayD<f32>> {
-        let (shape, data) = self.raw(name, safetensors::Dtype::F32)?;
-        let v = data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        Ok(ArrayD::from_shape_vec(IxDyn(&shape), v)?)
-    }
-
-    /// The reference images as the encoder takes them, `pixel_values` `[N, 3, S, S]`.
-    pub fn pixel_values(&self) -> Result<ndarray::Array4<f32>> {
-        Ok(self.f32("pixel_values")?.into_dimensionality()?)
-    }
-
-    /// transformers' `get_image_features` of [`pixel_values`](Self::pixel_values), `[N, tokens, hidden]`.
-    pub fn image_features(&self) -> Result<Array3<f32>> {
-        Ok(self.f32("image_features")?.into_dimensionality()?)
-    }
-
-    pub fn i64_2d(&self, name: &str) -> Result<Array2<i64>> {
-        let (shape, data) = self.raw(name, safetensors::Dtype::I64)?;
-        let v = data
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        Ok(Array2::from_shape_vec((shape[0], shape[1]), v)?)
-    }
-}
 
 /// Largest |a − b| over two arrays of the same shape.
 pub fn max_abs_diff<D: ndarray::Dimension>(

@@ -18,9 +18,8 @@ use gemma_exporter::weights::WeightWriter;
 use gemma_exporter::{
     decoder, onnx, ExportOptions, GraphKind, LoraOptions, Manifest, Precision, QuantConfig,
 };
+use gemma_models::testing::GgufWriter;
 use gemma_models::{Checkpoint, ModelConfig};
-use gemma_runtime::Decoder;
-use gemma_tests::parity::parity_runtime;
 use gemma_tests::*;
 use ndarray::{Array2, Array3};
 use prost::Message;
@@ -76,49 +75,6 @@ fn q_small(x: &[f32], nmax: f32) -> Vec<u8> {
     out
 }
 
-/// A GGUF string: u64 length, bytes.
-fn gguf_str(s: &str) -> Vec<u8> {
-    let mut b = (s.len() as u64).to_le_bytes().to_vec();
-    b.extend(s.as_bytes());
-    b
-}
-
-/// Writes a GGUF v3 file: `metadata` (key, type id, value bytes), then `tensors` (name, dims fastest first, type
-/// id, data), each at a 32-byte-aligned offset of the data section.
-fn write_gguf(
-    path: &Path,
-    metadata: &[(&str, u32, Vec<u8>)],
-    tensors: &[(String, Vec<u64>, u32, Vec<u8>)],
-) {
-    let mut b = b"GGUF".to_vec();
-    b.extend(3u32.to_le_bytes());
-    b.extend((tensors.len() as u64).to_le_bytes());
-    b.extend((metadata.len() as u64).to_le_bytes());
-    for (k, ty, v) in metadata {
-        b.extend(gguf_str(k));
-        b.extend(ty.to_le_bytes());
-        b.extend(v);
-    }
-    let mut offset = 0u64;
-    let mut offsets = Vec::new();
-    for (name, dims, ty, data) in tensors {
-        b.extend(gguf_str(name));
-        b.extend((dims.len() as u32).to_le_bytes());
-        dims.iter().for_each(|d| b.extend(d.to_le_bytes()));
-        b.extend(ty.to_le_bytes());
-        b.extend(offset.to_le_bytes());
-        offsets.push(offset);
-        offset = (offset + data.len() as u64).next_multiple_of(32);
-    }
-    b.resize(b.len().next_multiple_of(32), 0);
-    let start = b.len();
-    for ((_, _, _, data), off) in tensors.iter().zip(offsets) {
-        b.resize(start + off as usize, 0);
-        b.extend(data);
-    }
-    std::fs::write(path, b).unwrap();
-}
-
 /// llama.cpp's name of a Gemma 3 tensor, and whether its converter stores it as `1 + w`.
 fn gguf_name(hf: &str) -> (String, bool) {
     match hf {
@@ -164,62 +120,40 @@ fn gguf_type(hf: &str) -> u32 {
     }
 }
 
-/// GGUF metadata value type ids.
-const META_U32: u32 = 4;
-const META_F32: u32 = 6;
-const META_STRING: u32 = 8;
-
 /// The `gemma3.*` metadata of `cfg` as llama.cpp's converter writes it, enough for `gemma-export` to rebuild a
 /// config.json (attention scale and layer pattern follow llama.cpp's rules, not the fixture's config).
-fn gemma3_metadata(cfg: &ModelConfig) -> Vec<(&'static str, u32, Vec<u8>)> {
+fn gemma3_metadata(cfg: &ModelConfig) -> GgufWriter {
     let t = &cfg.text;
-    let u32s = |v: usize| (v as u32).to_le_bytes().to_vec();
-    let f32s = |v: f64| (v as f32).to_le_bytes().to_vec();
-    vec![
-        ("general.architecture", META_STRING, gguf_str("gemma3")),
-        ("gemma3.block_count", META_U32, u32s(t.num_hidden_layers)),
-        (
-            "gemma3.context_length",
-            META_U32,
-            u32s(t.max_position_embeddings),
-        ),
-        ("gemma3.embedding_length", META_U32, u32s(t.hidden_size)),
-        (
-            "gemma3.feed_forward_length",
-            META_U32,
-            u32s(t.intermediate_size),
-        ),
-        (
-            "gemma3.attention.head_count",
-            META_U32,
-            u32s(t.num_attention_heads),
-        ),
-        (
+    let mut w = GgufWriter::new();
+    w.str("general.architecture", "gemma3")
+        .u32("gemma3.block_count", t.num_hidden_layers as u32)
+        .u32("gemma3.context_length", t.max_position_embeddings as u32)
+        .u32("gemma3.embedding_length", t.hidden_size as u32)
+        .u32("gemma3.feed_forward_length", t.intermediate_size as u32)
+        .u32("gemma3.attention.head_count", t.num_attention_heads as u32)
+        .u32(
             "gemma3.attention.head_count_kv",
-            META_U32,
-            u32s(t.num_key_value_heads),
-        ),
-        ("gemma3.attention.key_length", META_U32, u32s(t.head_dim)),
-        ("gemma3.attention.value_length", META_U32, u32s(t.head_dim)),
-        (
+            t.num_key_value_heads as u32,
+        )
+        .u32("gemma3.attention.key_length", t.head_dim as u32)
+        .u32("gemma3.attention.value_length", t.head_dim as u32)
+        .f32(
             "gemma3.attention.layer_norm_rms_epsilon",
-            META_F32,
-            f32s(t.rms_norm_eps),
-        ),
-        (
+            t.rms_norm_eps as f32,
+        )
+        .u32(
             "gemma3.attention.sliding_window",
-            META_U32,
-            u32s(t.sliding_window.unwrap_or(512)),
-        ),
-        ("gemma3.attention.sliding_window_pattern", META_U32, u32s(3)),
-    ]
+            t.sliding_window.unwrap_or(512) as u32,
+        )
+        .u32("gemma3.attention.sliding_window_pattern", 3);
+    w
 }
 
 /// Writes the fixture's weights as a gemma3 GGUF; returns the tensors expected to be kept at int8 (the layers'
 /// matrices stored in a kept format; not the embedding, which int8 quantizes in blocks of 64).
 fn fixture_as_gguf(fixture: &Path, path: &Path, cfg: &ModelConfig) -> Vec<String> {
     let src = Checkpoint::open(fixture).unwrap();
-    let mut tensors = Vec::new();
+    let mut gguf = gemma3_metadata(cfg);
     let mut kept = Vec::new();
     for name in src.names() {
         let view = src.tensor(name).unwrap();
@@ -239,10 +173,10 @@ fn fixture_as_gguf(fixture: &Path, path: &Path, cfg: &ModelConfig) -> Vec<String
         if ty != F32 && name != "model.embed_tokens.weight" {
             kept.push(name.to_string());
         }
-        let dims = view.shape.iter().rev().map(|&d| d as u64).collect();
-        tensors.push((gname, dims, ty, data));
+        let dims: Vec<u64> = view.shape.iter().rev().map(|&d| d as u64).collect();
+        gguf.tensor(&gname, &dims, ty, data);
     }
-    write_gguf(path, &gemma3_metadata(cfg), &tensors);
+    gguf.write(path);
     kept.sort();
     kept
 }
@@ -282,14 +216,7 @@ fn export(
 }
 
 fn logits(dir: &Path, ids: &Array2<i64>) -> Array3<f32> {
-    let mut decoder = Decoder::open(dir, &parity_runtime()).unwrap();
-    let mut cache = decoder.new_cache(1).unwrap();
-    let n = ids.ncols();
-    let mask = Array2::<i64>::ones((1, n));
-    let pos = Array2::from_shape_fn((1, n), |(_, j)| j as i64);
-    decoder
-        .forward(ids.view(), mask.view(), pos.view(), &mut cache)
-        .unwrap()
+    prompt_logits(dir, ids)
 }
 
 #[test]
@@ -357,20 +284,15 @@ fn export_cli_like(
     precision: Precision,
     lora: Option<&Path>,
 ) -> serde_json::Value {
-    gemma_exporter::export(&ExportOptions {
-        src: src.to_path_buf(),
-        out: out.to_path_buf(),
-        precision,
-        graph: GraphKind::Portable,
-        force: false,
-        progress: false,
-        lora: lora.map(|dir| LoraOptions {
-            dir: dir.to_path_buf(),
-            scale: 1.0,
-        }),
-        allow_nonfinite: false,
-    })
-    .unwrap_or_else(|e| panic!("exporting {}: {e}", src.display()));
+    let lora = lora.map(|dir| LoraOptions {
+        dir: dir.to_path_buf(),
+        scale: 1.0,
+    });
+    let opts = ExportOptions::new(src, out)
+        .precision(precision)
+        .graph(GraphKind::Portable)
+        .lora(lora);
+    gemma_exporter::export(&opts).unwrap_or_else(|e| panic!("exporting {}: {e}", src.display()));
     serde_json::from_str(&std::fs::read_to_string(out.join("gemma-onnx.json")).unwrap()).unwrap()
 }
 

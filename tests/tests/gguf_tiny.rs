@@ -6,7 +6,7 @@
 //! Also: the config the metadata gives, the generated files and warnings of an export, and the refusals (truncated
 //! file, bad magic, unsupported architecture, unsupported quant type, unknown tensor), each naming what is wrong.
 
-use gemma_exporter::{export, ExportError, ExportOptions, GraphKind, Precision};
+use gemma_exporter::{export, ExportError, ExportOptions, GraphKind};
 use gemma_models::gguf::{self, GgufError};
 use gemma_models::{Family, LayerType};
 use gemma_tests::*;
@@ -75,16 +75,7 @@ fn configs_from_metadata() {
 }
 
 fn opts(src: &Path, out: &Path) -> ExportOptions {
-    ExportOptions {
-        src: src.to_path_buf(),
-        out: out.to_path_buf(),
-        precision: Precision::Fp32,
-        graph: GraphKind::Portable,
-        force: false,
-        progress: false,
-        lora: None,
-        allow_nonfinite: false,
-    }
+    ExportOptions::new(src, out).graph(GraphKind::Portable)
 }
 
 fn read_json(path: &Path) -> serde_json::Value {

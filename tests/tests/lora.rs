@@ -6,10 +6,8 @@
 //! records the adapter. On the real Gemma 3 270M, an adapter made by peft gives transformers' merged-model greedy
 //! ids. The refusals are tested through the binary in `exporter/tests/lora_cli.rs`.
 
-use gemma_exporter::{export, ExportOptions, GraphKind, LoraOptions, Precision};
-use gemma_runtime::Decoder;
+use gemma_exporter::{export, ExportOptions, GraphKind, LoraOptions};
 use gemma_tests::*;
-use ndarray::Array2;
 use std::path::{Path, PathBuf};
 
 fn lora_dir() -> PathBuf {
@@ -51,20 +49,11 @@ fn export_with_lora(
 ) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("onnx");
-    export(&ExportOptions {
-        src: src.to_path_buf(),
-        out: out.clone(),
-        precision: Precision::Fp32,
-        graph,
-        force: false,
-        progress: false,
-        lora: Some(LoraOptions {
-            dir: adapter.to_path_buf(),
-            scale,
-        }),
-        allow_nonfinite: false,
-    })
-    .unwrap_or_else(|e| {
+    let lora = LoraOptions {
+        dir: adapter.to_path_buf(),
+        scale,
+    };
+    export(&ExportOptions::new(src, &out).graph(graph).lora(Some(lora))).unwrap_or_else(|e| {
         panic!(
             "exporting {} with {}: {e}",
             src.display(),
@@ -100,14 +89,8 @@ fn merged_matches_peft(name: &str, graph: GraphKind) -> f32 {
     let reference = Reference::load(&lora_dir().join(name)).unwrap();
     let ids = reference.i64_2d("prefill.input_ids").unwrap();
     let expected = reference.f32_3d("prefill.logits").unwrap();
-    let mut decoder = Decoder::open(&out, &parity_runtime()).unwrap();
-    let mut cache = decoder.new_cache(1).unwrap();
     let n = ids.ncols();
-    let mask = Array2::<i64>::ones((1, n));
-    let pos = Array2::from_shape_fn((1, n), |(_, j)| j as i64);
-    let logits = decoder
-        .forward(ids.view(), mask.view(), pos.view(), &mut cache)
-        .unwrap();
+    let logits = prompt_logits(&out, &ids);
     assert_eq!(logits.dim(), expected.dim(), "{name}: logits shape");
     let mut worst = 0f32;
     for j in 0..n {
@@ -207,14 +190,8 @@ fn conditional_generation_hub_names() {
     let reference = Reference::load(&adapter).unwrap();
     let ids = reference.i64_2d("prefill.input_ids").unwrap();
     let expected = reference.f32_3d("prefill.logits").unwrap();
-    let mut decoder = Decoder::open(&out, &parity_runtime()).unwrap();
-    let mut cache = decoder.new_cache(1).unwrap();
     let n = ids.ncols();
-    let mask = Array2::<i64>::ones((1, n));
-    let pos = Array2::from_shape_fn((1, n), |(_, j)| j as i64);
-    let logits = decoder
-        .forward(ids.view(), mask.view(), pos.view(), &mut cache)
-        .unwrap();
+    let logits = prompt_logits(&out, &ids);
     for j in 0..n {
         let d = max_abs_diff_row(logits.view(), (0, j), expected.view(), (0, j));
         assert!(
@@ -228,10 +205,10 @@ fn conditional_generation_hub_names() {
 /// Exports `base` with the conditional adapter and encodes the reference image: the features match peft's merged
 /// model (`vision_reference.safetensors` of the case).
 fn image_features_match(base: &str) {
-    use gemma_tests::vision::{max_abs_diff, ImageModel, VisionReference};
+    use gemma_tests::vision::{max_abs_diff, ImageModel};
     let adapter = lora_dir().join("conditional");
     let (_tmp, out) = export_with_lora(&tiny_fixture(base), &adapter, 1.0, GraphKind::Portable);
-    let r = VisionReference::load(&adapter).unwrap();
+    let r = Reference::vision(&adapter).unwrap();
     let mut model = ImageModel::open(&out).unwrap();
     let features = model.encode(r.pixel_values().unwrap().view()).unwrap();
     let d = max_abs_diff(features.view(), r.image_features().unwrap().view());

@@ -9,22 +9,14 @@
 //! one buffer, what the earlier steps wrote into it.
 
 use gemma_exporter::GraphKind;
-use gemma_runtime::manifest::{GraphKind as RuntimeGraph, LayerType};
-use gemma_runtime::{Decoder, LogitsMode, RuntimeOptions};
+use gemma_runtime::manifest::LayerType;
+use gemma_runtime::Decoder;
 use gemma_tests::*;
-use ndarray::{concatenate, s, Array2, Axis};
+use ndarray::{s, Array2};
 
-fn runtime() -> RuntimeOptions {
-    RuntimeOptions::cpu().with_threads(Some(2))
-}
-
+/// The fixture exported with the cpu graph (checked to be one), opened, and its reference.
 fn open_cpu(fixture: &str) -> (tempfile::TempDir, Decoder, Reference) {
-    let dir = tiny_fixture(fixture);
-    let reference = Reference::load(&dir).unwrap();
-    let (tmp, out) = export_graph_to_temp(&dir, GraphKind::Cpu).unwrap();
-    let decoder = Decoder::open(&out, &runtime()).unwrap();
-    assert_eq!(decoder.graph_kind(), RuntimeGraph::Cpu);
-    (tmp, decoder, reference)
+    Parity::cpu(fixture).open()
 }
 
 /// Feeds the prompt in steps of the given sizes (the first may be long, later ones any size; batch 1) with a
@@ -90,53 +82,34 @@ fn steps_match(fixture: &str, steps: &[usize], capacity: usize) -> f32 {
     worst
 }
 
+/// Prefill 7 tokens, then 13 one-token steps past the window, with a cache made for the 20 positions.
 fn prefill_then_decode(fixture: &str) {
     let mut steps = vec![7];
     steps.extend(std::iter::repeat_n(1, 13));
     steps_match(fixture, &steps, 20);
 }
 
-#[test]
-fn gqa_bf16_sharded_hf4_prefill_and_decode() {
-    prefill_then_decode("gqa-bf16-sharded-hf4");
-}
-
-#[test]
-fn mqa_f32_hf5_prefill_and_decode() {
-    prefill_then_decode("mqa-f32-hf5");
-}
-
-#[test]
-fn gqa_f16_hf5_prefill_and_decode() {
-    prefill_then_decode("gqa-f16-hf5");
-}
-
-#[test]
-fn conditional_generation_text_prefill_and_decode() {
-    prefill_then_decode("cg-mqa-bf16-sharded-hf4");
-}
-
-/// Gemma 2 (sliding layers first, attention and final logit soft-caps through GroupQueryAttention's `softcap`).
-#[test]
-fn gemma2_prefill_and_decode() {
-    prefill_then_decode("gemma2-gqa-bf16-sharded-hf4");
-}
-
-#[test]
-fn gemma2_left_padded_batch() {
-    left_padded_batch("gemma2-gqa-bf16-sharded-hf4");
-}
-
-/// Gemma 1 (global layers only, pre-norm residuals fused into SkipSimplifiedLayerNormalization).
-#[test]
-fn gemma1_prefill_and_decode() {
-    prefill_then_decode("gemma1-mha-f16-hf5");
-    prefill_then_decode("gemma1-mqa-bf16-hf4");
-}
-
-#[test]
-fn gemma1_left_padded_batch() {
-    left_padded_batch("gemma1-mqa-bf16-hf4");
+parity_table! {
+    gqa_bf16_sharded_hf4_prefill_and_decode: prefill_then_decode("gqa-bf16-sharded-hf4");
+    mqa_f32_hf5_prefill_and_decode: prefill_then_decode("mqa-f32-hf5");
+    gqa_f16_hf5_prefill_and_decode: prefill_then_decode("gqa-f16-hf5");
+    conditional_generation_text_prefill_and_decode: prefill_then_decode("cg-mqa-bf16-sharded-hf4");
+    /// Gemma 2 (sliding layers first, attention and final logit soft-caps through GroupQueryAttention's `softcap`).
+    gemma2_prefill_and_decode: prefill_then_decode("gemma2-gqa-bf16-sharded-hf4");
+    gemma2_left_padded_batch: Parity::cpu("gemma2-gqa-bf16-sharded-hf4").left_padded_batch();
+    /// Gemma 1 (global layers only, pre-norm residuals fused into SkipSimplifiedLayerNormalization).
+    gemma1_prefill_and_decode: {
+        prefill_then_decode("gemma1-mha-f16-hf5");
+        prefill_then_decode("gemma1-mqa-bf16-hf4")
+    };
+    gemma1_left_padded_batch: Parity::cpu("gemma1-mqa-bf16-hf4").left_padded_batch();
+    // Batch of 2, the second row left-padded (masked through GroupQueryAttention's attention_bias): real positions
+    // match transformers, and so do three decode steps asking for the last position only.
+    gqa_bf16_sharded_hf4_left_padded_batch: Parity::cpu("gqa-bf16-sharded-hf4").left_padded_batch();
+    mqa_f32_hf5_left_padded_batch: Parity::cpu("mqa-f32-hf5").left_padded_batch();
+    gqa_f16_hf5_left_padded_batch: Parity::cpu("gqa-f16-hf5").left_padded_batch();
+    conditional_generation_text_left_padded_batch:
+        Parity::cpu("cg-mqa-bf16-sharded-hf4").left_padded_batch();
 }
 
 /// The whole 20-token prompt in one step (5× the window of this fixture).
@@ -157,78 +130,6 @@ fn global_buffers_grow_when_needed() {
     let mut steps = vec![2];
     steps.extend(std::iter::repeat_n(1, 18));
     steps_match("gqa-bf16-sharded-hf4", &steps, 2);
-}
-
-/// Batch of 2, the second row left-padded (masked through GroupQueryAttention's attention_bias): real positions
-/// match transformers, and so do three decode steps asking for the last position only.
-fn left_padded_batch(fixture: &str) {
-    let (_tmp, mut decoder, reference) = open_cpu(fixture);
-    let ids = reference.i64_2d("batch.input_ids").unwrap();
-    let mask = reference.i64_2d("batch.attention_mask").unwrap();
-    let pos = reference.i64_2d("batch.position_ids").unwrap();
-    let expected = reference.f32_3d("batch.logits").unwrap();
-    let next_ids = reference.i64_2d("batch.next_ids").unwrap();
-    let next_expected = reference.f32_3d("batch.next_logits").unwrap();
-    assert!(mask.iter().any(|&m| m == 0));
-
-    let mut cache = decoder.new_cache(2).unwrap();
-    let logits = decoder
-        .forward(ids.view(), mask.view(), pos.view(), &mut cache)
-        .unwrap();
-    let mut worst = 0f32;
-    for b in 0..2 {
-        for j in 0..ids.ncols() {
-            if mask[[b, j]] == 1 {
-                let d = max_abs_diff_row(logits.view(), (b, j), expected.view(), (b, j));
-                assert!(d <= FP32_TOLERANCE, "{fixture}: row {b} position {j}: {d}");
-                worst = worst.max(d);
-            }
-        }
-    }
-    let mut mask = mask;
-    let mut last_pos: Vec<i64> = (0..2).map(|b| pos[[b, pos.ncols() - 1]]).collect();
-    for t in 0..next_ids.ncols() {
-        mask = concatenate![Axis(1), mask, Array2::<i64>::ones((2, 1))];
-        let step = next_ids.slice(s![.., t..t + 1]).to_owned();
-        last_pos.iter_mut().for_each(|p| *p += 1);
-        let step_pos = Array2::from_shape_fn((2, 1), |(b, _)| last_pos[b]);
-        let logits = decoder
-            .step(
-                step.view(),
-                mask.view(),
-                step_pos.view(),
-                &mut cache,
-                LogitsMode::Last,
-            )
-            .unwrap();
-        assert_eq!(logits.dim(), (2, 1, 256));
-        for b in 0..2 {
-            let d = max_abs_diff_row(logits.view(), (b, 0), next_expected.view(), (b, t));
-            assert!(d <= FP32_TOLERANCE, "{fixture}: decode {t} row {b}: {d}");
-            worst = worst.max(d);
-        }
-    }
-    eprintln!("{fixture}: left-padded batch + decode, max |Δlogit| = {worst:e}");
-}
-
-#[test]
-fn gqa_bf16_sharded_hf4_left_padded_batch() {
-    left_padded_batch("gqa-bf16-sharded-hf4");
-}
-
-#[test]
-fn mqa_f32_hf5_left_padded_batch() {
-    left_padded_batch("mqa-f32-hf5");
-}
-
-#[test]
-fn gqa_f16_hf5_left_padded_batch() {
-    left_padded_batch("gqa-f16-hf5");
-}
-
-#[test]
-fn conditional_generation_text_left_padded_batch() {
-    left_padded_batch("cg-mqa-bf16-sharded-hf4");
 }
 
 /// Asking for the last position only gives exactly that row of the all-positions pass, computed alone.
@@ -333,7 +234,7 @@ fn real_gemma3_270m_greedy_matches_transformers() {
     let real = real_reference();
     let src = gemma3_270m_dir().expect("the real Gemma 3 270M checkpoint");
     let (_tmp, out) = export_graph_to_temp(&src, GraphKind::Cpu).unwrap();
-    let mut generator = Generator::open(&out, &runtime()).unwrap();
+    let mut generator = Generator::open(&out, &parity_runtime()).unwrap();
     for p in &real.prompts {
         let options = GenerateOptions {
             max_new_tokens: p.generated_ids.len(),

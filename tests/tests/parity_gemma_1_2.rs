@@ -15,45 +15,16 @@ const GEMMA1_MQA: &str = "gemma1-mqa-bf16-hf4";
 const GEMMA1_MHA: &str = "gemma1-mha-f16-hf5";
 const GEMMA2: &str = "gemma2-gqa-bf16-sharded-hf4";
 
-#[test]
-fn gemma1_mqa_prefill_and_decode() {
-    prefill_then_decode(GEMMA1_MQA, 7);
-}
-
-#[test]
-fn gemma1_mqa_left_padded_batch() {
-    left_padded_batch(GEMMA1_MQA);
-}
-
-#[test]
-fn gemma1_mha_prefill_and_decode() {
-    prefill_then_decode(GEMMA1_MHA, 7);
-}
-
-#[test]
-fn gemma1_mha_whole_prompt_in_one_prefill() {
-    prefill_then_decode(GEMMA1_MHA, 20);
-}
-
-#[test]
-fn gemma1_mha_left_padded_batch() {
-    left_padded_batch(GEMMA1_MHA);
-}
-
-#[test]
-fn gemma2_prefill_and_decode() {
-    prefill_then_decode(GEMMA2, 7);
-}
-
-/// 20 tokens in one prefill with a window of 5: the sliding mask, not just the cache, does the windowing.
-#[test]
-fn gemma2_whole_prompt_in_one_prefill() {
-    prefill_then_decode(GEMMA2, 20);
-}
-
-#[test]
-fn gemma2_left_padded_batch() {
-    left_padded_batch(GEMMA2);
+parity_table! {
+    gemma1_mqa_prefill_and_decode: Parity::portable(GEMMA1_MQA).prefill_then_decode(7);
+    gemma1_mqa_left_padded_batch: Parity::portable(GEMMA1_MQA).left_padded_batch();
+    gemma1_mha_prefill_and_decode: Parity::portable(GEMMA1_MHA).prefill_then_decode(7);
+    gemma1_mha_whole_prompt_in_one_prefill: Parity::portable(GEMMA1_MHA).prefill_then_decode(20);
+    gemma1_mha_left_padded_batch: Parity::portable(GEMMA1_MHA).left_padded_batch();
+    gemma2_prefill_and_decode: Parity::portable(GEMMA2).prefill_then_decode(7);
+    /// 20 tokens in one prefill with a window of 5: the sliding mask, not just the cache, does the windowing.
+    gemma2_whole_prompt_in_one_prefill: Parity::portable(GEMMA2).prefill_then_decode(20);
+    gemma2_left_padded_batch: Parity::portable(GEMMA2).left_padded_batch();
 }
 
 fn config(fixture: &str) -> ModelConfig {
@@ -139,40 +110,19 @@ fn copy_fixture(fixture: &str, edit: impl FnOnce(&mut serde_json::Value)) -> tem
 /// Adds `extra` ([name, shape] of f32 zeros) to the single-file `model.safetensors` in `dir`.
 fn add_tensors(dir: &Path, extra: &[(&str, Vec<usize>)]) {
     let path = dir.join("model.safetensors");
-    let bytes = std::fs::read(&path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<(String, safetensors::tensor::TensorView<'_>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, t)| (n.to_string(), t))
-        .collect();
-    let zeros: Vec<Vec<u8>> = extra
-        .iter()
-        .map(|(_, shape)| vec![0u8; shape.iter().product::<usize>() * 4])
-        .collect();
-    for ((name, shape), data) in extra.iter().zip(&zeros) {
-        let view =
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
-                .unwrap();
-        tensors.push((name.to_string(), view));
+    let mut tensors = read_safetensors(&path);
+    for (name, shape) in extra {
+        tensors.push(f32_tensor(name, shape, &vec![0.0; shape.iter().product()]));
     }
-    let out = safetensors::serialize(tensors, None).unwrap();
-    std::fs::write(&path, out).unwrap();
+    write_safetensors(&path, &tensors);
 }
 
 fn export_error(src: &Path) -> ExportError {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("onnx");
-    let e = gemma_exporter::export(&gemma_exporter::ExportOptions {
-        src: src.to_path_buf(),
-        out: out.clone(),
-        precision: gemma_exporter::Precision::Fp32,
-        graph: gemma_exporter::GraphKind::Portable,
-        force: false,
-        progress: false,
-        lora: None,
-        allow_nonfinite: false,
-    })
+    let e = gemma_exporter::export(
+        &gemma_exporter::ExportOptions::new(src, &out).graph(gemma_exporter::GraphKind::Portable),
+    )
     .expect_err("the export should be refused");
     assert!(
         !out.exists(),
@@ -268,36 +218,7 @@ fn config_fields_of_another_generation_are_refused() {
 /// prefill 7 tokens, then one token at a time past Gemma 2's window, every position within 1e-4 of transformers.
 #[test]
 fn cpu_graph_prefill_and_decode() {
-    use ndarray::{s, Array2};
     for fixture in FAMILY_FIXTURES {
-        let dir = tiny_fixture(fixture);
-        let reference = Reference::load(&dir).unwrap();
-        let ids = reference.i64_2d("prefill.input_ids").unwrap();
-        let expected = reference.f32_3d("prefill.logits").unwrap();
-        let (_tmp, out) = export_graph_to_temp(&dir, gemma_exporter::GraphKind::Cpu).unwrap();
-        let mut decoder = gemma_runtime::Decoder::open(&out, &parity_runtime()).unwrap();
-        let mut cache = decoder.new_cache(1).unwrap();
-        let mut worst = 0f32;
-        let mut start = 0;
-        while start < ids.ncols() {
-            let end = if start == 0 { 7 } else { start + 1 };
-            let step = ids.slice(s![.., start..end]).to_owned();
-            let mask = Array2::<i64>::ones((1, end));
-            let pos = Array2::from_shape_fn((1, end - start), |(_, j)| (start + j) as i64);
-            let logits = decoder
-                .forward(step.view(), mask.view(), pos.view(), &mut cache)
-                .unwrap();
-            for j in 0..end - start {
-                let d = max_abs_diff_row(logits.view(), (0, j), expected.view(), (0, start + j));
-                assert!(
-                    d <= FP32_TOLERANCE,
-                    "{fixture} (cpu graph): position {} differs by {d}",
-                    start + j
-                );
-                worst = worst.max(d);
-            }
-            start = end;
-        }
-        eprintln!("{fixture} (cpu graph): prefill 7 + decode, max |Δlogit| = {worst:e}");
+        Parity::cpu(fixture).prefill_then_decode(7);
     }
 }

@@ -20,21 +20,13 @@ use gemma_exporter::quant::rounding::{dequantize, quantize_block, Rounding};
 use gemma_exporter::quant::QuantConfig;
 use gemma_exporter::{GraphKind, Precision};
 use gemma_models::{names, Checkpoint, ModelConfig};
-use gemma_runtime::Decoder;
 use gemma_tests::*;
 use ndarray::{s, Array2, Array3};
 use std::path::Path;
 
 /// Every position's logits of the fixture's reference prompt, in one forward pass.
 fn logits(out: &std::path::Path, ids: &Array2<i64>) -> Array3<f32> {
-    let mut decoder = Decoder::open(out, &parity_runtime()).unwrap();
-    let mut cache = decoder.new_cache(1).unwrap();
-    let n = ids.ncols();
-    let mask = Array2::<i64>::ones((1, n));
-    let pos = Array2::from_shape_fn((1, n), |(_, j)| j as i64);
-    decoder
-        .forward(ids.view(), mask.view(), pos.view(), &mut cache)
-        .unwrap()
+    prompt_logits(out, ids)
 }
 
 fn log_softmax(row: &[f32]) -> Vec<f64> {
@@ -218,7 +210,7 @@ fn dequantized_copy(src: &Path, dst: &Path, q: &QuantConfig) -> usize {
         })
         .map(|(n, _)| n)
         .collect();
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut tensors = Vec::new();
     let mut changed = 0;
     for name in ckpt.names() {
         let view = ckpt.tensor(name).unwrap();
@@ -253,20 +245,10 @@ fn dequantized_copy(src: &Path, dst: &Path, q: &QuantConfig) -> usize {
                 }
             }
         }
-        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        tensors.push((name.to_string(), view.shape.clone(), bytes));
+        tensors.push(f32_tensor(name, &view.shape, &values));
     }
     std::fs::create_dir_all(dst).unwrap();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .map(|(n, shape, bytes)| {
-            let v =
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                    .unwrap();
-            (n.clone(), v)
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, &dst.join("model.safetensors")).unwrap();
+    write_safetensors(&dst.join("model.safetensors"), &tensors);
     for f in ["config.json", "generation_config.json"] {
         if src.join(f).is_file() {
             std::fs::copy(src.join(f), dst.join(f)).unwrap();

@@ -14,6 +14,7 @@ use gemma_exporter::onnx::{DataType, ModelProto, TensorProto};
 use gemma_exporter::quant::rounding::{dequantize, quantize_block, Rounding};
 use gemma_exporter::quant::{QuantConfig, TensorScheme};
 use gemma_exporter::weights::WeightWriter;
+use gemma_models::testing::{f32_tensor, write_safetensors};
 use gemma_models::Checkpoint;
 use gemma_runtime::{ort_env, RuntimeOptions};
 use ndarray::{Array1, Array2};
@@ -68,11 +69,10 @@ fn run(case: &Case) {
     );
     let tmp = tempfile::tempdir().unwrap();
     let w = values(rows * k, (bits as u64) * 31 + k as u64);
-    let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![rows, k], &bytes)
-        .unwrap();
-    safetensors::serialize_to_file([(NAME, view)], None, &tmp.path().join("model.safetensors"))
-        .unwrap();
+    write_safetensors(
+        &tmp.path().join("model.safetensors"),
+        &[f32_tensor(NAME, &[rows, k], &w)],
+    );
     let ckpt = Checkpoint::open(tmp.path()).unwrap();
 
     let scheme = TensorScheme::new(bits, symmetric, Rounding::Search);

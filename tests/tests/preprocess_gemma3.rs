@@ -12,11 +12,10 @@ use gemma_exporter::vision::preprocess::{
     build_preprocess_graph, write_preprocess, PreprocessConfig,
 };
 use gemma_runtime::{ort_env, RuntimeOptions};
-use gemma_tests::fixtures_dir;
+use gemma_tests::{fixtures_dir, Reference};
 use ndarray::{s, Array2, Array3, Array4, ArrayView4};
 use ort::session::Session;
 use ort::value::Tensor;
-use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
 
 /// The committed images (see `PREPROCESS_IMAGES` in the fixture script).
@@ -115,69 +114,31 @@ fn compare(got: ArrayView4<f32>, want: ArrayView4<f32>) -> Result<(f32, usize)> 
     Ok((worst, off_by_lsb))
 }
 
-struct Reference {
-    bytes: Vec<u8>,
-}
+/// `images/preprocess-reference.safetensors`: per image `{image}.pixel_values`, `.num_crops` and `.crop_boxes`.
+struct ImageReference(Reference);
 
-impl Reference {
-    fn load() -> Result<Reference> {
+impl ImageReference {
+    fn load() -> Result<ImageReference> {
         let path = images_dir().join("preprocess-reference.safetensors");
-        Ok(Reference {
-            bytes: std::fs::read(&path).with_context(|| path.display().to_string())?,
-        })
-    }
-
-    fn tensor(&self, name: &str) -> Result<(Vec<usize>, Vec<u8>, safetensors::Dtype)> {
-        let st = SafeTensors::deserialize(&self.bytes)?;
-        let t = st
-            .tensor(name)
-            .with_context(|| format!("reference tensor {name}"))?;
-        Ok((t.shape().to_vec(), t.data().to_vec(), t.dtype()))
+        Ok(ImageReference(Reference::open(&path)?))
     }
 
     fn pixel_values(&self, image: &str) -> Result<Array4<f32>> {
-        let (shape, data, dtype) = self.tensor(&format!("{image}.pixel_values"))?;
-        ensure!(
-            dtype == safetensors::Dtype::F32 && shape.len() == 4,
-            "{image}: {dtype:?} {shape:?}"
-        );
-        let v = data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        Ok(Array4::from_shape_vec(
-            (shape[0], shape[1], shape[2], shape[3]),
-            v,
-        )?)
-    }
-
-    fn i64s(&self, name: &str) -> Result<(Vec<usize>, Vec<i64>)> {
-        let (shape, data, dtype) = self.tensor(name)?;
-        ensure!(dtype == safetensors::Dtype::I64, "{name}: {dtype:?}");
-        let v = data
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        Ok((shape, v))
+        self.0.f32_4d(&format!("{image}.pixel_values"))
     }
 
     fn num_crops(&self, image: &str) -> Result<i64> {
-        let (_, v) = self.i64s(&format!("{image}.num_crops"))?;
-        v.first().copied().context("empty num_crops")
+        let v = self.0.i64(&format!("{image}.num_crops"))?;
+        v.iter().next().copied().context("empty num_crops")
     }
 
     fn boxes(&self, image: &str) -> Result<Array2<i64>> {
-        let (shape, v) = self.i64s(&format!("{image}.crop_boxes"))?;
-        Ok(Array2::from_shape_vec((shape[0], shape[1]), v)?)
+        self.0.i64_2d(&format!("{image}.crop_boxes"))
     }
 
     /// The generator line, which holds the processor class and its settings.
     fn generator(&self) -> Result<String> {
-        let (_, meta) = SafeTensors::read_metadata(&self.bytes)?;
-        let meta = meta.metadata().clone().unwrap_or_default();
-        meta.get("generator")
-            .cloned()
-            .context("no generator metadata")
+        self.0.metadata("generator")
     }
 }
 
@@ -199,7 +160,7 @@ fn small_config() -> Result<PreprocessConfig> {
 
 #[test]
 fn matches_transformers_on_every_test_image() -> Result<()> {
-    let reference = Reference::load()?;
+    let reference = ImageReference::load()?;
     let generator = reference.generator()?;
     ensure!(
         generator.contains("Gemma3ImageProcessorPil"),
@@ -466,16 +427,9 @@ fn export_writes_preprocess_onnx() -> Result<()> {
     // A processor size the tower cannot take is refused before anything is written.
     let (_tmp, src) = checkpoint_with_preprocessor(r#"{"size": {"height": 64, "width": 64}}"#)?;
     let out = src.parent().unwrap().join("onnx");
-    let err = gemma_exporter::export(&gemma_exporter::ExportOptions {
-        src: src.clone(),
-        out: out.clone(),
-        precision: gemma_exporter::Precision::Fp32,
-        graph: gemma_exporter::GraphKind::Portable,
-        force: false,
-        progress: false,
-        lora: None,
-        allow_nonfinite: false,
-    })
+    let err = gemma_exporter::export(
+        &gemma_exporter::ExportOptions::new(&src, &out).graph(gemma_exporter::GraphKind::Portable),
+    )
     .expect_err("size 64 must be refused for a 56 px tower");
     let msg = format!("{err:#}");
     assert!(

@@ -105,29 +105,17 @@ fn broken_copy(
         serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
     edit(&mut cfg);
     std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
-    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let kept: Vec<_> = st.tensors().into_iter().filter(|(n, _)| keep(n)).collect();
-    std::fs::write(
-        dir.join("model.safetensors"),
-        safetensors::serialize(kept, None).unwrap(),
-    )
-    .unwrap();
+    let mut tensors = read_safetensors(&src.join("model.safetensors"));
+    tensors.retain(|(n, ..)| keep(n));
+    write_safetensors(&dir.join("model.safetensors"), &tensors);
     (tmp, dir)
 }
 
 fn export_error(src: &Path) -> String {
     let out = src.parent().unwrap().join("onnx");
-    let err = gemma_exporter::export(&gemma_exporter::ExportOptions {
-        src: src.to_path_buf(),
-        out: out.clone(),
-        precision: gemma_exporter::Precision::Fp32,
-        graph: gemma_exporter::GraphKind::Portable,
-        force: false,
-        progress: false,
-        lora: None,
-        allow_nonfinite: false,
-    })
+    let err = gemma_exporter::export(
+        &gemma_exporter::ExportOptions::new(src, &out).graph(gemma_exporter::GraphKind::Portable),
+    )
     .expect_err("the export should be refused");
     assert!(!out.exists(), "a refused export wrote {}", out.display());
     let leftovers: Vec<_> = std::fs::read_dir(src.parent().unwrap()).unwrap().collect();

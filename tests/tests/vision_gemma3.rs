@@ -11,7 +11,7 @@
 //! The folder layout and the refusals of broken vision checkpoints are in `vision_export.rs`.
 
 use gemma_exporter::GraphKind;
-use gemma_tests::vision::{external_data, max_abs_diff, ImageModel, VisionReference};
+use gemma_tests::vision::{external_data, max_abs_diff, ImageModel};
 use gemma_tests::*;
 use ndarray::{s, Array2, Array3, Axis, Ix3};
 
@@ -19,8 +19,8 @@ const FIXTURE: &str = "cg-mqa-bf16-sharded-hf4";
 /// The same weights named `vision_tower.vision_model.*` (hub form), in one model.safetensors.
 const HUB_FIXTURE: &str = "cg-mqa-bf16-hubnames";
 
-fn reference() -> VisionReference {
-    VisionReference::load(&tiny_fixture(FIXTURE)).unwrap()
+fn reference() -> Reference {
+    Reference::vision(&tiny_fixture(FIXTURE)).unwrap()
 }
 
 /// Encodes the reference images with the export of `fixture`; asserts they match transformers.

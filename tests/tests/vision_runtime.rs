@@ -12,7 +12,7 @@ use gemma_runtime::{
     ChatOptions, ChatTemplate, Conversation, Error, GenerateOptions, RuntimeOptions, StopReason,
     VisionGenerator, VisionOptions,
 };
-use gemma_tests::vision::{max_abs_diff, VisionReference};
+use gemma_tests::vision::max_abs_diff;
 use gemma_tests::*;
 use image::RgbImage;
 use ndarray::{s, Ix3};
@@ -175,7 +175,7 @@ fn processor_expansion_matches_transformers() {
 fn generator_logits_match_transformers() {
     let (_tmp, out) = tiny_export(false);
     let mut gen = VisionGenerator::open(&out, &options()).unwrap();
-    let r = VisionReference::load(&tiny_fixture(FIXTURE)).unwrap();
+    let r = Reference::vision(&tiny_fixture(FIXTURE)).unwrap();
     let pixels = r.pixel_values().unwrap();
     let expected = r.image_features().unwrap();
     let features = gen.encode_pixels(pixels.view()).unwrap();

@@ -9,16 +9,10 @@ use safetensors::Dtype;
 use super::*;
 use crate::config::ModelConfig;
 use crate::names;
-
-/// One tensor to write: name, dtype, shape, raw little-endian bytes.
-type Spec = (String, Dtype, Vec<usize>, Vec<u8>);
+use crate::testing::{f32_bytes, write_safetensors, Tensor as Spec};
 
 fn spec(name: &str, dtype: Dtype, shape: &[usize], bytes: Vec<u8>) -> Spec {
     (name.to_string(), dtype, shape.to_vec(), bytes)
-}
-
-fn f32_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 fn bf16_bytes(values: &[f32]) -> Vec<u8> {
@@ -33,20 +27,6 @@ fn f16_bytes(values: &[f32]) -> Vec<u8> {
         .iter()
         .flat_map(|&v| f16::from_f32(v).to_le_bytes())
         .collect()
-}
-
-/// Writes a valid safetensors file with the `safetensors` crate.
-fn write_safetensors(path: &Path, tensors: &[Spec]) {
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-        .iter()
-        .map(|(name, dtype, shape, bytes)| {
-            (
-                name.clone(),
-                safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes).unwrap(),
-            )
-        })
-        .collect();
-    fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
 }
 
 /// Writes a hand-made file: the 8-byte length, `header` verbatim, then `data`.

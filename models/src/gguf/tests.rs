@@ -5,93 +5,7 @@ use std::path::{Path, PathBuf};
 use super::container::{self, Array, Value};
 use super::*;
 use crate::config::{Family, LayerType};
-
-/// A minimal GGUF writer (version 3, alignment 32) for the tests.
-#[derive(Default)]
-pub(crate) struct Writer {
-    kv: Vec<(String, u32, Vec<u8>)>,
-    tensors: Vec<(String, Vec<u64>, u32, Vec<u8>)>,
-    pub version: u32,
-}
-
-fn s(text: &str) -> Vec<u8> {
-    let mut b = (text.len() as u64).to_le_bytes().to_vec();
-    b.extend_from_slice(text.as_bytes());
-    b
-}
-
-impl Writer {
-    pub fn new() -> Writer {
-        Writer {
-            version: 3,
-            ..Default::default()
-        }
-    }
-    pub fn raw(&mut self, key: &str, ty: u32, bytes: Vec<u8>) -> &mut Self {
-        self.kv.push((key.into(), ty, bytes));
-        self
-    }
-    pub fn u32(&mut self, key: &str, v: u32) -> &mut Self {
-        self.raw(key, 4, v.to_le_bytes().to_vec())
-    }
-    pub fn f32(&mut self, key: &str, v: f32) -> &mut Self {
-        self.raw(key, 6, v.to_le_bytes().to_vec())
-    }
-    pub fn str(&mut self, key: &str, v: &str) -> &mut Self {
-        self.raw(key, 8, s(v))
-    }
-    pub fn strings(&mut self, key: &str, items: &[&str]) -> &mut Self {
-        let mut b = 8u32.to_le_bytes().to_vec();
-        b.extend((items.len() as u64).to_le_bytes());
-        for i in items {
-            b.extend(s(i));
-        }
-        self.raw(key, 9, b)
-    }
-    /// A tensor with dims fastest first, as GGUF stores them.
-    pub fn tensor(&mut self, name: &str, dims: &[u64], ty: u32, data: Vec<u8>) -> &mut Self {
-        self.tensors.push((name.into(), dims.to_vec(), ty, data));
-        self
-    }
-    pub fn f32_tensor(&mut self, name: &str, dims: &[u64], values: &[f32]) -> &mut Self {
-        let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.tensor(name, dims, 0, data)
-    }
-    pub fn bytes(&self) -> Vec<u8> {
-        let mut b = b"GGUF".to_vec();
-        b.extend(self.version.to_le_bytes());
-        b.extend((self.tensors.len() as u64).to_le_bytes());
-        b.extend((self.kv.len() as u64).to_le_bytes());
-        for (k, ty, v) in &self.kv {
-            b.extend(s(k));
-            b.extend(ty.to_le_bytes());
-            b.extend(v);
-        }
-        let mut offset = 0u64;
-        let mut offsets = Vec::new();
-        for (name, dims, ty, data) in &self.tensors {
-            b.extend(s(name));
-            b.extend((dims.len() as u32).to_le_bytes());
-            for d in dims {
-                b.extend(d.to_le_bytes());
-            }
-            b.extend(ty.to_le_bytes());
-            b.extend(offset.to_le_bytes());
-            offsets.push(offset);
-            offset = (offset + data.len() as u64).next_multiple_of(32);
-        }
-        b.resize(b.len().next_multiple_of(32), 0);
-        let start = b.len();
-        for ((_, _, _, data), off) in self.tensors.iter().zip(offsets) {
-            b.resize(start + off as usize, 0);
-            b.extend(data);
-        }
-        b
-    }
-    pub fn write(&self, path: &Path) {
-        std::fs::write(path, self.bytes()).unwrap();
-    }
-}
+use crate::testing::GgufWriter as Writer;
 
 /// A tiny valid gemma3 model: hidden 8, 2 layers, 2 heads of 4, 1 KV head, ffn 16, vocab 4, norms stored as 1 + w.
 pub(crate) fn tiny_gemma3() -> Writer {
@@ -287,7 +201,11 @@ fn huge_counts_and_lengths_are_refused_before_allocating() {
 #[test]
 fn unsupported_arch_and_quant_types_are_named() {
     let mut w = tiny_gemma3();
-    w.kv[0] = ("general.architecture".into(), 8, s("llama"));
+    w.kv[0] = (
+        "general.architecture".into(),
+        8,
+        crate::testing::gguf_str("llama"),
+    );
     let (_d, path) = write_tmp(&w);
     let e = GgufFile::open(&path).unwrap_err().to_string();
     assert!(e.contains("unsupported architecture \"llama\""), "{e}");
