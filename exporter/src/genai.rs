@@ -24,14 +24,14 @@
 //! - `search`: greedy by default (`do_sample: false`), like `gemma generate --temperature 0`.
 
 use crate::export::GraphKind;
-use crate::manifest::Manifest;
 use crate::ExportError;
-use gemma_models::{Family, ModelConfig};
+use gemma_models::contract::{files, Manifest};
+use gemma_models::{Family, LayerType, ModelConfig};
 use serde_json::json;
 use std::path::Path;
 
 /// The file GenAI reads from a model folder.
-pub const GENAI_CONFIG_FILE: &str = "genai_config.json";
+pub use gemma_models::contract::files::GENAI_CONFIG_FILE;
 
 /// The largest `search.max_length` written by default: the global layers' KV buffers are allocated at this length
 /// per generator, so the full context of a large model would reserve gigabytes before the first token.
@@ -93,7 +93,7 @@ pub fn config(
         .layer_types
         .iter()
         .enumerate()
-        .filter(|(_, t)| t.as_str() == "sliding_attention")
+        .filter(|(_, t)| **t == LayerType::Sliding)
         .map(|(i, _)| i)
         .collect();
     if let (Some(window), false) = (manifest.sliding_window, sliding.is_empty()) {
@@ -152,7 +152,7 @@ pub fn write(
 
 /// The id of `<end_of_turn>` in `dir/tokenizer.json`'s added tokens, if the folder has that file and token.
 fn end_of_turn_id(dir: &Path) -> Result<Option<u32>, ExportError> {
-    let path = dir.join("tokenizer.json");
+    let path = dir.join(files::TOKENIZER_FILE);
     if !path.is_file() {
         return Ok(None);
     }

@@ -57,7 +57,7 @@ impl Decoder {
     /// outputs against it.
     pub fn open(dir: impl AsRef<Path>, options: &RuntimeOptions) -> Result<Decoder> {
         let dir = dir.as_ref().to_path_buf();
-        let manifest = Manifest::load(&dir)?;
+        let manifest = manifest::load(&dir)?;
         let model = manifest::decoder_path(&dir, &manifest);
         let session = ort_env::create_session(&model, options)?;
         let past_names = (0..manifest.num_layers)
@@ -73,7 +73,7 @@ impl Decoder {
             .collect();
         let mut decoder = Decoder {
             session,
-            graph: manifest.graph_kind(),
+            graph: manifest.graph,
             manifest,
             dir,
             has_position_ids: false,

@@ -9,7 +9,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use gemma_exporter::onnx;
 use gemma_exporter::vision::preprocess::{
-    build_preprocess_graph, write_preprocess, PreprocessConfig,
+    build_preprocess_graph, write_preprocess, PreprocessConfig, ReadPreprocessConfig,
 };
 use gemma_runtime::{ort_env, RuntimeOptions};
 use gemma_tests::fixtures_dir;
@@ -299,7 +299,7 @@ fn matches_transformers_at_896() -> Result<()> {
     Ok(())
 }
 
-/// The crop counts and sizes of spec §6.3's table (min crop 256, max 4, ratio 1.2), plus degenerate shapes.
+/// The crop counts and sizes of semantics §6.3's table (min crop 256, max 4, ratio 1.2), plus degenerate shapes.
 #[test]
 fn pan_and_scan_geometry_follows_the_spec_table() -> Result<()> {
     let mut graph = Graph::new(&PreprocessConfig::gemma3_defaults(8))?;

@@ -85,8 +85,8 @@ impl VisionGenerator {
     /// [`Error::NoVision`].
     pub fn open(dir: impl AsRef<Path>, options: &RuntimeOptions) -> Result<VisionGenerator> {
         let dir = dir.as_ref();
-        let manifest = Manifest::load(dir)?;
-        let section = VisionSection::load(dir)?.ok_or_else(|| Error::NoVision {
+        let manifest = manifest::load(dir)?;
+        let section = manifest.vision.clone().ok_or_else(|| Error::NoVision {
             dir: dir.to_path_buf(),
         })?;
         let (tokenizer, tokens) = processor::image_tokenizer(dir, section.mm_tokens_per_image)?;
