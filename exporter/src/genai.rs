@@ -25,7 +25,7 @@
 
 use crate::export::GraphKind;
 use crate::ExportError;
-use gemma_models::contract::{files, Manifest};
+use gemma_models::contract::{files, io, Manifest};
 use gemma_models::{Family, LayerType, ModelConfig};
 use serde_json::json;
 use std::path::Path;
@@ -76,17 +76,18 @@ pub fn config(
         "num_attention_heads": manifest.num_attention_heads,
         "num_hidden_layers": manifest.num_layers,
         "num_key_value_heads": manifest.num_kv_heads,
+        // GenAI's keys, our tensor names (`%d` is the layer).
         "inputs": {
-            "input_ids": "input_ids",
-            "attention_mask": "attention_mask",
-            "position_ids": "position_ids",
-            "past_key_names": "past_key_values.%d.key",
-            "past_value_names": "past_key_values.%d.value",
+            "input_ids": io::INPUT_IDS,
+            "attention_mask": io::ATTENTION_MASK,
+            "position_ids": io::POSITION_IDS,
+            "past_key_names": format!("{}%d.key", io::PAST_PREFIX),
+            "past_value_names": format!("{}%d.value", io::PAST_PREFIX),
         },
         "outputs": {
-            "logits": "logits",
-            "present_key_names": "present.%d.key",
-            "present_value_names": "present.%d.value",
+            "logits": io::LOGITS,
+            "present_key_names": format!("{}%d.key", io::PRESENT_PREFIX),
+            "present_value_names": format!("{}%d.value", io::PRESENT_PREFIX),
         },
     });
     let sliding: Vec<usize> = manifest
