@@ -1,4 +1,4 @@
-//! The text decoder graph of Gemma 1, 2 and 3 (spec §1–§4): scaled embedding, N decoder layers with a KV cache,
+//! The text decoder graph of Gemma 1, 2 and 3 (semantics §1–§4): scaled embedding, N decoder layers with a KV cache,
 //! final norm, tied lm_head and the optional final soft-cap.
 //!
 //! I/O follows Hugging Face Optimum / transformers.js: `input_ids`, `attention_mask`, `position_ids`,
@@ -37,7 +37,7 @@ pub enum DecoderInput {
     /// `inputs_embeds` float32 `[batch, seq, hidden]`, already scaled by sqrt(hidden) (`embed_tokens.onnx`) with
     /// image features in place of the `<image_soft_token>` rows (`decoder_model_merged.onnx`). With
     /// `with_token_type_ids`, an int64 `[batch, seq]` input `token_type_ids` (1 at image soft tokens of this chunk)
-    /// makes each image's tokens attend to each other in both directions (spec §5.5).
+    /// makes each image's tokens attend to each other in both directions (semantics §5.5).
     InputsEmbeds { with_token_type_ids: bool },
 }
 
@@ -127,7 +127,7 @@ pub fn build_with_input(
         kernels,
     };
 
-    // Scaled embedding (spec §1.1), flattened to the [N, H] residual stream.
+    // Scaled embedding (semantics §1.1), flattened to the [N, H] residual stream.
     cx.g.set_scope("/model/embed_tokens");
     let embed_name = names::embed_tokens(p);
     let mut x = match input {
@@ -230,13 +230,13 @@ pub fn build_with_input(
             n("mlp.down_proj.weight"),
         );
         x = if !t.has_sandwich_norms() {
-            // Gemma 1: pre-norm only; `post_attention_layernorm` is the pre-MLP norm (spec §2.1).
+            // Gemma 1: pre-norm only; `post_attention_layernorm` is the pre-MLP norm (semantics §2.1).
             let x1 = cx.g.op("Add", "residual_attn", &[&x, &attn.hidden], &[]);
             let m = cx.rms_norm(&x1, &n("post_attention_layernorm.weight"), eps)?;
             let m = cx.geglu_mlp(&m, &gate, &up, &down)?;
             cx.g.op("Add", "residual_mlp", &[&x1, &m], &[])
         } else {
-            // Gemma 2/3: sandwich norms (spec §3.1).
+            // Gemma 2/3: sandwich norms (semantics §3.1).
             let a = cx.rms_norm(&attn.hidden, &n("post_attention_layernorm.weight"), eps)?;
             let x1 = cx.g.op("Add", "residual_attn", &[&x, &a], &[]);
             let m = cx.rms_norm(&x1, &n("pre_feedforward_layernorm.weight"), eps)?;
@@ -292,7 +292,7 @@ pub fn build_with_input(
 /// The optional one-element int64 input of the portable graph: logits for the last K positions only (0, its
 /// default: every position). Shape `[]` or `[1]` (ONNX Runtime GenAI feeds `[1]`); the graph declares no shape for
 /// it. The cpu graph has the same input, without a default ([`crate::decoder_cpu::LOGITS_TO_KEEP`]).
-pub const LOGITS_TO_KEEP: &str = "num_logits_to_keep";
+pub use gemma_models::contract::io::LOGITS_TO_KEEP;
 
 /// The last `keep` positions (all when `keep` is 0) of a flattened `[B·S, H]` stream `x`, as `[B, K, H]`; `label`
 /// names the nodes.

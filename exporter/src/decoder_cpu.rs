@@ -1,5 +1,5 @@
 //! The CPU-optimized text decoder graph (`gemma-export --graph cpu`, the default). Same maths as
-//! [`crate::decoder`] (spec §1–§4, float32 activations), built for ONNX Runtime's CPU provider:
+//! [`crate::decoder`] (semantics §1–§4, float32 activations), built for ONNX Runtime's CPU provider:
 //!
 //! - **KV cache updated in place.** Each layer's `past_key_values.{i}.key|value` is a preallocated buffer
 //!   `[batch, kv_heads, capacity, head_dim]` that the runtime binds (I/O binding) as both the input and the matching
@@ -38,10 +38,8 @@ use gemma_models::{names, Checkpoint, LayerType, ModelConfig, TextConfig};
 pub const MS_DOMAIN: &str = "com.microsoft";
 /// The one-element int64 input (`[]` or `[1]`) choosing how many trailing positions get logits (0 = all).
 pub use crate::decoder::LOGITS_TO_KEEP;
-/// Symbolic capacity of the global layers' KV buffers.
-pub const GLOBAL_CACHE_DIM: &str = "global_cache_length";
-/// Symbolic capacity of the sliding layers' KV buffers (at least the window).
-pub const SLIDING_CACHE_DIM: &str = "sliding_cache_length";
+/// Symbolic capacities of the global layers' KV buffers and of the sliding layers' ones (at least the window).
+pub use gemma_models::contract::io::{GLOBAL_CACHE_DIM, SLIDING_CACHE_DIM};
 
 mod blocks;
 
@@ -111,7 +109,7 @@ pub fn build(
     cx.g.set_scope("/model");
     let shared = shared_values(cx.g, t, &input_ids, &attention_mask, &position_ids);
 
-    // Scaled embedding (spec §1.1) as the [N, H] residual stream.
+    // Scaled embedding (semantics §1.1) as the [N, H] residual stream.
     cx.g.set_scope("/model/embed_tokens");
     let embed_name = names::embed_tokens(p);
     let emb = cx.scaled_embedding(&input_ids, &embed_name, h)?;
@@ -143,7 +141,7 @@ pub fn build(
             n("mlp.down_proj.weight"),
         );
         if t.has_sandwich_norms() {
-            // Gemma 2/3 (spec §3.1): x1 = x + norm(attn); x2 = x1 + norm(mlp(norm(x1))).
+            // Gemma 2/3 (semantics §3.1): x1 = x + norm(attn); x2 = x1 + norm(mlp(norm(x1))).
             let a = cx.rms_norm(&attn, &n("post_attention_layernorm.weight"), eps)?;
             let (m, x1) = cx.skip_rms_norm(&x, &a, &n("pre_feedforward_layernorm.weight"), eps)?;
             let m = cx.geglu_mlp(&m, &gate, &up, &down)?;
@@ -151,7 +149,7 @@ pub fn build(
             x = x1;
             pending = Some(m);
         } else {
-            // Gemma 1 (spec §2.1): x1 = x + attn; x2 = x1 + mlp(norm(x1)).
+            // Gemma 1 (semantics §2.1): x1 = x + attn; x2 = x1 + mlp(norm(x1)).
             let (m, x1) =
                 cx.skip_rms_norm(&x, &attn, &n("post_attention_layernorm.weight"), eps)?;
             let m = cx.geglu_mlp(&m, &gate, &up, &down)?;

@@ -10,12 +10,14 @@ use crate::decoder::DecoderInput;
 use crate::gguf::SourceFiles;
 use crate::half::HalfType;
 use crate::layers::{Kernels, LinearKind};
-use crate::manifest::Manifest;
+use crate::manifest;
 use crate::output;
 use crate::quant::QuantConfig;
+use crate::vision::preprocess::ReadPreprocessConfig;
 use crate::vision::{self, VisionPlan};
 use crate::weights::WeightWriter;
 use crate::{decoder, ExportError};
+use gemma_models::contract::{self, files, io, Manifest};
 use gemma_models::{Checkpoint, ModelConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use prost::Message;
@@ -45,14 +47,20 @@ impl Precision {
     /// `--precision int8` with its default scheme.
     pub const INT8: Precision = Precision::Int8(QuantConfig::int8());
 
-    pub fn name(&self) -> &'static str {
+    /// The manifest's `precision` (the scheme aside).
+    pub fn kind(&self) -> contract::Precision {
         match self {
-            Precision::Fp32 => "fp32",
-            Precision::Fp16 => "fp16",
-            Precision::Bf16 => "bf16",
-            Precision::Int8(_) => "int8",
-            Precision::Int4(_) => "int4",
+            Precision::Fp32 => contract::Precision::Fp32,
+            Precision::Fp16 => contract::Precision::Fp16,
+            Precision::Bf16 => contract::Precision::Bf16,
+            Precision::Int8(_) => contract::Precision::Int8,
+            Precision::Int4(_) => contract::Precision::Int4,
         }
+    }
+
+    /// `fp32`, `fp16`, `bf16`, `int8` or `int4`, as `--precision` takes it.
+    pub fn name(&self) -> &'static str {
+        self.kind().name()
     }
 
     /// The quantization scheme, for int8/int4.
@@ -74,25 +82,8 @@ impl Precision {
     }
 }
 
-/// Which text decoder graph an export holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum GraphKind {
-    /// Standard ONNX ops only (opset 21): loads in any ONNX runtime; the KV cache goes in and out whole each step.
-    Portable,
-    /// ONNX Runtime's CPU-optimized graph ([`crate::decoder_cpu`]): in-place KV buffers, window-sized sliding
-    /// caches, last-position logits, fused contrib ops. Same logits as the portable graph within 1e-4.
-    #[default]
-    Cpu,
-}
-
-impl GraphKind {
-    pub fn name(&self) -> &'static str {
-        match self {
-            GraphKind::Portable => "portable",
-            GraphKind::Cpu => "cpu",
-        }
-    }
-}
+/// Which text decoder graph an export holds: part of the contract with the runtime (manifest `graph`).
+pub use gemma_models::contract::GraphKind;
 
 /// What to export and where. [`ExportOptions::new`] gives the defaults of `gemma-export SRC -o OUT` (fp32, the cpu
 /// graph, no `--force`, no progress bar, no adapter); the setters change one option each, so that a new option
@@ -199,10 +190,10 @@ pub struct ExportReport {
 
 /// Files copied verbatim from the checkpoint folder when present.
 const COPIED_FILES: &[&str] = &[
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
+    files::CONFIG_FILE,
+    files::GENERATION_CONFIG_FILE,
+    files::TOKENIZER_FILE,
+    files::TOKENIZER_CONFIG_FILE,
     "special_tokens_map.json",
     "tokenizer.model",
     "chat_template.jinja",
@@ -352,42 +343,36 @@ fn write_export(
     } else {
         dir
     };
-    let mut manifest = Manifest::new(cfg, gen_dir, opts.precision, "model.onnx")?;
+    let quant_spec = opts.precision.quant().map(|q| q.spec());
+    let mut manifest = manifest::new(
+        cfg,
+        gen_dir,
+        opts.precision.kind(),
+        quant_spec,
+        files::DECODER_FILE,
+    )?;
     manifest.source_format = Some(source.format.to_string());
     manifest.kept_source_blocks = kept_source_blocks;
-    manifest.lora = lora.map(crate::manifest::LoraManifest::new);
+    manifest.lora = lora.map(contract::LoraSection::new);
     manifest.allow_nonfinite = opts.allow_nonfinite;
     if opts.graph == GraphKind::Cpu {
-        manifest.graph = GraphKind::Cpu.name().into();
-        manifest.cpu = Some(crate::manifest::CpuGraphManifest::current());
+        manifest.graph = GraphKind::Cpu;
+        manifest.cpu = Some(contract::CpuSection::current());
     }
     if let (Some(plan), Some(v)) = (vision, manifest.vision.as_mut()) {
         // The image processor as a graph, with the checkpoint's processor settings (checked in `export`).
         let pre = vision::preprocess::PreprocessConfig::for_checkpoint(&opts.src, &plan.config)?;
         vision::preprocess::write_preprocess(dir, &pre)?;
-        v.preprocess = Some(vision::preprocess::PreprocessManifest::new(&pre));
+        v.preprocess = Some(contract::PreprocessSection::new(&pre));
     }
+    let stamp = graph_metadata(&manifest);
     let opsets = opset_imports(&g);
-    let proto = model(
-        g.finish("gemma_decoder"),
-        &opsets,
-        &[
-            ("gemma_onnx.family", manifest.family.clone()),
-            ("gemma_onnx.precision", manifest.precision.clone()),
-        ],
-    );
-    let model_path = dir.join("model.onnx");
+    let proto = model(g.finish("gemma_decoder"), &opsets, &stamp);
+    let model_path = dir.join(&manifest.decoder);
     fs::write(&model_path, proto.encode_to_vec()).map_err(|e| ExportError::io(&model_path, e))?;
     for (file, name, graph) in image_graphs {
         let opsets = opset_imports(&graph);
-        let proto = model(
-            graph.finish(name),
-            &opsets,
-            &[
-                ("gemma_onnx.family", manifest.family.clone()),
-                ("gemma_onnx.precision", manifest.precision.clone()),
-            ],
-        );
+        let proto = model(graph.finish(name), &opsets, &stamp);
         let path = dir.join(file);
         fs::write(&path, proto.encode_to_vec()).map_err(|e| ExportError::io(&path, e))?;
     }
@@ -403,20 +388,20 @@ fn write_export(
             std::io::copy(&mut from, &mut to).map_err(|e| ExportError::io(&dst, e))?;
         }
     }
-    if !opts.src.join("generation_config.json").is_file()
-        && !dir.join("generation_config.json").is_file()
+    if !opts.src.join(files::GENERATION_CONFIG_FILE).is_file()
+        && !dir.join(files::GENERATION_CONFIG_FILE).is_file()
     {
         let gen = serde_json::json!({
             "bos_token_id": cfg.bos_token_id,
             "eos_token_id": manifest.eos_token_ids,
             "pad_token_id": cfg.pad_token_id,
         });
-        let path = dir.join("generation_config.json");
+        let path = dir.join(files::GENERATION_CONFIG_FILE);
         fs::write(&path, serde_json::to_string_pretty(&gen).expect("json"))
             .map_err(|e| ExportError::io(&path, e))?;
     }
-    manifest.fingerprint_files(dir)?;
-    manifest.write(dir)?;
+    manifest::fingerprint_files(&mut manifest, dir)?;
+    manifest::write(&manifest, dir)?;
     crate::genai::write(opts.graph, cfg, &manifest, dir)?;
     Ok(ExportReport {
         out: dir.to_path_buf(),
@@ -427,6 +412,17 @@ fn write_export(
         warnings: source.warnings.clone(),
         notes: Vec::new(),
     })
+}
+
+/// The metadata every graph of the export carries, so a runtime can tell a graph from another export.
+fn graph_metadata(manifest: &Manifest) -> [(&'static str, String); 2] {
+    [
+        (
+            io::META_FAMILY,
+            contract::family_name(manifest.family).into(),
+        ),
+        (io::META_PRECISION, manifest.precision.name().into()),
+    ]
 }
 
 /// The operator sets a graph imports: ONNX, plus ONNX Runtime's contrib domain when it uses one of its ops

@@ -24,14 +24,14 @@
 //! - `search`: greedy by default (`do_sample: false`), like `gemma generate --temperature 0`.
 
 use crate::export::GraphKind;
-use crate::manifest::Manifest;
 use crate::ExportError;
-use gemma_models::{Family, ModelConfig};
+use gemma_models::contract::{files, io, Manifest};
+use gemma_models::{Family, LayerType, ModelConfig};
 use serde_json::json;
 use std::path::Path;
 
 /// The file GenAI reads from a model folder.
-pub const GENAI_CONFIG_FILE: &str = "genai_config.json";
+pub use gemma_models::contract::files::GENAI_CONFIG_FILE;
 
 /// The largest `search.max_length` written by default: the global layers' KV buffers are allocated at this length
 /// per generator, so the full context of a large model would reserve gigabytes before the first token.
@@ -76,24 +76,25 @@ pub fn config(
         "num_attention_heads": manifest.num_attention_heads,
         "num_hidden_layers": manifest.num_layers,
         "num_key_value_heads": manifest.num_kv_heads,
+        // GenAI's keys, our tensor names (`%d` is the layer).
         "inputs": {
-            "input_ids": "input_ids",
-            "attention_mask": "attention_mask",
-            "position_ids": "position_ids",
-            "past_key_names": "past_key_values.%d.key",
-            "past_value_names": "past_key_values.%d.value",
+            "input_ids": io::INPUT_IDS,
+            "attention_mask": io::ATTENTION_MASK,
+            "position_ids": io::POSITION_IDS,
+            "past_key_names": format!("{}%d.key", io::PAST_PREFIX),
+            "past_value_names": format!("{}%d.value", io::PAST_PREFIX),
         },
         "outputs": {
-            "logits": "logits",
-            "present_key_names": "present.%d.key",
-            "present_value_names": "present.%d.value",
+            "logits": io::LOGITS,
+            "present_key_names": format!("{}%d.key", io::PRESENT_PREFIX),
+            "present_value_names": format!("{}%d.value", io::PRESENT_PREFIX),
         },
     });
     let sliding: Vec<usize> = manifest
         .layer_types
         .iter()
         .enumerate()
-        .filter(|(_, t)| t.as_str() == "sliding_attention")
+        .filter(|(_, t)| **t == LayerType::Sliding)
         .map(|(i, _)| i)
         .collect();
     if let (Some(window), false) = (manifest.sliding_window, sliding.is_empty()) {
@@ -152,7 +153,7 @@ pub fn write(
 
 /// The id of `<end_of_turn>` in `dir/tokenizer.json`'s added tokens, if the folder has that file and token.
 fn end_of_turn_id(dir: &Path) -> Result<Option<u32>, ExportError> {
-    let path = dir.join("tokenizer.json");
+    let path = dir.join(files::TOKENIZER_FILE);
     if !path.is_file() {
         return Ok(None);
     }

@@ -37,5 +37,5 @@ pub mod weights;
 
 pub use error::ExportError;
 pub use export::{export, ExportOptions, ExportReport, GraphKind, LoraOptions, Precision};
-pub use manifest::{Manifest, MANIFEST_FILE};
+pub use gemma_models::contract::{files::MANIFEST_FILE, Manifest};
 pub use quant::QuantConfig;

@@ -7,12 +7,15 @@
 //! * [`lora`]: merging a PEFT LoRA adapter into a [`Checkpoint`] as it is read (W + s·B·A).
 //! * [`gguf`]: GGUF files (llama.cpp) as a source: container, config from metadata, weights, vocabulary.
 //! * [`names`]: the tensor names of the text decoder for a given prefix.
+//! * [`contract`]: the export contract: `gemma-onnx.json` ([`contract::Manifest`]), the file names and the graphs'
+//!   tensor names, shared by the exporter (which writes it) and the runtime (which reads it).
 //! * [`error`]: [`ConfigError`] and [`CheckpointError`]; every message names the file concerned.
 //!
-//! The semantics follow `shared/spec/gemma-reference.md` (§ numbers in the docs refer to it).
+//! Section numbers `semantics §N` refer to docs/semantics.md.
 
 pub mod checkpoint;
 pub mod config;
+pub mod contract;
 pub mod error;
 pub mod files;
 pub mod fingerprint;

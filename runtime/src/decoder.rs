@@ -117,7 +117,7 @@ impl Decoder {
     /// inputs and outputs against it. Its steps take [`TokenInput::Ids`].
     pub fn open(dir: impl AsRef<Path>, options: &RuntimeOptions) -> Result<Decoder> {
         let dir = dir.as_ref().to_path_buf();
-        let manifest = Manifest::load(&dir)?;
+        let manifest = manifest::load(&dir)?;
         let model = manifest::decoder_path(&dir, &manifest);
         let session = ort_env::create_session(&model, options)?;
         let mut decoder = Decoder::new(session, manifest, dir, false);
@@ -137,7 +137,7 @@ impl Decoder {
     ) -> Result<Decoder> {
         let session = ort_env::create_session(model, options)?;
         let mut portable = manifest.clone();
-        portable.graph = "portable".into();
+        portable.graph = GraphKind::Portable;
         portable.cpu = None;
         let mut decoder = Decoder::new(session, portable, dir.to_path_buf(), true);
         decoder.check_embeds_graph(model)?;
@@ -149,7 +149,7 @@ impl Decoder {
         let layers = 0..manifest.num_layers;
         Decoder {
             session,
-            graph: manifest.graph_kind(),
+            graph: manifest.graph,
             past_names: layers
                 .clone()
                 .map(|i| {

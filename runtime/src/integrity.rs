@@ -7,47 +7,32 @@
 //! - the model sizes agree with the folder's `config.json` and with the graph's own input and output shapes
 //!   ([`check_graph_shapes`]), so a tampered `hidden_size` or `vocab_size` is refused, naming the key.
 
-use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
+use gemma_models::contract::{files::MANIFEST_FILE, io, FileFingerprint};
 use ort::session::Session;
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 
-/// One entry of the manifest's `files`.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-pub struct FileFingerprint {
-    pub size: u64,
-    pub sampled_crc32: String,
-}
-
 /// The manifest keys that name files, with their values (`vision.encoder` for nested ones).
-fn file_keys(value: &Value) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    if let Some(d) = value.get("decoder").and_then(Value::as_str) {
-        out.push(("decoder".to_string(), d.to_string()));
-    }
-    if let Some(v) = value.get("vision") {
-        for key in [
-            "encoder",
-            "encoder_data",
-            "embed_tokens",
-            "decoder_with_embeds",
+fn file_keys(m: &Manifest) -> Vec<(String, &str)> {
+    let mut out = vec![("decoder".to_string(), m.decoder.as_str())];
+    if let Some(v) = &m.vision {
+        for (key, name) in [
+            ("encoder", &v.encoder),
+            ("encoder_data", &v.encoder_data),
+            ("embed_tokens", &v.embed_tokens),
+            ("decoder_with_embeds", &v.decoder_with_embeds),
         ] {
-            if let Some(s) = v.get(key).and_then(Value::as_str) {
-                out.push((format!("vision.{key}"), s.to_string()));
-            }
+            out.push((format!("vision.{key}"), name.as_str()));
         }
-        if let Some(s) = v.pointer("/preprocess/file").and_then(Value::as_str) {
-            out.push(("vision.preprocess.file".to_string(), s.to_string()));
+        if let Some(p) = &v.preprocess {
+            out.push(("vision.preprocess.file".to_string(), p.file.as_str()));
         }
     }
-    if let Some(files) = value.get("files").and_then(Value::as_object) {
-        out.extend(files.keys().map(|k| (format!("files.{k}"), k.clone())));
-    }
+    out.extend(m.files.keys().map(|k| (format!("files.{k}"), k.as_str())));
     out
 }
 
@@ -83,27 +68,23 @@ pub fn inside(dir: &Path, manifest_path: &Path, key: &str, name: &str) -> Result
     Ok(path)
 }
 
-/// Runs every folder check on the manifest `value` of `dir` (see the module docs).
-pub fn check_folder(dir: &Path, manifest_path: &Path, value: &Value, m: &Manifest) -> Result<()> {
-    for (key, name) in file_keys(value) {
-        inside(dir, manifest_path, &key, &name)?;
+/// Runs every folder check on the manifest `m` of `dir` (see the module docs).
+pub fn check_folder(dir: &Path, manifest_path: &Path, m: &Manifest) -> Result<()> {
+    for (key, name) in file_keys(m) {
+        inside(dir, manifest_path, &key, name)?;
     }
     if !m.files.is_empty() {
-        check_fingerprints(dir, manifest_path, value, &m.files)?;
+        check_fingerprints(dir, manifest_path, m)?;
     }
     check_config(dir, m)
 }
 
-fn check_fingerprints(
-    dir: &Path,
-    manifest_path: &Path,
-    value: &Value,
-    files: &BTreeMap<String, FileFingerprint>,
-) -> Result<()> {
+fn check_fingerprints(dir: &Path, manifest_path: &Path, m: &Manifest) -> Result<()> {
+    let files = &m.files;
     // Every graph the manifest names must be fingerprinted, or pointing `decoder` at another file would escape
     // the check.
-    for (key, name) in file_keys(value) {
-        if !key.starts_with("files.") && !files.contains_key(&name) {
+    for (key, name) in file_keys(m) {
+        if !key.starts_with("files.") && !files.contains_key(name) {
             return Err(Error::invalid_file(
                 manifest_path,
                 format!("field `{key}`: {name} has no entry in `files` (the fingerprints of the export)"),
@@ -112,15 +93,14 @@ fn check_fingerprints(
     }
     for (name, want) in files {
         let path = dir.join(name);
-        let (size, crc) =
-            crate::fingerprint::fingerprint(&path).map_err(|e| Error::io(&path, e))?;
-        if size != want.size || crc != want.sampled_crc32 {
-            let what = if size != want.size {
-                format!("{size} bytes where the export wrote {}", want.size)
+        let have = FileFingerprint::of(&path).map_err(|e| Error::io(&path, e))?;
+        if have != *want {
+            let what = if have.size != want.size {
+                format!("{} bytes where the export wrote {}", have.size, want.size)
             } else {
                 format!(
-                    "sampled CRC-32 {crc} where the export wrote {}",
-                    want.sampled_crc32
+                    "sampled CRC-32 {} where the export wrote {}",
+                    have.sampled_crc32, want.sampled_crc32
                 )
             };
             return Err(Error::invalid_file(
@@ -138,7 +118,7 @@ fn check_fingerprints(
 /// The manifest's sizes against the folder's `config.json` (the checkpoint's, copied by the exporter), when
 /// present: `text_config` first (Gemma3ForConditionalGeneration), then the top level.
 fn check_config(dir: &Path, m: &Manifest) -> Result<()> {
-    let path = dir.join("config.json");
+    let path = dir.join(gemma_models::contract::files::CONFIG_FILE);
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(());
     };
@@ -165,7 +145,7 @@ fn check_config(dir: &Path, m: &Manifest) -> Result<()> {
         if let Some(want) = get(key) {
             if want != have as u64 {
                 return Err(Error::invalid_file(
-                    &dir.join(crate::manifest::MANIFEST_FILE),
+                    &dir.join(MANIFEST_FILE),
                     format!(
                         "field `{field}` is {have} but config.json's `{key}` is {want}; the manifest was edited \
                          or belongs to another export"
@@ -181,19 +161,20 @@ fn check_config(dir: &Path, m: &Manifest) -> Result<()> {
 /// `[batch, num_kv_heads, seq, head_dim]`, `logits` `[batch, seq, vocab_size]`, and `inputs_embeds`
 /// `[batch, seq, hidden_size]` where the graph has it. Symbolic dimensions are not compared.
 pub fn check_graph_shapes(session: &Session, m: &Manifest, graph: &Path) -> Result<()> {
-    let manifest_path = graph
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(crate::manifest::MANIFEST_FILE);
+    let manifest_path = graph.parent().unwrap_or(Path::new(".")).join(MANIFEST_FILE);
     // The exporter stamps its graphs with the export's precision and family: a graph from another export fails
     // here even in exports without fingerprints.
     if let Ok(meta) = session.metadata() {
         for (field, key, want) in [
-            ("precision", "gemma_onnx.precision", &m.precision),
-            ("family", "gemma_onnx.family", &m.family),
+            ("precision", io::META_PRECISION, m.precision.name()),
+            (
+                "family",
+                io::META_FAMILY,
+                gemma_models::contract::family_name(m.family),
+            ),
         ] {
             if let Some(have) = meta.custom(key) {
-                if &have != want {
+                if have != want {
                     return Err(Error::invalid_file(
                         &manifest_path,
                         format!(
@@ -212,7 +193,7 @@ pub fn check_graph_shapes(session: &Session, m: &Manifest, graph: &Path) -> Resu
     for input in session.inputs() {
         let shape = input.dtype().tensor_shape();
         let name = input.name();
-        if name.starts_with("past_key_values.") {
+        if name.starts_with(io::PAST_PREFIX) {
             checks.push((
                 "num_kv_heads",
                 name.to_string(),
@@ -220,7 +201,7 @@ pub fn check_graph_shapes(session: &Session, m: &Manifest, graph: &Path) -> Resu
                 dim(shape, 1),
             ));
             checks.push(("head_dim", name.to_string(), m.head_dim, dim(shape, 3)));
-        } else if name == "inputs_embeds" {
+        } else if name == io::INPUTS_EMBEDS {
             checks.push((
                 "hidden_size",
                 name.to_string(),
@@ -232,10 +213,12 @@ pub fn check_graph_shapes(session: &Session, m: &Manifest, graph: &Path) -> Resu
     for output in session.outputs() {
         let shape = output.dtype().tensor_shape();
         match output.name() {
-            "logits" => checks.push(("vocab_size", "logits".into(), m.vocab_size, dim(shape, 2))),
-            "inputs_embeds" => checks.push((
+            io::LOGITS => {
+                checks.push(("vocab_size", io::LOGITS.into(), m.vocab_size, dim(shape, 2)))
+            }
+            io::INPUTS_EMBEDS => checks.push((
                 "hidden_size",
-                "inputs_embeds".into(),
+                io::INPUTS_EMBEDS.into(),
                 m.hidden_size,
                 dim(shape, 2),
             )),

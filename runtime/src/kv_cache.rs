@@ -89,7 +89,7 @@ impl KvCache {
             len: 0,
             valid: true,
         };
-        cache.store = match manifest.graph_kind() {
+        cache.store = match manifest.graph {
             GraphKind::Portable => {
                 let mut keys = Vec::with_capacity(manifest.num_layers);
                 let mut values = Vec::with_capacity(manifest.num_layers);
@@ -104,7 +104,7 @@ impl KvCache {
                 let window = manifest.sliding_window.unwrap_or(0);
                 let mut layers = Vec::with_capacity(manifest.num_layers);
                 for ty in &manifest.layer_types {
-                    let sliding = *ty == LayerType::SlidingAttention;
+                    let sliding = *ty == LayerType::Sliding;
                     let capacity = if sliding {
                         sliding_capacity(window)
                     } else {

@@ -1,253 +1,195 @@
-//! `gemma-onnx.json`, the manifest `gemma-export` writes beside the graph, plus the stop tokens of
-//! `generation_config.json`.
+//! Reading an export folder's `gemma-onnx.json` ([`Manifest`], the contract shared with gemma-export in
+//! `gemma_models::contract`): [`load`] and [`parse`] refuse, naming the file and the field, anything this runtime
+//! would misread; plus the stop tokens of `generation_config.json`.
+//!
+//! Compatibility: every `format_version` from 1 (also a manifest without the field) up to
+//! [`contract::FORMAT_VERSION`] loads; a newer one is refused with a message naming both versions.
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use gemma_models::contract::{self, files};
+pub use gemma_models::contract::{
+    files::MANIFEST_FILE, CpuSection, DType, GraphKind, LayerType, Manifest, VisionSection, FORMAT,
+};
 
 use crate::error::{Error, Result};
 
-pub const MANIFEST_FILE: &str = "gemma-onnx.json";
-pub const FORMAT: &str = "gemma-onnx";
-/// The manifest versions this runtime reads.
-pub const SUPPORTED_FORMAT_VERSIONS: &[u32] = &[1];
-
-/// Element type of the KV cache or the logits in the graph.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DType {
-    Float32,
-    Float16,
+/// Reads and validates `<dir>/gemma-onnx.json`, and checks the folder against it ([`crate::integrity`]): file
+/// names inside the folder, fingerprints, sizes against config.json.
+pub fn load(dir: &Path) -> Result<Manifest> {
+    let path = dir.join(MANIFEST_FILE);
+    if !dir.is_dir() {
+        return Err(Error::InvalidArgument(format!(
+            "model folder {} does not exist",
+            dir.display()
+        )));
+    }
+    if !path.is_file() {
+        return Err(Error::NotAnExport {
+            dir: dir.to_path_buf(),
+        });
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let manifest = parse(&text, &path)?;
+    crate::integrity::inside(dir, &path, "decoder", &manifest.decoder)?;
+    let decoder = dir.join(&manifest.decoder);
+    if !decoder.is_file() {
+        return Err(Error::invalid_file(
+            &path,
+            format!(
+                "field `decoder` names {}, which does not exist",
+                decoder.display()
+            ),
+        ));
+    }
+    crate::integrity::check_folder(dir, &path, &manifest)?;
+    Ok(manifest)
 }
 
-/// Attention type of one layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LayerType {
-    SlidingAttention,
-    FullAttention,
-}
-
-/// Which decoder graph the export holds (manifest `graph`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GraphKind {
-    /// Standard ONNX ops; the whole KV cache goes in and comes out each step.
-    Portable,
-    /// ONNX Runtime CPU-optimized: shared in-place KV buffers, window-sized sliding caches, `num_logits_to_keep`.
-    Cpu,
-}
-
-/// The `cpu` section of a `"cpu"` graph's manifest (see gemma-exporter's `CpuGraphManifest`).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-pub struct CpuGraph {
-    /// Int64 scalar input: logits for this many trailing positions (0 = all).
-    pub logits_to_keep_input: String,
-    /// Past and present KV tensors are one buffer per layer, bound to both (updated in place).
-    pub kv_shared_buffer: bool,
-    /// A step with cached context and more than one new token needs batch 1.
-    #[serde(default)]
-    pub multi_token_steps_need_batch_1: bool,
-}
-
-/// The parsed manifest. Unknown fields are ignored, so newer exporters stay readable.
-#[derive(Clone, Debug, Deserialize)]
-pub struct Manifest {
-    pub format: String,
-    pub format_version: u32,
-    pub family: String,
-    pub architecture: String,
-    pub precision: String,
-    pub graph: String,
-    /// File name of the decoder graph, relative to the folder.
-    pub decoder: String,
-    pub num_layers: usize,
-    pub num_attention_heads: usize,
-    pub num_kv_heads: usize,
-    pub head_dim: usize,
-    pub hidden_size: usize,
-    pub vocab_size: usize,
-    #[serde(default)]
-    pub sliding_window: Option<usize>,
-    #[serde(default)]
-    pub layer_types: Vec<LayerType>,
-    pub max_position_embeddings: usize,
-    pub bos_token_id: u32,
-    #[serde(default)]
-    pub pad_token_id: Option<u32>,
-    pub eos_token_ids: Vec<u32>,
-    pub kv_dtype: DType,
-    pub logits_dtype: DType,
-    /// The optional int64 scalar input of the portable graphs (the text decoder when `graph` is `"portable"`, and
-    /// the image decoder): logits for the last K positions only (not fed: all positions). Absent in older exports.
-    #[serde(default)]
-    pub portable_logits_to_keep_input: Option<String>,
-    /// Present when `graph` is `"cpu"`.
-    #[serde(default)]
-    pub cpu: Option<CpuGraph>,
-    /// Size and sampled CRC-32 of the graph and data files, checked by [`Manifest::load`] (see
-    /// [`crate::integrity`]). Empty in exports made before fingerprints existed.
-    #[serde(default)]
-    pub files: std::collections::BTreeMap<String, crate::integrity::FileFingerprint>,
-}
-
-impl Manifest {
-    /// Reads and validates `<dir>/gemma-onnx.json`, and checks the folder against it ([`crate::integrity`]): file
-    /// names inside the folder, fingerprints, sizes against config.json.
-    pub fn load(dir: &Path) -> Result<Manifest> {
-        let path = dir.join(MANIFEST_FILE);
-        if !dir.is_dir() {
-            return Err(Error::InvalidArgument(format!(
-                "model folder {} does not exist",
-                dir.display()
-            )));
-        }
-        if !path.is_file() {
-            return Err(Error::NotAnExport {
-                dir: dir.to_path_buf(),
-            });
-        }
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let manifest = Self::parse(&text, &path)?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| Error::invalid_file(&path, format!("not valid JSON: {e}")))?;
-        for (key, name) in [("decoder", &manifest.decoder)] {
-            crate::integrity::inside(dir, &path, key, name)?;
-        }
-        let decoder = dir.join(&manifest.decoder);
-        if !decoder.is_file() {
+/// Parses and validates manifest text; `path` only names the file in errors.
+pub fn parse(text: &str, path: &Path) -> Result<Manifest> {
+    // Check the format and its version first, so that any other JSON file, or a newer export, gets the clearer
+    // message rather than one about a field.
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| Error::invalid_file(path, format!("not valid JSON: {e}")))?;
+    match value.get("format").and_then(|f| f.as_str()) {
+        Some(FORMAT) => {}
+        Some(other) => {
             return Err(Error::invalid_file(
-                &path,
-                format!(
-                    "field `decoder` names {}, which does not exist",
-                    decoder.display()
-                ),
-            ));
+                path,
+                format!("field `format` is `{other}`, expected `{FORMAT}`"),
+            ))
         }
-        crate::integrity::check_folder(dir, &path, &value, &manifest)?;
-        Ok(manifest)
-    }
-
-    /// Parses and validates manifest text; `path` only names the file in errors.
-    pub fn parse(text: &str, path: &Path) -> Result<Manifest> {
-        // Check the format first, so that any other JSON file gets the clearer message.
-        let value: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| Error::invalid_file(path, format!("not valid JSON: {e}")))?;
-        match value.get("format").and_then(|f| f.as_str()) {
-            Some(FORMAT) => {}
-            Some(other) => {
-                return Err(Error::invalid_file(
-                    path,
-                    format!("field `format` is `{other}`, expected `{FORMAT}`"),
-                ))
-            }
-            None => {
-                return Err(Error::invalid_file(
-                    path,
-                    format!("missing field `format` (expected `{FORMAT}`)"),
-                ))
-            }
+        None => {
+            return Err(Error::invalid_file(
+                path,
+                format!("missing field `format` (expected `{FORMAT}`)"),
+            ))
         }
-        let m: Manifest =
-            serde_json::from_value(value).map_err(|e| Error::invalid_file(path, e.to_string()))?;
-        m.validate(path)?;
-        Ok(m)
     }
+    // Absent: version 1, from before the field was written.
+    if let Some(v) = value.get("format_version") {
+        let version = v
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| {
+                Error::invalid_file(
+                    path,
+                    format!("field `format_version`: expected a version number, got {v}"),
+                )
+            })?;
+        contract::check_format_version(version)
+            .map_err(|e| Error::invalid_file(path, format!("field `format_version`: {e}")))?;
+    }
+    // The typed values one by one first: serde's message for an unknown one does not say which field it is in.
+    typed_field::<contract::Family>(&value, "family", path)?;
+    typed_field::<contract::Precision>(&value, "precision", path)?;
+    typed_field::<GraphKind>(&value, "graph", path)?;
+    typed_field::<Vec<LayerType>>(&value, "layer_types", path)?;
+    typed_field::<DType>(&value, "kv_dtype", path)?;
+    typed_field::<DType>(&value, "logits_dtype", path)?;
+    let m: Manifest =
+        serde_json::from_value(value).map_err(|e| Error::invalid_file(path, e.to_string()))?;
+    validate(&m, path)?;
+    Ok(m)
+}
 
-    fn validate(&self, path: &Path) -> Result<()> {
-        let bad = |field: &str, why: String| {
-            Err(Error::invalid_file(path, format!("field `{field}`: {why}")))
-        };
-        if !SUPPORTED_FORMAT_VERSIONS.contains(&self.format_version) {
+/// Refuses `value[key]`, when present, unless it reads as a `T`, naming the field.
+fn typed_field<T: serde::de::DeserializeOwned>(
+    value: &serde_json::Value,
+    key: &str,
+    path: &Path,
+) -> Result<()> {
+    match value.get(key) {
+        Some(v) => T::deserialize(v).map(drop).map_err(|e| {
+            Error::invalid_file(
+                path,
+                format!("field `{key}`: {e}; a newer gemma-export may need a newer runtime"),
+            )
+        }),
+        None => Ok(()),
+    }
+}
+
+/// What serde cannot check: sizes > 0, counts that agree, ids inside the vocabulary, the sections a graph kind
+/// needs.
+fn validate(m: &Manifest, path: &Path) -> Result<()> {
+    let bad = |field: &str, why: String| {
+        Err(Error::invalid_file(path, format!("field `{field}`: {why}")))
+    };
+    for (field, v) in [
+        ("num_layers", m.num_layers),
+        ("num_attention_heads", m.num_attention_heads),
+        ("num_kv_heads", m.num_kv_heads),
+        ("head_dim", m.head_dim),
+        ("hidden_size", m.hidden_size),
+        ("vocab_size", m.vocab_size),
+        ("max_position_embeddings", m.max_position_embeddings),
+    ] {
+        if v == 0 {
+            return bad(field, "must be > 0".into());
+        }
+    }
+    if !m.layer_types.is_empty() && m.layer_types.len() != m.num_layers {
+        return bad(
+            "layer_types",
+            format!(
+                "has {} entries but num_layers is {}",
+                m.layer_types.len(),
+                m.num_layers
+            ),
+        );
+    }
+    if m.eos_token_ids.is_empty() {
+        return bad("eos_token_ids", "must list at least one token id".into());
+    }
+    let vocab = m.vocab_size as u64;
+    for (field, id) in std::iter::once(("bos_token_id", m.bos_token_id))
+        .chain(m.eos_token_ids.iter().map(|&id| ("eos_token_ids", id)))
+    {
+        if id as u64 >= vocab {
             return bad(
-                "format_version",
-                format!(
-                    "version {} is not supported by this runtime (supported: {SUPPORTED_FORMAT_VERSIONS:?}); \
-                     re-export with a matching gemma-export or update the runtime",
-                    self.format_version
-                ),
+                field,
+                format!("token id {id} is outside the vocabulary ({vocab})"),
             );
         }
-        for (field, v) in [
-            ("num_layers", self.num_layers),
-            ("num_attention_heads", self.num_attention_heads),
-            ("num_kv_heads", self.num_kv_heads),
-            ("head_dim", self.head_dim),
-            ("hidden_size", self.hidden_size),
-            ("vocab_size", self.vocab_size),
-            ("max_position_embeddings", self.max_position_embeddings),
-        ] {
-            if v == 0 {
-                return bad(field, "must be > 0".into());
-            }
+    }
+    if m.decoder.is_empty() {
+        return bad("decoder", "must name the decoder graph file".into());
+    }
+    if m.graph == GraphKind::Cpu {
+        if m.cpu.is_none() {
+            return bad("cpu", "a \"cpu\" graph needs the `cpu` section".into());
         }
-        if !self.layer_types.is_empty() && self.layer_types.len() != self.num_layers {
+        if m.kv_dtype != DType::Float32 {
+            return bad("kv_dtype", "the cpu graph's KV buffers are float32".into());
+        }
+        if m.layer_types.is_empty() {
             return bad(
                 "layer_types",
-                format!(
-                    "has {} entries but num_layers is {}",
-                    self.layer_types.len(),
-                    self.num_layers
-                ),
+                "the cpu graph needs the type of every layer".into(),
             );
         }
-        if self.eos_token_ids.is_empty() {
-            return bad("eos_token_ids", "must list at least one token id".into());
-        }
-        let vocab = self.vocab_size as u64;
-        for (field, id) in std::iter::once(("bos_token_id", self.bos_token_id))
-            .chain(self.eos_token_ids.iter().map(|&id| ("eos_token_ids", id)))
-        {
-            if id as u64 >= vocab {
-                return bad(
-                    field,
-                    format!("token id {id} is outside the vocabulary ({vocab})"),
-                );
-            }
-        }
-        if self.decoder.is_empty() {
-            return bad("decoder", "must name the decoder graph file".into());
-        }
-        match self.graph.as_str() {
-            "portable" => {}
-            "cpu" => {
-                if self.cpu.is_none() {
-                    return bad("cpu", "a \"cpu\" graph needs the `cpu` section".into());
-                }
-                if self.kv_dtype != DType::Float32 {
-                    return bad("kv_dtype", "the cpu graph's KV buffers are float32".into());
-                }
-                if self.layer_types.is_empty() {
-                    return bad("layer_types", "the cpu graph needs the type of every layer".into());
-                }
-                if self.layer_types.contains(&LayerType::SlidingAttention)
-                    && self.sliding_window.is_none_or(|w| w == 0)
-                {
-                    return bad("sliding_window", "sliding layers need a window > 0".into());
-                }
-            }
-            other => {
-                return bad(
-                    "graph",
-                    format!("`{other}` is not a graph kind this runtime knows (portable, cpu); update the runtime"),
-                )
-            }
-        }
-        Ok(())
-    }
-
-    /// The kind of decoder graph (validated by [`Manifest::parse`]).
-    pub fn graph_kind(&self) -> GraphKind {
-        if self.graph == "cpu" {
-            GraphKind::Cpu
-        } else {
-            GraphKind::Portable
+        if m.layer_types.contains(&LayerType::Sliding) && m.sliding_window.is_none_or(|w| w == 0) {
+            return bad("sliding_window", "sliding layers need a window > 0".into());
         }
     }
+    // Divided by when splitting prompts into images; the exporter never writes 0.
+    if m.vision
+        .as_ref()
+        .is_some_and(|v| v.mm_tokens_per_image == 0)
+    {
+        return bad(
+            "vision.mm_tokens_per_image",
+            "is 0; expected a positive number".into(),
+        );
+    }
+    Ok(())
 }
 
 /// `eos_token_id` of `<dir>/generation_config.json` (an integer or a list), empty when the file or field is absent.
 pub fn generation_config_eos(dir: &Path) -> Result<Vec<u32>> {
-    let path = dir.join("generation_config.json");
+    let path = dir.join(files::GENERATION_CONFIG_FILE);
     if !path.is_file() {
         return Ok(Vec::new());
     }
@@ -308,17 +250,14 @@ mod tests {
     }
 
     fn parse(v: &serde_json::Value) -> Result<Manifest> {
-        Manifest::parse(&v.to_string(), Path::new("/m/gemma-onnx.json"))
+        super::parse(&v.to_string(), Path::new("/m/gemma-onnx.json"))
     }
 
     #[test]
     fn parses_the_documented_manifest() {
         let m = parse(&sample()).unwrap();
         assert_eq!(m.num_layers, 2);
-        assert_eq!(
-            m.layer_types,
-            vec![LayerType::SlidingAttention, LayerType::FullAttention]
-        );
+        assert_eq!(m.layer_types, vec![LayerType::Sliding, LayerType::Full]);
         assert_eq!(m.eos_token_ids, vec![1, 106]);
         assert_eq!(m.kv_dtype, DType::Float32);
     }
@@ -357,6 +296,36 @@ mod tests {
     }
 
     #[test]
+    fn export_without_format_version_loads_as_version_1() {
+        let mut v = sample();
+        v.as_object_mut().unwrap().remove("format_version");
+        assert_eq!(parse(&v).unwrap().format_version, 1);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(MANIFEST_FILE), v.to_string()).unwrap();
+        std::fs::write(dir.path().join("model.onnx"), b"x").unwrap();
+        assert_eq!(load(dir.path()).unwrap().format_version, 1);
+    }
+
+    #[test]
+    fn newer_format_version_is_refused_naming_both_versions_and_the_file() {
+        let newer = contract::FORMAT_VERSION + 1;
+        let mut v = sample();
+        v["format_version"] = serde_json::json!(newer);
+        // A newer export may also hold values this runtime does not know: the version is what it hears about.
+        v["graph"] = serde_json::json!("gpu");
+        let e = parse(&v).unwrap_err().to_string();
+        assert!(
+            e.contains("/m/gemma-onnx.json")
+                && e.contains(&format!("format_version {newer}"))
+                && e.contains(&format!("format_version {}", contract::FORMAT_VERSION)),
+            "{e}"
+        );
+        v["format_version"] = serde_json::json!("two");
+        let e = parse(&v).unwrap_err().to_string();
+        assert!(e.contains("format_version") && e.contains("two"), "{e}");
+    }
+
+    #[test]
     fn cpu_graph_needs_its_section() {
         let mut v = sample();
         v["graph"] = serde_json::json!("cpu");
@@ -368,27 +337,25 @@ mod tests {
             "multi_token_steps_need_batch_1": true
         });
         let m = parse(&v).unwrap();
-        assert_eq!(m.graph_kind(), GraphKind::Cpu);
+        assert_eq!(m.graph, GraphKind::Cpu);
         assert_eq!(m.cpu.unwrap().logits_to_keep_input, "num_logits_to_keep");
         let mut v = sample();
         v["graph"] = serde_json::json!("tpu");
         let e = parse(&v).unwrap_err().to_string();
         assert!(e.contains("tpu") && e.contains("graph"), "{e}");
-        assert_eq!(parse(&sample()).unwrap().graph_kind(), GraphKind::Portable);
+        assert_eq!(parse(&sample()).unwrap().graph, GraphKind::Portable);
     }
 
     #[test]
     fn folder_without_manifest_says_run_gemma_export() {
         let dir = tempfile::tempdir().unwrap();
-        let e = Manifest::load(dir.path()).unwrap_err();
+        let e = load(dir.path()).unwrap_err();
         assert!(matches!(e, Error::NotAnExport { .. }));
         assert!(
             e.to_string().contains("not a gemma-onnx export folder")
                 && e.to_string().contains("gemma-export")
         );
-        let e = Manifest::load(&dir.path().join("nope"))
-            .unwrap_err()
-            .to_string();
+        let e = load(&dir.path().join("nope")).unwrap_err().to_string();
         assert!(e.contains("does not exist"), "{e}");
     }
 
@@ -396,10 +363,10 @@ mod tests {
     fn missing_decoder_file_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(MANIFEST_FILE), sample().to_string()).unwrap();
-        let e = Manifest::load(dir.path()).unwrap_err().to_string();
+        let e = load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("decoder") && e.contains("model.onnx"), "{e}");
         std::fs::write(dir.path().join("model.onnx"), b"x").unwrap();
-        Manifest::load(dir.path()).unwrap();
+        load(dir.path()).unwrap();
     }
 
     #[test]

@@ -16,7 +16,7 @@ use gemma_exporter::layers::Kernels;
 use gemma_exporter::quant::graph::MS_DOMAIN;
 use gemma_exporter::weights::WeightWriter;
 use gemma_exporter::{
-    decoder, onnx, ExportOptions, GraphKind, LoraOptions, Manifest, Precision, QuantConfig,
+    decoder, manifest, onnx, ExportOptions, GraphKind, LoraOptions, Precision, QuantConfig,
 };
 use gemma_models::testing::GgufWriter;
 use gemma_models::{Checkpoint, ModelConfig};
@@ -209,9 +209,11 @@ fn export(
         &[],
     );
     std::fs::write(dir.join("model.onnx"), proto.encode_to_vec()).unwrap();
-    let mut manifest = Manifest::new(cfg, fixture, precision, "model.onnx").unwrap();
+    let quantization = precision.quant().map(|q| q.spec());
+    let mut manifest =
+        manifest::new(cfg, fixture, precision.kind(), quantization, "model.onnx").unwrap();
     manifest.kept_source_blocks = kept.clone();
-    manifest.write(dir).unwrap();
+    manifest::write(&manifest, dir).unwrap();
     kept
 }
 

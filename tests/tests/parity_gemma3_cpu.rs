@@ -62,7 +62,7 @@ fn steps_match(fixture: &str, steps: &[usize], capacity: usize) -> f32 {
         for (l, ty) in layer_types.iter().enumerate() {
             let rows = cache.resident_len(l);
             match ty {
-                LayerType::SlidingAttention => {
+                LayerType::Sliding => {
                     assert!(
                         rows >= end.min(window) && rows <= end,
                         "layer {l}: {rows} rows"
@@ -70,7 +70,7 @@ fn steps_match(fixture: &str, steps: &[usize], capacity: usize) -> f32 {
                     let (k, _) = cache.layer_to_arrays(l).unwrap();
                     assert_eq!(k.shape()[2], rows);
                 }
-                LayerType::FullAttention => assert_eq!(rows, end),
+                LayerType::Full => assert_eq!(rows, end),
             }
         }
     }
@@ -204,7 +204,7 @@ fn sliding_cache_memory_is_bounded() {
     let sliding = m
         .layer_types
         .iter()
-        .filter(|t| **t == LayerType::SlidingAttention)
+        .filter(|t| **t == LayerType::Sliding)
         .count();
     let global = m.num_layers - sliding;
     let mut cache = decoder.new_cache_with_capacity(1, 1).unwrap();

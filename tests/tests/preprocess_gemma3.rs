@@ -9,7 +9,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use gemma_exporter::onnx;
 use gemma_exporter::vision::preprocess::{
-    build_preprocess_graph, write_preprocess, PreprocessConfig,
+    build_preprocess_graph, write_preprocess, PreprocessConfig, ReadPreprocessConfig,
 };
 use gemma_runtime::{ort_env, RuntimeOptions};
 use gemma_tests::{fixtures_dir, Reference};

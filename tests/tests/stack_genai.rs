@@ -220,7 +220,7 @@ fn genai_config_describes_the_export() {
         ("gemma1-mqa-bf16-hf4", "gemma", false),
     ] {
         let (_tmp, out) = export_graph_to_temp(&tiny_fixture(fixture), GraphKind::Cpu).unwrap();
-        let manifest = gemma_runtime::Manifest::load(&out).unwrap();
+        let manifest = gemma_runtime::manifest::load(&out).unwrap();
         let c: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("genai_config.json")).unwrap())
                 .unwrap();
@@ -239,7 +239,7 @@ fn genai_config_describes_the_export() {
                 .layer_types
                 .iter()
                 .enumerate()
-                .filter(|(_, t)| **t == gemma_runtime::manifest::LayerType::SlidingAttention)
+                .filter(|(_, t)| **t == gemma_runtime::manifest::LayerType::Sliding)
                 .map(|(i, _)| i)
                 .collect();
             assert!(!layers.is_empty() && layers.len() < manifest.num_layers);
@@ -270,7 +270,7 @@ fn genai_config_describes_the_export() {
 
 /// Runs the portable graph on `prompt` with no past, feeding `num_logits_to_keep` = 1 as `keep`; returns the logits.
 fn portable_logits(dir: &Path, prompt: &[i64], keep: ort::value::DynValue) -> Result<Vec<f32>> {
-    let manifest = gemma_runtime::Manifest::load(dir)?;
+    let manifest = gemma_runtime::manifest::load(dir)?;
     let mut session = create_session(&dir.join("model.onnx"), &runtime())?;
     let n = prompt.len();
     let ids = Array2::from_shape_vec((1, n), prompt.to_vec())?;

@@ -1,4 +1,4 @@
-//! The image path of Gemma3ForConditionalGeneration as ONNX graphs (spec §5), written beside the text decoder:
+//! The image path of Gemma3ForConditionalGeneration as ONNX graphs (semantics §5), written beside the text decoder:
 //!
 //! | file | inputs → outputs |
 //! |---|---|
@@ -35,14 +35,10 @@ use crate::weights::WeightWriter;
 use crate::ExportError;
 use gemma_models::{names, Checkpoint, ModelConfig, VisionConfig};
 
-/// SigLIP + projector: `pixel_values` → `image_features`.
-pub const ENCODER_FILE: &str = "vision_encoder.onnx";
-/// External data of [`ENCODER_FILE`].
-pub const ENCODER_DATA_FILE: &str = "vision_encoder.onnx_data";
-/// `input_ids` → scaled `inputs_embeds`.
-pub const EMBED_FILE: &str = "embed_tokens.onnx";
-/// The decoder on `inputs_embeds` + `token_type_ids` (transformers.js's name).
-pub const DECODER_WITH_EMBEDS_FILE: &str = "decoder_model_merged.onnx";
+/// The image graphs' file names (the decoder on embeddings has transformers.js's name).
+pub use gemma_models::contract::files::{
+    DECODER_WITH_EMBEDS_FILE, EMBED_FILE, ENCODER_DATA_FILE, ENCODER_FILE,
+};
 
 /// Vision-tower prefixes, in the order they are tried: hub (transformers 4.x), then transformers 5.x.
 pub const TOWER_PREFIXES: [&str; 2] = ["vision_tower.vision_model.", "vision_tower."];
@@ -205,7 +201,7 @@ pub fn build_encoder(
 }
 
 /// Builds `embed_tokens.onnx`: `input_ids` `[batch, seq]` → `inputs_embeds` `[batch, seq, hidden]` =
-/// `E[ids] · fp32(sqrt(hidden))` (spec §1.1), exactly the embedding of `model.onnx`: pass the text decoder's
+/// `E[ids] · fp32(sqrt(hidden))` (semantics §1.1), exactly the embedding of `model.onnx`: pass the text decoder's
 /// `kernels` (same storage: fp32, fp16/bf16 or block-quantized) and its writer, built first, so that the table is
 /// the one `model.onnx` wrote.
 ///

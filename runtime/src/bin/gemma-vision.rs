@@ -171,8 +171,11 @@ fn describe(args: DescribeArgs) -> Result<()> {
     let sampling = args.sampling.config()?;
     // Cheap checks first, so that a wrong folder or a bad image fails before the model loads.
     let dir = &args.model.model;
-    let manifest = Manifest::load(dir).with_context(|| format!("opening {}", dir.display()))?;
-    let section = VisionSection::load(dir)?
+    let manifest =
+        gemma_runtime::manifest::load(dir).with_context(|| format!("opening {}", dir.display()))?;
+    let section = manifest
+        .vision
+        .clone()
         .ok_or_else(|| gemma_runtime::Error::NoVision { dir: dir.clone() })?;
     let limits = ImageLimits::default();
     check_images_fit(&args, &section, &manifest)?;

@@ -328,8 +328,8 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     }
     let manifest = decoder.manifest();
     let report = gemma_runtime::bench::BenchReport {
-        graph: manifest.graph.clone(),
-        precision: manifest.precision.clone(),
+        graph: manifest.graph.to_string(),
+        precision: manifest.precision.to_string(),
         threads: options.resolved_threads(),
         load_seconds,
         rows,

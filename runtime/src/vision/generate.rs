@@ -23,7 +23,7 @@ use crate::decoder::{LogitsMode, TokenInput};
 use crate::error::{Error, Result};
 use crate::generate::{check_prompt, decode_loop, rate, GenerateOptions, GenerationOutput};
 use crate::kv_cache::KvCache;
-use crate::manifest::Manifest;
+use crate::manifest::{self, Manifest};
 use crate::model_text::ModelText;
 use crate::ort_env::RuntimeOptions;
 use crate::sampling::Sampler;
@@ -83,8 +83,8 @@ impl VisionGenerator {
     /// [`Error::NoVision`].
     pub fn open(dir: impl AsRef<Path>, options: &RuntimeOptions) -> Result<VisionGenerator> {
         let dir = dir.as_ref();
-        let manifest = Manifest::load(dir)?;
-        let section = VisionSection::load(dir)?.ok_or_else(|| Error::NoVision {
+        let manifest = manifest::load(dir)?;
+        let section = manifest.vision.clone().ok_or_else(|| Error::NoVision {
             dir: dir.to_path_buf(),
         })?;
         let (tokenizer, tokens) = processor::image_tokenizer(dir, section.mm_tokens_per_image)?;

@@ -13,7 +13,6 @@ use image::RgbImage;
 use ndarray::{Array3, Array4, ArrayView4, Ix3, Ix4};
 use ort::session::Session;
 use ort::value::{Tensor, TensorRef};
-use serde::Deserialize;
 
 use crate::decoder::{ids_row, Decoder};
 use crate::error::{Error, Result};
@@ -22,74 +21,10 @@ use crate::manifest::{Manifest, MANIFEST_FILE};
 use crate::ort_env::{create_session, RuntimeOptions};
 
 /// `preprocess.onnx`, when the manifest does not name it.
-pub const PREPROCESS_FILE: &str = "preprocess.onnx";
-
-/// The manifest's `vision` section (written by gemma-exporter's `VisionManifest`).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-pub struct VisionSection {
-    pub encoder: String,
-    pub embed_tokens: String,
-    pub decoder_with_embeds: String,
-    /// `preprocess.onnx` and its settings; older exports lack it.
-    #[serde(default)]
-    pub preprocess: Option<PreprocessEntry>,
-    pub image_size: usize,
-    pub mm_tokens_per_image: usize,
-    pub boi_token_id: u32,
-    pub eoi_token_id: u32,
-    pub image_token_id: u32,
-}
-
-/// The `vision.preprocess` entry (gemma-exporter's `PreprocessManifest`).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-pub struct PreprocessEntry {
-    pub file: String,
-    #[serde(default)]
-    pub config: Option<PreprocessSettings>,
-}
-
-/// What `preprocess.onnx` bakes in (the part a runtime reads).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-pub struct PreprocessSettings {
-    /// The processor's default for the graph's `do_pan_and_scan` input (False for the released models).
-    #[serde(default)]
-    pub do_pan_and_scan: bool,
-    pub height: usize,
-    pub width: usize,
-}
-
-impl VisionSection {
-    /// The processor config's Pan & Scan default.
-    pub fn default_pan_and_scan(&self) -> bool {
-        self.preprocess
-            .as_ref()
-            .and_then(|p| p.config.as_ref())
-            .is_some_and(|c| c.do_pan_and_scan)
-    }
-
-    /// The `vision` section of `<dir>/gemma-onnx.json`; `Ok(None)` for a text-only export.
-    pub fn load(dir: &Path) -> Result<Option<VisionSection>> {
-        let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| Error::invalid_file(&path, format!("not valid JSON: {e}")))?;
-        match value.get("vision") {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(v) => {
-                let section: VisionSection = serde_json::from_value(v.clone())
-                    .map_err(|e| Error::invalid_file(&path, format!("section `vision`: {e}")))?;
-                // Divided by when splitting prompts into images; the exporter never writes 0.
-                if section.mm_tokens_per_image == 0 {
-                    return Err(Error::invalid_file(
-                        &path,
-                        "section `vision`: mm_tokens_per_image is 0; expected a positive number",
-                    ));
-                }
-                Ok(Some(section))
-            }
-        }
-    }
-}
+pub use gemma_models::contract::files::PREPROCESS_FILE;
+/// The manifest's `vision` section and its `preprocess` entry (`gemma_models::contract`): read with the rest of
+/// the manifest by [`crate::manifest::load`].
+pub use gemma_models::contract::{PreprocessConfig, PreprocessSection, VisionSection};
 
 /// One image through `preprocess.onnx`: the full image then its crops, each `[3, S, S]`.
 #[derive(Clone, Debug)]

@@ -27,11 +27,11 @@ pub mod processor;
 
 pub use describe::{DecodedImage, ImageReport, VisionOutput};
 pub use generate::{EncodedImage, VisionGenerator, VisionOptions};
-pub use graphs::{PreprocessEntry, Preprocessed, Preprocessor, VisionSection};
+pub use graphs::{PreprocessSection, Preprocessed, Preprocessor, VisionSection};
 pub use image_file::{decode_image, load_image, ImageErrorKind, ImageLimits};
 pub use processor::ImageTokens;
 
 /// Whether the export in `dir` has the image graphs (a `vision` section in gemma-onnx.json).
 pub fn export_has_vision(dir: &std::path::Path) -> crate::Result<bool> {
-    Ok(VisionSection::load(dir)?.is_some())
+    Ok(crate::manifest::load(dir)?.vision.is_some())
 }

@@ -8,7 +8,6 @@
 //! the encoder anyway).
 
 use crate::ExportError;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::Path;
 
@@ -24,50 +23,34 @@ const MAX_SIDE: usize = 16384;
 /// The most Pan & Scan crops per image (Gemma 3 uses 4); each crop costs an encoder pass and 256 tokens.
 const MAX_CROPS: usize = 64;
 
-/// What the graph computes, with the processor's defaults applied.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PreprocessConfig {
-    /// Output height S_h (`size.height`).
-    pub height: usize,
-    /// Output width S_w (`size.width`).
-    pub width: usize,
-    /// `rescale_factor` (1/255); applied in float64 then cast to float32, as the PIL backend does.
-    pub rescale_factor: f64,
-    /// `do_normalize`: `(x − mean) / std` per channel in float32.
-    pub do_normalize: bool,
-    pub image_mean: [f64; 3],
-    pub image_std: [f64; 3],
-    /// The processor's default for the graph's `do_pan_and_scan` input (which a caller may override).
-    pub do_pan_and_scan: bool,
-    pub pan_and_scan_min_crop_size: usize,
-    pub pan_and_scan_max_num_crops: usize,
-    pub pan_and_scan_min_ratio_to_activate: f64,
-    /// The file the settings came from (`processor_config.json#image_processor`, `preprocessor_config.json`), or
-    /// `None` for the built-in defaults.
-    pub source: Option<String>,
-}
+/// What the graph computes, with the processor's defaults applied: part of the manifest (`vision.preprocess`).
+pub use gemma_models::contract::PreprocessConfig;
 
-impl PreprocessConfig {
-    /// The Gemma 3 processor's defaults at `size`×`size`.
-    pub fn gemma3_defaults(size: usize) -> PreprocessConfig {
-        PreprocessConfig {
-            height: size,
-            width: size,
-            rescale_factor: 1.0 / 255.0,
-            do_normalize: true,
-            image_mean: [0.5; 3],
-            image_std: [0.5; 3],
-            do_pan_and_scan: false,
-            pan_and_scan_min_crop_size: 256,
-            pan_and_scan_max_num_crops: 4,
-            pan_and_scan_min_ratio_to_activate: 1.2,
-            source: None,
-        }
-    }
-
+/// How gemma-export derives [`PreprocessConfig`] from a checkpoint's processor files, and the limits it checks.
+pub trait ReadPreprocessConfig: Sized {
     /// Reads the settings of checkpoint folder `dir` (see the module docs for which file wins);
     /// `default_size` (the vision tower's `image_size`) is the output size when neither file gives one.
-    pub fn from_dir(dir: &Path, default_size: usize) -> Result<PreprocessConfig, ExportError> {
+    fn from_dir(dir: &Path, default_size: usize) -> Result<Self, ExportError>;
+
+    /// The settings of a Gemma3ForConditionalGeneration checkpoint folder, checked against its vision tower: the
+    /// encoder takes `image_size`² images only.
+    fn for_checkpoint(dir: &Path, vision: &gemma_models::VisionConfig)
+        -> Result<Self, ExportError>;
+
+    /// Parses one image-processor object; `path` names the file in error messages.
+    fn from_json(
+        v: &Value,
+        default_size: usize,
+        path: &Path,
+        source: &str,
+    ) -> Result<Self, ExportError>;
+
+    /// Range checks, so that the graph never divides by zero or overflows its int32 sums.
+    fn validate(&self) -> Result<(), String>;
+}
+
+impl ReadPreprocessConfig for PreprocessConfig {
+    fn from_dir(dir: &Path, default_size: usize) -> Result<PreprocessConfig, ExportError> {
         let processor = dir.join(PROCESSOR_CONFIG_FILE);
         if processor.is_file() {
             let v = read_json(&processor)?;
@@ -81,12 +64,10 @@ impl PreprocessConfig {
             let v = read_json(&preprocessor)?;
             return Self::from_json(&v, default_size, &preprocessor, PREPROCESSOR_CONFIG_FILE);
         }
-        Ok(Self::gemma3_defaults(default_size))
+        Ok(PreprocessConfig::gemma3_defaults(default_size))
     }
 
-    /// The settings of a Gemma3ForConditionalGeneration checkpoint folder, checked against its vision tower: the
-    /// encoder takes `image_size`² images only.
-    pub fn for_checkpoint(
+    fn for_checkpoint(
         dir: &Path,
         vision: &gemma_models::VisionConfig,
     ) -> Result<PreprocessConfig, ExportError> {
@@ -107,8 +88,7 @@ impl PreprocessConfig {
         Ok(c)
     }
 
-    /// Parses one image-processor object; `path` names the file in error messages.
-    pub fn from_json(
+    fn from_json(
         v: &Value,
         default_size: usize,
         path: &Path,
@@ -122,7 +102,7 @@ impl PreprocessConfig {
             .as_object()
             .ok_or_else(|| err("expected a JSON object".into()))?;
         let f = Fields { obj, err: &err };
-        let mut c = Self::gemma3_defaults(default_size);
+        let mut c = PreprocessConfig::gemma3_defaults(default_size);
         c.source = Some(source.to_string());
 
         if let Some(t) = f.str("image_processor_type")? {
@@ -184,8 +164,7 @@ impl PreprocessConfig {
         Ok(c)
     }
 
-    /// Range checks, so that the graph never divides by zero or overflows its int32 sums.
-    pub fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), String> {
         for (name, side) in [("size.height", self.height), ("size.width", self.width)] {
             if side == 0 || side > MAX_SIDE {
                 return Err(format!("{name} is {side}; expected 1..={MAX_SIDE}"));

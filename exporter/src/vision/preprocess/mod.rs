@@ -29,37 +29,19 @@ mod config;
 mod ops;
 mod resample;
 
-pub use config::{PreprocessConfig, PREPROCESSOR_CONFIG_FILE, PROCESSOR_CONFIG_FILE};
+pub use config::{
+    PreprocessConfig, ReadPreprocessConfig, PREPROCESSOR_CONFIG_FILE, PROCESSOR_CONFIG_FILE,
+};
 
 use crate::builder::{model, Attr, Dim, GraphBuilder, Value};
 use crate::onnx::{self, DataType};
 use crate::ExportError;
 use ops::{at, cast, counted_loop, f32t, f64s, i64s, unsqueeze};
 use prost::Message;
-use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// The file name in an export folder.
-pub const PREPROCESS_FILE: &str = "preprocess.onnx";
-
-/// The `preprocess` entry of the manifest's `vision` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PreprocessManifest {
-    /// [`PREPROCESS_FILE`].
-    pub file: String,
-    /// What the graph bakes in; `config.do_pan_and_scan` is the processor's default for the graph's
-    /// `do_pan_and_scan` input.
-    pub config: PreprocessConfig,
-}
-
-impl PreprocessManifest {
-    pub fn new(cfg: &PreprocessConfig) -> PreprocessManifest {
-        PreprocessManifest {
-            file: PREPROCESS_FILE.into(),
-            config: cfg.clone(),
-        }
-    }
-}
+pub use gemma_models::contract::files::PREPROCESS_FILE;
 
 /// Builds the preprocessing model for `cfg`.
 pub fn build_preprocess_graph(cfg: &PreprocessConfig) -> onnx::ModelProto {

@@ -1,0 +1,32 @@
+//! The file names of an export folder. The manifest names the graph files it uses (`decoder`, the `vision`
+//! section), so a reader takes them from there; these are the names the exporter gives them.
+
+/// The manifest.
+pub const MANIFEST_FILE: &str = "gemma-onnx.json";
+/// The text decoder graph (manifest `decoder`).
+pub const DECODER_FILE: &str = "model.onnx";
+/// The external data of the text graphs: the decoder's weights, shared by `embed_tokens.onnx` and
+/// `decoder_model_merged.onnx`.
+pub const DECODER_DATA_FILE: &str = "model.onnx_data";
+
+/// Image path: SigLIP encoder + projector (manifest `vision.encoder`).
+pub const ENCODER_FILE: &str = "vision_encoder.onnx";
+/// The encoder's external data (manifest `vision.encoder_data`).
+pub const ENCODER_DATA_FILE: &str = "vision_encoder.onnx_data";
+/// Image path: token ids → scaled embeddings (manifest `vision.embed_tokens`).
+pub const EMBED_FILE: &str = "embed_tokens.onnx";
+/// Image path: the decoder on embeddings (manifest `vision.decoder_with_embeds`).
+pub const DECODER_WITH_EMBEDS_FILE: &str = "decoder_model_merged.onnx";
+/// Image path: the image processor as a graph (manifest `vision.preprocess.file`).
+pub const PREPROCESS_FILE: &str = "preprocess.onnx";
+
+/// ONNX Runtime GenAI's configuration (`--graph cpu` exports).
+pub const GENAI_CONFIG_FILE: &str = "genai_config.json";
+/// The checkpoint's config, copied (generated from the metadata for a GGUF source).
+pub const CONFIG_FILE: &str = "config.json";
+/// The checkpoint's generation config, copied, or written from config.json when absent.
+pub const GENERATION_CONFIG_FILE: &str = "generation_config.json";
+/// The tokenizer, copied (rebuilt from the metadata for a GGUF source).
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// The tokenizer's settings and chat template, copied.
+pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
