@@ -1,19 +1,22 @@
 //! What a Gemma model is, as far as an exporter needs to know: typed configs (transformers 4.x and 5.x keys, class
 //! defaults applied), safetensors checkpoint reading, and the tensor names of each generation.
 //!
+//! * [`family`]: the table of what differs between Gemma generations ([`Family::spec`]).
 //! * [`config`]: [`ModelConfig`] / [`TextConfig`] from `config.json` for Gemma 1, 2 and 3 (text and multimodal).
 //! * [`checkpoint`]: [`Checkpoint`], memory-mapped and validated safetensors (single file or sharded), with
 //!   [`TensorView::read_f32`] for streaming conversion.
 //! * [`lora`]: merging a PEFT LoRA adapter into a [`Checkpoint`] as it is read (W + s·B·A).
 //! * [`gguf`]: GGUF files (llama.cpp) as a source: container, config from metadata, weights, vocabulary.
-//! * [`names`]: the tensor names of the text decoder for a given prefix.
+//! * [`names`]: the tensor names of the text decoder for a given prefix, and of the vision tower
+//!   ([`names::vision`]).
 //! * [`error`]: [`ConfigError`] and [`CheckpointError`]; every message names the file concerned.
 //!
-//! The semantics follow `shared/spec/gemma-reference.md` (§ numbers in the docs refer to it).
+//! Section numbers `semantics §N` refer to docs/semantics.md.
 
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod family;
 pub mod files;
 pub mod fingerprint;
 pub mod gguf;
@@ -23,4 +26,5 @@ pub mod names;
 pub use checkpoint::{Checkpoint, DType, LowRank, ReadAdjust, TensorView};
 pub use config::{Family, LayerType, ModelConfig, RopeParams, TextConfig, VisionConfig};
 pub use error::{CheckpointError, ConfigError};
+pub use family::FamilySpec;
 pub use lora::{LoraError, LoraSummary};

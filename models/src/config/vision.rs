@@ -244,7 +244,7 @@ mod tests {
         ModelConfig::from_json_str(&v.to_string(), Path::new(ORIGIN))
     }
 
-    /// google/gemma-3-4b-it's multimodal fields (spec §10).
+    /// google/gemma-3-4b-it's multimodal fields (semantics §10).
     fn gemma3_4b() -> Value {
         json!({
             "architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": 255999,
