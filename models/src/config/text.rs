@@ -1,4 +1,5 @@
-//! The text-decoder part of a config: sizes, attention flavour, layer pattern, RoPE, soft-caps (semantics §2–§4, §10).
+//! The text-decoder part of a config: sizes, attention flavour, layer pattern, RoPE, soft-caps
+//! (semantics §2–§4, §10).
 //!
 //! Class defaults are applied only where transformers applies them, i.e. when a key is **absent**. Defaults and
 //! the fields each generation has come from its [`FamilySpec`]; a field without a class default (e.g.
