@@ -44,13 +44,9 @@ pub fn sliding_slack(window: usize) -> usize {
     (window / 4).clamp(1, 128)
 }
 
-/// GenAI's `model.type` for a family's text decoder.
+/// GenAI's `model.type` for a family's text decoder (the family table's `genai_model_type`).
 pub fn model_type(family: Family) -> &'static str {
-    match family {
-        Family::Gemma => "gemma",
-        Family::Gemma2 => "gemma2",
-        Family::Gemma3 => "gemma3_text",
-    }
+    family.spec().genai_model_type
 }
 
 /// The `genai_config.json` of a cpu-graph export described by `manifest`; `dir` is the export folder (its

@@ -50,15 +50,11 @@ pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 const TENSOR_PREFIX: &str = "base_model.model.";
 
 /// Why an adapter cannot be merged. Every message names the file and the field, feature or tensor concerned.
+///
+/// A file that cannot be read is a [`CheckpointError::Io`] (through [`LoraError::Checkpoint`]), as for the
+/// checkpoint's own files.
 #[derive(Debug, thiserror::Error)]
 pub enum LoraError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-
     /// The folder has no `adapter_model.safetensors`.
     #[error(
         "{dir}: no LoRA adapter weights: expected {ADAPTER_WEIGHTS} beside {ADAPTER_CONFIG}{hint}"
@@ -163,10 +159,7 @@ impl AdapterConfig {
     /// Reads and checks `adapter_config.json`. `linear_names` are the last path segments of the checkpoint's linear
     /// layers (what `target_modules: "all-linear"` expands to).
     pub fn from_file(path: &Path, linear_names: &[String]) -> Result<AdapterConfig, LoraError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoraError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| io_error(path, source))?;
         let json: Value = serde_json::from_str(&text).map_err(|e| LoraError::Config {
             path: path.to_path_buf(),
             field: "(file)".into(),
@@ -362,13 +355,11 @@ pub fn apply(
 ) -> Result<LoraSummary, LoraError> {
     let config_path = dir.join(ADAPTER_CONFIG);
     if !config_path.is_file() {
-        return Err(LoraError::Io {
-            path: config_path,
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "no adapter_config.json: expected a PEFT LoRA adapter folder as save_pretrained writes it",
-            ),
-        });
+        let source = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no adapter_config.json: expected a PEFT LoRA adapter folder as save_pretrained writes it",
+        );
+        return Err(io_error(&config_path, source));
     }
     if !scale.is_finite() {
         return Err(config_err(
@@ -914,11 +905,16 @@ fn number(path: &Path, v: &Value, field: &str) -> Result<f64, LoraError> {
         .ok_or_else(|| config_err(path, field, &format!("expected a number, found {v}")))
 }
 
-fn sha256_file(path: &Path) -> Result<String, LoraError> {
-    let io = |source| LoraError::Io {
+/// A file of the adapter that cannot be read.
+fn io_error(path: &Path, source: std::io::Error) -> LoraError {
+    LoraError::Checkpoint(CheckpointError::Io {
         path: path.to_path_buf(),
         source,
-    };
+    })
+}
+
+fn sha256_file(path: &Path) -> Result<String, LoraError> {
+    let io = |source| io_error(path, source);
     let mut file = std::fs::File::open(path).map_err(io)?;
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher).map_err(io)?;
@@ -940,72 +936,95 @@ mod tests {
         AdapterConfig::from_file(&path, &["q_proj".into(), "v_proj".into()])
     }
 
+    /// Asserts that the adapter config `json` selects every path of `yes` and none of `no`.
+    fn check_selects(json: &str, yes: &[&str], no: &[&str]) {
+        let c = config(json).unwrap();
+        for path in yes {
+            assert!(c.selects(path), "{json}: should select {path}");
+        }
+        for path in no {
+            assert!(!c.selects(path), "{json}: should not select {path}");
+        }
+    }
+
     #[test]
     fn list_targets_match_whole_path_or_dot_suffix() {
-        let c =
-            config(r#"{"peft_type": "LORA", "r": 4, "target_modules": ["q_proj", "mlp.up_proj"]}"#)
-                .unwrap();
-        assert!(c.selects("model.layers.0.self_attn.q_proj"));
-        assert!(c.selects("q_proj"));
-        assert!(c.selects("model.layers.3.mlp.up_proj"));
-        assert!(!c.selects("model.layers.0.self_attn.xq_proj"));
-        assert!(!c.selects("model.layers.0.self_attn.q_proj.extra"));
+        check_selects(
+            r#"{"peft_type": "LORA", "r": 4, "target_modules": ["q_proj", "mlp.up_proj"]}"#,
+            &[
+                "model.layers.0.self_attn.q_proj",
+                "q_proj",
+                "model.layers.3.mlp.up_proj",
+            ],
+            &[
+                "model.layers.0.self_attn.xq_proj",
+                "model.layers.0.self_attn.q_proj.extra",
+            ],
+        );
     }
 
     #[test]
     fn string_target_is_fullmatched() {
-        let c = config(r#"{"peft_type": "LORA", "target_modules": ".*layers\\.[13]\\.self_attn\\.(q|v)_proj"}"#)
-            .unwrap();
-        assert!(c.selects("model.layers.1.self_attn.q_proj"));
-        assert!(c.selects("model.layers.3.self_attn.v_proj"));
-        assert!(!c.selects("model.layers.2.self_attn.q_proj"));
-        // fullmatch: a trailing segment breaks the match.
-        assert!(!c.selects("model.layers.1.self_attn.q_proj.base_layer"));
+        check_selects(
+            r#"{"peft_type": "LORA", "target_modules": ".*layers\\.[13]\\.self_attn\\.(q|v)_proj"}"#,
+            &[
+                "model.layers.1.self_attn.q_proj",
+                "model.layers.3.self_attn.v_proj",
+            ],
+            // fullmatch: a trailing segment breaks the match.
+            &[
+                "model.layers.2.self_attn.q_proj",
+                "model.layers.1.self_attn.q_proj.base_layer",
+            ],
+        );
     }
 
     #[test]
     fn layers_to_transform_takes_the_first_index() {
-        let c = config(
+        check_selects(
             r#"{"peft_type": "LORA", "target_modules": ["q_proj"], "layers_to_transform": [1]}"#,
-        )
-        .unwrap();
-        assert!(c.selects("model.layers.1.self_attn.q_proj"));
-        assert!(!c.selects("model.layers.2.self_attn.q_proj"));
-        let c = config(
+            &["model.layers.1.self_attn.q_proj"],
+            &["model.layers.2.self_attn.q_proj"],
+        );
+        check_selects(
             r#"{"peft_type": "LORA", "target_modules": ["q_proj"], "layers_to_transform": 2, "layers_pattern": "layers"}"#,
-        )
-        .unwrap();
-        assert!(c.selects("model.language_model.layers.2.self_attn.q_proj"));
-        assert!(!c.selects("model.language_model.layers.1.self_attn.q_proj"));
+            &["model.language_model.layers.2.self_attn.q_proj"],
+            &["model.language_model.layers.1.self_attn.q_proj"],
+        );
     }
 
     #[test]
     fn exclude_modules_and_all_linear() {
-        let c = config(
-            r#"{"peft_type": "LORA", "target_modules": "all-linear", "exclude_modules": ["layers.0.self_attn.v_proj"]}"#,
-        )
-        .unwrap();
         // all-linear is the checkpoint's linear names (here q_proj and v_proj), as a list.
-        assert!(c.selects("model.layers.0.self_attn.q_proj"));
-        assert!(c.selects("model.layers.1.self_attn.v_proj"));
-        assert!(!c.selects("model.layers.0.self_attn.v_proj"));
-        assert!(!c.selects("model.layers.0.mlp.up_proj"));
-        let c = config(r#"{"peft_type": "LORA", "target_modules": ["q_proj"], "exclude_modules": ".*vision_tower.*"}"#)
-            .unwrap();
-        assert!(c.selects("model.language_model.layers.0.self_attn.q_proj"));
-        assert!(!c.selects("model.vision_tower.encoder.layers.0.self_attn.q_proj"));
+        check_selects(
+            r#"{"peft_type": "LORA", "target_modules": "all-linear", "exclude_modules": ["layers.0.self_attn.v_proj"]}"#,
+            &[
+                "model.layers.0.self_attn.q_proj",
+                "model.layers.1.self_attn.v_proj",
+            ],
+            &[
+                "model.layers.0.self_attn.v_proj",
+                "model.layers.0.mlp.up_proj",
+            ],
+        );
+        check_selects(
+            r#"{"peft_type": "LORA", "target_modules": ["q_proj"], "exclude_modules": ".*vision_tower.*"}"#,
+            &["model.language_model.layers.0.self_attn.q_proj"],
+            &["model.vision_tower.encoder.layers.0.self_attn.q_proj"],
+        );
     }
 
     #[test]
     fn default_layer_index_is_the_first_numbered_segment() {
-        let c = config(
+        check_selects(
             r#"{"peft_type": "LORA", "target_modules": ["q_proj"], "layers_to_transform": [1]}"#,
-        )
-        .unwrap();
-        assert!(c.selects("model.vision_tower.encoder.layers.1.self_attn.q_proj"));
-        assert!(!c.selects("model.vision_tower.encoder.layers.0.self_attn.q_proj"));
-        // No numbered segment: peft leaves the module out.
-        assert!(!c.selects("q_proj.sub.q_proj"));
+            &["model.vision_tower.encoder.layers.1.self_attn.q_proj"],
+            // No numbered segment: peft leaves the module out.
+            &[
+                "model.vision_tower.encoder.layers.0.self_attn.q_proj",
+                "q_proj.sub.q_proj",
+            ],
+        );
     }
 
     #[test]

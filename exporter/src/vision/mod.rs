@@ -22,7 +22,8 @@
 //! pair follows the transformers.js `<graph>.onnx` + `<graph>.onnx_data` convention.
 //!
 //! Checkpoints name the tower `vision_tower.vision_model.*` (hub, transformers 4.x) or `vision_tower.*`
-//! (transformers 5.x `save_pretrained`); both are accepted ([`VisionWeights::detect`]).
+//! (transformers 5.x `save_pretrained`); both are accepted ([`VisionNames::detect`], with the other vision tensor
+//! names in [`gemma_models::names::vision`]).
 
 pub mod preprocess;
 mod projector;
@@ -33,102 +34,19 @@ use crate::layers::{Ctx, Kernels};
 use crate::onnx::DataType;
 use crate::weights::WeightWriter;
 use crate::ExportError;
-use gemma_models::{names, Checkpoint, ModelConfig, VisionConfig};
+use gemma_models::names::{self, vision::VisionNames};
+use gemma_models::{Checkpoint, ModelConfig, VisionConfig};
 
 /// The image graphs' file names (the decoder on embeddings has transformers.js's name).
 pub use gemma_models::contract::files::{
     DECODER_WITH_EMBEDS_FILE, EMBED_FILE, ENCODER_DATA_FILE, ENCODER_FILE,
 };
 
-/// Vision-tower prefixes, in the order they are tried: hub (transformers 4.x), then transformers 5.x.
-pub const TOWER_PREFIXES: [&str; 2] = ["vision_tower.vision_model.", "vision_tower."];
-/// Prefix of the projector tensors (the same in both forms).
-pub const PROJECTOR_PREFIX: &str = "multi_modal_projector.";
-
-/// The vision tensor names of one checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VisionWeights {
-    /// `vision_tower.vision_model.` or `vision_tower.`.
-    pub tower_prefix: String,
-    /// `multi_modal_projector.mm_soft_emb_norm.weight` `[D]`, a (1 + w) RMSNorm.
-    pub projector_norm: String,
-    /// `multi_modal_projector.mm_input_projection_weight` `[D, H_text]`.
-    pub projection: String,
-}
-
-impl VisionWeights {
-    /// Finds which tower prefix the checkpoint uses (by its patch embedding).
-    pub fn detect(ckpt: &Checkpoint) -> Result<VisionWeights, ExportError> {
-        let probe = "embeddings.patch_embedding.weight";
-        let prefix = TOWER_PREFIXES
-            .iter()
-            .find(|p| ckpt.contains(&format!("{p}{probe}")))
-            .ok_or_else(|| ExportError::VisionTowerMissing {
-                dir: ckpt.dir().to_path_buf(),
-                tried: TOWER_PREFIXES
-                    .iter()
-                    .map(|p| format!("{p}{probe}"))
-                    .collect(),
-            })?;
-        Ok(VisionWeights {
-            tower_prefix: prefix.to_string(),
-            projector_norm: format!("{PROJECTOR_PREFIX}mm_soft_emb_norm.weight"),
-            projection: format!("{PROJECTOR_PREFIX}mm_input_projection_weight"),
-        })
-    }
-
-    /// A tower tensor name: `tower("post_layernorm.weight")`.
-    pub fn tower(&self, rest: &str) -> String {
-        format!("{}{rest}", self.tower_prefix)
-    }
-
-    /// Every tensor the encoder reads, with its expected shape (`nn.Linear` weights are `[out, in]`).
-    pub fn required(&self, v: &VisionConfig, text_hidden: usize) -> Vec<(String, Vec<usize>)> {
-        let (d, i, c, p) = (
-            v.hidden_size,
-            v.intermediate_size,
-            v.num_channels,
-            v.patch_size,
-        );
-        let mut out = vec![
-            (
-                self.tower("embeddings.patch_embedding.weight"),
-                vec![d, c, p, p],
-            ),
-            (self.tower("embeddings.patch_embedding.bias"), vec![d]),
-            (
-                self.tower("embeddings.position_embedding.weight"),
-                vec![v.num_patches(), d],
-            ),
-        ];
-        for l in 0..v.num_hidden_layers {
-            let n = |s: &str| self.tower(&format!("encoder.layers.{l}.{s}"));
-            for norm in ["layer_norm1", "layer_norm2"] {
-                out.push((n(&format!("{norm}.weight")), vec![d]));
-                out.push((n(&format!("{norm}.bias")), vec![d]));
-            }
-            for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-                out.push((n(&format!("self_attn.{proj}.weight")), vec![d, d]));
-                out.push((n(&format!("self_attn.{proj}.bias")), vec![d]));
-            }
-            out.push((n("mlp.fc1.weight"), vec![i, d]));
-            out.push((n("mlp.fc1.bias"), vec![i]));
-            out.push((n("mlp.fc2.weight"), vec![d, i]));
-            out.push((n("mlp.fc2.bias"), vec![d]));
-        }
-        out.push((self.tower("post_layernorm.weight"), vec![d]));
-        out.push((self.tower("post_layernorm.bias"), vec![d]));
-        out.push((self.projector_norm.clone(), vec![d]));
-        out.push((self.projection.clone(), vec![d, text_hidden]));
-        out
-    }
-}
-
 /// The vision part of an export: config, tensor names, and the float32 bytes its weights take.
 #[derive(Debug, Clone)]
 pub struct VisionPlan {
     pub config: VisionConfig,
-    pub weights: VisionWeights,
+    pub weights: VisionNames,
     pub weight_bytes: u64,
 }
 
@@ -139,8 +57,11 @@ impl VisionPlan {
         let Some(config) = cfg.vision_config.clone() else {
             return Ok(None);
         };
-        let weights = VisionWeights::detect(ckpt)?;
-        let required = weights.required(&config, cfg.text.hidden_size);
+        let weights = VisionNames::detect(ckpt).ok_or_else(|| ExportError::VisionTowerMissing {
+            dir: ckpt.dir().to_path_buf(),
+            tried: VisionNames::probes(),
+        })?;
+        let required = weights.tensors(&config, cfg.text.hidden_size);
         for (name, shape) in &required {
             ckpt.tensor_with_shape(name, shape)?;
         }

@@ -1,4 +1,4 @@
-//! Gemma3MultiModalProjector (spec §5.3), in transformers' exact order:
+//! Gemma3MultiModalProjector (semantics §5.3), in transformers' exact order:
 //!
 //! ```text
 //! [N·T, D] → [N, D, P, P] (channels first, row-major patches) → AveragePool(k, stride k) → [N, D, t, t]
@@ -8,10 +8,10 @@
 //!
 //! The features are not multiplied by sqrt(H_text): they replace the already scaled `<image_soft_token>` rows.
 
-use super::VisionWeights;
 use crate::builder::{Attr, Value};
 use crate::layers::Ctx;
 use crate::ExportError;
+use gemma_models::names::vision::VisionNames;
 use gemma_models::VisionConfig;
 
 /// `last_hidden_state` `[N·T, D]` → image features `[N, mm_tokens_per_image, H_text]`.
@@ -19,7 +19,7 @@ pub fn project(
     cx: &mut Ctx<'_>,
     hidden: &Value,
     v: &VisionConfig,
-    names: &VisionWeights,
+    names: &VisionNames,
 ) -> Result<Value, ExportError> {
     let (d, t, side) = (v.hidden_size, v.num_patches(), v.patches_per_side());
     let (k, tokens) = (v.pool_kernel(), v.mm_tokens_per_image);
@@ -52,7 +52,7 @@ pub fn project(
         &[&x],
         &[("perm", Attr::Ints(vec![0, 2, 1]))],
     );
-    let x = cx.rms_norm(&x, &names.projector_norm, v.layer_norm_eps)?;
-    let w = cx.weight(&names.projection)?;
+    let x = cx.rms_norm(&x, names.projector_norm(), v.layer_norm_eps)?;
+    let w = cx.weight(names.projection())?;
     Ok(cx.g.op("MatMul", "projection", &[&x, &w], &[]))
 }

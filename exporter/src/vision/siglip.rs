@@ -1,4 +1,4 @@
-//! The SigLIP vision tower of Gemma 3 (spec §5.2), float32, standard ONNX ops:
+//! The SigLIP vision tower of Gemma 3 (semantics §5.2), float32, standard ONNX ops:
 //!
 //! ```text
 //! pixel_values [N, C, S, S] ─Conv(k=p, stride=p)→ [N, D, P, P] → [N·T, D] (patch t = row·P + col) + positions
@@ -10,10 +10,10 @@
 //! The residual stream is kept flat as `[N·T, D]` so every linear is one `Gemm` with its bias; it is reshaped to
 //! heads only inside attention. T, D and the head sizes are fixed by the config, only N (images) is symbolic.
 
-use super::VisionWeights;
 use crate::builder::{Attr, Value};
 use crate::layers::Ctx;
 use crate::ExportError;
+use gemma_models::names::vision::{self as tensor, attn, VisionNames};
 use gemma_models::VisionConfig;
 
 impl Ctx<'_> {
@@ -57,15 +57,15 @@ pub fn tower(
     cx: &mut Ctx<'_>,
     pixel_values: &Value,
     v: &VisionConfig,
-    names: &VisionWeights,
+    names: &VisionNames,
 ) -> Result<Value, ExportError> {
     let (d, t, p) = (v.hidden_size, v.num_patches(), v.patch_size);
     let eps = v.layer_norm_eps;
 
     // Patch embedding: a stride-p convolution, then tokens in row-major patch order, plus learned positions.
     cx.g.set_scope("/vision_tower/embeddings");
-    let w = cx.weight(&names.tower("embeddings.patch_embedding.weight"))?;
-    let b = cx.weight(&names.tower("embeddings.patch_embedding.bias"))?;
+    let w = cx.weight(&names.weight(tensor::PATCH_EMBEDDING))?;
+    let b = cx.weight(&names.bias(tensor::PATCH_EMBEDDING))?;
     let patches = cx.g.op(
         "Conv",
         "patch_embedding",
@@ -85,30 +85,30 @@ pub fn tower(
         &[&patches],
         &[("perm", Attr::Ints(vec![0, 2, 1]))],
     );
-    let pos = cx.weight(&names.tower("embeddings.position_embedding.weight"))?;
+    let pos = cx.weight(&names.weight(tensor::POSITION_EMBEDDING))?;
     let x = cx.g.op("Add", "positions", &[&tokens, &pos], &[]);
     let flat = cx.g.const_i64("vision_flat", &[-1, d as i64]);
     let mut x = cx.g.op("Reshape", "flatten", &[&x, &flat], &[]);
 
     for l in 0..v.num_hidden_layers {
         cx.g.set_scope(format!("/vision_tower/encoder/layers.{l}"));
-        let n = |s: &str| names.tower(&format!("encoder.layers.{l}.{s}"));
-        let h = cx.layer_norm(&x, &n("layer_norm1"), eps)?;
-        let a = self_attention(cx, &h, v, &n("self_attn"))?;
+        let n = |s: &str| names.layer(l, s);
+        let h = cx.layer_norm(&x, &n(tensor::LAYER_NORM1), eps)?;
+        let a = self_attention(cx, &h, v, &n(tensor::SELF_ATTN))?;
         x = cx.g.op("Add", "residual_attn", &[&x, &a], &[]);
-        let h = cx.layer_norm(&x, &n("layer_norm2"), eps)?;
-        let h = cx.linear_bias(&h, &n("mlp.fc1"))?;
+        let h = cx.layer_norm(&x, &n(tensor::LAYER_NORM2), eps)?;
+        let h = cx.linear_bias(&h, &n(tensor::FC1))?;
         let h = cx.g.op(
             "Gelu",
             "mlp/gelu",
             &[&h],
             &[("approximate", Attr::Str("tanh".into()))],
         );
-        let h = cx.linear_bias(&h, &n("mlp.fc2"))?;
+        let h = cx.linear_bias(&h, &n(tensor::FC2))?;
         x = cx.g.op("Add", "residual_mlp", &[&x, &h], &[]);
     }
     cx.g.set_scope("/vision_tower/post_layernorm");
-    cx.layer_norm(&x, &names.tower("post_layernorm"), eps)
+    cx.layer_norm(&x, &names.tower(tensor::POST_LAYERNORM), eps)
 }
 
 /// Bidirectional multi-head attention over the T patches of each image: `x` `[N·T, D]` → `[N·T, D]`.
@@ -137,9 +137,9 @@ fn self_attention(
             &[("perm", Attr::Ints(perm))],
         ))
     };
-    let q = proj(cx, "q_proj", vec![0, 2, 1, 3])?; // [N, nh, T, hd]
-    let kt = proj(cx, "k_proj", vec![0, 2, 3, 1])?; // [N, nh, hd, T]
-    let vv = proj(cx, "v_proj", vec![0, 2, 1, 3])?; // [N, nh, T, hd]
+    let q = proj(cx, attn::Q_PROJ, vec![0, 2, 1, 3])?; // [N, nh, T, hd]
+    let kt = proj(cx, attn::K_PROJ, vec![0, 2, 3, 1])?; // [N, nh, hd, T]
+    let vv = proj(cx, attn::V_PROJ, vec![0, 2, 1, 3])?; // [N, nh, T, hd]
     let g = &mut *cx.g;
     let scores = g.op("MatMul", "attn/qk", &[&q, &kt], &[]);
     let scale = g.scalar_f32("vision_attn_scale", (hd as f64).powf(-0.5) as f32);
@@ -159,5 +159,5 @@ fn self_attention(
     );
     let flat = g.const_i64("vision_flat", &[-1, d as i64]);
     let ctx = g.op("Reshape", "attn/context_flat", &[&ctx, &flat], &[]);
-    cx.linear_bias(&ctx, &format!("{prefix}.out_proj"))
+    cx.linear_bias(&ctx, &format!("{prefix}.{}", attn::OUT_PROJ))
 }

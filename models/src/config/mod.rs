@@ -1,6 +1,7 @@
 //! Typed Gemma configs, read from a Hugging Face `config.json` in either the transformers 4.x or 5.x key form.
 //!
-//! Supported model classes (`model_type` / `architectures[0]`):
+//! Supported model classes (`model_type` / `architectures[0]`; the [`classes`](crate::family::FamilySpec::classes)
+//! of the [family table](crate::family)):
 //!
 //! | model_type    | architecture                     | family  | text tensors under       |
 //! |---------------|----------------------------------|---------|--------------------------|
@@ -10,7 +11,7 @@
 //! | `gemma3`      | `Gemma3ForConditionalGeneration` | Gemma3  | `language_model.model.`  |
 //!
 //! For Gemma3ForConditionalGeneration the text fields live under `text_config`, and most of them are usually
-//! absent (the gemma-3-4b config lists only six); the `Gemma3TextConfig` class defaults fill them in (spec §10).
+//! absent (the gemma-3-4b config lists only six); the `Gemma3TextConfig` class defaults fill them in (semantics §10).
 //!
 //! ```no_run
 //! # use gemma_models::ModelConfig;
@@ -35,20 +36,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::ConfigError;
-use crate::names;
+pub use crate::family::Family;
+use crate::family::ModelClass;
 use fields::{describe, Fields};
-
-/// The Gemma generation; decides the decoder-layer layout and which config fields matter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Family {
-    /// Gemma 1 and CodeGemma: pre-norms only, all layers global, no soft-caps.
-    Gemma,
-    /// Gemma 2: sandwich norms, alternating sliding/global layers, attention and final soft-caps.
-    Gemma2,
-    /// Gemma 3: Gemma 2's layout plus QK-norm, a 5:1 sliding pattern and per-layer-type RoPE; no soft-caps.
-    Gemma3,
-}
 
 /// The attention type of one decoder layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -80,7 +70,7 @@ impl LayerType {
     }
 }
 
-/// Rotary-embedding parameters of one layer type (spec §1.3, §4.3).
+/// Rotary-embedding parameters of one layer type (semantics §1.3, §4.3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RopeParams {
     /// The base: `inv_freq[k] = 1 / theta^(2k / head_dim)`.
@@ -141,14 +131,19 @@ impl TextConfig {
         }
     }
 
-    /// Whether attention normalises q and k per head before RoPE (Gemma 3).
+    /// Whether attention normalises q and k per head before RoPE (Gemma 3; [`FamilySpec::qk_norm`]).
+    ///
+    /// [`FamilySpec::qk_norm`]: crate::family::FamilySpec::qk_norm
     pub fn has_qk_norm(&self) -> bool {
-        self.family == Family::Gemma3
+        self.family.spec().qk_norm
     }
 
-    /// Whether layers have the Gemma 2/3 "sandwich" norms (post-attention and pre/post-feedforward).
+    /// Whether layers have the Gemma 2/3 "sandwich" norms (post-attention and pre/post-feedforward;
+    /// [`FamilySpec::sandwich_norms`]).
+    ///
+    /// [`FamilySpec::sandwich_norms`]: crate::family::FamilySpec::sandwich_norms
     pub fn has_sandwich_norms(&self) -> bool {
-        matches!(self.family, Family::Gemma2 | Family::Gemma3)
+        self.family.spec().sandwich_norms
     }
 }
 
@@ -178,23 +173,9 @@ pub struct ModelConfig {
     pub raw: Value,
 }
 
-/// The supported (model_type, architecture, family, multimodal) combinations.
-const SUPPORTED: [(&str, &str, Family, bool); 4] = [
-    ("gemma", "GemmaForCausalLM", Family::Gemma, false),
-    ("gemma2", "Gemma2ForCausalLM", Family::Gemma2, false),
-    ("gemma3_text", "Gemma3ForCausalLM", Family::Gemma3, false),
-    (
-        "gemma3",
-        "Gemma3ForConditionalGeneration",
-        Family::Gemma3,
-        true,
-    ),
-];
-
 fn supported_list() -> String {
-    SUPPORTED
-        .iter()
-        .map(|(mt, arch, ..)| format!("{mt}/{arch}"))
+    ModelClass::all()
+        .map(|(_, c)| format!("{}/{}", c.model_type, c.architecture))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -223,7 +204,8 @@ impl ModelConfig {
             });
         };
         let top = Fields::new(map, origin, "");
-        let (model_type, architecture, family, conditional) = resolve_class(&top)?;
+        let (family, class) = resolve_class(&top)?;
+        let conditional = class.multimodal;
 
         // Multimodal configs nest the text fields; an absent text_config means "all class defaults".
         let empty = Map::new();
@@ -231,9 +213,15 @@ impl ModelConfig {
             let t = top
                 .object("text_config")?
                 .unwrap_or_else(|| Fields::new(&empty, origin, "text_config."));
+            // The text part is the family's text-only class.
+            let text_type = family.spec().classes[0].model_type;
             if let Some(mt) = t.str("model_type")? {
-                if mt != "gemma3_text" {
-                    return Err(t.invalid("model_type", "\"gemma3_text\"", format!("{mt:?}")));
+                if mt != text_type {
+                    return Err(t.invalid(
+                        "model_type",
+                        format!("{text_type:?}"),
+                        format!("{mt:?}"),
+                    ));
                 }
             }
             t
@@ -280,17 +268,11 @@ impl ModelConfig {
         } else {
             None
         };
-        let text_prefix = if conditional {
-            names::PREFIX_CONDITIONAL
-        } else {
-            names::PREFIX_CAUSAL
-        };
-
         Ok(ModelConfig {
-            model_type,
-            architecture,
+            model_type: class.model_type.to_string(),
+            architecture: class.architecture.to_string(),
             text,
-            text_prefix: text_prefix.to_string(),
+            text_prefix: class.text_prefix.to_string(),
             bos_token_id,
             pad_token_id,
             eos_token_ids,
@@ -301,15 +283,14 @@ impl ModelConfig {
         })
     }
 
-    /// Whether this is Gemma3ForConditionalGeneration (text + vision tower).
+    /// Whether this is a text + vision class (Gemma3ForConditionalGeneration).
     pub fn is_multimodal(&self) -> bool {
-        self.architecture == "Gemma3ForConditionalGeneration"
+        ModelClass::by_architecture(&self.architecture).is_some_and(|(_, c)| c.multimodal)
     }
 }
 
 /// Finds the model class from `model_type` and `architectures[0]`, which must agree when both are present.
-/// Returns (model_type, architecture, family, is_conditional_generation).
-fn resolve_class(top: &Fields<'_>) -> Result<(String, String, Family, bool), ConfigError> {
+fn resolve_class(top: &Fields<'_>) -> Result<(Family, &'static ModelClass), ConfigError> {
     let model_type = top.str("model_type")?;
     let architecture = match top.value("architectures") {
         None => None,
@@ -331,29 +312,23 @@ fn resolve_class(top: &Fields<'_>) -> Result<(String, String, Family, bool), Con
     };
     let by_type = match model_type {
         Some(mt) => Some(
-            SUPPORTED
-                .iter()
-                .find(|row| row.0 == mt)
+            ModelClass::all()
+                .find(|(_, c)| c.model_type == mt)
                 .ok_or_else(unsupported)?,
         ),
         None => None,
     };
     let by_arch = match architecture {
-        Some(a) => Some(
-            SUPPORTED
-                .iter()
-                .find(|row| row.1 == a)
-                .ok_or_else(unsupported)?,
-        ),
+        Some(a) => Some(ModelClass::by_architecture(a).ok_or_else(unsupported)?),
         None => None,
     };
     let row = match (by_type, by_arch) {
-        (Some(t), Some(a)) if t.0 != a.0 => {
+        (Some((_, t)), Some((_, a))) if t != a => {
             return Err(ConfigError::ModelTypeMismatch {
                 path: top.origin().to_path_buf(),
-                model_type: t.0.to_string(),
-                architecture: a.1.to_string(),
-                expected: t.1.to_string(),
+                model_type: t.model_type.to_string(),
+                architecture: a.architecture.to_string(),
+                expected: t.architecture.to_string(),
             })
         }
         (Some(row), _) | (None, Some(row)) => row,
@@ -364,5 +339,5 @@ fn resolve_class(top: &Fields<'_>) -> Result<(String, String, Family, bool), Con
             ))
         }
     };
-    Ok((row.0.to_string(), row.1.to_string(), row.2, row.3))
+    Ok(row)
 }

@@ -1,4 +1,4 @@
-//! RoPE parameters from either config form (spec §4.3).
+//! RoPE parameters from either config form (semantics §4.3).
 //!
 //! * transformers 4.x: `rope_theta`, `rope_local_base_freq` (Gemma 3 only) and `rope_scaling`
 //!   (`{"rope_type" | "type": ..., "factor": ...}` or `null`).
@@ -15,12 +15,9 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::fields::{describe, Fields};
-use super::{Family, RopeParams};
+use super::RopeParams;
 use crate::error::ConfigError;
-
-/// Class default of the rotary base of Gemma 3 global layers; everything else defaults to 1e4.
-const GEMMA3_FULL_THETA: f64 = 1_000_000.0;
-const LOCAL_THETA: f64 = 10_000.0;
+use crate::family::RopeLayout;
 
 /// One rope entry while it is being assembled from one or more JSON objects.
 #[derive(Default)]
@@ -52,18 +49,21 @@ impl<'a> Entry<'a> {
     }
 }
 
-/// Resolves the rope parameters of (full-attention layers, sliding-attention layers).
-/// For Gemma 1 and 2 both are the same.
+/// Resolves the rope parameters of (full-attention layers, sliding-attention layers), with the class defaults of
+/// `layout`. For a [`RopeLayout::Single`] family (Gemma 1 and 2) both are the same.
 pub(super) fn resolve(
     f: &Fields<'_>,
-    family: Family,
+    layout: &RopeLayout,
 ) -> Result<(RopeParams, RopeParams), ConfigError> {
     let rope_parameters = f.object("rope_parameters")?;
     let rope_scaling = f.object("rope_scaling")?;
     let nested = |rp: &Fields<'_>| rp.has("full_attention") || rp.has("sliding_attention");
 
-    match family {
-        Family::Gemma3 => {
+    match *layout {
+        RopeLayout::PerLayerType {
+            full_theta,
+            sliding_theta,
+        } => {
             let (mut full, mut sliding) = (Entry::default(), Entry::default());
             if let Some(rp) = &rope_parameters {
                 if !nested(rp) {
@@ -86,14 +86,14 @@ pub(super) fn resolve(
             if let Some(rs) = &rope_scaling {
                 full.merge(rs);
             }
-            let full_theta = f.positive_f64("rope_theta", Some(GEMMA3_FULL_THETA))?;
-            let local_theta = f.positive_f64("rope_local_base_freq", Some(LOCAL_THETA))?;
+            let full_theta = f.positive_f64("rope_theta", Some(full_theta))?;
+            let local_theta = f.positive_f64("rope_local_base_freq", Some(sliding_theta))?;
             Ok((
                 finish(f, &full, full_theta)?,
                 finish(f, &sliding, local_theta)?,
             ))
         }
-        Family::Gemma | Family::Gemma2 => {
+        RopeLayout::Single { theta } => {
             let mut entry = Entry::default();
             if let Some(rp) = &rope_parameters {
                 if nested(rp) {
@@ -108,7 +108,7 @@ pub(super) fn resolve(
             if let Some(rs) = &rope_scaling {
                 entry.merge(rs);
             }
-            let params = finish(f, &entry, f.positive_f64("rope_theta", Some(LOCAL_THETA))?)?;
+            let params = finish(f, &entry, f.positive_f64("rope_theta", Some(theta))?)?;
             Ok((params.clone(), params))
         }
     }

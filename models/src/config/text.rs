@@ -1,40 +1,14 @@
-//! The text-decoder part of a config: sizes, attention flavour, layer pattern, RoPE, soft-caps (spec §2–§4, §10).
+//! The text-decoder part of a config: sizes, attention flavour, layer pattern, RoPE, soft-caps
+//! (semantics §2–§4, §10).
 //!
-//! Class defaults are applied only where transformers applies them, i.e. when a key is **absent**. Defaults are
-//! taken from the spec; a field without a documented default (e.g. `hidden_size`) is required.
+//! Class defaults are applied only where transformers applies them, i.e. when a key is **absent**. Defaults and
+//! the fields each generation has come from its [`FamilySpec`]; a field without a class default (e.g.
+//! `hidden_size`) is required.
 
 use super::fields::{describe, Fields};
 use super::{rope, Family, LayerType, TextConfig};
 use crate::error::ConfigError;
-
-/// Class defaults that differ between generations. `None` means "no default: the field is required".
-struct ClassDefaults {
-    vocab_size: Option<usize>,
-    num_attention_heads: Option<usize>,
-    num_key_value_heads: Option<usize>,
-    max_position_embeddings: usize,
-}
-
-impl ClassDefaults {
-    fn of(family: Family) -> Self {
-        match family {
-            // We require the core sizes of Gemma 1 and 2: every released config lists them.
-            Family::Gemma | Family::Gemma2 => ClassDefaults {
-                vocab_size: None,
-                num_attention_heads: None,
-                num_key_value_heads: None,
-                max_position_embeddings: 8192,
-            },
-            // The gemma-3-4b config.json relies on these (spec §10).
-            Family::Gemma3 => ClassDefaults {
-                vocab_size: Some(262_208),
-                num_attention_heads: Some(8),
-                num_key_value_heads: Some(4),
-                max_position_embeddings: 131_072,
-            },
-        }
-    }
-}
+use crate::family::{FamilySpec, LayerPattern, QueryScale, SoftCap};
 
 /// Sanity limits on the sizes, checked before anything is allocated from them. Each is far above every released
 /// Gemma (the largest: 62 layers, hidden 5376, intermediate 21504, 32 heads, head_dim 256, vocab 262208, 131072
@@ -50,17 +24,6 @@ pub mod limits {
     pub const POSITIONS: usize = 1 << 22;
 }
 
-/// Defaults shared by all three classes.
-const HEAD_DIM: usize = 256;
-const RMS_NORM_EPS: f64 = 1e-6;
-/// Gemma 2 and 3 class defaults.
-const QUERY_PRE_ATTN_SCALAR: f64 = 256.0;
-const SLIDING_WINDOW: usize = 4096;
-const SLIDING_WINDOW_PATTERN: usize = 6;
-/// Gemma 2 class defaults of the soft-caps.
-const GEMMA2_ATTN_SOFTCAP: f64 = 50.0;
-const GEMMA2_FINAL_SOFTCAP: f64 = 30.0;
-
 /// Parses the text decoder's config.
 ///
 /// * `t`: the object holding the text fields (`text_config` for Gemma3ForConditionalGeneration, else the top level).
@@ -72,7 +35,8 @@ pub(super) fn parse(
     family: Family,
     conditional: bool,
 ) -> Result<TextConfig, ConfigError> {
-    let defaults = ClassDefaults::of(family);
+    let spec = family.spec();
+    let defaults = &spec.defaults;
 
     let vocab_size = t.bounded("vocab_size", defaults.vocab_size, limits::VOCAB)?;
     let hidden_size = t.bounded("hidden_size", None, limits::HIDDEN)?;
@@ -88,14 +52,14 @@ pub(super) fn parse(
         defaults.num_key_value_heads,
         limits::HEADS,
     )?;
-    // Never derived as hidden_size / heads: that is wrong for gemma-7b and every Gemma 2/3 size (spec §0).
-    let head_dim = t.bounded("head_dim", Some(HEAD_DIM), limits::HEAD_DIM)?;
+    // Never derived as hidden_size / heads: that is wrong for gemma-7b and every Gemma 2/3 size (semantics §0).
+    let head_dim = t.bounded("head_dim", Some(defaults.head_dim), limits::HEAD_DIM)?;
     let max_position_embeddings = t.bounded(
         "max_position_embeddings",
         Some(defaults.max_position_embeddings),
         limits::POSITIONS,
     )?;
-    let rms_norm_eps = t.positive_f64("rms_norm_eps", Some(RMS_NORM_EPS))?;
+    let rms_norm_eps = t.positive_f64("rms_norm_eps", Some(defaults.rms_norm_eps))?;
 
     if num_attention_heads % num_key_value_heads != 0 {
         return Err(t.invalid(
@@ -112,38 +76,32 @@ pub(super) fn parse(
         ));
     }
 
-    check_activation(t, family)?;
-    check_family_fields(t, family)?;
+    check_activation(t, spec)?;
+    check_family_fields(t, spec)?;
 
-    let (query_pre_attn_scalar, sliding_window) = match family {
-        // Gemma 1 scales scores by head_dim^-0.5 and has no sliding window.
-        Family::Gemma => (head_dim as f64, None),
-        Family::Gemma2 | Family::Gemma3 => (
-            t.positive_f64("query_pre_attn_scalar", Some(QUERY_PRE_ATTN_SCALAR))?,
-            Some(t.bounded("sliding_window", Some(SLIDING_WINDOW), limits::POSITIONS)?),
-        ),
+    let query_pre_attn_scalar = match spec.query_scale {
+        QueryScale::HeadDim => head_dim as f64,
+        QueryScale::PreAttnScalar { default } => {
+            t.positive_f64("query_pre_attn_scalar", Some(default))?
+        }
+    };
+    let sliding_window = match spec.layer_pattern {
+        LayerPattern::AllGlobal => None,
+        LayerPattern::Periodic { window, .. } => {
+            Some(t.bounded("sliding_window", Some(window), limits::POSITIONS)?)
+        }
     };
 
-    let (attn_logit_softcapping, final_logit_softcapping) = match family {
-        Family::Gemma => (None, None),
-        // Absent → class default; explicit null → off (the model checks `is not None`).
-        Family::Gemma2 => (
-            t.nullable_positive_f64("attn_logit_softcapping")?
-                .unwrap_or(Some(GEMMA2_ATTN_SOFTCAP)),
-            t.nullable_positive_f64("final_logit_softcapping")?
-                .unwrap_or(Some(GEMMA2_FINAL_SOFTCAP)),
-        ),
-        // Gemma3Attention never passes a soft-cap; Gemma3ForConditionalGeneration never caps the logits (spec §4.1).
-        Family::Gemma3 if conditional => (None, None),
-        Family::Gemma3 => (
-            None,
-            t.nullable_positive_f64("final_logit_softcapping")?
-                .flatten(),
-        ),
+    let attn_logit_softcapping = soft_cap(t, "attn_logit_softcapping", &spec.attn_softcap)?;
+    // Gemma3ForConditionalGeneration's forward never caps the logits, whatever the config says (semantics §4.1).
+    let final_logit_softcapping = if conditional {
+        None
+    } else {
+        soft_cap(t, "final_logit_softcapping", &spec.final_softcap)?
     };
 
-    let layer_types = layer_types(t, family, num_hidden_layers)?;
-    let (rope_full, rope_sliding) = rope::resolve(t, family)?;
+    let layer_types = layer_types(t, spec, num_hidden_layers)?;
+    let (rope_full, rope_sliding) = rope::resolve(t, &spec.rope)?;
 
     // Multimodal configs keep tie_word_embeddings at the top level; fall back to the text object, then the default.
     let tie_word_embeddings = match top.bool("tie_word_embeddings")? {
@@ -173,8 +131,18 @@ pub(super) fn parse(
     })
 }
 
-/// The attention type of each layer: explicit `layer_types`, else the generation's rule (spec §3.2, §4.2).
-fn layer_types(t: &Fields<'_>, family: Family, n: usize) -> Result<Vec<LayerType>, ConfigError> {
+/// A soft-cap field as the class reads it (`None`: off).
+fn soft_cap(t: &Fields<'_>, key: &str, cap: &SoftCap) -> Result<Option<f64>, ConfigError> {
+    Ok(match cap {
+        SoftCap::Never => None,
+        SoftCap::Default(c) => t.nullable_positive_f64(key)?.unwrap_or(Some(*c)),
+        SoftCap::Optional => t.nullable_positive_f64(key)?.flatten(),
+    })
+}
+
+/// The attention type of each layer: explicit `layer_types`, else the generation's [`LayerPattern`]
+/// (semantics §3.2, §4.2).
+fn layer_types(t: &Fields<'_>, spec: &FamilySpec, n: usize) -> Result<Vec<LayerType>, ConfigError> {
     const KEY: &str = "layer_types";
     if let Some(v) = t.value(KEY) {
         let Some(items) = v.as_array() else {
@@ -196,10 +164,13 @@ fn layer_types(t: &Fields<'_>, family: Family, n: usize) -> Result<Vec<LayerType
             let key = format!("{KEY}[{i}]");
             let parsed = item.as_str().and_then(LayerType::from_name);
             match parsed {
-                Some(LayerType::Sliding) if family == Family::Gemma => {
+                Some(LayerType::Sliding) if spec.layer_pattern == LayerPattern::AllGlobal => {
                     return Err(t.invalid(
                         &key,
-                        "\"full_attention\" (Gemma 1 has no sliding-window layers)",
+                        format!(
+                            "\"full_attention\" ({} has no sliding-window layers)",
+                            spec.display
+                        ),
                         describe(item),
                     ));
                 }
@@ -216,43 +187,44 @@ fn layer_types(t: &Fields<'_>, family: Family, n: usize) -> Result<Vec<LayerType
         return Ok(types);
     }
 
-    let rule: Box<dyn Fn(usize) -> bool> = match family {
-        Family::Gemma => Box::new(|_| false),
-        // Gemma2Config: sliding if (i + 1) % 2, i.e. even layers are local.
-        Family::Gemma2 => Box::new(|i| i % 2 == 0),
-        // Gemma3TextConfig: sliding if (i + 1) % P; 4.x wrote the pattern under either name.
-        Family::Gemma3 => {
+    // Layer i slides when (i + 1) % period != 0; Gemma3TextConfig reads the period from either 4.x name.
+    let period = match spec.layer_pattern {
+        LayerPattern::AllGlobal => None,
+        LayerPattern::Periodic {
+            period,
+            period_configurable: false,
+            ..
+        } => Some(period),
+        LayerPattern::Periodic { period, .. } => {
             let key = if t.has("sliding_window_pattern") {
                 "sliding_window_pattern"
             } else {
                 "_sliding_window_pattern"
             };
-            let pattern = t.positive(key, Some(SLIDING_WINDOW_PATTERN))?;
-            Box::new(move |i| (i + 1) % pattern != 0)
+            Some(t.positive(key, Some(period))?)
         }
     };
     Ok((0..n)
-        .map(|i| {
-            if rule(i) {
-                LayerType::Sliding
-            } else {
-                LayerType::Full
-            }
+        .map(|i| match period {
+            Some(p) if (i + 1) % p != 0 => LayerType::Sliding,
+            _ => LayerType::Full,
         })
         .collect())
 }
 
-/// Accepts only the tanh-approximated GELU, the activation of every Gemma (spec §1.5).
+/// Accepts only the tanh-approximated GELU, the activation of every Gemma (semantics §1.5).
 ///
 /// Gemma 1 configs say `"hidden_act": "gelu"`, which `GemmaConfig` rewrites to `gelu_pytorch_tanh`, so "gelu" is
 /// accepted there. In Gemma 2/3 `hidden_activation` is used as given, and "gelu" would be the exact erf GELU, which
 /// no released model uses, so it is refused rather than silently approximated.
-fn check_activation(t: &Fields<'_>, family: Family) -> Result<(), ConfigError> {
+fn check_activation(t: &Fields<'_>, spec: &FamilySpec) -> Result<(), ConfigError> {
     const TANH: &str = "gelu_pytorch_tanh";
-    let (key, allowed): (&str, &[&str]) = match family {
-        Family::Gemma if t.value("hidden_activation").is_none() => ("hidden_act", &["gelu", TANH]),
-        _ => ("hidden_activation", &[TANH]),
-    };
+    let (key, allowed): (&str, &[&str]) =
+        if spec.legacy_hidden_act && t.value("hidden_activation").is_none() {
+            ("hidden_act", &["gelu", TANH])
+        } else {
+            ("hidden_activation", &[TANH])
+        };
     match t.value(key) {
         None => Ok(()),
         Some(v) => match v.as_str() {
@@ -267,14 +239,14 @@ fn check_activation(t: &Fields<'_>, family: Family) -> Result<(), ConfigError> {
     }
 }
 
-/// Refuses fields that would make our graph differ from what the config asks for (spec §1.4, §2–§4).
+/// Refuses fields that would make our graph differ from what the config asks for (semantics §1.4, §2–§4).
 ///
 /// * `use_bidirectional_attention: true` (EmbeddingGemma-style encoders) and `attention_bias: true` change every
 ///   layer, and no released Gemma decoder sets them.
 /// * A field of another generation (a Gemma 2 soft-cap in a `"gemma"` config, Gemma 3's `rope_local_base_freq` in a
 ///   `"gemma2"` one...) is ignored by transformers' class for this `model_type`, so the model would run without it:
 ///   almost always a config whose `model_type` / `architectures` name the wrong generation. Absent or `null` is fine.
-fn check_family_fields(t: &Fields<'_>, family: Family) -> Result<(), ConfigError> {
+fn check_family_fields(t: &Fields<'_>, spec: &FamilySpec) -> Result<(), ConfigError> {
     for (key, expected) in [
         (
             "use_bidirectional_attention",
@@ -292,35 +264,9 @@ fn check_family_fields(t: &Fields<'_>, family: Family) -> Result<(), ConfigError
         }
     }
 
-    const GEMMA2: &str = "Gemma 2";
-    const GEMMA2_3: &str = "Gemma 2/3";
-    const GEMMA3: &str = "Gemma 3";
-    let (model_type, class, foreign): (&str, &str, &[(&str, &str)]) = match family {
-        Family::Gemma => (
-            "gemma",
-            "GemmaForCausalLM",
-            &[
-                ("attn_logit_softcapping", GEMMA2),
-                ("final_logit_softcapping", GEMMA2),
-                ("query_pre_attn_scalar", GEMMA2_3),
-                ("sliding_window", GEMMA2_3),
-                ("rope_local_base_freq", GEMMA3),
-                ("sliding_window_pattern", GEMMA3),
-                ("_sliding_window_pattern", GEMMA3),
-            ],
-        ),
-        Family::Gemma2 => (
-            "gemma2",
-            "Gemma2ForCausalLM",
-            &[
-                ("rope_local_base_freq", GEMMA3),
-                ("sliding_window_pattern", GEMMA3),
-                ("_sliding_window_pattern", GEMMA3),
-            ],
-        ),
-        Family::Gemma3 => return Ok(()),
-    };
-    for (key, owner) in foreign {
+    // Named after the family's text-only class, the one whose fields the table lists.
+    let (model_type, class) = (spec.classes[0].model_type, spec.classes[0].architecture);
+    for (key, owner) in spec.foreign_fields {
         if let Some(v) = t.value(key) {
             return Err(t.invalid(
                 key,

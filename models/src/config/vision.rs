@@ -50,24 +50,26 @@ pub struct VisionConfig {
     pub image_token_id: u32,
 }
 
-/// `SiglipVisionConfig` class defaults (SigLIP-base patch16-224).
-const DEFAULT_HIDDEN: usize = 768;
-const DEFAULT_INTERMEDIATE: usize = 3072;
-const DEFAULT_LAYERS: usize = 12;
-const DEFAULT_HEADS: usize = 12;
-const DEFAULT_CHANNELS: usize = 3;
-const DEFAULT_IMAGE_SIZE: usize = 224;
-const DEFAULT_PATCH_SIZE: usize = 16;
-const DEFAULT_LAYER_NORM_EPS: f64 = 1e-6;
-/// `Gemma3Config` class defaults.
-const DEFAULT_MM_TOKENS: usize = 256;
+/// The class defaults, applied to absent keys: `SiglipVisionConfig`'s (SigLIP-base patch16-224) for the tower,
+/// `Gemma3Config`'s for the soft tokens and the image token ids.
+const DEFAULTS: VisionConfig = VisionConfig {
+    hidden_size: 768,
+    intermediate_size: 3072,
+    num_hidden_layers: 12,
+    num_attention_heads: 12,
+    num_channels: 3,
+    image_size: 224,
+    patch_size: 16,
+    layer_norm_eps: 1e-6,
+    mm_tokens_per_image: 256,
+    boi_token_id: 255_999,
+    eoi_token_id: 256_000,
+    image_token_id: 262_144,
+};
 /// Sanity limits (SigLIP in Gemma 3: 3 channels, 896 px, 256 tokens per image).
 const MAX_CHANNELS: usize = 16;
 const MAX_IMAGE_SIZE: usize = 16_384;
 const MAX_MM_TOKENS: usize = 65_536;
-const DEFAULT_BOI: u32 = 255_999;
-const DEFAULT_EOI: u32 = 256_000;
-const DEFAULT_IMAGE_TOKEN: u32 = 262_144;
 
 impl VisionConfig {
     /// Per-head width of SigLIP attention (`hidden_size / num_attention_heads`, 72 for So400m).
@@ -124,26 +126,33 @@ pub(super) fn parse(top: &Fields<'_>) -> Result<VisionConfig, ConfigError> {
     }
 
     use super::text::limits;
-    let hidden_size = v.bounded("hidden_size", Some(DEFAULT_HIDDEN), limits::HIDDEN)?;
+    let hidden_size = v.bounded("hidden_size", Some(DEFAULTS.hidden_size), limits::HIDDEN)?;
     let intermediate_size = v.bounded(
         "intermediate_size",
-        Some(DEFAULT_INTERMEDIATE),
+        Some(DEFAULTS.intermediate_size),
         limits::INTERMEDIATE,
     )?;
-    let num_hidden_layers = v.bounded("num_hidden_layers", Some(DEFAULT_LAYERS), limits::LAYERS)?;
-    let num_attention_heads =
-        v.bounded("num_attention_heads", Some(DEFAULT_HEADS), limits::HEADS)?;
-    let num_channels = v.bounded("num_channels", Some(DEFAULT_CHANNELS), MAX_CHANNELS)?;
+    let num_hidden_layers = v.bounded(
+        "num_hidden_layers",
+        Some(DEFAULTS.num_hidden_layers),
+        limits::LAYERS,
+    )?;
+    let num_attention_heads = v.bounded(
+        "num_attention_heads",
+        Some(DEFAULTS.num_attention_heads),
+        limits::HEADS,
+    )?;
+    let num_channels = v.bounded("num_channels", Some(DEFAULTS.num_channels), MAX_CHANNELS)?;
     let image_size = v.at_most(
         "image_size",
-        square_size(&v, "image_size", DEFAULT_IMAGE_SIZE)?,
+        square_size(&v, "image_size", DEFAULTS.image_size)?,
         MAX_IMAGE_SIZE,
     )?;
-    let patch_size = square_size(&v, "patch_size", DEFAULT_PATCH_SIZE)?;
-    let layer_norm_eps = v.positive_f64("layer_norm_eps", Some(DEFAULT_LAYER_NORM_EPS))?;
+    let patch_size = square_size(&v, "patch_size", DEFAULTS.patch_size)?;
+    let layer_norm_eps = v.positive_f64("layer_norm_eps", Some(DEFAULTS.layer_norm_eps))?;
     let mm_tokens_per_image = top.bounded(
         "mm_tokens_per_image",
-        Some(DEFAULT_MM_TOKENS),
+        Some(DEFAULTS.mm_tokens_per_image),
         MAX_MM_TOKENS,
     )?;
 
@@ -187,13 +196,23 @@ pub(super) fn parse(top: &Fields<'_>) -> Result<VisionConfig, ConfigError> {
         patch_size,
         layer_norm_eps,
         mm_tokens_per_image,
-        boi_token_id: token_id(top, "boi_token_index", "boi_token_id", DEFAULT_BOI)?,
-        eoi_token_id: token_id(top, "eoi_token_index", "eoi_token_id", DEFAULT_EOI)?,
+        boi_token_id: token_id(
+            top,
+            "boi_token_index",
+            "boi_token_id",
+            DEFAULTS.boi_token_id,
+        )?,
+        eoi_token_id: token_id(
+            top,
+            "eoi_token_index",
+            "eoi_token_id",
+            DEFAULTS.eoi_token_id,
+        )?,
         image_token_id: token_id(
             top,
             "image_token_index",
             "image_token_id",
-            DEFAULT_IMAGE_TOKEN,
+            DEFAULTS.image_token_id,
         )?,
     })
 }
@@ -236,7 +255,7 @@ mod tests {
 
     use serde_json::{json, Value};
 
-    use crate::{ConfigError, ModelConfig};
+    use crate::{ConfigError, ModelConfig, VisionConfig};
 
     const ORIGIN: &str = "/models/gemma-3-4b/config.json";
 
@@ -244,7 +263,7 @@ mod tests {
         ModelConfig::from_json_str(&v.to_string(), Path::new(ORIGIN))
     }
 
-    /// google/gemma-3-4b-it's multimodal fields (spec §10).
+    /// google/gemma-3-4b-it's multimodal fields (semantics §10).
     fn gemma3_4b() -> Value {
         json!({
             "architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": 255999,
@@ -283,18 +302,20 @@ mod tests {
         msg
     }
 
+    /// (hidden_size, intermediate_size, num_hidden_layers, num_attention_heads).
+    fn tower_sizes(v: &VisionConfig) -> (usize, usize, usize, usize) {
+        (
+            v.hidden_size,
+            v.intermediate_size,
+            v.num_hidden_layers,
+            v.num_attention_heads,
+        )
+    }
+
     #[test]
     fn gemma3_4b_vision_values_and_derived_sizes() {
         let v = parse(&gemma3_4b()).unwrap().vision_config.unwrap();
-        assert_eq!(
-            (
-                v.hidden_size,
-                v.intermediate_size,
-                v.num_hidden_layers,
-                v.num_attention_heads
-            ),
-            (1152, 4304, 27, 16)
-        );
+        assert_eq!(tower_sizes(&v), (1152, 4304, 27, 16));
         assert_eq!((v.num_channels, v.image_size, v.patch_size), (3, 896, 14));
         assert_eq!(v.layer_norm_eps, 1e-6);
         assert_eq!(v.mm_tokens_per_image, 256);
@@ -329,15 +350,7 @@ mod tests {
         );
         let v = set(v, &["mm_tokens_per_image"], Some(json!(196)));
         let c = parse(&v).unwrap().vision_config.unwrap();
-        assert_eq!(
-            (
-                c.hidden_size,
-                c.intermediate_size,
-                c.num_hidden_layers,
-                c.num_attention_heads
-            ),
-            (768, 3072, 12, 12)
-        );
+        assert_eq!(tower_sizes(&c), (768, 3072, 12, 12));
         assert_eq!((c.image_size, c.patch_size, c.num_channels), (224, 16, 3));
         assert_eq!((c.tokens_per_side(), c.pool_kernel()), (14, 1));
         assert_eq!(

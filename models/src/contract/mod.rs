@@ -58,11 +58,7 @@ pub fn check_format_version(found: u32) -> Result<(), VersionError> {
 
 /// The name of `family` in the manifest and in the graphs' metadata (its serde name): `gemma`, `gemma2`, `gemma3`.
 pub fn family_name(family: Family) -> &'static str {
-    match family {
-        Family::Gemma => "gemma",
-        Family::Gemma2 => "gemma2",
-        Family::Gemma3 => "gemma3",
-    }
+    family.spec().id
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
-//! Safetensors tensor names of the Gemma text decoder (spec §2.2, §3.4, §4.5, §5.1).
+//! Safetensors tensor names: the text decoder's here (semantics §2.2, §3.4, §4.5, §5.1), the vision tower's and
+//! the projector's in [`vision`] (semantics §5.1).
 //!
-//! Every name is `prefix + rest`, where the prefix is [`ModelConfig::text_prefix`](crate::ModelConfig):
-//! `"model."` for the *ForCausalLM classes and `"language_model.model."` for Gemma3ForConditionalGeneration.
+//! Every text name is `prefix + rest`, where the prefix is [`ModelConfig::text_prefix`](crate::ModelConfig):
+//! `"model."` for the *ForCausalLM classes and `"language_model.model."` for Gemma3ForConditionalGeneration (the
+//! [`ModelClass::text_prefix`](crate::family::ModelClass::text_prefix) of the family table). Which per-layer
+//! tensors a generation has follows from its [`FamilySpec`](crate::family::FamilySpec) ([`layer_suffixes`]).
 //!
 //! ```
 //! use gemma_models::names::{self, suffix};
@@ -9,14 +12,14 @@
 //! assert_eq!(names::embed_tokens("language_model.model."), "language_model.model.embed_tokens.weight");
 //! ```
 
-use crate::checkpoint::Checkpoint;
-use crate::config::{Family, ModelConfig, TextConfig};
-use crate::error::CheckpointError;
+pub mod vision;
 
-/// Text prefix of GemmaForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM checkpoints.
-pub const PREFIX_CAUSAL: &str = "model.";
-/// Text prefix of Gemma3ForConditionalGeneration checkpoints as published and as saved by transformers 5.x.
-pub const PREFIX_CONDITIONAL: &str = "language_model.model.";
+use crate::checkpoint::Checkpoint;
+use crate::config::{ModelConfig, TextConfig};
+use crate::error::CheckpointError;
+use crate::family::Family;
+
+pub use crate::family::{PREFIX_CAUSAL, PREFIX_CONDITIONAL};
 /// Every text prefix we know of, including transformers 5.x's in-memory naming (`model.language_model.`), in the
 /// order [`detect_text_prefix`] tries them.
 pub const TEXT_PREFIXES: [&str; 3] = [PREFIX_CAUSAL, PREFIX_CONDITIONAL, "model.language_model."];
@@ -67,50 +70,40 @@ pub mod suffix {
     pub const DOWN_PROJ: &str = "mlp.down_proj.weight";
 }
 
-/// The per-layer tensor suffixes of a generation, in a fixed order.
-pub fn layer_suffixes(family: Family) -> &'static [&'static str] {
+/// Every per-layer suffix of Gemma 1–3, in the order [`layer_suffixes`] lists them.
+const ALL_LAYER_SUFFIXES: [&str; 13] = {
     use suffix::*;
-    match family {
-        Family::Gemma => &[
-            INPUT_LAYERNORM,
-            Q_PROJ,
-            K_PROJ,
-            V_PROJ,
-            O_PROJ,
-            POST_ATTENTION_LAYERNORM,
-            GATE_PROJ,
-            UP_PROJ,
-            DOWN_PROJ,
-        ],
-        Family::Gemma2 => &[
-            INPUT_LAYERNORM,
-            Q_PROJ,
-            K_PROJ,
-            V_PROJ,
-            O_PROJ,
-            POST_ATTENTION_LAYERNORM,
-            PRE_FEEDFORWARD_LAYERNORM,
-            GATE_PROJ,
-            UP_PROJ,
-            DOWN_PROJ,
-            POST_FEEDFORWARD_LAYERNORM,
-        ],
-        Family::Gemma3 => &[
-            INPUT_LAYERNORM,
-            Q_PROJ,
-            K_PROJ,
-            V_PROJ,
-            O_PROJ,
-            Q_NORM,
-            K_NORM,
-            POST_ATTENTION_LAYERNORM,
-            PRE_FEEDFORWARD_LAYERNORM,
-            GATE_PROJ,
-            UP_PROJ,
-            DOWN_PROJ,
-            POST_FEEDFORWARD_LAYERNORM,
-        ],
-    }
+    [
+        INPUT_LAYERNORM,
+        Q_PROJ,
+        K_PROJ,
+        V_PROJ,
+        O_PROJ,
+        Q_NORM,
+        K_NORM,
+        POST_ATTENTION_LAYERNORM,
+        PRE_FEEDFORWARD_LAYERNORM,
+        GATE_PROJ,
+        UP_PROJ,
+        DOWN_PROJ,
+        POST_FEEDFORWARD_LAYERNORM,
+    ]
+};
+
+/// The per-layer tensor suffixes of a generation, in a fixed order: the QK-norm weights only with
+/// [`qk_norm`](crate::family::FamilySpec::qk_norm), the pre/post-feedforward norms only with
+/// [`sandwich_norms`](crate::family::FamilySpec::sandwich_norms).
+pub fn layer_suffixes(family: Family) -> Vec<&'static str> {
+    use suffix::*;
+    let spec = family.spec();
+    ALL_LAYER_SUFFIXES
+        .into_iter()
+        .filter(|s| match *s {
+            Q_NORM | K_NORM => spec.qk_norm,
+            PRE_FEEDFORWARD_LAYERNORM | POST_FEEDFORWARD_LAYERNORM => spec.sandwich_norms,
+            _ => true,
+        })
+        .collect()
 }
 
 /// The expected shape of a per-layer tensor (`nn.Linear` weights are `[out, in]`), or `None` for an unknown suffix.
