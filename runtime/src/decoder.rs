@@ -21,6 +21,7 @@
 //!   input `num_logits_to_keep` makes the graph compute logits for the last position only when that is all the
 //!   caller wants ([`LogitsMode::Last`]). A step with cached context and several new tokens needs batch 1.
 
+use gemma_models::contract::io;
 use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayView2, ArrayView3};
@@ -152,15 +153,10 @@ impl Decoder {
             graph: manifest.graph,
             past_names: layers
                 .clone()
-                .map(|i| {
-                    (
-                        format!("past_key_values.{i}.key"),
-                        format!("past_key_values.{i}.value"),
-                    )
-                })
+                .map(|i| (io::past_key(i), io::past_value(i)))
                 .collect(),
             present_names: layers
-                .map(|i| (format!("present.{i}.key"), format!("present.{i}.value")))
+                .map(|i| (io::present_key(i), io::present_value(i)))
                 .collect(),
             manifest,
             dir,
@@ -249,9 +245,9 @@ impl Decoder {
         let (batch, seq) = step.tokens.dim();
         let past = cache.len();
         let what = if self.embeds {
-            "inputs_embeds"
+            io::INPUTS_EMBEDS
         } else {
-            "input_ids"
+            io::INPUT_IDS
         };
         if batch == 0 || seq == 0 {
             return Err(Error::InvalidArgument(format!(

@@ -1,6 +1,7 @@
 //! What [`Decoder::open`](super::Decoder::open) and [`Decoder::open_on_embeds`](super::Decoder::open_on_embeds)
 //! check of a graph before it runs: its input and output names and element types against the manifest.
 
+use gemma_models::contract::io;
 use std::path::Path;
 
 use ort::value::{Outlet, TensorElementType};
@@ -36,11 +37,11 @@ impl Decoder {
         };
         let kv_type = element_type(self.manifest.kv_dtype);
         let mut expected: Vec<(&str, Option<TensorElementType>)> = vec![
-            ("input_ids", Some(TensorElementType::Int64)),
-            ("attention_mask", Some(TensorElementType::Int64)),
+            (io::INPUT_IDS, Some(TensorElementType::Int64)),
+            (io::ATTENTION_MASK, Some(TensorElementType::Int64)),
         ];
         if let Some(cpu) = &self.manifest.cpu {
-            expected.push(("position_ids", Some(TensorElementType::Int64)));
+            expected.push((io::POSITION_IDS, Some(TensorElementType::Int64)));
             expected.push((&cpu.logits_to_keep_input, Some(TensorElementType::Int64)));
         }
         for (k, v) in &self.past_names {
@@ -58,7 +59,7 @@ impl Decoder {
             }
         }
         for (name, _) in &inputs {
-            if name == "position_ids" {
+            if name == io::POSITION_IDS {
                 self.has_position_ids = true;
             } else if !expected.iter().any(|(n, _)| n == name) {
                 return bad(format!(
@@ -68,7 +69,7 @@ impl Decoder {
         }
         let outputs = io_types(self.session.outputs());
         let mut expected_out = vec![(
-            "logits".to_string(),
+            io::LOGITS.to_string(),
             element_type(self.manifest.logits_dtype),
         )];
         for (k, v) in &self.present_names {
@@ -97,10 +98,10 @@ impl Decoder {
             .map(|i| i.name().to_string())
             .collect();
         for needed in [
-            "inputs_embeds",
-            "token_type_ids",
-            "attention_mask",
-            "past_key_values.0.key",
+            io::INPUTS_EMBEDS,
+            io::TOKEN_TYPE_IDS,
+            io::ATTENTION_MASK,
+            &io::past_key(0),
         ] {
             if !names.iter().any(|n| n == needed) {
                 return Err(Error::invalid_file(
@@ -111,7 +112,7 @@ impl Decoder {
                 ));
             }
         }
-        self.has_position_ids = names.iter().any(|n| n == "position_ids");
+        self.has_position_ids = names.iter().any(|n| n == io::POSITION_IDS);
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! One forward pass of each graph kind (see the parent module's docs): the portable graph's inputs and outputs
 //! through `Session::run` (token ids or embeddings), and the cpu graph's in-place KV buffers through I/O binding.
 
+use gemma_models::contract::io;
 use std::borrow::Cow;
 
 use ndarray::{s, ArrayView2, ArrayView3, CowArray, Ix3};
@@ -34,7 +35,7 @@ impl Decoder {
         match &step.tokens {
             TokenInput::Ids(input_ids) => {
                 ids = input_ids.as_standard_layout();
-                inputs.push(("input_ids".into(), tensor_ref(&ids, ctx)?.into()));
+                inputs.push((io::INPUT_IDS.into(), tensor_ref(&ids, ctx)?.into()));
             }
             TokenInput::Embeds {
                 embeds: e_view,
@@ -43,13 +44,13 @@ impl Decoder {
                 embeds = e_view.as_standard_layout();
                 types = token_type_ids.as_standard_layout();
                 let embeds = TensorRef::from_array_view(embeds.view()).map_err(e)?;
-                inputs.push(("inputs_embeds".into(), embeds.into()));
-                inputs.push(("token_type_ids".into(), tensor_ref(&types, ctx)?.into()));
+                inputs.push((io::INPUTS_EMBEDS.into(), embeds.into()));
+                inputs.push((io::TOKEN_TYPE_IDS.into(), tensor_ref(&types, ctx)?.into()));
             }
         }
-        inputs.push(("attention_mask".into(), tensor_ref(&mask, ctx)?.into()));
+        inputs.push((io::ATTENTION_MASK.into(), tensor_ref(&mask, ctx)?.into()));
         if self.has_position_ids {
-            inputs.push(("position_ids".into(), tensor_ref(&pos, ctx)?.into()));
+            inputs.push((io::POSITION_IDS.into(), tensor_ref(&pos, ctx)?.into()));
         }
         // Exports with the optional `num_logits_to_keep` input skip the lm_head on all but the last position.
         let keep_input = match step.logits {
@@ -156,9 +157,9 @@ impl Decoder {
             .create_binding()
             .map_err(|e| Error::ort(ctx, e))?;
         let bind = |r: ort::Result<()>| r.map_err(|e| Error::ort(ctx, e));
-        bind(binding.bind_input("input_ids", &owned(input_ids)?))?;
-        bind(binding.bind_input("attention_mask", &owned(step.attention_mask)?))?;
-        bind(binding.bind_input("position_ids", &owned(step.position_ids)?))?;
+        bind(binding.bind_input(io::INPUT_IDS, &owned(input_ids)?))?;
+        bind(binding.bind_input(io::ATTENTION_MASK, &owned(step.attention_mask)?))?;
+        bind(binding.bind_input(io::POSITION_IDS, &owned(step.position_ids)?))?;
         let keep = Tensor::from_array(((), vec![keep])).map_err(|e| Error::ort(ctx, e))?;
         bind(binding.bind_input(cpu.logits_to_keep_input.as_str(), &keep))?;
         let layers = cache.in_place_for(past + seq)?;
@@ -172,7 +173,7 @@ impl Decoder {
             bind(binding.bind_output(k.as_str(), &mut layer.key))?;
             bind(binding.bind_output(v.as_str(), &mut layer.value))?;
         }
-        bind(binding.bind_output_to_device("logits", &MemoryInfo::default()))?;
+        bind(binding.bind_output_to_device(io::LOGITS, &MemoryInfo::default()))?;
 
         // From here on the buffers may be partly written: the cache is only valid again once the step succeeds.
         cache.invalidate();
@@ -208,7 +209,7 @@ fn logits_view<R>(
     f: impl FnOnce(ArrayView3<f32>) -> R,
 ) -> Result<R> {
     let logits = outputs
-        .get("logits")
+        .get(io::LOGITS)
         .ok_or_else(|| Error::ort(ctx, "the graph produced no `logits`"))?;
     let check = |d: (usize, usize, usize)| {
         if d == dim {

@@ -7,6 +7,7 @@
 //! step function as the text decoder's. It always has the portable I/O (whole past in, whole present out), also
 //! when `model.onnx` is the CPU graph, so its cache is a portable [`KvCache`].
 
+use gemma_models::contract::io;
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
@@ -54,15 +55,15 @@ impl Preprocessor {
             Tensor::from_array(((), vec![pan_and_scan])).map_err(ort_err("preprocess.onnx"))?;
         let out = self
             .session
-            .run(ort::inputs!["image" => pixels, "do_pan_and_scan" => flag])
+            .run(ort::inputs![io::IMAGE => pixels, io::DO_PAN_AND_SCAN => flag])
             .map_err(ort_err("preprocess.onnx"))?;
-        let pixel_values = out["pixel_values"]
+        let pixel_values = out[io::PIXEL_VALUES]
             .try_extract_array::<f32>()
             .map_err(ort_err("preprocess.onnx"))?
             .into_dimensionality::<Ix4>()
             .map_err(|e| Error::ort("running preprocess.onnx", e))?
             .to_owned();
-        let (_, crops) = out["num_crops"]
+        let (_, crops) = out[io::NUM_CROPS]
             .try_extract_tensor::<i64>()
             .map_err(ort_err("preprocess.onnx"))?;
         let num_crops = crops.first().copied().unwrap_or(0).max(0) as usize;
@@ -156,9 +157,9 @@ impl ImageGraphs {
             let one = one.as_standard_layout();
             let out = self
                 .encoder
-                .run(ort::inputs!["pixel_values" => TensorRef::from_array_view(&one).map_err(ort_err("vision_encoder.onnx"))?])
+                .run(ort::inputs![io::PIXEL_VALUES => TensorRef::from_array_view(&one).map_err(ort_err("vision_encoder.onnx"))?])
                 .map_err(ort_err("vision_encoder.onnx"))?;
-            let f = out["image_features"]
+            let f = out[io::IMAGE_FEATURES]
                 .try_extract_array::<f32>()
                 .map_err(ort_err("vision_encoder.onnx"))?
                 .into_dimensionality::<Ix3>()
@@ -176,9 +177,9 @@ impl ImageGraphs {
         let ids = ids_row(ids);
         let out = self
             .embed
-            .run(ort::inputs!["input_ids" => TensorRef::from_array_view(&ids).map_err(ort_err("embed_tokens.onnx"))?])
+            .run(ort::inputs![io::INPUT_IDS => TensorRef::from_array_view(&ids).map_err(ort_err("embed_tokens.onnx"))?])
             .map_err(ort_err("embed_tokens.onnx"))?;
-        out["inputs_embeds"]
+        out[io::INPUTS_EMBEDS]
             .try_extract_array::<f32>()
             .map_err(ort_err("embed_tokens.onnx"))?
             .into_dimensionality::<Ix3>()
