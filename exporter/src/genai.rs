@@ -23,7 +23,7 @@
 //!   generator with `set_search_options(max_length=…)`.
 //! - `search`: greedy by default (`do_sample: false`), like `gemma generate --temperature 0`.
 
-use crate::export::GraphKind;
+use gemma_models::contract::GraphKind;
 use crate::ExportError;
 use gemma_models::contract::{files, io, Manifest};
 use gemma_models::{Family, LayerType, ModelConfig};

@@ -14,7 +14,7 @@ use ort::session::Session;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::manifest::Manifest;
+use gemma_models::contract::Manifest;
 
 /// The manifest keys that name files, with their values (`vision.encoder` for nested ones).
 fn file_keys(m: &Manifest) -> Vec<(String, &str)> {

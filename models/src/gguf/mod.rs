@@ -18,6 +18,7 @@ pub mod config;
 pub mod container;
 pub mod names;
 pub mod tokenizer;
+pub mod tokenizer_files;
 pub mod vocab;
 
 use std::fs::File;
@@ -29,7 +30,8 @@ use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::error::ConfigError;
 pub use container::{Array, TensorInfo, Value};
-pub use vocab::{tokenizer_files, GgufVocab, TokenizerFiles, VocabError};
+pub use tokenizer_files::{tokenizer_files, TokenizerFiles};
+pub use vocab::{GgufVocab, VocabError};
 
 /// Something is wrong with a GGUF file. Every message names the file, and the tensor or metadata key concerned.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::super::vocab::{token_type, tokenizer_files, GgufVocab, VocabError};
+use super::super::tokenizer_files::tokenizer_files;
+use super::super::vocab::{token_type, GgufVocab, VocabError};
 
 fn fixture() -> Value {
     let path =
