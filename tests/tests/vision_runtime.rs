@@ -308,7 +308,9 @@ fn chat_turns_with_images_equal_a_fresh_prefill() {
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "w30"}]},
     ]);
     let text = fresh
-        .chat_template()
+        .text()
+        .chat_template
+        .as_ref()
         .unwrap()
         .render_value(&messages, true)
         .unwrap();

@@ -67,7 +67,7 @@ impl VisionGenerator {
         let (text, chat) = if raw {
             (prompt.to_string(), false)
         } else {
-            match self.chat_template() {
+            match self.text().chat_template.as_ref() {
                 Some(t) => {
                     let messages = serde_json::Value::Array(vec![user_message(images, prompt)]);
                     (t.render_value(&messages, true)?, true)

@@ -18,7 +18,6 @@ use ndarray::{s, Array2, Array3, ArrayView3, ArrayView4};
 use super::graphs::{ImageGraphs, VisionSection};
 use super::image_file::{load_image, ImageLimits};
 use super::processor::{self, prefill_chunks, token_type_ids, ImageTokens};
-use crate::chat_template::ChatTemplate;
 use crate::decoder::{LogitsMode, TokenInput};
 use crate::error::{Error, Result};
 use crate::generate::{check_prompt, decode_loop, rate, GenerateOptions, GenerationOutput};
@@ -27,7 +26,6 @@ use crate::manifest::{self, Manifest};
 use crate::model_text::ModelText;
 use crate::ort_env::RuntimeOptions;
 use crate::sampling::Sampler;
-use crate::tokenizer::Tokenizer;
 
 /// Default most tokens per prefill step: bounds the attention scores' memory for prompts with many crops while
 /// keeping every image block (256 tokens for the released models) whole.
@@ -130,14 +128,6 @@ impl VisionGenerator {
     /// The tokenizer, chat template, stop tokens, BOS and positions.
     pub fn text(&self) -> &ModelText {
         &self.text
-    }
-
-    pub fn tokenizer(&self) -> &Tokenizer {
-        &self.text.tokenizer
-    }
-
-    pub fn chat_template(&self) -> Option<&ChatTemplate> {
-        self.text.chat_template.as_ref()
     }
 
     pub fn image_tokens(&self) -> &ImageTokens {
