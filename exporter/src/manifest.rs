@@ -141,7 +141,7 @@ pub struct CpuGraphManifest {
 impl CpuGraphManifest {
     /// What this exporter's cpu graph does.
     pub fn current() -> CpuGraphManifest {
-        use crate::decoder_cpu::*;
+        use crate::decoder::{GLOBAL_CACHE_DIM, LOGITS_TO_KEEP, SLIDING_CACHE_DIM};
         CpuGraphManifest {
             logits_to_keep_input: LOGITS_TO_KEEP.into(),
             kv_shared_buffer: true,

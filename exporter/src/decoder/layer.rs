@@ -1,0 +1,56 @@
+//! One decoder layer, the family wiring written once (semantics §2.1, §3.1, §4.1):
+//!
+//! ```text
+//! Gemma 1:   x = x + attn(norm(x));                 x = x + mlp(norm(x))
+//! Gemma 2/3: x = x + norm(attn(norm(x)));           x = x + norm(mlp(norm(x)))      (sandwich norms)
+//! ```
+//!
+//! QK-norm, soft-caps and the sliding/global choice are the attention's ([`AttentionSpec`]).
+
+use super::{Backend, Residual};
+use crate::attention::AttentionSpec;
+use crate::builder::Value;
+use crate::layers::{Ctx, MlpWeights};
+use crate::ExportError;
+use gemma_models::names::{self, suffix};
+use gemma_models::TextConfig;
+
+/// Layer `l` on the residual stream `r`, with its `(past_key, past_value)`; returns the present key and value.
+pub(super) fn layer(
+    cx: &mut Ctx<'_>,
+    b: &mut dyn Backend,
+    t: &TextConfig,
+    prefix: &str,
+    l: usize,
+    r: &mut Residual,
+    past: &(Value, Value),
+) -> Result<(Value, Value), ExportError> {
+    cx.g.set_scope(format!("/model/layers.{l}"));
+    let n = |s: &str| names::layer(prefix, l, s);
+    let eps = t.rms_norm_eps;
+    let sandwich = t.has_sandwich_norms();
+
+    let normed = b.norm_residual(cx, r, &n(suffix::INPUT_LAYERNORM), eps)?;
+    let attn = b.attention(cx, &normed, &AttentionSpec::of_layer(t, prefix, l), past)?;
+    let a = if sandwich {
+        b.norm(cx, &attn.hidden, &n(suffix::POST_ATTENTION_LAYERNORM), eps)?
+    } else {
+        attn.hidden
+    };
+    b.add_residual(cx, r, a, "residual_attn");
+
+    // The pre-MLP norm: Gemma 1 calls it `post_attention_layernorm`.
+    let pre_mlp = match sandwich {
+        true => suffix::PRE_FEEDFORWARD_LAYERNORM,
+        false => suffix::POST_ATTENTION_LAYERNORM,
+    };
+    let m = b.norm_residual(cx, r, &n(pre_mlp), eps)?;
+    let m = b.mlp(cx, &m, &MlpWeights::of_layer(prefix, l))?;
+    let m = if sandwich {
+        b.norm(cx, &m, &n(suffix::POST_FEEDFORWARD_LAYERNORM), eps)?
+    } else {
+        m
+    };
+    b.add_residual(cx, r, m, "residual_mlp");
+    Ok((attn.present_key, attn.present_value))
+}
