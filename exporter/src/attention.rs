@@ -63,16 +63,20 @@ impl AttentionSpec {
     }
 }
 
+/// RoPE tables `(cos, sin)` `[B, 1, S, hd]` and the additive mask `[B, 1, S, T]` of one layer type.
+pub struct LayerTables {
+    pub cos: Value,
+    pub sin: Value,
+    pub mask: Value,
+}
+
 /// The graph values the portable attention of one layer reads.
 pub struct AttentionInputs<'a> {
     /// `Shape(input_ids)` = `[B, S]`.
     pub batch_seq: &'a Value,
-    pub cos: &'a Value,
-    pub sin: &'a Value,
-    /// Additive mask `[B, 1, S, T]`.
-    pub mask: &'a Value,
-    pub past_key: &'a Value,
-    pub past_value: &'a Value,
+    pub tables: &'a LayerTables,
+    /// `(past_key, past_value)` `[B, kv_heads, P, hd]`.
+    pub past: &'a (Value, Value),
 }
 
 /// Output of the attention block: `[N, H]` hidden states and the present key/value.
@@ -115,12 +119,13 @@ impl Ctx<'_> {
         let q = self.heads(x, (&spec.q_proj, nh, q_norm), spec, io.batch_seq)?;
         let k = self.heads(x, (&spec.k_proj, nkv, k_norm), spec, io.batch_seq)?;
         let v = self.heads(x, (&spec.v_proj, nkv, None), spec, io.batch_seq)?;
-        let q = self.rope(&q, io.cos, io.sin);
-        let k = self.rope(&k, io.cos, io.sin);
+        let LayerTables { cos, sin, mask } = io.tables;
+        let q = self.rope(&q, cos, sin);
+        let k = self.rope(&k, cos, sin);
 
         let g = &mut *self.g;
-        let present_key = g.concat("kv/key", &[io.past_key, &k], 2);
-        let present_value = g.concat("kv/value", &[io.past_value, &v], 2);
+        let present_key = g.concat("kv/key", &[&io.past.0, &k], 2);
+        let present_value = g.concat("kv/value", &[&io.past.1, &v], 2);
 
         // Grouped-query attention without repeating K/V: query head h = kv·rep + r, so [B, nh, S, hd] regroups
         // as [B, nkv, rep·S, hd] and each kv head meets its own queries in one MatMul.
@@ -136,7 +141,7 @@ impl Ctx<'_> {
             scores = self.softcap(&scores, cap);
         }
         let g = &mut *self.g;
-        let scores = g.op("Add", "attn/mask", &[&scores, io.mask], &[]);
+        let scores = g.op("Add", "attn/mask", &[&scores, mask], &[]);
         let probs = g.op(
             "Softmax",
             "attn/softmax",

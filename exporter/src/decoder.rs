@@ -29,7 +29,7 @@ pub mod io;
 mod layer;
 pub mod portable;
 
-pub use backend::{Backend, Begun, Residual};
+pub use backend::{Backend, Begun, Residual, Text};
 pub use io::{DecoderInput, Inputs, GLOBAL_CACHE_DIM, LOGITS_TO_KEEP, SLIDING_CACHE_DIM};
 
 /// Every tensor the decoder reads, with its expected shape. Checked before anything is written.
@@ -45,20 +45,19 @@ pub fn weight_bytes(cfg: &ModelConfig) -> u64 {
         .sum()
 }
 
-/// Builds a decoder graph on `input` with `backend`'s ops and `linear` storage, streaming its weights through `w`.
-/// Weights already in `w` (from an earlier graph of the same export) are referenced, not written again.
+/// Builds the decoder graph `backend` was made for, on `input`, with `linear` storage, streaming its weights
+/// through `w`. Weights already in `w` (from an earlier graph of the same export) are referenced, not written again.
 pub fn build(
     g: &mut GraphBuilder,
     w: &mut WeightWriter,
     ckpt: &Checkpoint,
-    cfg: &ModelConfig,
     linear: LinearKind,
     input: DecoderInput,
     backend: &mut dyn Backend,
 ) -> Result<(), ExportError> {
-    let (t, prefix) = (&cfg.text, cfg.text_prefix.as_str());
-    backend.check(t, input)?;
-    let inputs = io::declare_inputs(g, t, input, backend);
+    backend.check(input)?;
+    let text = backend.text().clone();
+    let inputs = io::declare_inputs(g, &text.t, input, backend);
     let norm = backend.norm_kind();
     let mut cx = Ctx {
         g,
@@ -66,25 +65,17 @@ pub fn build(
         ckpt,
         kernels: Kernels { linear, norm },
     };
-    let begun = backend.begin(&mut cx, t, prefix, &inputs)?;
+    let begun = backend.begin(&mut cx, &inputs)?;
     let mut stream = Residual {
         x: begun.x,
         pending: None,
     };
     let mut presents = Vec::with_capacity(inputs.past.len());
-    for (l, past) in inputs.past.iter().enumerate() {
-        presents.push(layer::layer(
-            &mut cx,
-            backend,
-            t,
-            prefix,
-            l,
-            &mut stream,
-            past,
-        )?);
+    for l in 0..inputs.past.len() {
+        presents.push(layer::layer(&mut cx, backend, &text, l, &mut stream)?);
     }
     let keep = (&inputs.keep, &begun.batch_seq);
-    let logits = head::logits(&mut cx, backend, t, prefix, stream, keep)?;
-    io::declare_outputs(cx.g, t, backend, &logits, &presents);
+    let logits = head::logits(&mut cx, backend, &text, stream, keep)?;
+    io::declare_outputs(cx.g, &text.t, backend, &logits, &presents);
     Ok(())
 }

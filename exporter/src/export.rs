@@ -232,11 +232,11 @@ fn write_export(
     let mut g = GraphBuilder::new();
     let linear = opts.precision.linear_kind();
     let mut backend: Box<dyn decoder::Backend> = match opts.graph {
-        GraphKind::Portable => Box::<decoder::portable::Portable>::default(),
-        GraphKind::Cpu => Box::<decoder::cpu::OrtCpu>::default(),
+        GraphKind::Portable => Box::new(decoder::portable::Portable::new(cfg)),
+        GraphKind::Cpu => Box::new(decoder::cpu::OrtCpu::new(cfg)),
     };
     let ids = DecoderInput::InputIds;
-    decoder::build(&mut g, &mut w, ckpt, cfg, linear, ids, backend.as_mut())?;
+    decoder::build(&mut g, &mut w, ckpt, linear, ids, backend.as_mut())?;
     // The image graphs (file, graph name, graph). The two text ones reuse the weights model.onnx just wrote.
     let mut image_graphs = Vec::new();
     let mut vision_bytes = 0;
@@ -248,8 +248,8 @@ fn write_export(
         let input = DecoderInput::InputsEmbeds {
             with_token_type_ids: true,
         };
-        let mut portable = decoder::portable::Portable::default();
-        decoder::build(&mut d, &mut w, ckpt, cfg, linear, input, &mut portable)?;
+        let mut portable = decoder::portable::Portable::new(cfg);
+        decoder::build(&mut d, &mut w, ckpt, linear, input, &mut portable)?;
         image_graphs.push((
             vision::DECODER_WITH_EMBEDS_FILE,
             "gemma_decoder_with_embeds",

@@ -263,16 +263,7 @@ fn export(
     .unwrap();
     let mut g = GraphBuilder::new();
     let (linear, ids) = (precision.linear_kind(), DecoderInput::InputIds);
-    decoder::build(
-        &mut g,
-        &mut w,
-        ckpt,
-        cfg,
-        linear,
-        ids,
-        &mut Portable::default(),
-    )
-    .unwrap();
+    decoder::build(&mut g, &mut w, ckpt, linear, ids, &mut Portable::new(cfg)).unwrap();
     let kept = std::mem::take(&mut w.quant_stats.kept);
     w.finish().unwrap();
     let proto = model(

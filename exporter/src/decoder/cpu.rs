@@ -20,8 +20,9 @@
 //! `GroupQueryAttention` restriction (ORT 1.31): a step with past context and `S > 1` needs batch 1. The runtime
 //! therefore prefills a batch in one step and then decodes one token per step.
 
+use super::backend::Result;
 use super::io::{DecoderInput, Inputs, GLOBAL_CACHE_DIM, SLIDING_CACHE_DIM};
-use super::{Backend, Begun, Residual};
+use super::{Backend, Begun, Residual, Text};
 use crate::attention::{AttentionOutputs, AttentionSpec};
 use crate::builder::Value;
 use crate::layers::{Ctx, NormKind};
@@ -29,23 +30,40 @@ use crate::ops::group_query_attention::{group_query_attention, GqaAttributes, Gq
 use crate::ops::rotary_embedding::rotary_embedding;
 use crate::ops::skip_simplified_layer_norm::skip_simplified_layer_norm;
 use crate::ExportError;
-use gemma_models::{LayerType, TextConfig};
+use gemma_models::{LayerType, ModelConfig};
 
 mod shared;
 use shared::Shared;
 
-/// ONNX Runtime's CPU contrib ops; the values every layer shares, once [`Backend::begin`] has run.
-#[derive(Default)]
+/// ONNX Runtime's CPU contrib ops, and the values every layer shares once [`Backend::begin`] has run.
 pub struct OrtCpu {
+    text: Text,
     shared: Option<Shared>,
+    past: Vec<(Value, Value)>,
+}
+
+impl OrtCpu {
+    /// The cpu backend for the text decoder of `cfg`.
+    pub fn new(cfg: &ModelConfig) -> OrtCpu {
+        OrtCpu {
+            text: Text::of(cfg),
+            shared: None,
+            past: Vec::new(),
+        }
+    }
 }
 
 impl Backend for OrtCpu {
+    fn text(&self) -> &Text {
+        &self.text
+    }
+
     fn norm_kind(&self) -> NormKind {
         NormKind::Fused
     }
 
-    fn check(&self, t: &TextConfig, input: DecoderInput) -> Result<(), ExportError> {
+    fn check(&self, input: DecoderInput) -> Result<()> {
+        let t = &self.text.t;
         if t.layer_types.contains(&LayerType::Sliding) && t.sliding_window.is_none() {
             return Err(ExportError::Unsupported(
                 "sliding layers without a sliding_window in config.json".into(),
@@ -71,33 +89,23 @@ impl Backend for OrtCpu {
         None
     }
 
-    fn begin(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        t: &TextConfig,
-        prefix: &str,
-        inputs: &Inputs,
-    ) -> Result<Begun, ExportError> {
+    fn begin(&mut self, cx: &mut Ctx<'_>, inputs: &Inputs) -> Result<Begun> {
         cx.g.set_scope("/model");
-        let shared = shared::values(cx.g, t, inputs);
+        let shared = shared::values(cx.g, &self.text.t, inputs);
         let batch_seq = shared.batch_seq.clone();
         self.shared = Some(shared);
-        let x = self.embed(cx, t, prefix, inputs)?;
+        self.past = inputs.past.clone();
+        let x = self.embed(cx, inputs)?;
         Ok(Begun { x, batch_seq })
     }
 
     /// Self-attention through `GroupQueryAttention`: `[N, H]` after `o_proj`, and the present key/value (the same
     /// buffers as the past ones when the runtime binds them so).
-    fn attention(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        x: &Value,
-        spec: &AttentionSpec,
-        (past_key, past_value): &(Value, Value),
-    ) -> Result<AttentionOutputs, ExportError> {
+    fn attention(&mut self, cx: &mut Ctx<'_>, x: &Value, l: usize) -> Result<AttentionOutputs> {
         let Some(s) = self.shared.as_ref() else {
             unreachable!("begin runs before the layers")
         };
+        let spec = AttentionSpec::of_layer(&self.text.t, &self.text.prefix, l);
         let (nh, nkv) = (spec.num_heads, spec.num_kv_heads);
         let rope = s.rope(spec.layer_type);
         let names = [spec.q_proj.as_str(), &spec.k_proj, &spec.v_proj];
@@ -105,9 +113,10 @@ impl Backend for OrtCpu {
             .linears(x, &names, &spec.qkv_proj)?
             .try_into()
             .expect("three outputs");
-        let q = project_heads(cx, q, nh, spec.q_norm.as_deref(), Some(rope), spec, s)?;
-        let k = project_heads(cx, k, nkv, spec.k_norm.as_deref(), Some(rope), spec, s)?;
-        let v = project_heads(cx, v, nkv, None, None, spec, s)?;
+        let q = project_heads(cx, q, nh, spec.q_norm.as_deref(), Some(rope), &spec, s)?;
+        let k = project_heads(cx, k, nkv, spec.k_norm.as_deref(), Some(rope), &spec, s)?;
+        let v = project_heads(cx, v, nkv, None, None, &spec, s)?;
+        let (past_key, past_value) = &self.past[l];
         let inputs = GqaInputs {
             query: &q,
             key: &k,
@@ -146,17 +155,12 @@ impl Backend for OrtCpu {
     }
 
     /// `RMSNorm(x + pending)` in one `SkipSimplifiedLayerNormalization`, whose sum becomes the stream.
-    fn norm_residual(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        r: &mut Residual,
-        weight: &str,
-        eps: f64,
-    ) -> Result<Value, ExportError> {
+    fn norm_residual(&mut self, cx: &mut Ctx<'_>, r: &mut Residual, w: &str) -> Result<Value> {
+        let eps = self.text.t.rms_norm_eps;
         let Some(skip) = r.pending.take() else {
-            return cx.rms_norm(&r.x, weight, eps);
+            return cx.rms_norm(&r.x, w, eps);
         };
-        let gain = cx.norm_gain(weight)?;
+        let gain = cx.norm_gain(w)?;
         let (normed, sum) =
             skip_simplified_layer_norm(cx.g, "skip_norm", &r.x, &skip, &gain, eps as f32);
         r.x = sum;
@@ -174,7 +178,7 @@ fn project_heads(
     rope: Option<&(Value, Value)>,
     spec: &AttentionSpec,
     s: &Shared,
-) -> Result<Value, ExportError> {
+) -> Result<Value> {
     let hd = spec.head_dim;
     if let Some(norm) = norm {
         let per_head = cx.g.const_i64("per_head", &[-1, hd as i64]);
@@ -197,7 +201,9 @@ mod tests {
 
     #[test]
     fn kv_dims_name_the_capacity_per_layer_type() {
-        let cpu = OrtCpu::default();
+        let json = include_str!("../../../tests/fixtures/tiny/mqa-f32-hf5/config.json");
+        let cfg = ModelConfig::from_json_str(json, std::path::Path::new("config.json")).unwrap();
+        let cpu = OrtCpu::new(&cfg);
         let d = super::super::io::kv_dims(2, 16, cpu.kv_length_dim(LayerType::Sliding, false));
         assert!(matches!(&d[2], Dim::Named(s) if s == SLIDING_CACHE_DIM));
         let d = super::super::io::kv_dims(2, 16, cpu.kv_length_dim(LayerType::Full, true));

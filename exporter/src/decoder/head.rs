@@ -2,18 +2,17 @@
 //! Optimum-style consumers expect), then the final norm, the lm_head (tied: the embedding matrix, stored once) and
 //! the optional final soft-cap on those rows only.
 
-use super::{Backend, Residual};
+use super::{Backend, Residual, Text};
 use crate::builder::{GraphBuilder, Value};
 use crate::layers::Ctx;
 use crate::ExportError;
-use gemma_models::{names, TextConfig};
+use gemma_models::names;
 
 /// Logits `[B, K, vocab]` of the residual stream `r` after the last layer; `keep` is `(num_logits_to_keep, [B, S])`.
 pub(super) fn logits(
     cx: &mut Ctx<'_>,
     b: &mut dyn Backend,
-    t: &TextConfig,
-    prefix: &str,
+    Text { t, prefix }: &Text,
     mut r: Residual,
     (keep, batch_seq): (&Value, &Value),
 ) -> Result<Value, ExportError> {
@@ -23,8 +22,8 @@ pub(super) fn logits(
     if let Some(m) = r.pending.take() {
         r.pending = Some(keep_last_positions(cx.g, &m, keep, batch_seq, h, "pending"));
     }
-    let xn = b.norm_residual(cx, &mut r, &names::final_norm(prefix), t.rms_norm_eps)?;
-    b.head(cx, &xn, t, prefix)
+    let xn = b.norm_residual(cx, &mut r, &names::final_norm(prefix))?;
+    b.head(cx, &xn)
 }
 
 /// The last `keep` positions (all when `keep` is 0) of a flattened `[B·S, H]` stream `x`, as `[B, K, H]`; `label`

@@ -5,35 +5,31 @@
 //! Gemma 2/3: x = x + norm(attn(norm(x)));           x = x + norm(mlp(norm(x)))      (sandwich norms)
 //! ```
 //!
-//! QK-norm, soft-caps and the sliding/global choice are the attention's ([`AttentionSpec`]).
+//! QK-norm, soft-caps and the sliding/global choice are the attention's
+//! ([`AttentionSpec`](crate::attention::AttentionSpec)).
 
-use super::{Backend, Residual};
-use crate::attention::AttentionSpec;
+use super::{Backend, Residual, Text};
 use crate::builder::Value;
 use crate::layers::{Ctx, MlpWeights};
 use crate::ExportError;
 use gemma_models::names::{self, suffix};
-use gemma_models::TextConfig;
 
-/// Layer `l` on the residual stream `r`, with its `(past_key, past_value)`; returns the present key and value.
+/// Layer `l` on the residual stream `r`; returns its present key and value.
 pub(super) fn layer(
     cx: &mut Ctx<'_>,
     b: &mut dyn Backend,
-    t: &TextConfig,
-    prefix: &str,
+    Text { t, prefix }: &Text,
     l: usize,
     r: &mut Residual,
-    past: &(Value, Value),
 ) -> Result<(Value, Value), ExportError> {
     cx.g.set_scope(format!("/model/layers.{l}"));
     let n = |s: &str| names::layer(prefix, l, s);
-    let eps = t.rms_norm_eps;
     let sandwich = t.has_sandwich_norms();
 
-    let normed = b.norm_residual(cx, r, &n(suffix::INPUT_LAYERNORM), eps)?;
-    let attn = b.attention(cx, &normed, &AttentionSpec::of_layer(t, prefix, l), past)?;
+    let normed = b.norm_residual(cx, r, &n(suffix::INPUT_LAYERNORM))?;
+    let attn = b.attention(cx, &normed, l)?;
     let a = if sandwich {
-        b.norm(cx, &attn.hidden, &n(suffix::POST_ATTENTION_LAYERNORM), eps)?
+        b.norm(cx, &attn.hidden, &n(suffix::POST_ATTENTION_LAYERNORM))?
     } else {
         attn.hidden
     };
@@ -44,10 +40,10 @@ pub(super) fn layer(
         true => suffix::PRE_FEEDFORWARD_LAYERNORM,
         false => suffix::POST_ATTENTION_LAYERNORM,
     };
-    let m = b.norm_residual(cx, r, &n(pre_mlp), eps)?;
+    let m = b.norm_residual(cx, r, &n(pre_mlp))?;
     let m = b.mlp(cx, &m, &MlpWeights::of_layer(prefix, l))?;
     let m = if sandwich {
-        b.norm(cx, &m, &n(suffix::POST_FEEDFORWARD_LAYERNORM), eps)?
+        b.norm(cx, &m, &n(suffix::POST_FEEDFORWARD_LAYERNORM))?
     } else {
         m
     };

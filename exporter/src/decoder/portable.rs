@@ -7,37 +7,48 @@
 //! features scattered in; see [`crate::vision`]) instead of `input_ids`, plus `token_type_ids` for Gemma 3's
 //! bidirectional image blocks: transformers.js's `decoder_model_merged.onnx`.
 
+use super::backend::Result;
 use super::io::{DecoderInput, Inputs, PAST_SEQUENCE, TOTAL_SEQUENCE};
-use super::{Backend, Begun};
-use crate::attention::{AttentionInputs, AttentionOutputs, AttentionSpec};
+use super::{Backend, Begun, Text};
+use crate::attention::{AttentionInputs, AttentionOutputs, AttentionSpec, LayerTables};
 use crate::builder::Value;
 use crate::layers::{Ctx, NormKind};
-use crate::ExportError;
-use gemma_models::{LayerType, TextConfig};
+use gemma_models::{LayerType, ModelConfig};
 
 mod masks;
 
-/// RoPE tables `(cos, sin)` `[B, 1, S, hd]` and the additive mask `[B, 1, S, T]` of one layer type.
-struct LayerTables {
-    cos: Value,
-    sin: Value,
-    mask: Value,
-}
-
-/// Standard ONNX ops; the values every layer shares, once [`Backend::begin`] has run.
-#[derive(Default)]
+/// Standard ONNX ops, and the values every layer shares once [`Backend::begin`] has run.
 pub struct Portable {
+    text: Text,
     batch_seq: Option<Value>,
+    past: Vec<(Value, Value)>,
     global: Option<LayerTables>,
     local: Option<LayerTables>,
 }
 
+impl Portable {
+    /// The portable backend for the text decoder of `cfg`.
+    pub fn new(cfg: &ModelConfig) -> Portable {
+        Portable {
+            text: Text::of(cfg),
+            batch_seq: None,
+            past: Vec::new(),
+            global: None,
+            local: None,
+        }
+    }
+}
+
 impl Backend for Portable {
+    fn text(&self) -> &Text {
+        &self.text
+    }
+
     fn norm_kind(&self) -> NormKind {
         NormKind::Decomposed
     }
 
-    fn check(&self, _: &TextConfig, _: DecoderInput) -> Result<(), ExportError> {
+    fn check(&self, _: DecoderInput) -> Result<()> {
         Ok(())
     }
 
@@ -53,14 +64,8 @@ impl Backend for Portable {
         Some(0)
     }
 
-    fn begin(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        t: &TextConfig,
-        prefix: &str,
-        inputs: &Inputs,
-    ) -> Result<Begun, ExportError> {
-        let x = self.embed(cx, t, prefix, inputs)?;
+    fn begin(&mut self, cx: &mut Ctx<'_>, inputs: &Inputs) -> Result<Begun> {
+        let x = self.embed(cx, inputs)?;
         let g = &mut *cx.g;
         g.set_scope("/model");
         // [B, S]: the shape of input_ids, or the first two dims of inputs_embeds.
@@ -74,14 +79,15 @@ impl Backend for Portable {
             .token_type_ids
             .as_ref()
             .map(|tt| masks::image_blocks(g, tt));
+        let t = &self.text.t;
         let mut tables = |ty: LayerType| {
             t.layer_types.contains(&ty).then(|| {
-                let (label, rope, window) = match ty {
-                    LayerType::Full => ("global", &t.rope_full, None),
-                    LayerType::Sliding => ("local", &t.rope_sliding, t.sliding_window),
+                let (label, window) = match ty {
+                    LayerType::Full => ("global", None),
+                    LayerType::Sliding => ("local", t.sliding_window),
                 };
-                let (cos, sin) =
-                    masks::rope_tables(g, &inputs.position_ids, label, rope, t.head_dim);
+                let pos = &inputs.position_ids;
+                let (cos, sin) = masks::rope_tables(g, pos, label, t.rope(ty), t.head_dim);
                 let mask = masks::attention_mask(g, inputs, window, blocks.as_ref(), label);
                 LayerTables { cos, sin, mask }
             })
@@ -89,16 +95,12 @@ impl Backend for Portable {
         self.global = tables(LayerType::Full);
         self.local = tables(LayerType::Sliding);
         self.batch_seq = Some(batch_seq.clone());
+        self.past = inputs.past.clone();
         Ok(Begun { x, batch_seq })
     }
 
-    fn attention(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        x: &Value,
-        spec: &AttentionSpec,
-        (past_key, past_value): &(Value, Value),
-    ) -> Result<AttentionOutputs, ExportError> {
+    fn attention(&mut self, cx: &mut Ctx<'_>, x: &Value, l: usize) -> Result<AttentionOutputs> {
+        let spec = AttentionSpec::of_layer(&self.text.t, &self.text.prefix, l);
         let tables = match spec.layer_type {
             LayerType::Full => self.global.as_ref(),
             LayerType::Sliding => self.local.as_ref(),
@@ -108,12 +110,9 @@ impl Backend for Portable {
         };
         let io = AttentionInputs {
             batch_seq,
-            cos: &tables.cos,
-            sin: &tables.sin,
-            mask: &tables.mask,
-            past_key,
-            past_value,
+            tables,
+            past: &self.past[l],
         };
-        cx.attention_portable(x, spec, &io)
+        cx.attention_portable(x, &spec, &io)
     }
 }
