@@ -1,4 +1,4 @@
-//! The image path of Gemma3ForConditionalGeneration as ONNX graphs (spec §5), written beside the text decoder:
+//! The image path of Gemma3ForConditionalGeneration as ONNX graphs (semantics §5), written beside the text decoder:
 //!
 //! | file | inputs → outputs |
 //! |---|---|
