@@ -45,7 +45,8 @@ pub enum NormKind {
     Fused,
 }
 
-/// The implementation choices of one graph.
+/// The implementation choices of one graph (a decoder's come from the caller's precision and its backend's
+/// [`norm_kind`](crate::decoder::Backend::norm_kind)).
 #[derive(Debug, Clone, Copy)]
 pub struct Kernels {
     pub linear: LinearKind,
@@ -57,12 +58,6 @@ impl Kernels {
     pub const PORTABLE: Kernels = Kernels {
         linear: LinearKind::GemmF32,
         norm: NormKind::Decomposed,
-    };
-
-    /// The norms of the CPU-optimized graph (`--graph cpu`), float32 linears.
-    pub const CPU: Kernels = Kernels {
-        linear: LinearKind::GemmF32,
-        norm: NormKind::Fused,
     };
 }
 

@@ -210,7 +210,12 @@ impl Work {
         let (steps, step) = candidates(bits);
         for is in -steps..=steps {
             let iscale = -(half as f32 + step * is as f32) / vmax;
-            let sums = round_sums(x, &self.w[..n], iscale, half as f32, qmax, &mut self.l[..n]);
+            let grid = Grid {
+                inv: iscale,
+                offset: half as f32,
+                qmax,
+            };
+            let sums = round_sums(x, &self.w[..n], grid, &mut self.l[..n]);
             let Some((scale, err)) = base.with_codes(sums).fit_scale(half as f64) else {
                 continue;
             };
@@ -244,7 +249,12 @@ impl Work {
         // Rounds with (scale, zero), then fits: the scale for that zero point, or (affine) the zero point nearest to
         // the best real offset and the scale for it. Returns the refitted block and its weighted error.
         let round_and_fit = |l: &mut [f32], scale: f32, zero: i32, affine: bool| {
-            let sums = base.with_codes(round_sums(x, w, 1.0 / scale, zero as f32, qmax as f32, l));
+            let grid = Grid {
+                inv: 1.0 / scale,
+                offset: zero as f32,
+                qmax: qmax as f32,
+            };
+            let sums = base.with_codes(round_sums(x, w, grid, l));
             let zero = if affine {
                 let (a, b) = sums.fit_affine()?;
                 if a <= 0.0 {
@@ -346,42 +356,37 @@ impl Work {
     }
 }
 
+/// A candidate grid as [`round_sums`] applies it: `code = clamp(round(x·inv + offset), 0, qmax)`.
+#[derive(Clone, Copy)]
+struct Grid {
+    inv: f32,
+    offset: f32,
+    qmax: f32,
+}
+
 /// Rounds `x·inv + offset` to codes in `[0, qmax]` into `l` and returns `(Σwl, Σwl², Σwxl)`: nearly all of a
 /// quantized export's time. Written as 8 independent lanes so the compiler vectorizes it, and compiled twice: for
 /// the baseline x86-64 (SSE2) and for AVX2, chosen at run time. Both do the same IEEE operations in the same order
 /// (no FMA), so an export is bit-identical on every machine.
 #[inline]
-fn round_sums(x: &[f32], w: &[f32], inv: f32, offset: f32, qmax: f32, l: &mut [f32]) -> [f64; 3] {
+fn round_sums(x: &[f32], w: &[f32], grid: Grid, l: &mut [f32]) -> [f64; 3] {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { round_sums_avx2(x, w, inv, offset, qmax, l) };
+        return unsafe { round_sums_avx2(x, w, grid, l) };
     }
-    round_sums_lanes(x, w, inv, offset, qmax, l)
+    round_sums_lanes(x, w, grid, l)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn round_sums_avx2(
-    x: &[f32],
-    w: &[f32],
-    inv: f32,
-    offset: f32,
-    qmax: f32,
-    l: &mut [f32],
-) -> [f64; 3] {
-    round_sums_lanes(x, w, inv, offset, qmax, l)
+unsafe fn round_sums_avx2(x: &[f32], w: &[f32], grid: Grid, l: &mut [f32]) -> [f64; 3] {
+    round_sums_lanes(x, w, grid, l)
 }
 
 #[inline(always)]
-fn round_sums_lanes(
-    x: &[f32],
-    w: &[f32],
-    inv: f32,
-    offset: f32,
-    qmax: f32,
-    l: &mut [f32],
-) -> [f64; 3] {
+fn round_sums_lanes(x: &[f32], w: &[f32], grid: Grid, l: &mut [f32]) -> [f64; 3] {
+    let Grid { inv, offset, qmax } = grid;
     // Adding and subtracting 1.5·2²³ rounds to nearest (ties to even) for |v| < 2²², which the clamp keeps.
     const MAGIC: f32 = 12_582_912.0;
     let code = |v: f32| {
