@@ -2,8 +2,8 @@
 //! cache, final norm, tied lm_head and the optional final soft-cap.
 //!
 //! One builder, [`build`], writes every decoder graph: it declares the inputs ([`io`]), runs the one layer loop with
-//! the family wiring ([`layer`]: Gemma 1's pre-norm layer, Gemma 2/3's sandwich norms, QK-norm, soft-caps,
-//! sliding and global layers) and ends with the head ([`head`]). A [`Backend`] chooses the ops:
+//! the family wiring (`decoder/layer.rs`: Gemma 1's pre-norm layer, Gemma 2/3's sandwich norms, QK-norm, soft-caps,
+//! sliding and global layers) and ends with the head (`decoder/head.rs`). A [`Backend`] chooses the ops:
 //!
 //! - [`portable::Portable`]: standard ONNX ops (`--graph portable`, and the decoder on `inputs_embeds` of the image
 //!   path); Optimum's I/O, the KV cache is `Concat(past, new)`.

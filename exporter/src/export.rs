@@ -79,7 +79,7 @@ impl Precision {
 pub enum GraphKind {
     /// Standard ONNX ops only (opset 21): loads in any ONNX runtime; the KV cache goes in and out whole each step.
     Portable,
-    /// ONNX Runtime's CPU-optimized graph ([`crate::decoder_cpu`]): in-place KV buffers, window-sized sliding
+    /// ONNX Runtime's CPU-optimized graph ([`crate::decoder::cpu`]): in-place KV buffers, window-sized sliding
     /// caches, last-position logits, fused contrib ops. Same logits as the portable graph within 1e-4.
     #[default]
     Cpu,

@@ -29,7 +29,7 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_format: Option<String>,
     /// "portable": standard ONNX ops, full KV cache passed in and out. "cpu": the graph of
-    /// [`crate::decoder_cpu`]; the `cpu` section says how to drive it.
+    /// [`crate::decoder::cpu`]; the `cpu` section says how to drive it.
     pub graph: String,
     pub decoder: String,
     pub num_layers: usize,
@@ -121,7 +121,7 @@ impl FileFingerprint {
     }
 }
 
-/// The `cpu` section: the contract of the CPU-optimized decoder graph ([`crate::decoder_cpu`]) with the runtime.
+/// The `cpu` section: the contract of the CPU-optimized decoder graph ([`crate::decoder::cpu`]) with the runtime.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CpuGraphManifest {
     /// One-element int64 input (`[]` or `[1]`): logits are computed for this many trailing positions only (0 = all positions).

@@ -15,7 +15,7 @@
 //!
 //! `seqlens_k` and `total_sequence_length` are derived from the shape of `attention_mask`, which itself becomes an
 //! additive `attention_bias`: that is how left padding works. RoPE is applied by `RotaryEmbedding` outside the
-//! attention op, from `position_ids` (so left-padded rows get their own positions; see [`shared`]).
+//! attention op, from `position_ids` (so left-padded rows get their own positions; see `cpu/shared.rs`).
 //!
 //! `GroupQueryAttention` restriction (ORT 1.31): a step with past context and `S > 1` needs batch 1. The runtime
 //! therefore prefills a batch in one step and then decodes one token per step.
