@@ -176,11 +176,11 @@ impl Ctx<'_> {
         }
         let table = self.weight_stored(weight_name)?;
         let rows = self.g.gather("gather", &table, ids, 0);
-        Ok(self.to_f32(&rows, "gather/to_f32"))
+        Ok(self.float32_of(&rows, "gather/to_f32"))
     }
 
     /// A value in the linears' storage type as float32: a Cast for fp16/bf16 storage, else the value itself.
-    fn to_f32(&mut self, x: &Value, label: &str) -> Value {
+    fn float32_of(&mut self, x: &Value, label: &str) -> Value {
         match self.kernels.linear {
             LinearKind::GemmHalf(_) => self.g.cast(label, x, DataType::Float),
             _ => x.clone(),
@@ -195,7 +195,7 @@ impl Ctx<'_> {
             return Ok(v);
         }
         let stored = self.weight_stored(weight_name)?;
-        let v = self.to_f32(&stored, "to_f32");
+        let v = self.float32_of(&stored, "to_f32");
         self.g.set_memo(&memo, v.clone());
         Ok(v)
     }

@@ -61,7 +61,7 @@ impl Ctx<'_> {
                 Some(v) => v,
                 None => self.g.initializer(view),
             };
-            let w = self.to_f32(&stored, "to_f32");
+            let w = self.float32_of(&stored, "to_f32");
             parts.push(gemm_t(self.g, x, &w));
         }
         Ok(concat_last(self.g, parts))
