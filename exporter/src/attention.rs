@@ -1,41 +1,85 @@
-//! Gemma self-attention with a KV cache (spec §1.4, §4.1): projections, optional QK-norm, RoPE, grouped-query
-//! attention against `past ⧺ new` keys/values, optional logit soft-cap, additive mask, softmax, output projection.
+//! Gemma self-attention (semantics §1.4, §4.1): what one layer's attention is ([`AttentionSpec`], read from the
+//! config), and its portable form with standard ops ([`Ctx::attention_portable`]): projections, optional QK-norm,
+//! RoPE, grouped-query attention against `past ⧺ new` keys/values, optional logit soft-cap, additive mask, softmax,
+//! output projection. ONNX Runtime's fused form is in [`crate::decoder::cpu`].
 
-use crate::builder::{Attr, Value};
-use crate::layers::{AttentionKind, Ctx};
+use crate::builder::Value;
+use crate::layers::Ctx;
 use crate::ExportError;
+use gemma_models::names::{self, suffix};
+use gemma_models::{LayerType, TextConfig};
+
+/// The name of `q_proj`, `k_proj` and `v_proj` stacked into one quantized weight (no checkpoint has it; see
+/// [`Ctx::linears`]).
+pub const QKV_PROJ: &str = "self_attn.qkv_proj.weight";
 
 /// Shapes and tensor names of one attention layer.
 pub struct AttentionSpec {
+    pub layer_type: LayerType,
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
     /// Multiplies `q·kᵀ` (`query_pre_attn_scalar^-0.5`, or `head_dim^-0.5` for Gemma 1).
     pub scaling: f64,
     pub softcap: Option<f64>,
+    /// Sliding layers: the window W (keys `i − W < j ≤ i`, semantics §1.6).
+    pub window: Option<usize>,
     pub rms_norm_eps: f64,
     pub q_proj: String,
     pub k_proj: String,
     pub v_proj: String,
     pub o_proj: String,
+    /// q/k/v stacked, when the linears stack them ([`QKV_PROJ`]).
+    pub qkv_proj: String,
     /// Gemma 3's per-head RMSNorm of q and k (before RoPE).
     pub q_norm: Option<String>,
     pub k_norm: Option<String>,
 }
 
-/// Graph values shared by the layers.
+impl AttentionSpec {
+    /// Layer `l` of the text config `t`, its weights under text prefix `prefix`.
+    pub fn of_layer(t: &TextConfig, prefix: &str, l: usize) -> AttentionSpec {
+        let n = |s: &str| names::layer(prefix, l, s);
+        let layer_type = t.layer_types[l];
+        AttentionSpec {
+            layer_type,
+            num_heads: t.num_attention_heads,
+            num_kv_heads: t.num_key_value_heads,
+            head_dim: t.head_dim,
+            scaling: t.attention_scale(),
+            softcap: t.attn_logit_softcapping,
+            window: t
+                .sliding_window
+                .filter(|_| layer_type == LayerType::Sliding),
+            rms_norm_eps: t.rms_norm_eps,
+            q_proj: n(suffix::Q_PROJ),
+            k_proj: n(suffix::K_PROJ),
+            v_proj: n(suffix::V_PROJ),
+            o_proj: n(suffix::O_PROJ),
+            qkv_proj: n(QKV_PROJ),
+            q_norm: t.has_qk_norm().then(|| n(suffix::Q_NORM)),
+            k_norm: t.has_qk_norm().then(|| n(suffix::K_NORM)),
+        }
+    }
+}
+
+/// RoPE tables `(cos, sin)` `[B, 1, S, hd]` and the additive mask `[B, 1, S, T]` of one layer type.
+pub struct LayerTables {
+    pub cos: Value,
+    pub sin: Value,
+    pub mask: Value,
+}
+
+/// The graph values the portable attention of one layer reads.
 pub struct AttentionInputs<'a> {
     /// `Shape(input_ids)` = `[B, S]`.
     pub batch_seq: &'a Value,
-    pub cos: &'a Value,
-    pub sin: &'a Value,
-    /// Additive mask `[B, 1, S, T]`.
-    pub mask: &'a Value,
-    pub past_key: &'a Value,
-    pub past_value: &'a Value,
+    pub tables: &'a LayerTables,
+    /// `(past_key, past_value)` `[B, kv_heads, P, hd]`.
+    pub past: &'a (Value, Value),
 }
 
-/// Output of the attention block: `[N, H]` hidden states and the present key/value `[B, nkv, T, hd]`.
+/// Output of the attention block: `[N, H]` hidden states and the present key/value.
 pub struct AttentionOutputs {
     pub hidden: Value,
     pub present_key: Value,
@@ -43,140 +87,73 @@ pub struct AttentionOutputs {
 }
 
 impl Ctx<'_> {
-    pub fn self_attention(
-        &mut self,
-        x: &Value,
-        spec: &AttentionSpec,
-        io: &AttentionInputs<'_>,
-    ) -> Result<AttentionOutputs, ExportError> {
-        match self.kernels.attention {
-            AttentionKind::Portable => self.attention_portable(x, spec, io),
-            // GroupQueryAttention needs the CPU graph's own inputs (KV buffers, sequence lengths).
-            AttentionKind::GroupQuery => Err(ExportError::Unsupported(
-                "GroupQueryAttention is only built by the CPU decoder graph (decoder_cpu)".into(),
-            )),
-        }
-    }
-
-    /// Projects `x [N, H]` to heads `[B, heads, S, hd]`, with the optional per-head norm.
+    /// Projects `x [N, H]` with `proj` to `heads` heads `[B, heads, S, hd]`, with the optional per-head norm.
     fn heads(
         &mut self,
         x: &Value,
-        proj: &str,
-        heads: usize,
-        hd: usize,
-        norm: Option<&str>,
-        eps: f64,
-        bs: &Value,
+        (proj, heads, norm): (&str, usize, Option<&str>),
+        spec: &AttentionSpec,
+        batch_seq: &Value,
     ) -> Result<Value, ExportError> {
         let y = self.linear(x, proj)?;
-        let tail = self.g.const_i64("heads_shape", &[heads as i64, hd as i64]);
-        let shape = self.g.op(
-            "Concat",
-            "heads/shape",
-            &[bs, &tail],
-            &[("axis", Attr::Int(0))],
-        );
-        let mut y = self.g.op("Reshape", "heads/reshape", &[&y, &shape], &[]);
+        let tail = self
+            .g
+            .const_i64("heads_shape", &[heads as i64, spec.head_dim as i64]);
+        let shape = self.g.concat("heads/shape", &[batch_seq, &tail], 0);
+        let mut y = self.g.reshape("heads/reshape", &y, &shape);
         if let Some(norm) = norm {
-            y = self.rms_norm(&y, norm, eps)?;
+            y = self.rms_norm(&y, norm, spec.rms_norm_eps)?;
         }
-        Ok(self.g.op(
-            "Transpose",
-            "heads/transpose",
-            &[&y],
-            &[("perm", Attr::Ints(vec![0, 2, 1, 3]))],
-        ))
+        Ok(self.g.transpose("heads/transpose", &y, &[0, 2, 1, 3]))
     }
 
-    fn attention_portable(
+    /// Self-attention on `x [N, H]` with standard ops; the present KV is `Concat(past, new)`.
+    pub fn attention_portable(
         &mut self,
         x: &Value,
         spec: &AttentionSpec,
         io: &AttentionInputs<'_>,
     ) -> Result<AttentionOutputs, ExportError> {
         let (nh, nkv, hd) = (spec.num_heads, spec.num_kv_heads, spec.head_dim);
-        let q = self.heads(
-            x,
-            &spec.q_proj,
-            nh,
-            hd,
-            spec.q_norm.as_deref(),
-            spec.rms_norm_eps,
-            io.batch_seq,
-        )?;
-        let k = self.heads(
-            x,
-            &spec.k_proj,
-            nkv,
-            hd,
-            spec.k_norm.as_deref(),
-            spec.rms_norm_eps,
-            io.batch_seq,
-        )?;
-        let v = self.heads(
-            x,
-            &spec.v_proj,
-            nkv,
-            hd,
-            None,
-            spec.rms_norm_eps,
-            io.batch_seq,
-        )?;
-        let q = self.rope(&q, io.cos, io.sin);
-        let k = self.rope(&k, io.cos, io.sin);
+        let (q_norm, k_norm) = (spec.q_norm.as_deref(), spec.k_norm.as_deref());
+        let q = self.heads(x, (&spec.q_proj, nh, q_norm), spec, io.batch_seq)?;
+        let k = self.heads(x, (&spec.k_proj, nkv, k_norm), spec, io.batch_seq)?;
+        let v = self.heads(x, (&spec.v_proj, nkv, None), spec, io.batch_seq)?;
+        let LayerTables { cos, sin, mask } = io.tables;
+        let q = self.rope(&q, cos, sin);
+        let k = self.rope(&k, cos, sin);
 
         let g = &mut *self.g;
-        let present_key = g.op(
-            "Concat",
-            "kv/key",
-            &[io.past_key, &k],
-            &[("axis", Attr::Int(2))],
-        );
-        let present_value = g.op(
-            "Concat",
-            "kv/value",
-            &[io.past_value, &v],
-            &[("axis", Attr::Int(2))],
-        );
+        let present_key = g.concat("kv/key", &[&io.past.0, &k], 2);
+        let present_value = g.concat("kv/value", &[&io.past.1, &v], 2);
 
         // Grouped-query attention without repeating K/V: query head h = kv·rep + r, so [B, nh, S, hd] regroups
         // as [B, nkv, rep·S, hd] and each kv head meets its own queries in one MatMul.
         let grouped = g.const_i64("gqa_grouped", &[0, nkv as i64, -1, 0]);
         let per_head = g.const_i64("gqa_per_head", &[0, nh as i64, -1, 0]);
-        let qg = g.op("Reshape", "attn/q_grouped", &[&q, &grouped], &[]);
-        let kt = g.op(
-            "Transpose",
-            "attn/k_t",
-            &[&present_key],
-            &[("perm", Attr::Ints(vec![0, 1, 3, 2]))],
-        );
+        let qg = g.reshape("attn/q_grouped", &q, &grouped);
+        let kt = g.transpose("attn/k_t", &present_key, &[0, 1, 3, 2]);
         let scores = g.op("MatMul", "attn/qk", &[&qg, &kt], &[]);
-        let scores = g.op("Reshape", "attn/scores", &[&scores, &per_head], &[]);
+        let scores = g.reshape("attn/scores", &scores, &per_head);
         let scale = g.scalar_f32("attn_scaling", spec.scaling as f32);
         let mut scores = g.op("Mul", "attn/scale", &[&scores, &scale], &[]);
         if let Some(cap) = spec.softcap {
             scores = self.softcap(&scores, cap);
         }
         let g = &mut *self.g;
-        let scores = g.op("Add", "attn/mask", &[&scores, io.mask], &[]);
+        let scores = g.op("Add", "attn/mask", &[&scores, mask], &[]);
         let probs = g.op(
             "Softmax",
             "attn/softmax",
             &[&scores],
-            &[("axis", Attr::Int(-1))],
+            &[("axis", crate::builder::Attr::Int(-1))],
         );
-        let probs = g.op("Reshape", "attn/probs_grouped", &[&probs, &grouped], &[]);
+        let probs = g.reshape("attn/probs_grouped", &probs, &grouped);
         let ctx = g.op("MatMul", "attn/pv", &[&probs, &present_value], &[]);
-        let ctx = g.op("Reshape", "attn/context", &[&ctx, &per_head], &[]);
-        let ctx = g.op(
-            "Transpose",
-            "attn/context_t",
-            &[&ctx],
-            &[("perm", Attr::Ints(vec![0, 2, 1, 3]))],
-        );
+        let ctx = g.reshape("attn/context", &ctx, &per_head);
+        let ctx = g.transpose("attn/context_t", &ctx, &[0, 2, 1, 3]);
         let flat = g.const_i64("flat_heads", &[-1, (nh * hd) as i64]);
-        let ctx = g.op("Reshape", "attn/context_flat", &[&ctx, &flat], &[]);
+        let ctx = g.reshape("attn/context_flat", &ctx, &flat);
         let hidden = self.linear(&ctx, &spec.o_proj)?;
         Ok(AttentionOutputs {
             hidden,

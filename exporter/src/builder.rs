@@ -4,11 +4,13 @@
 //! Values are plain tensor names (`Value`); every helper returns the name of its output. Node and value names
 //! follow the `/model/layers.N/attn/...` scheme of Optimum exports so graphs stay readable in Netron.
 
-use crate::onnx::{
-    self, attribute_proto::AttributeType, tensor_shape_proto::dimension, type_proto,
-    AttributeProto, DataType, NodeProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
-};
+use crate::onnx::{self, type_proto, DataType, NodeProto, TensorProto, ValueInfoProto};
+use proto::{attribute, bytes_i64};
+pub use proto::{inline_tensor, model, value_info};
 use std::collections::HashSet;
+
+mod proto;
+mod typed;
 
 /// The name of a tensor in the graph.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -153,7 +155,7 @@ impl GraphBuilder {
         self.outputs.push(value_info(name, elem, dims));
     }
 
-    /// Adds a node with one output; `label` names it within the current scope.
+    /// Adds a node of the default (ONNX) domain with one output; `label` names it within the current scope.
     pub fn op(
         &mut self,
         op_type: &str,
@@ -161,25 +163,14 @@ impl GraphBuilder {
         inputs: &[&Value],
         attrs: &[(&str, Attr)],
     ) -> Value {
-        self.op_n(op_type, label, inputs, attrs, 1)
+        self.node("", op_type, label, inputs, attrs, 1)
             .pop()
             .expect("one output")
     }
 
-    /// Adds a node with `n_out` outputs. An empty input name (optional input) is written as "".
-    pub fn op_n(
-        &mut self,
-        op_type: &str,
-        label: &str,
-        inputs: &[&Value],
-        attrs: &[(&str, Attr)],
-        n_out: usize,
-    ) -> Vec<Value> {
-        self.op_domain("", op_type, label, inputs, attrs, n_out)
-    }
-
-    /// Adds a node of an operator domain (`""` for ONNX, `"com.microsoft"` for ONNX Runtime contrib ops).
-    pub fn op_domain(
+    /// Adds a node of operator domain `domain` (`""` for ONNX, [`crate::ops::MS_DOMAIN`] for ONNX Runtime's contrib
+    /// ops) with `n_out` outputs. An empty input name (an omitted optional input) is written as "".
+    pub fn node(
         &mut self,
         domain: &str,
         op_type: &str,
@@ -189,23 +180,15 @@ impl GraphBuilder {
         n_out: usize,
     ) -> Vec<Value> {
         let node_name = self.unique(&format!("{}/{label}/{op_type}", self.scope));
-        let outputs: Vec<String> = if n_out == 1 {
-            vec![self.unique(&format!("{node_name}_output_0"))]
-        } else {
-            (0..n_out)
-                .map(|i| self.unique(&format!("{node_name}_output_{i}")))
-                .collect()
-        };
+        let outputs: Vec<String> = (0..n_out)
+            .map(|i| self.unique(&format!("{node_name}_output_{i}")))
+            .collect();
         self.nodes.push(NodeProto {
             input: inputs.iter().map(|v| v.0.clone()).collect(),
             output: outputs.clone(),
             name: Some(node_name),
             op_type: Some(op_type.into()),
-            domain: if domain.is_empty() {
-                None
-            } else {
-                Some(domain.into())
-            },
+            domain: (!domain.is_empty()).then(|| domain.into()),
             attribute: attrs.iter().map(|(k, a)| attribute(k, a)).collect(),
             ..Default::default()
         });
@@ -309,105 +292,4 @@ impl GraphBuilder {
     pub fn node_count(&self) -> usize {
         self.nodes.len()
     }
-}
-
-/// Wraps a graph into a model with the exporter's IR version and opset imports.
-pub fn model(
-    graph: onnx::GraphProto,
-    opsets: &[(&str, i64)],
-    metadata: &[(&str, String)],
-) -> onnx::ModelProto {
-    onnx::ModelProto {
-        ir_version: Some(onnx::IR_VERSION),
-        opset_import: opsets
-            .iter()
-            .map(|(domain, version)| onnx::OperatorSetIdProto {
-                domain: Some(domain.to_string()),
-                version: Some(*version),
-            })
-            .collect(),
-        producer_name: Some("gemma-onnx".into()),
-        producer_version: Some(env!("CARGO_PKG_VERSION").into()),
-        graph: Some(graph),
-        metadata_props: metadata
-            .iter()
-            .map(|(k, v)| onnx::StringStringEntryProto {
-                key: Some(k.to_string()),
-                value: Some(v.clone()),
-            })
-            .collect(),
-        ..Default::default()
-    }
-}
-
-pub fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|d| onnx::tensor_shape_proto::Dimension {
-            value: Some(match d {
-                Dim::Fixed(v) => dimension::Value::DimValue(*v),
-                Dim::Named(s) => dimension::Value::DimParam(s.clone()),
-            }),
-            ..Default::default()
-        })
-        .collect();
-    ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(elem as i32),
-                shape: Some(TensorShapeProto { dim }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-pub fn inline_tensor(name: &str, elem: DataType, dims: &[i64], raw: Vec<u8>) -> TensorProto {
-    TensorProto {
-        dims: dims.to_vec(),
-        data_type: Some(elem as i32),
-        name: Some(name.into()),
-        raw_data: Some(raw),
-        ..Default::default()
-    }
-}
-
-fn bytes_i64(values: &[i64]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-fn attribute(name: &str, a: &Attr) -> AttributeProto {
-    let mut p = AttributeProto {
-        name: Some(name.into()),
-        ..Default::default()
-    };
-    match a {
-        Attr::Int(v) => {
-            p.i = Some(*v);
-            p.r#type = Some(AttributeType::Int as i32);
-        }
-        Attr::Float(v) => {
-            p.f = Some(*v);
-            p.r#type = Some(AttributeType::Float as i32);
-        }
-        Attr::Ints(v) => {
-            p.ints = v.clone();
-            p.r#type = Some(AttributeType::Ints as i32);
-        }
-        Attr::Str(v) => {
-            p.s = Some(v.as_bytes().to_vec());
-            p.r#type = Some(AttributeType::String as i32);
-        }
-        Attr::Tensor(t) => {
-            p.t = Some(t.clone());
-            p.r#type = Some(AttributeType::Tensor as i32);
-        }
-        Attr::Graph(g) => {
-            p.g = Some(g.clone());
-            p.r#type = Some(AttributeType::Graph as i32);
-        }
-    }
-    p
 }

@@ -9,7 +9,7 @@ use crate::builder::{model, GraphBuilder};
 use crate::decoder::DecoderInput;
 use crate::gguf::SourceFiles;
 use crate::half::HalfType;
-use crate::layers::{Kernels, LinearKind};
+use crate::layers::LinearKind;
 use crate::manifest;
 use crate::output;
 use crate::quant::QuantConfig;
@@ -282,32 +282,26 @@ fn write_export(
     let mut w = WeightWriter::create(&data_path, progress.clone())?;
     w.allow_nonfinite = opts.allow_nonfinite;
     let mut g = GraphBuilder::new();
-    let kernels = Kernels {
-        linear: opts.precision.linear_kind(),
-        ..Kernels::PORTABLE
+    let linear = opts.precision.linear_kind();
+    let mut backend: Box<dyn decoder::Backend> = match opts.graph {
+        GraphKind::Portable => Box::new(decoder::portable::Portable::new(cfg)),
+        GraphKind::Cpu => Box::new(decoder::cpu::OrtCpu::new(cfg)),
     };
-    match opts.graph {
-        GraphKind::Portable => decoder::build(&mut g, &mut w, ckpt, cfg, kernels)?,
-        GraphKind::Cpu => {
-            let cpu = Kernels {
-                linear: kernels.linear,
-                ..Kernels::CPU
-            };
-            crate::decoder_cpu::build(&mut g, &mut w, ckpt, cfg, cpu)?
-        }
-    }
+    let ids = DecoderInput::InputIds;
+    decoder::build(&mut g, &mut w, ckpt, linear, ids, backend.as_mut())?;
     // The image graphs (file, graph name, graph). The two text ones reuse the weights model.onnx just wrote.
     let mut image_graphs = Vec::new();
     let mut vision_bytes = 0;
     if let Some(plan) = vision {
         let mut e = GraphBuilder::new();
-        vision::build_embed_tokens(&mut e, &mut w, ckpt, cfg, kernels)?;
+        vision::build_embed_tokens(&mut e, &mut w, ckpt, cfg, linear)?;
         image_graphs.push((vision::EMBED_FILE, "gemma_embed_tokens", e));
         let mut d = GraphBuilder::new();
         let input = DecoderInput::InputsEmbeds {
             with_token_type_ids: true,
         };
-        decoder::build_with_input(&mut d, &mut w, ckpt, cfg, kernels, input)?;
+        let mut portable = decoder::portable::Portable::new(cfg);
+        decoder::build(&mut d, &mut w, ckpt, linear, input, &mut portable)?;
         image_graphs.push((
             vision::DECODER_WITH_EMBEDS_FILE,
             "gemma_decoder_with_embeds",
@@ -429,8 +423,8 @@ fn graph_metadata(manifest: &Manifest) -> [(&'static str, String); 2] {
 /// (quantized MatMuls, fused attention).
 fn opset_imports(g: &GraphBuilder) -> Vec<(&'static str, i64)> {
     let mut opsets = vec![("", crate::onnx::OPSET)];
-    if g.uses_domain(crate::quant::graph::MS_DOMAIN) {
-        opsets.push((crate::quant::graph::MS_DOMAIN, 1));
+    if g.uses_domain(crate::ops::MS_DOMAIN) {
+        opsets.push((crate::ops::MS_DOMAIN, 1));
     }
     opsets
 }

@@ -4,7 +4,7 @@
 //! What the config says, and why:
 //! - `model.type`: the decoder-only type GenAI knows for the family: `gemma`, `gemma2`, `gemma3_text` (also for the
 //!   text decoder of a Gemma 3 vision export; GenAI's `gemma3` type expects its own vision graphs).
-//! - The decoder's input and output names are those of [`crate::decoder_cpu`]. GenAI finds `num_logits_to_keep` by
+//! - The decoder's input and output names are those of [`crate::decoder::cpu`]. GenAI finds `num_logits_to_keep` by
 //!   name and feeds it as int64 `[1]` holding 0 (all positions), which the graph accepts.
 //! - `search.past_present_share_buffer`: the graph updates each layer's KV buffer in place, so GenAI binds one
 //!   buffer as both `past_key_values.i.*` and `present.i.*`, `max_length` rows long for global layers.
@@ -23,8 +23,8 @@
 //!   generator with `set_search_options(max_length=…)`.
 //! - `search`: greedy by default (`do_sample: false`), like `gemma generate --temperature 0`.
 
-use gemma_models::contract::GraphKind;
 use crate::ExportError;
+use gemma_models::contract::GraphKind;
 use gemma_models::contract::{files, io, Manifest};
 use gemma_models::{Family, LayerType, ModelConfig};
 use serde_json::json;

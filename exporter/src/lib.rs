@@ -1,11 +1,12 @@
 //! gemma-exporter: builds ONNX graphs of Hugging Face Gemma checkpoints directly in Rust (no PyTorch), streaming
 //! the weights from memory-mapped safetensors into the ONNX external data file.
 //!
-//! - [`builder`]: a small ONNX graph builder; [`onnx`]: the protobuf messages.
+//! - [`builder`]: a small ONNX graph builder with typed op helpers; [`ops`]: ONNX Runtime's contrib ops, one file
+//!   each; [`onnx`]: the protobuf messages.
 //! - [`weights`]: the external data writer.
-//! - [`layers`], [`attention`]: Gemma's blocks (norm, linear, RoPE, masks, attention, MLP) with swappable kernels.
-//! - [`decoder`]: the text decoder of Gemma 1, 2 and 3 (portable graph); [`decoder_cpu`]: the same decoder
-//!   optimized for ONNX Runtime's CPU provider (in-place KV cache, last-position logits, fused ops).
+//! - [`layers`], [`attention`]: Gemma's blocks (norm, linear, embedding, RoPE, attention, MLP, lm_head).
+//! - [`decoder`]: the text decoder of Gemma 1, 2 and 3: one builder over a backend, portable (standard ops) or
+//!   ONNX Runtime's CPU contrib ops (in-place KV cache, last-position logits, fused ops).
 //! - [`vision`]: Gemma 3's SigLIP encoder + projector, the embedding graph and the decoder on `inputs_embeds`.
 //! - [`quant`]: int8/int4 block quantization (`MatMulNBits`, `GatherBlockQuantized`); [`half`]: fp16/bf16 storage.
 //! - [`gguf`]: GGUF files as a source (config, tokenizer and generation config generated from the metadata).
@@ -17,7 +18,6 @@
 pub mod attention;
 pub mod builder;
 pub mod decoder;
-pub mod decoder_cpu;
 mod error;
 pub mod export;
 pub use gemma_models::fingerprint;
@@ -29,6 +29,7 @@ pub mod hub;
 pub mod layers;
 pub mod manifest;
 pub mod onnx;
+pub mod ops;
 pub mod output;
 pub mod quant;
 pub mod source;

@@ -12,8 +12,8 @@
 //! still keeps the others (the file also carries the metadata `gemma-export` needs for that).
 
 use gemma_exporter::builder::{model, GraphBuilder};
-use gemma_exporter::layers::Kernels;
-use gemma_exporter::quant::graph::MS_DOMAIN;
+use gemma_exporter::decoder::{portable::Portable, DecoderInput};
+use gemma_exporter::ops::MS_DOMAIN;
 use gemma_exporter::weights::WeightWriter;
 use gemma_exporter::{
     decoder, manifest, onnx, ExportOptions, GraphKind, LoraOptions, Precision, QuantConfig,
@@ -196,11 +196,8 @@ fn export(
     )
     .unwrap();
     let mut g = GraphBuilder::new();
-    let kernels = Kernels {
-        linear: precision.linear_kind(),
-        ..Kernels::PORTABLE
-    };
-    decoder::build(&mut g, &mut w, ckpt, cfg, kernels).unwrap();
+    let (linear, ids) = (precision.linear_kind(), DecoderInput::InputIds);
+    decoder::build(&mut g, &mut w, ckpt, linear, ids, &mut Portable::new(cfg)).unwrap();
     let kept = std::mem::take(&mut w.quant_stats.kept);
     w.finish().unwrap();
     let proto = model(

@@ -1,5 +1,5 @@
 //! The quantized nodes: `MatMulNBits` for linear layers and the lm_head, `GatherBlockQuantized` for the embedding
-//! lookup (both ONNX Runtime contrib ops, domain `com.microsoft`).
+//! lookup (both ONNX Runtime contrib ops: [`crate::ops::matmul_nbits`], [`crate::ops::gather_block_quantized`]).
 //!
 //! The tied embedding/lm_head is stored once. `MatMulNBits` needs its packed weight as `[V, blocks, blob]` and
 //! `GatherBlockQuantized` (uint8 data, gather axis 0, quantized along the last axis) needs `[V, blocks · blob]`;
@@ -8,19 +8,19 @@
 //! maps each view separately: `MatMulNBits` repacks its view and unmaps it, while the lookup only ever touches the
 //! rows of the tokens it embeds, so neither the file nor the resident memory holds the table twice. The lm_head
 //! reads its weight, scales and zero points as a few row blocks (views again), so that loading pages in one block
-//! at a time (see `Ctx::head_matmul` in `layers.rs`).
+//! at a time (see `Ctx::head_matmul` in `layers/head.rs`).
 //!
 //! [`WeightWriter::alias`]: crate::weights::WeightWriter::alias
 
 use super::pack::{self, Packed};
 use super::QuantConfig;
-use crate::builder::{Attr, Value};
+use crate::builder::Value;
+use crate::layers::head::{concat_last, head_chunks};
 use crate::layers::Ctx;
 use crate::onnx::TensorProto;
+use crate::ops::gather_block_quantized::gather_block_quantized;
+use crate::ops::matmul_nbits::{matmul_nbits, NBits};
 use crate::ExportError;
-
-/// The ONNX Runtime contrib operator domain.
-pub const MS_DOMAIN: &str = "com.microsoft";
 
 /// A quantized weight's initializers in the current graph.
 struct Registered {
@@ -30,16 +30,37 @@ struct Registered {
 }
 
 impl Ctx<'_> {
-    /// `x · Wᵀ` with `W` block-quantized: `MatMulNBits(x [N, K], B, scales, zero_points?)` → `[N, out]`.
+    /// `x · Wᵀ` with `W` block-quantized: `MatMulNBits(x [N, K], B, scales, zero_points?)` → `[N, out]`. With
+    /// `row_blocks` (the lm_head, see `Ctx::head_matmul` in `layers/head.rs`) one `MatMulNBits` per row block of the
+    /// packed weight, over views of its bytes, scales and zero points, and the logits concatenated.
     pub(crate) fn linear_nbits(
         &mut self,
         x: &Value,
         weight_name: &str,
         cfg: &QuantConfig,
+        row_blocks: bool,
     ) -> Result<Value, ExportError> {
         let p = self.quantize_once(weight_name, &[weight_name], cfg)?;
-        let r = self.register_all(&p);
-        Ok(self.matmul_nbits(x, &r, &p, p.n, cfg, "linear"))
+        if !row_blocks {
+            let r = self.register_all(&p);
+            return Ok(self.matmul_nbits(x, &r, &p, p.n, cfg, "linear"));
+        }
+        let chunks = head_chunks(p.n, p.blocks() * p.blob());
+        let mut parts = Vec::new();
+        for (i, &(start, rows)) in chunks.iter().enumerate() {
+            let mut view = |t: &TensorProto| {
+                let name = format!("{}_head_{i}", t.name.as_deref().unwrap_or(weight_name));
+                let v = self.w.row_view(t, &name, start, rows);
+                self.register(v)
+            };
+            let r = Registered {
+                b: view(&p.b),
+                scales: view(&p.scales),
+                zero_points: p.zero_points.as_ref().map(&mut view),
+            };
+            parts.push(self.matmul_nbits(x, &r, &p, rows, cfg, "linear"));
+        }
+        Ok(concat_last(self.g, parts))
     }
 
     /// `x · [W₁; W₂; …]ᵀ` for weights of one input width and one scheme, quantized stacked as the one weight
@@ -64,42 +85,9 @@ impl Ctx<'_> {
         let sizes = self
             .g
             .const_i64(&format!("split_widths_{}", label.join("_")), &widths);
-        Ok(self.g.op_n(
-            "Split",
-            "split_stacked",
-            &[&y, &sizes],
-            &[("axis", Attr::Int(-1))],
-            weight_names.len(),
-        ))
-    }
-
-    /// The lm_head `x · Wᵀ` in row blocks of the packed weight (see [`Ctx::head_matmul`]): each block is a
-    /// `MatMulNBits` over views of the packed bytes, scales and zero points, and the logits are concatenated.
-    ///
-    /// [`Ctx::head_matmul`]: crate::layers::Ctx
-    pub(crate) fn head_matmul_nbits(
-        &mut self,
-        x: &Value,
-        weight_name: &str,
-        cfg: &QuantConfig,
-    ) -> Result<Value, ExportError> {
-        let p = self.quantize_once(weight_name, &[weight_name], cfg)?;
-        let chunks = crate::layers::head_chunks(p.n, p.blocks() * p.blob());
-        let mut parts = Vec::new();
-        for (i, &(start, rows)) in chunks.iter().enumerate() {
-            let mut view = |t: &TensorProto| {
-                let name = format!("{}_head_{i}", t.name.as_deref().unwrap_or(weight_name));
-                let v = self.w.row_view(t, &name, start, rows);
-                self.register(v)
-            };
-            let r = Registered {
-                b: view(&p.b),
-                scales: view(&p.scales),
-                zero_points: p.zero_points.as_ref().map(&mut view),
-            };
-            parts.push(self.matmul_nbits(x, &r, &p, rows, cfg, "linear"));
-        }
-        Ok(crate::layers::concat_last(self.g, parts))
+        Ok(self
+            .g
+            .split("split_stacked", &y, Some(&sizes), -1, weight_names.len()))
     }
 
     /// One `MatMulNBits` node over registered initializers of `p`'s layout with `n` outputs.
@@ -112,21 +100,15 @@ impl Ctx<'_> {
         cfg: &QuantConfig,
         label: &str,
     ) -> Value {
-        let mut inputs = vec![x, &r.b, &r.scales];
-        if let Some(z) = &r.zero_points {
-            inputs.push(z);
-        }
-        let attrs = [
-            ("K", Attr::Int(p.k as i64)),
-            ("N", Attr::Int(n as i64)),
-            ("bits", Attr::Int(p.scheme.bits as i64)),
-            ("block_size", Attr::Int(p.block_size as i64)),
-            ("accuracy_level", Attr::Int(cfg.accuracy_level)),
-        ];
-        self.g
-            .op_domain(MS_DOMAIN, "MatMulNBits", label, &inputs, &attrs, 1)
-            .pop()
-            .expect("one output")
+        let shape = NBits {
+            k: p.k,
+            n,
+            bits: p.scheme.bits,
+            block_size: p.block_size,
+            accuracy_level: cfg.accuracy_level,
+        };
+        let z = r.zero_points.as_ref();
+        matmul_nbits(self.g, label, x, [&r.b, &r.scales], z, &shape)
     }
 
     /// Embedding rows `[.., K]` f32 of `ids` from the block-quantized table, sharing the lm_head's bytes.
@@ -144,34 +126,16 @@ impl Ctx<'_> {
         let rows = self.register(rows);
         let scales = self.register(p.scales.clone());
         let zero_points = p.zero_points.clone().map(|z| self.register(z));
-        let mut inputs = vec![&rows, ids, &scales];
-        if let Some(z) = &zero_points {
-            inputs.push(z);
-        }
-        let attrs = [
-            ("bits", Attr::Int(p.scheme.bits as i64)),
-            ("block_size", Attr::Int(p.block_size as i64)),
-            ("gather_axis", Attr::Int(0)),
-            ("quantize_axis", Attr::Int(1)),
-        ];
-        let mut e = self
-            .g
-            .op_domain(
-                MS_DOMAIN,
-                "GatherBlockQuantized",
-                "gather",
-                &inputs,
-                &attrs,
-                1,
-            )
-            .pop()
-            .expect("one output");
+        let (bits, block) = (p.scheme.bits, p.block_size);
+        let tensors = [&rows, ids, &scales];
+        let z = zero_points.as_ref();
+        let mut e = gather_block_quantized(self.g, "gather", tensors, z, bits, block);
         if p.blocks() * p.block_size != p.k {
             // The last block was padded: drop the padding columns.
             let zero = self.g.const_i64("zero_1d", &[0]);
             let end = self.g.const_i64("embed_width", &[p.k as i64]);
             let last = self.g.const_i64("minus_one_1d", &[-1]);
-            e = self.g.op("Slice", "unpad", &[&e, &zero, &end, &last], &[]);
+            e = self.g.slice("unpad", &e, [&zero, &end, &last]);
         }
         Ok(e)
     }

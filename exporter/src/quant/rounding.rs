@@ -53,13 +53,8 @@ pub fn quantize_block(
     debug_assert!(columns.is_none_or(|c| c.len() == x.len()));
     let block = match (symmetric, rounding) {
         (true, Rounding::Nearest) => symmetric_nearest(x, bits, codes),
-        (true, Rounding::Search) => {
-            WORK.with_borrow_mut(|w| symmetric_search(x, bits, columns, codes, w))
-        }
+        (symmetric, Rounding::Search) => search(x, bits, symmetric, columns, codes),
         (false, Rounding::Nearest) => asymmetric_nearest(x, bits, codes),
-        (false, Rounding::Search) => {
-            WORK.with_borrow_mut(|w| asymmetric_search(x, bits, columns, codes, w))
-        }
     };
     codes[x.len()..].fill(block.zero);
     block
@@ -163,126 +158,154 @@ fn candidates(bits: u8) -> (i32, f32) {
 /// The largest block: ONNX Runtime's fast quantized kernels take blocks of 16 to 256 values.
 pub const MAX_BLOCK: usize = 256;
 
-fn symmetric_search(
+/// The frame both searches share: a block with nothing to fit gets all-zero codes; otherwise round-to-nearest is the
+/// starting point (every candidate must beat it), the candidate grids are ranked by their weighted error, and
+/// [`Work::finish`] keeps the winner only if it really beats round-to-nearest.
+fn search(
     x: &[f32],
     bits: u8,
+    symmetric: bool,
     columns: Option<&[f32]>,
     codes: &mut [u8],
-    work: &mut Work,
 ) -> Block {
-    let half = 1i32 << (bits - 1);
-    let zero = half as u8;
-    let vmax = signed_absmax(x);
-    if vmax == 0.0 || !vmax.is_finite() {
+    let spread = if symmetric {
+        signed_absmax(x)
+    } else {
+        let (lo, hi) = min_max(x);
+        hi - lo
+    };
+    if spread == 0.0 || !spread.is_finite() {
+        let zero = if symmetric { 1u8 << (bits - 1) } else { 0 };
         return all_zero(codes, zero);
     }
-    let n = x.len();
-    work.start(x, columns);
-    let base = Sums::of_x(x, &work.w[..n]);
-    let qmax = max_code(bits) as f32;
-
-    // Start from round-to-nearest; every candidate must beat it.
-    let rtn = symmetric_nearest(x, bits, codes);
-    let mut best = (weighted_error(x, &work.w[..n], codes, rtn), None);
-    let (steps, step) = candidates(bits);
-    for is in -steps..=steps {
-        let iscale = -(half as f32 + step * is as f32) / vmax;
-        let sums = round_sums(x, &work.w[..n], iscale, half as f32, qmax, &mut work.l[..n]);
-        let Some((scale, err)) = base.with_codes(sums).fit_scale(half as f64) else {
-            continue;
+    WORK.with_borrow_mut(|work| {
+        let n = x.len();
+        work.start(x, columns);
+        let base = Sums::of_x(x, &work.w[..n]);
+        let rtn = if symmetric {
+            symmetric_nearest(x, bits, codes)
+        } else {
+            asymmetric_nearest(x, bits, codes)
         };
-        if err < best.0 {
-            let block = Block {
-                scale: scale as f32,
-                zero,
-            };
-            best = (err, Some(block));
-            work.best[..n].copy_from_slice(&work.l[..n]);
-        }
-    }
-    work.finish(x, codes, rtn, best.1)
+        let err = weighted_error(x, &work.w[..n], codes, rtn);
+        let found = if symmetric {
+            work.best_symmetric(x, bits, base, err)
+        } else {
+            work.best_asymmetric(x, bits, base, err)
+        };
+        work.finish(x, codes, rtn, found)
+    })
 }
 
-fn asymmetric_search(
-    x: &[f32],
-    bits: u8,
-    columns: Option<&[f32]>,
-    codes: &mut [u8],
-    work: &mut Work,
-) -> Block {
-    let qmax = max_code(bits);
-    let (lo, hi) = min_max(x);
-    let range = hi - lo;
-    if range == 0.0 || !range.is_finite() {
-        return all_zero(codes, 0);
-    }
-    let n = x.len();
-    work.start(x, columns);
-    let Work {
-        w,
-        l,
-        best: best_codes,
-    } = work;
-    let w = &w[..n];
-    let base = Sums::of_x(x, w);
-
-    // Start from round-to-nearest; every candidate must beat it.
-    let rtn = asymmetric_nearest(x, bits, codes);
-    let mut best = (weighted_error(x, w, codes, rtn), None);
-    // Rounds with (scale, zero), then fits: the scale for that zero point, or (affine) the zero point nearest to
-    // the best real offset and the scale for it. Returns the refitted block and its weighted error.
-    let round_and_fit = |l: &mut [f32], scale: f32, zero: i32, affine: bool| {
-        let sums = base.with_codes(round_sums(x, w, 1.0 / scale, zero as f32, qmax as f32, l));
-        let zero = if affine {
-            let (a, b) = sums.fit_affine()?;
-            if a <= 0.0 {
-                return None;
-            }
-            round_clamp((-b / a) as f32, 0, qmax)
-        } else {
-            zero
-        };
-        let (scale, err) = sums.fit_scale(zero as f64)?;
-        (scale > 0.0).then_some((scale as f32, zero, err))
-    };
-    // Each candidate grid rounds the block, then gets its least-squares grid (zero point rounded to an integer):
-    // a valid encoding (same codes, refitted scale and zero) whose error ranks the candidates.
-    let (n_steps, step) = candidates(bits);
-    let l = &mut l[..n];
-    for is in -n_steps..=n_steps {
-        let steps = qmax as f32 + step * is as f32;
-        if steps <= 0.0 {
-            continue;
-        }
-        let s0 = range / steps;
-        let z0 = round_clamp(-lo / s0, 0, qmax);
-        let Some((s1, z1, err)) = round_and_fit(l, s0, z0, true) else {
-            continue;
-        };
-        if err < best.0 {
-            let block = Block {
-                scale: s1,
-                zero: z1 as u8,
+impl Work {
+    /// llama.cpp's `make_qx_quants`: scales around `vmax / 2^(bits−1)`, each refitted to its codes; the best block
+    /// whose weighted error is below `err` (its codes in `self.best`).
+    fn best_symmetric(&mut self, x: &[f32], bits: u8, base: Sums, err: f64) -> Option<Block> {
+        let half = 1i32 << (bits - 1);
+        let zero = half as u8;
+        let vmax = signed_absmax(x);
+        let n = x.len();
+        let qmax = max_code(bits) as f32;
+        let mut best = (err, None);
+        let (steps, step) = candidates(bits);
+        for is in -steps..=steps {
+            let iscale = -(half as f32 + step * is as f32) / vmax;
+            let grid = Grid {
+                inv: iscale,
+                offset: half as f32,
+                qmax,
             };
-            best = (err, Some(block));
-            best_codes[..n].copy_from_slice(l);
-        }
-    }
-    // The winner's codes were rounded on its candidate grid; rounding once more on its refitted grid (and
-    // refitting the scale) can only help.
-    if let (err, Some(b)) = best {
-        if let Some((s2, z2, err2)) = round_and_fit(l, b.scale, b.zero as i32, false) {
-            if err2 < err {
+            let sums = round_sums(x, &self.w[..n], grid, &mut self.l[..n]);
+            let Some((scale, err)) = base.with_codes(sums).fit_scale(half as f64) else {
+                continue;
+            };
+            if err < best.0 {
                 let block = Block {
-                    scale: s2,
-                    zero: z2 as u8,
+                    scale: scale as f32,
+                    zero,
                 };
-                best = (err2, Some(block));
+                best = (err, Some(block));
+                self.best[..n].copy_from_slice(&self.l[..n]);
+            }
+        }
+        best.1
+    }
+
+    /// llama.cpp's `make_qkx2_quants` with an integer zero point: step sizes across `[min, max]`, each candidate's
+    /// scale and offset fitted to its codes; the best block whose weighted error is below `err` (its codes in
+    /// `self.best`).
+    fn best_asymmetric(&mut self, x: &[f32], bits: u8, base: Sums, err: f64) -> Option<Block> {
+        let qmax = max_code(bits);
+        let (lo, hi) = min_max(x);
+        let range = hi - lo;
+        let n = x.len();
+        let Work {
+            w,
+            l,
+            best: best_codes,
+        } = self;
+        let w = &w[..n];
+        let mut best = (err, None);
+        // Rounds with (scale, zero), then fits: the scale for that zero point, or (affine) the zero point nearest to
+        // the best real offset and the scale for it. Returns the refitted block and its weighted error.
+        let round_and_fit = |l: &mut [f32], scale: f32, zero: i32, affine: bool| {
+            let grid = Grid {
+                inv: 1.0 / scale,
+                offset: zero as f32,
+                qmax: qmax as f32,
+            };
+            let sums = base.with_codes(round_sums(x, w, grid, l));
+            let zero = if affine {
+                let (a, b) = sums.fit_affine()?;
+                if a <= 0.0 {
+                    return None;
+                }
+                round_clamp((-b / a) as f32, 0, qmax)
+            } else {
+                zero
+            };
+            let (scale, err) = sums.fit_scale(zero as f64)?;
+            (scale > 0.0).then_some((scale as f32, zero, err))
+        };
+        // Each candidate grid rounds the block, then gets its least-squares grid (zero point rounded to an integer):
+        // a valid encoding (same codes, refitted scale and zero) whose error ranks the candidates.
+        let (n_steps, step) = candidates(bits);
+        let l = &mut l[..n];
+        for is in -n_steps..=n_steps {
+            let steps = qmax as f32 + step * is as f32;
+            if steps <= 0.0 {
+                continue;
+            }
+            let s0 = range / steps;
+            let z0 = round_clamp(-lo / s0, 0, qmax);
+            let Some((s1, z1, err)) = round_and_fit(l, s0, z0, true) else {
+                continue;
+            };
+            if err < best.0 {
+                let block = Block {
+                    scale: s1,
+                    zero: z1 as u8,
+                };
+                best = (err, Some(block));
                 best_codes[..n].copy_from_slice(l);
             }
         }
+        // The winner's codes were rounded on its candidate grid; rounding once more on its refitted grid (and
+        // refitting the scale) can only help.
+        if let (err, Some(b)) = best {
+            if let Some((s2, z2, err2)) = round_and_fit(l, b.scale, b.zero as i32, false) {
+                if err2 < err {
+                    let block = Block {
+                        scale: s2,
+                        zero: z2 as u8,
+                    };
+                    best = (err2, Some(block));
+                    best_codes[..n].copy_from_slice(l);
+                }
+            }
+        }
+        best.1
     }
-    work.finish(x, codes, rtn, best.1)
 }
 
 thread_local! {
@@ -333,42 +356,37 @@ impl Work {
     }
 }
 
+/// A candidate grid as [`round_sums`] applies it: `code = clamp(round(x·inv + offset), 0, qmax)`.
+#[derive(Clone, Copy)]
+struct Grid {
+    inv: f32,
+    offset: f32,
+    qmax: f32,
+}
+
 /// Rounds `x·inv + offset` to codes in `[0, qmax]` into `l` and returns `(Σwl, Σwl², Σwxl)`: nearly all of a
 /// quantized export's time. Written as 8 independent lanes so the compiler vectorizes it, and compiled twice: for
 /// the baseline x86-64 (SSE2) and for AVX2, chosen at run time. Both do the same IEEE operations in the same order
 /// (no FMA), so an export is bit-identical on every machine.
 #[inline]
-fn round_sums(x: &[f32], w: &[f32], inv: f32, offset: f32, qmax: f32, l: &mut [f32]) -> [f64; 3] {
+fn round_sums(x: &[f32], w: &[f32], grid: Grid, l: &mut [f32]) -> [f64; 3] {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { round_sums_avx2(x, w, inv, offset, qmax, l) };
+        return unsafe { round_sums_avx2(x, w, grid, l) };
     }
-    round_sums_lanes(x, w, inv, offset, qmax, l)
+    round_sums_lanes(x, w, grid, l)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn round_sums_avx2(
-    x: &[f32],
-    w: &[f32],
-    inv: f32,
-    offset: f32,
-    qmax: f32,
-    l: &mut [f32],
-) -> [f64; 3] {
-    round_sums_lanes(x, w, inv, offset, qmax, l)
+unsafe fn round_sums_avx2(x: &[f32], w: &[f32], grid: Grid, l: &mut [f32]) -> [f64; 3] {
+    round_sums_lanes(x, w, grid, l)
 }
 
 #[inline(always)]
-fn round_sums_lanes(
-    x: &[f32],
-    w: &[f32],
-    inv: f32,
-    offset: f32,
-    qmax: f32,
-    l: &mut [f32],
-) -> [f64; 3] {
+fn round_sums_lanes(x: &[f32], w: &[f32], grid: Grid, l: &mut [f32]) -> [f64; 3] {
+    let Grid { inv, offset, qmax } = grid;
     // Adding and subtracting 1.5·2²³ rounds to nearest (ties to even) for |v| < 2²², which the clamp keeps.
     const MAGIC: f32 = 12_582_912.0;
     let code = |v: f32| {

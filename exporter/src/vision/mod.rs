@@ -30,7 +30,8 @@ mod projector;
 mod siglip;
 
 use crate::builder::GraphBuilder;
-use crate::layers::{Ctx, Kernels};
+use crate::decoder::io::{token_input, DecoderInput, INPUTS_EMBEDS};
+use crate::layers::{Ctx, Kernels, LinearKind};
 use crate::onnx::DataType;
 use crate::weights::WeightWriter;
 use crate::ExportError;
@@ -123,8 +124,8 @@ pub fn build_encoder(
 
 /// Builds `embed_tokens.onnx`: `input_ids` `[batch, seq]` → `inputs_embeds` `[batch, seq, hidden]` =
 /// `E[ids] · fp32(sqrt(hidden))` (semantics §1.1), exactly the embedding of `model.onnx`: pass the text decoder's
-/// `kernels` (same storage: fp32, fp16/bf16 or block-quantized) and its writer, built first, so that the table is
-/// the one `model.onnx` wrote.
+/// `linear` storage (fp32, fp16/bf16 or block-quantized) and its writer, built first, so that the table is the one
+/// `model.onnx` wrote.
 ///
 /// When the image token id is outside the vocabulary, its ids are looked up as 0 first, as transformers does;
 /// those rows are overwritten by image features anyway.
@@ -133,14 +134,14 @@ pub fn build_embed_tokens(
     w: &mut WeightWriter,
     ckpt: &Checkpoint,
     cfg: &ModelConfig,
-    kernels: Kernels,
+    linear: LinearKind,
 ) -> Result<(), ExportError> {
     let h = cfg.text.hidden_size;
-    let mut ids = g.input(
-        "input_ids",
-        DataType::Int64,
-        &["batch_size".into(), "sequence_length".into()],
-    );
+    let mut ids = token_input(g, DecoderInput::InputIds, h);
+    let kernels = Kernels {
+        linear,
+        ..Kernels::PORTABLE
+    };
     let mut cx = Ctx {
         g,
         w,
@@ -153,15 +154,14 @@ pub fn build_embed_tokens(
             let image = cx.g.scalar_i64("image_token_id", v.image_token_id as i64);
             let zero = cx.g.scalar_i64("zero", 0);
             let is_image = cx.g.op("Equal", "is_image", &[&ids, &image], &[]);
-            ids =
-                cx.g.op("Where", "image_to_pad", &[&is_image, &zero, &ids], &[]);
+            ids = cx.g.where_("image_to_pad", &is_image, &zero, &ids);
         }
     }
     let emb = cx.scaled_embedding(&ids, &names::embed_tokens(&cfg.text_prefix), h)?;
     cx.g.set_scope("");
     cx.g.output(
         &emb,
-        "inputs_embeds",
+        INPUTS_EMBEDS,
         DataType::Float,
         &["batch_size".into(), "sequence_length".into(), h.into()],
     );

@@ -26,15 +26,10 @@ pub fn project(
     cx.g.set_scope("/multi_modal_projector");
     let g = &mut *cx.g;
     let seq = g.const_i64("vision_tokens_channels", &[-1, t as i64, d as i64]);
-    let x = g.op("Reshape", "unflatten", &[hidden, &seq], &[]);
-    let x = g.op(
-        "Transpose",
-        "channels_first",
-        &[&x],
-        &[("perm", Attr::Ints(vec![0, 2, 1]))],
-    );
+    let x = g.reshape("unflatten", hidden, &seq);
+    let x = g.transpose("channels_first", &x, &[0, 2, 1]);
     let grid = g.const_i64("patch_grid", &[-1, d as i64, side as i64, side as i64]);
-    let x = g.op("Reshape", "grid", &[&x, &grid], &[]);
+    let x = g.reshape("grid", &x, &grid);
     let x = g.op(
         "AveragePool",
         "avg_pool",
@@ -45,13 +40,8 @@ pub fn project(
         ],
     );
     let pooled = g.const_i64("pooled_channels_tokens", &[-1, d as i64, tokens as i64]);
-    let x = g.op("Reshape", "flatten_tokens", &[&x, &pooled], &[]);
-    let x = g.op(
-        "Transpose",
-        "tokens",
-        &[&x],
-        &[("perm", Attr::Ints(vec![0, 2, 1]))],
-    );
+    let x = g.reshape("flatten_tokens", &x, &pooled);
+    let x = g.transpose("tokens", &x, &[0, 2, 1]);
     let x = cx.rms_norm(&x, names.projector_norm(), v.layer_norm_eps)?;
     let w = cx.weight(names.projection())?;
     Ok(cx.g.op("MatMul", "projection", &[&x, &w], &[]))

@@ -77,18 +77,12 @@ pub fn tower(
     );
     let seq_shape =
         cx.g.const_i64("vision_channels_tokens", &[-1, d as i64, t as i64]);
-    let patches =
-        cx.g.op("Reshape", "flatten_patches", &[&patches, &seq_shape], &[]);
-    let tokens = cx.g.op(
-        "Transpose",
-        "tokens",
-        &[&patches],
-        &[("perm", Attr::Ints(vec![0, 2, 1]))],
-    );
+    let patches = cx.g.reshape("flatten_patches", &patches, &seq_shape);
+    let tokens = cx.g.transpose("tokens", &patches, &[0, 2, 1]);
     let pos = cx.weight(&names.weight(tensor::POSITION_EMBEDDING))?;
     let x = cx.g.op("Add", "positions", &[&tokens, &pos], &[]);
     let flat = cx.g.const_i64("vision_flat", &[-1, d as i64]);
-    let mut x = cx.g.op("Reshape", "flatten", &[&x, &flat], &[]);
+    let mut x = cx.g.reshape("flatten", &x, &flat);
 
     for l in 0..v.num_hidden_layers {
         cx.g.set_scope(format!("/vision_tower/encoder/layers.{l}"));
@@ -126,20 +120,14 @@ fn self_attention(
     );
     let heads_shape =
         cx.g.const_i64("vision_heads", &[-1, t as i64, nh as i64, hd as i64]);
-    let proj = |cx: &mut Ctx<'_>, which: &str, perm: Vec<i64>| -> Result<Value, ExportError> {
+    let proj = |cx: &mut Ctx<'_>, which: &str, perm: &[i64]| -> Result<Value, ExportError> {
         let y = cx.linear_bias(x, &format!("{prefix}.{which}"))?;
-        let y =
-            cx.g.op("Reshape", "heads/reshape", &[&y, &heads_shape], &[]);
-        Ok(cx.g.op(
-            "Transpose",
-            "heads/transpose",
-            &[&y],
-            &[("perm", Attr::Ints(perm))],
-        ))
+        let y = cx.g.reshape("heads/reshape", &y, &heads_shape);
+        Ok(cx.g.transpose("heads/transpose", &y, perm))
     };
-    let q = proj(cx, attn::Q_PROJ, vec![0, 2, 1, 3])?; // [N, nh, T, hd]
-    let kt = proj(cx, attn::K_PROJ, vec![0, 2, 3, 1])?; // [N, nh, hd, T]
-    let vv = proj(cx, attn::V_PROJ, vec![0, 2, 1, 3])?; // [N, nh, T, hd]
+    let q = proj(cx, attn::Q_PROJ, &[0, 2, 1, 3])?; // [N, nh, T, hd]
+    let kt = proj(cx, attn::K_PROJ, &[0, 2, 3, 1])?; // [N, nh, hd, T]
+    let vv = proj(cx, attn::V_PROJ, &[0, 2, 1, 3])?; // [N, nh, T, hd]
     let g = &mut *cx.g;
     let scores = g.op("MatMul", "attn/qk", &[&q, &kt], &[]);
     let scale = g.scalar_f32("vision_attn_scale", (hd as f64).powf(-0.5) as f32);
@@ -151,13 +139,8 @@ fn self_attention(
         &[("axis", Attr::Int(-1))],
     );
     let ctx = g.op("MatMul", "attn/pv", &[&probs, &vv], &[]);
-    let ctx = g.op(
-        "Transpose",
-        "attn/context_t",
-        &[&ctx],
-        &[("perm", Attr::Ints(vec![0, 2, 1, 3]))],
-    );
+    let ctx = g.transpose("attn/context_t", &ctx, &[0, 2, 1, 3]);
     let flat = g.const_i64("vision_flat", &[-1, d as i64]);
-    let ctx = g.op("Reshape", "attn/context_flat", &[&ctx, &flat], &[]);
+    let ctx = g.reshape("attn/context_flat", &ctx, &flat);
     cx.linear_bias(&ctx, &format!("{prefix}.{}", attn::OUT_PROJ))
 }

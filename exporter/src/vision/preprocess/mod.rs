@@ -36,7 +36,7 @@ pub use config::{
 use crate::builder::{model, Attr, Dim, GraphBuilder, Value};
 use crate::onnx::{self, DataType};
 use crate::ExportError;
-use ops::{at, cast, counted_loop, f32t, f64s, i64s, unsqueeze};
+use ops::{at, counted_loop, f32t, f64s, i64s, unsqueeze};
 use prost::Message;
 use std::path::Path;
 
@@ -130,8 +130,8 @@ fn pan_and_scan_boxes(
     let short = g.op("Where", "short_side", &[&landscape, h, w], &[]);
     let short = g.op("Max", "short_side_nonzero", &[&short, &one], &[]);
     // `long / short < min_ratio` in float64, as Python compares.
-    let long_d = cast(g, "long_f64", &long, DataType::Double);
-    let short_d = cast(g, "short_f64", &short, DataType::Double);
+    let long_d = g.cast("long_f64", &long, DataType::Double);
+    let short_d = g.cast("short_f64", &short, DataType::Double);
     let ratio = g.op("Div", "aspect_ratio", &[&long_d, &short_d], &[]);
     let too_square = g.op("Less", "too_square", &[&ratio, &min_ratio], &[]);
     // n = ⌊long/short + ½⌋ = ⌊(2·long + short) / (2·short)⌋, then min(⌊long/min_crop⌋, n), clamped to [2, max].
@@ -220,10 +220,10 @@ fn one_image(
     let crop = b.op("Slice", "crop", &[image, &starts, &ends, &axes], &[]);
     let chw = resample::resize(b, &format!("{scope}/resize"), &crop, cfg.height, cfg.width);
     // The PIL backend: float64(u8) · rescale_factor, cast to float32, then (x − mean) / std in float32.
-    let x = cast(b, "to_f64", &chw, DataType::Double);
+    let x = b.cast("to_f64", &chw, DataType::Double);
     let factor = f64s(b, "rescale_factor", cfg.rescale_factor);
     let x = b.op("Mul", "rescale", &[&x, &factor], &[]);
-    let x = cast(b, "to_f32", &x, DataType::Float);
+    let x = b.cast("to_f32", &x, DataType::Float);
     if !cfg.do_normalize {
         return x;
     }

@@ -53,10 +53,6 @@ pub fn f32t(g: &mut GraphBuilder, label: &str, dims: &[i64], v: &[f32]) -> Value
     constant(g, label, DataType::Float, dims, raw)
 }
 
-pub fn cast(g: &mut GraphBuilder, label: &str, x: &Value, to: DataType) -> Value {
-    g.op("Cast", label, &[x], &[("to", Attr::Int(to as i64))])
-}
-
 /// Element `index` (a scalar) of `x` along `axis`, without that axis.
 pub fn at(g: &mut GraphBuilder, label: &str, x: &Value, index: &Value, axis: i64) -> Value {
     g.op("Gather", label, &[x, index], &[("axis", Attr::Int(axis))])
@@ -113,7 +109,8 @@ pub fn counted_loop(
     let none = Value(String::new());
     let mut inputs = vec![trips, &none];
     inputs.extend(carried.iter().map(|(v, _, _)| *v));
-    g.op_n(
+    g.node(
+        "",
         "Loop",
         label,
         &inputs,

@@ -24,7 +24,7 @@
 //! It costs more than Pillow but far less than the vision encoder that follows (docs/benchmarks.md, "The image
 //! path").
 
-use super::ops::{self, at, cast, counted_loop, f64s, f64t, i32s, i64s, i64v};
+use super::ops::{self, at, counted_loop, f64s, f64t, i32s, i64s, i64v};
 use crate::builder::{Attr, Dim, GraphBuilder, Value};
 use crate::onnx::DataType;
 
@@ -139,7 +139,7 @@ fn resample_axis0(
     let s = out_len as i64;
 
     // Filter geometry, per output index (float64, Pillow's `precompute_coeffs`).
-    let n_d = cast(g, "in_len_f64", n, DataType::Double);
+    let n_d = g.cast("in_len_f64", n, DataType::Double);
     let out_d = f64s(g, "out_len", s as f64);
     let scale = g.op("Div", "scale", &[&n_d, &out_d], &[]);
     let one = f64s(g, "one", 1.0);
@@ -149,7 +149,7 @@ fn resample_axis0(
     let fs = g.op("Max", "filterscale", &[&scale, &one], &[]);
     let inv_fs = g.op("Div", "inv_filterscale", &[&one, &fs], &[]);
     let ceil_fs = g.op("Ceil", "ceil_support", &[&fs], &[]);
-    let ceil_fs = cast(g, "ceil_support_i64", &ceil_fs, DataType::Int64);
+    let ceil_fs = g.cast("ceil_support_i64", &ceil_fs, DataType::Int64);
     let two = i64s(g, "two", 2);
     let one_i = i64s(g, "one_i64", 1);
     let taps = g.op("Mul", "taps2", &[&ceil_fs, &two], &[]);
@@ -179,7 +179,7 @@ fn resample_axis0(
         &[(&ww0, DataType::Double, f64_vec.clone())],
         &[(DataType::Double, f64_vec)],
         |b, j, carried| {
-            let jd = cast(b, "j_f64", j, DataType::Double);
+            let jd = b.cast("j_f64", j, DataType::Double);
             let t = b.op("Add", "t", &[&xmin, &jd], &[]);
             let v = b.op("Sub", "t_minus_center", &[&t, &center], &[]);
             let v = b.op("Add", "plus_half", &[&v, &half], &[]);
@@ -201,10 +201,10 @@ fn resample_axis0(
     let k = g.op("Mul", "fixed_point", &[&k, &unit], &[]);
     let k = g.op("Add", "round", &[&k, &half], &[]);
     let k = g.op("Floor", "trunc", &[&k], &[]);
-    let k = cast(g, "coefficients", &k, DataType::Int32);
+    let k = g.cast("coefficients", &k, DataType::Int32);
 
     // Σ_j k_j · x[min(xmin + j, n − 1)], starting from 2²¹ (rounding), in int32.
-    let xmin_i = cast(g, "xmin_i64", &xmin, DataType::Int64);
+    let xmin_i = g.cast("xmin_i64", &xmin, DataType::Int64);
     let last = g.op("Sub", "last_index", &[n, &one_i], &[]);
     let (from1, to3) = (i64v(g, "from1", &[1]), i64v(g, "to3", &[3]));
     let rest = g.op("Slice", "rest_dims", &[shape, &from1, &to3], &[]);
@@ -231,7 +231,7 @@ fn resample_axis0(
             let idx = b.op("Add", "index", &[&xmin_i, j], &[]);
             let idx = b.op("Min", "index_clamped", &[&idx, &last], &[]);
             let px = b.op("Gather", "pixels", &[x, &idx], &[("axis", Attr::Int(0))]);
-            let px = cast(b, "pixels_i32", &px, DataType::Int32);
+            let px = b.cast("pixels_i32", &px, DataType::Int32);
             let kj = at(b, "k_j", &k, j, 0);
             let kj = b.op("Reshape", "k_j_bcast", &[&kj, &k_shape], &[]);
             let term = b.op("Mul", "term", &[&px, &kj], &[]);
@@ -242,7 +242,7 @@ fn resample_axis0(
     let y = g.op("Div", "shift", &[&outs[0], &shift], &[]);
     let max = i32s(g, "max_u8", 255);
     let y = g.op("Min", "clip", &[&y, &max], &[]);
-    let y = cast(g, "to_u8", &y, DataType::Uint8);
+    let y = g.cast("to_u8", &y, DataType::Uint8);
     g.set_scope(prev);
     y
 }

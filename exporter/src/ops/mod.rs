@@ -1,0 +1,20 @@
+//! ONNX Runtime's contrib operators, one file each with its contract (inputs, outputs, attributes, and what we
+//! rely on) in the header, and one typed function that writes the node. The standard ONNX ops have typed helpers on
+//! [`crate::builder::GraphBuilder`] itself.
+//!
+//! - [`simplified_layer_norm`]: RMSNorm (ONNX domain, ONNX Runtime only).
+//! - [`skip_simplified_layer_norm`]: residual add + RMSNorm in one kernel.
+//! - [`rotary_embedding`]: RoPE from given cos/sin tables.
+//! - [`group_query_attention`]: attention over KV buffers updated in place.
+//! - [`matmul_nbits`]: `x · Wᵀ` with a block-quantized `W`.
+//! - [`gather_block_quantized`]: embedding rows from a block-quantized table.
+
+pub mod gather_block_quantized;
+pub mod group_query_attention;
+pub mod matmul_nbits;
+pub mod rotary_embedding;
+pub mod simplified_layer_norm;
+pub mod skip_simplified_layer_norm;
+
+/// ONNX Runtime's contrib operator domain. A model whose graph uses it imports it at version 1.
+pub const MS_DOMAIN: &str = "com.microsoft";
