@@ -19,7 +19,7 @@ pub fn parity_runtime() -> RuntimeOptions {
 
 /// One named test per row: `name: expression;`, each row a `#[test]` of its own.
 ///
-/// ```ignore
+/// ```text
 /// parity_table! {
 ///     mqa_f32_hf5_prefill_and_decode: Parity::portable("mqa-f32-hf5").prefill_then_decode(7);
 /// }
