@@ -101,7 +101,7 @@ fn gemma3_270m_v5() -> Value {
     )
 }
 
-/// google/gemma-3-4b-it: only a few text fields; the rest are Gemma3TextConfig class defaults (spec §10).
+/// google/gemma-3-4b-it: only a few text fields; the rest are Gemma3TextConfig class defaults (semantics §10).
 fn gemma3_4b() -> Value {
     json!({
         "architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": 255999, "eoi_token_index": 256000,
