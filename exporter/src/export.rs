@@ -13,6 +13,7 @@ use crate::layers::LinearKind;
 use crate::manifest;
 use crate::output;
 use crate::quant::QuantConfig;
+use crate::triton::TritonOptions;
 use crate::vision::preprocess::ReadPreprocessConfig;
 use crate::vision::{self, VisionPlan};
 use crate::weights::WeightWriter;
@@ -110,6 +111,8 @@ pub struct ExportOptions {
     pub allow_nonfinite: bool,
     /// A PEFT LoRA adapter merged into the weights ([`gemma_models::lora`]).
     pub lora: Option<LoraOptions>,
+    /// Also write a Triton model repository for the export ([`crate::triton`]).
+    pub triton: Option<TritonOptions>,
 }
 
 impl ExportOptions {
@@ -124,6 +127,7 @@ impl ExportOptions {
             progress: false,
             allow_nonfinite: false,
             lora: None,
+            triton: None,
         }
     }
 
@@ -154,6 +158,12 @@ impl ExportOptions {
     /// `--allow-nonfinite`.
     pub fn allow_nonfinite(mut self, allow: bool) -> Self {
         self.allow_nonfinite = allow;
+        self
+    }
+
+    /// `--triton REPO [--triton-name NAME]`, or no repository.
+    pub fn triton(mut self, triton: Option<TritonOptions>) -> Self {
+        self.triton = triton;
         self
     }
 
@@ -239,8 +249,11 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
     }
     // OUT is checked (never the source, --force only over an export) before anything is written.
     let destination = output::Destination::check(&opts.src, &opts.out, opts.force)?;
+    if let Some(t) = &opts.triton {
+        crate::triton::check(t, opts.force)?;
+    }
     let staging = destination.stage()?;
-    let mut report = write_export(
+    let (mut report, triton_graph) = write_export(
         opts,
         &cfg,
         &ckpt,
@@ -251,6 +264,12 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
     )?;
     report.notes = staging.commit()?;
     report.out = opts.out.clone();
+    if let Some(t) = &opts.triton {
+        let manifest = &report.manifest;
+        let notes =
+            crate::triton::write(t, &opts.out, manifest, triton_graph.as_deref(), opts.force)?;
+        report.notes.extend(notes);
+    }
     Ok(report)
 }
 
@@ -262,7 +281,7 @@ fn write_export(
     source: &SourceFiles,
     dir: &Path,
     lora: Option<&gemma_models::LoraSummary>,
-) -> Result<ExportReport, ExportError> {
+) -> Result<(ExportReport, Option<Vec<u8>>), ExportError> {
     let total = decoder::weight_bytes(cfg) + vision.map_or(0, |v| v.weight_bytes);
     let progress = if opts.progress {
         ProgressBar::new(total)
@@ -323,6 +342,17 @@ fn write_export(
         .map(|q| w.quant_stats.summary(q))
         .unwrap_or_default();
     let kept_source_blocks = std::mem::take(&mut w.quant_stats.kept);
+    // --triton over a cpu graph: the portable decoder for Triton's ONNX Runtime, after every other tensor, so the
+    // export's own graphs keep their offsets ([`crate::triton`]).
+    let triton_graph = match (&opts.triton, opts.graph) {
+        (Some(_), GraphKind::Cpu) => {
+            let mut t = GraphBuilder::new();
+            let mut portable = decoder::portable::Portable::new(cfg);
+            decoder::build(&mut t, &mut w, ckpt, linear, ids, &mut portable)?;
+            Some(t)
+        }
+        _ => None,
+    };
     let weight_bytes = w.finish()? + vision_bytes;
     progress.finish_and_clear();
 
@@ -364,6 +394,10 @@ fn write_export(
     let proto = model(g.finish("gemma_decoder"), &opsets, &stamp);
     let model_path = dir.join(&manifest.decoder);
     fs::write(&model_path, proto.encode_to_vec()).map_err(|e| ExportError::io(&model_path, e))?;
+    let triton_graph = triton_graph.map(|t| {
+        let opsets = opset_imports(&t);
+        model(t.finish("gemma_decoder"), &opsets, &stamp).encode_to_vec()
+    });
     for (file, name, graph) in image_graphs {
         let opsets = opset_imports(&graph);
         let proto = model(graph.finish(name), &opsets, &stamp);
@@ -397,7 +431,7 @@ fn write_export(
     manifest::fingerprint_files(&mut manifest, dir)?;
     manifest::write(&manifest, dir)?;
     crate::genai::write(opts.graph, cfg, &manifest, dir)?;
-    Ok(ExportReport {
+    let report = ExportReport {
         out: dir.to_path_buf(),
         manifest,
         weight_bytes,
@@ -405,7 +439,8 @@ fn write_export(
         quantization,
         warnings: source.warnings.clone(),
         notes: Vec::new(),
-    })
+    };
+    Ok((report, triton_graph))
 }
 
 /// The metadata every graph of the export carries, so a runtime can tell a graph from another export.

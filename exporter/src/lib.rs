@@ -14,6 +14,7 @@
 //!   after interrupted exports); [`manifest`]: `gemma-onnx.json`; [`genai`]: `genai_config.json` for ONNX Runtime
 //!   GenAI.
 //! - [`source`]: what SRC names (a local path or a Hub id); [`hub`]: Hugging Face Hub downloads into its cache.
+//! - [`triton`]: a Triton Inference Server model repository for an export (`--triton REPO`).
 
 pub mod attention;
 pub mod builder;
@@ -33,6 +34,7 @@ pub mod ops;
 pub mod output;
 pub mod quant;
 pub mod source;
+pub mod triton;
 pub mod vision;
 pub mod weights;
 
@@ -40,3 +42,4 @@ pub use error::ExportError;
 pub use export::{export, ExportOptions, ExportReport, GraphKind, LoraOptions, Precision};
 pub use gemma_models::contract::{files::MANIFEST_FILE, Manifest};
 pub use quant::QuantConfig;
+pub use triton::TritonOptions;

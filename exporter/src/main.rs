@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use gemma_exporter::{export, ExportOptions, GraphKind, LoraOptions, Precision, QuantConfig};
+use gemma_exporter::{
+    export, ExportOptions, GraphKind, LoraOptions, Precision, QuantConfig, TritonOptions,
+};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -77,6 +79,7 @@ enum GraphArg {
 ///       --quant-spec all=4a
 ///   gemma perplexity -m ~/onnx/g270-int4 --text wiki.txt
 ///   gemma-export ~/models/gemma-3-270m -o ~/onnx/g270-tuned --lora ~/adapters/my-lora
+///   gemma-export ~/models/gemma-3-270m -o ~/onnx/g270 --triton ~/triton-repo
 #[derive(Debug, Parser)]
 #[command(name = "gemma-export", version, verbatim_doc_comment)]
 struct Args {
@@ -124,7 +127,16 @@ struct Args {
         allow_negative_numbers = true
     )]
     lora_scale: Option<f64>,
-    /// Replace OUT_DIR if it already exists.
+    /// Also write a Triton Inference Server model repository into REPO (created if missing): the model NAME (the
+    /// portable decoder under the onnxruntime backend, its KV cache as implicit state; built beside the cpu graph
+    /// when --graph cpu, sharing model.onnx_data) and NAME_generate (Python backend: tokenizer and greedy decode
+    /// loop). Large files are hard links to the export's. See docs/deploy.md.
+    #[arg(long, value_name = "REPO")]
+    triton: Option<PathBuf>,
+    /// The Triton model name (default: OUT_DIR's folder name).
+    #[arg(long, value_name = "NAME", requires = "triton")]
+    triton_name: Option<String>,
+    /// Replace OUT_DIR if it already exists (and, with --triton, the two models this export writes there).
     #[arg(long)]
     force: bool,
     /// Export weights that are NaN or ±inf instead of refusing them (the export will likely produce garbage;
@@ -176,12 +188,20 @@ fn run(args: Args) -> anyhow::Result<()> {
         dir,
         scale: args.lora_scale.unwrap_or(1.0),
     });
+    let triton = args.triton.clone().map(|repo| {
+        let mut t = TritonOptions::new(repo, &args.out);
+        if let Some(name) = &args.triton_name {
+            t.name = name.clone();
+        }
+        t
+    });
     let opts = ExportOptions::new(src, args.out.clone())
         .precision(precision)
         .graph(graph)
         .force(args.force)
         .progress(!args.quiet)
         .lora(lora)
+        .triton(triton)
         .allow_nonfinite(args.allow_nonfinite);
     let report = export(&opts).with_context(|| format!("exporting {}", args.src_dir.display()))?;
     for warning in &report.warnings {
@@ -203,6 +223,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
         if let Some(q) = precision.quant() {
             say!("  scheme {}", q.spec());
+        }
+        if let Some(t) = &opts.triton {
+            say!(
+                "  Triton models {} and {} in {}",
+                t.name,
+                t.generate_name(),
+                t.repo.display()
+            );
         }
         if let Some(l) = &report.manifest.lora {
             say!(

@@ -15,6 +15,7 @@ fn export_cpu(tmp: &Path) -> PathBuf {
         progress: false,
         lora: None,
         allow_nonfinite: false,
+        triton: None,
     })
     .unwrap();
     out

@@ -104,6 +104,7 @@ fn files_from_another_export_are_refused() {
         force: false,
         progress: false,
         allow_nonfinite: false,
+        triton: None,
         lora: None,
     })
     .unwrap();

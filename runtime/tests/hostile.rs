@@ -321,6 +321,7 @@ fn vision_model(tmp: &Path) -> PathBuf {
         progress: false,
         lora: None,
         allow_nonfinite: false,
+        triton: None,
     })
     .unwrap();
     write_tokenizer(

@@ -32,6 +32,7 @@ fn export(tmp: &Path, fixture: &str) -> PathBuf {
         progress: false,
         lora: None,
         allow_nonfinite: false,
+        triton: None,
     })
     .unwrap();
     out

@@ -43,6 +43,7 @@ pub fn export() -> tempfile::TempDir {
         progress: false,
         lora: None,
         allow_nonfinite: false,
+        triton: None,
     })
     .unwrap();
     tmp
