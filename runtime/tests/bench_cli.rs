@@ -6,17 +6,10 @@ use std::process::{Command, Output};
 
 fn export_cpu(tmp: &Path) -> PathBuf {
     let out = tmp.join("onnx");
-    gemma_exporter::export(&gemma_exporter::ExportOptions {
-        src: Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny/gqa-f16-hf5"),
-        out: out.clone(),
-        precision: gemma_exporter::Precision::Fp32,
-        graph: gemma_exporter::GraphKind::Cpu,
-        force: false,
-        progress: false,
-        lora: None,
-        allow_nonfinite: false,
-        triton: None,
-    })
+    gemma_exporter::export(&gemma_exporter::ExportOptions::new(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny/gqa-f16-hf5"),
+        out.clone(),
+    ))
     .unwrap();
     out
 }

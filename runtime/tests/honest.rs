@@ -96,17 +96,14 @@ fn data_file_of_random_bytes_is_refused() {
 fn files_from_another_export_are_refused() {
     let a = fresh();
     let b = tempfile::tempdir().unwrap();
-    gemma_exporter::export(&gemma_exporter::ExportOptions {
-        src: common::fixtures().join("tiny").join(common::FIXTURE),
-        out: b.path().join("onnx"),
-        precision: gemma_exporter::Precision::Fp16,
-        graph: gemma_exporter::GraphKind::Portable,
-        force: false,
-        progress: false,
-        allow_nonfinite: false,
-        triton: None,
-        lora: None,
-    })
+    gemma_exporter::export(
+        &gemma_exporter::ExportOptions::new(
+            common::fixtures().join("tiny").join(common::FIXTURE),
+            b.path().join("onnx"),
+        )
+        .precision(gemma_exporter::Precision::Fp16)
+        .graph(gemma_exporter::GraphKind::Portable),
+    )
     .unwrap();
     let (a, b) = (out_dir(&a), b.path().join("onnx"));
     fs::copy(b.join("model.onnx"), a.join("model.onnx")).unwrap();

@@ -310,19 +310,12 @@ fn closed_and_full_outputs_never_panic() {
 /// The tiny Gemma 3 multimodal fixture, exported with the test tokenizer and Gemma 3's template.
 fn vision_model(tmp: &Path) -> PathBuf {
     let out = tmp.join("onnx");
-    gemma_exporter::export(&gemma_exporter::ExportOptions {
-        src: common::fixtures()
+    gemma_exporter::export(&gemma_exporter::ExportOptions::new(
+        common::fixtures()
             .join("tiny")
             .join("cg-mqa-bf16-sharded-hf4"),
-        out: out.clone(),
-        precision: gemma_exporter::Precision::Fp32,
-        graph: gemma_exporter::GraphKind::Cpu,
-        force: false,
-        progress: false,
-        lora: None,
-        allow_nonfinite: false,
-        triton: None,
-    })
+        out.clone(),
+    ))
     .unwrap();
     write_tokenizer(
         &out,

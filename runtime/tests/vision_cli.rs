@@ -23,17 +23,10 @@ const IMAGE_TOKENS: [(u32, &str); 3] = [
 /// A fresh fp32 export of `fixture` (default graph: the CPU one for the text decoder) in `tmp/onnx`.
 fn export(tmp: &Path, fixture: &str) -> PathBuf {
     let out = tmp.join("onnx");
-    gemma_exporter::export(&gemma_exporter::ExportOptions {
-        src: fixtures().join("tiny").join(fixture),
-        out: out.clone(),
-        precision: gemma_exporter::Precision::Fp32,
-        graph: gemma_exporter::GraphKind::Cpu,
-        force: false,
-        progress: false,
-        lora: None,
-        allow_nonfinite: false,
-        triton: None,
-    })
+    gemma_exporter::export(&gemma_exporter::ExportOptions::new(
+        fixtures().join("tiny").join(fixture),
+        out.clone(),
+    ))
     .unwrap();
     out
 }

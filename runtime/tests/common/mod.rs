@@ -34,17 +34,13 @@ pub fn gemma2_template() -> String {
 /// A fresh fp32 export of the tiny Gemma 2 fixture (no tokenizer yet).
 pub fn export() -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
-    gemma_exporter::export(&gemma_exporter::ExportOptions {
-        src: fixtures().join("tiny").join(FIXTURE),
-        out: tmp.path().join("onnx"),
-        precision: gemma_exporter::Precision::Fp32,
-        graph: gemma_exporter::GraphKind::Portable,
-        force: false,
-        progress: false,
-        lora: None,
-        allow_nonfinite: false,
-        triton: None,
-    })
+    gemma_exporter::export(
+        &gemma_exporter::ExportOptions::new(
+            fixtures().join("tiny").join(FIXTURE),
+            tmp.path().join("onnx"),
+        )
+        .graph(gemma_exporter::GraphKind::Portable),
+    )
     .unwrap();
     tmp
 }
