@@ -8,24 +8,13 @@
 //! portable graphs stay at opset 21 for older runtimes; the cpu graph imports 23 for `RMSNormalization`.
 //!
 //! The harness runs in the venv that `scripts/setup-stacks` creates; `scripts/test` exports its python as
-//! `GEMMA_STACKS_PYTHON`. Without it these tests fail and say so (they are never skipped).
+//! `GEMMA_STACKS_PYTHON` ([`stacks_python`]).
 
 use gemma_exporter::{export, ExportOptions, GraphKind, Precision};
 use gemma_tests::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// The venv python with the pinned `onnx` (`$GEMMA_STACKS_PYTHON`).
-fn stacks_python() -> PathBuf {
-    match std::env::var_os("GEMMA_STACKS_PYTHON") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => panic!(
-            "GEMMA_STACKS_PYTHON is not set: run the tests through scripts/test, which creates the stacks venv \
-             (scripts/setup-stacks) and sets it, or set it to the python that scripts/setup-stacks prints"
-        ),
-    }
-}
 
 /// One checked file, as `onnx_check.py` prints it.
 #[derive(serde::Deserialize, Debug)]
