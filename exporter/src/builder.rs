@@ -4,7 +4,7 @@
 //! Values are plain tensor names (`Value`); every helper returns the name of its output. Node and value names
 //! follow the `/model/layers.N/attn/...` scheme of Optimum exports so graphs stay readable in Netron.
 
-use crate::onnx::{self, type_proto, DataType, NodeProto, TensorProto, ValueInfoProto};
+use crate::onnx::{self, DataType, NodeProto, TensorProto, ValueInfoProto};
 use proto::{attribute, bytes_i64};
 pub use proto::{inline_tensor, model, value_info};
 use std::collections::HashSet;
@@ -78,6 +78,8 @@ pub struct GraphBuilder {
     scope: String,
     /// Values computed once per graph and reused, by key (see [`GraphBuilder::memo`]).
     memo: std::collections::HashMap<String, Value>,
+    /// The newest default-domain opset a node of this graph needs (0: none beyond [`onnx::OPSET`]).
+    required_opset: i64,
 }
 
 impl GraphBuilder {
@@ -110,22 +112,16 @@ impl GraphBuilder {
         Value(name.to_string())
     }
 
-    /// Declares a graph input of unknown rank (no shape in its type), for a small input that consumers feed with
-    /// different ranks: `num_logits_to_keep` arrives as a scalar from our runtime and Optimum, and as `[1]` from
-    /// ONNX Runtime GenAI. The graph must bring it to one shape itself (e.g. `Reshape` to `[1]`).
+    /// Declares a scalar graph input (a shape with no dimensions) for a small input that consumers feed with
+    /// different ranks: `num_logits_to_keep` arrives as a scalar from our runtime and as `[1]` from ONNX Runtime
+    /// GenAI. ONNX Runtime checks a feed's shape only against a declared shape that has dimensions, so it takes
+    /// both; the graph must bring the value to one shape itself (e.g. `Reshape` to `[1]`). (Declaring no shape at
+    /// all would say "any rank" too, but the ONNX checker refuses a main-graph input without one.)
     pub fn input_any_rank(&mut self, name: &str, elem: DataType) -> Value {
-        self.used_names.insert(name.to_string());
-        let mut info = value_info(name, elem, &[]);
-        if let Some(type_proto::Value::TensorType(t)) =
-            info.r#type.as_mut().and_then(|t| t.value.as_mut())
-        {
-            t.shape = None;
-        }
-        self.inputs.push(info);
-        Value(name.to_string())
+        self.input(name, elem, &[])
     }
 
-    /// Declares a one-element int64 graph input `name` (any rank: scalar or `[1]`, see
+    /// Declares a one-element int64 graph input `name` (fed as a scalar or `[1]`, see
     /// [`GraphBuilder::input_any_rank`]) whose value defaults to `default` when a run does not feed it: a scalar
     /// initializer of the same name (ONNX IR ≥ 4; ONNX Runtime calls these overridable initializers and never
     /// constant-folds them). Consumers that do not know the input keep the default behaviour.
@@ -220,6 +216,17 @@ impl GraphBuilder {
 
     pub fn set_memo(&mut self, key: &str, value: Value) {
         self.memo.insert(key.to_string(), value);
+    }
+
+    /// Records that a node of this graph needs default-domain opset `version` (an op introduced then).
+    pub fn require_opset(&mut self, version: i64) {
+        self.required_opset = self.required_opset.max(version);
+    }
+
+    /// The default-domain opset the model must import: [`onnx::OPSET`], or a newer one that one of its nodes
+    /// needs ([`require_opset`](Self::require_opset)).
+    pub fn onnx_opset(&self) -> i64 {
+        self.required_opset.max(onnx::OPSET)
     }
 
     /// Whether some node of the graph is in operator domain `domain` (e.g. `"com.microsoft"`), which the model

@@ -454,10 +454,10 @@ fn graph_metadata(manifest: &Manifest) -> [(&'static str, String); 2] {
     ]
 }
 
-/// The operator sets a graph imports: ONNX, plus ONNX Runtime's contrib domain when it uses one of its ops
-/// (quantized MatMuls, fused attention).
+/// The operator sets a graph imports: ONNX (at the opset its nodes need), plus ONNX Runtime's contrib domain when it
+/// uses one of its ops (quantized MatMuls, fused attention).
 fn opset_imports(g: &GraphBuilder) -> Vec<(&'static str, i64)> {
-    let mut opsets = vec![("", crate::onnx::OPSET)];
+    let mut opsets = vec![("", g.onnx_opset())];
     if g.uses_domain(crate::ops::MS_DOMAIN) {
         opsets.push((crate::ops::MS_DOMAIN, 1));
     }

@@ -9,7 +9,6 @@
 
 use crate::builder::{Attr, GraphBuilder, Value};
 use crate::onnx::DataType;
-use crate::ops::simplified_layer_norm::simplified_layer_norm;
 use crate::weights::WeightWriter;
 use crate::ExportError;
 use gemma_models::names::{self, suffix};
@@ -41,7 +40,8 @@ pub enum LinearKind {
 pub enum NormKind {
     /// `x * 1/sqrt(mean(x²) + eps) * (1 + w)` from elementary ops, float32.
     Decomposed,
-    /// ONNX Runtime's `SimplifiedLayerNormalization` (fp32 statistics) with the folded fp32 `(1 + w)` gain.
+    /// ONNX's `RMSNormalization` (opset 23, fp32 statistics) with the folded fp32 `(1 + w)` gain: one kernel in
+    /// ONNX Runtime (the one its `SimplifiedLayerNormalization` runs).
     Fused,
 }
 
@@ -132,7 +132,7 @@ impl Ctx<'_> {
                 let y = g.op("Mul", "norm/scale", &[x, &inv], &[]);
                 g.op("Mul", "norm/gain", &[&y, &gain], &[])
             }
-            NormKind::Fused => simplified_layer_norm(g, "norm", x, &gain, eps as f32),
+            NormKind::Fused => g.rms_normalization("norm", x, &gain, eps as f32),
         })
     }
 

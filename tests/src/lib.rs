@@ -149,3 +149,15 @@ pub fn gemma3_270m_gguf() -> Result<PathBuf> {
         ),
     }
 }
+
+/// The python of the venv with the pinned third-party stacks (`$GEMMA_STACKS_PYTHON`, which `scripts/test` sets
+/// from `scripts/setup-stacks`). Tests that need it fail and say so when it is missing; they are never skipped.
+pub fn stacks_python() -> PathBuf {
+    match std::env::var_os("GEMMA_STACKS_PYTHON") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => panic!(
+            "GEMMA_STACKS_PYTHON is not set: run the tests through scripts/test, which creates the stacks venv \
+             (scripts/setup-stacks) and sets it, or set it to the python that scripts/setup-stacks prints"
+        ),
+    }
+}

@@ -7,6 +7,9 @@
 use super::{Attr, GraphBuilder, Value};
 use crate::onnx::DataType;
 
+/// The opset that introduced `RMSNormalization`.
+const RMS_NORMALIZATION_OPSET: i64 = 23;
+
 impl GraphBuilder {
     /// `Cast(x, to)`.
     pub fn cast(&mut self, label: &str, x: &Value, to: DataType) -> Value {
@@ -85,6 +88,28 @@ impl GraphBuilder {
                 self.node("", "Split", label, &[x], &attrs, n)
             }
         }
+    }
+
+    /// `RMSNormalization(x, scale)` over the last axis, statistics in float32 (`stash_type` 1): `x /
+    /// sqrt(mean(x²) + epsilon) · scale`. A default-domain op since opset 23, which the graph then imports.
+    pub fn rms_normalization(
+        &mut self,
+        label: &str,
+        x: &Value,
+        scale: &Value,
+        epsilon: f32,
+    ) -> Value {
+        self.require_opset(RMS_NORMALIZATION_OPSET);
+        self.op(
+            "RMSNormalization",
+            label,
+            &[x, scale],
+            &[
+                ("axis", Attr::Int(-1)),
+                ("epsilon", Attr::Float(epsilon)),
+                ("stash_type", Attr::Int(1)),
+            ],
+        )
     }
 
     /// `Where(condition, then, otherwise)`.

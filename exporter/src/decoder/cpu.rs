@@ -10,8 +10,9 @@
 //!   ONNX Runtime 1.31's window is exactly `i − W < j ≤ i` (semantics §1.6; checked by the parity tests).
 //! - **Logits only where asked.** `num_logits_to_keep` (required here) keeps the last K positions before the final
 //!   norm and the lm_head (1 in generation; 0 keeps all, for perplexity and parity tests).
-//! - **Fused ops.** `SimplifiedLayerNormalization`, and `SkipSimplifiedLayerNormalization` for every residual add:
-//!   the stream is carried as `(x, pending)` and the next norm adds `pending` itself ([`Residual`]).
+//! - **Fused ops.** ONNX's `RMSNormalization` (so the graph imports opset 23; the portable graph stays at 21), and
+//!   the contrib `SkipSimplifiedLayerNormalization` for every residual add: the stream is carried as
+//!   `(x, pending)` and the next norm adds `pending` itself ([`Residual`]).
 //!
 //! `seqlens_k` and `total_sequence_length` are derived from the shape of `attention_mask`, which itself becomes an
 //! additive `attention_bias`: that is how left padding works. RoPE is applied by `RotaryEmbedding` outside the

@@ -2,8 +2,8 @@
 //! rely on) in the header, and one typed function that writes the node. The standard ONNX ops have typed helpers on
 //! [`crate::builder::GraphBuilder`] itself.
 //!
-//! - [`simplified_layer_norm`]: RMSNorm (ONNX domain, ONNX Runtime only).
-//! - [`skip_simplified_layer_norm`]: residual add + RMSNorm in one kernel.
+//! - [`skip_simplified_layer_norm`]: residual add + RMSNorm in one kernel (a plain RMSNorm is ONNX's own
+//!   `RMSNormalization`, [`crate::builder::GraphBuilder::rms_normalization`]).
 //! - [`rotary_embedding`]: RoPE from given cos/sin tables.
 //! - [`group_query_attention`]: attention over KV buffers updated in place.
 //! - [`matmul_nbits`]: `x · Wᵀ` with a block-quantized `W`.
@@ -13,7 +13,6 @@ pub mod gather_block_quantized;
 pub mod group_query_attention;
 pub mod matmul_nbits;
 pub mod rotary_embedding;
-pub mod simplified_layer_norm;
 pub mod skip_simplified_layer_norm;
 
 /// ONNX Runtime's contrib operator domain. A model whose graph uses it imports it at version 1.
