@@ -19,22 +19,11 @@ use gemma_runtime::{Decoder, RuntimeOptions};
 use gemma_tests::*;
 use ndarray::{Array0, Array1, Array2, Array4};
 use ort::value::TensorRef;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 fn runtime() -> RuntimeOptions {
     RuntimeOptions::cpu().with_threads(Some(2))
-}
-
-/// The venv python with the pinned `onnxruntime-genai` (`$GEMMA_STACKS_PYTHON`).
-fn stacks_python() -> PathBuf {
-    match std::env::var_os("GEMMA_STACKS_PYTHON") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => panic!(
-            "GEMMA_STACKS_PYTHON is not set: run the tests through scripts/test, which creates the stacks venv \
-             (scripts/setup-stacks) and sets it, or set it to the python that scripts/setup-stacks prints"
-        ),
-    }
 }
 
 /// What the harness prints.

@@ -47,16 +47,6 @@ fn export_with_triton(
     (tmp, out, repo)
 }
 
-fn stacks_python() -> PathBuf {
-    match std::env::var_os("GEMMA_STACKS_PYTHON") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => panic!(
-            "GEMMA_STACKS_PYTHON is not set: run the tests through scripts/test, which creates the stacks venv \
-             (scripts/setup-stacks) and sets it, or set it to the python that scripts/setup-stacks prints"
-        ),
-    }
-}
-
 /// Runs `tests/stacks/SCRIPT REPO NAME ARGS…` and parses what it prints.
 fn harness(script: &str, repo: &Path, args: &[String]) -> Result<serde_json::Value> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
