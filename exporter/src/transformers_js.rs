@@ -8,7 +8,11 @@
 //! The export keeps `model.onnx` + `model.onnx_data` at the top (the `gemma` runtime, Optimum and older tools read
 //! them there) and adds:
 //!
-//! - `onnx/model{suffix}.onnx`: the same decoder graph, its external data renamed to `model{suffix}.onnx_data`;
+//! - `onnx/model{suffix}.onnx`: the same decoder graph, its external data renamed to `model{suffix}.onnx_data`, and,
+//!   for the model types whose positions transformers.js counts from 1 (`gemma3_text`, as transformers' multimodal
+//!   Gemma 3 and PaliGemma do), one `Sub` that takes them back to transformers' 0-based `position_ids` (semantics
+//!   §1.3), so transformers.js computes exactly what `gemma` does: RoPE's angles are relative, but shifted
+//!   positions round differently, and on the real int4 270M that flipped a near-tie after 19 greedy tokens;
 //! - `onnx/model{suffix}.onnx_data`: a hard link to `model.onnx_data`, not a copy (ONNX Runtime refuses a `location`
 //!   with `..`, so the graph in `onnx/` cannot point at the top-level file; a symlink does not survive every tool);
 //! - in `config.json`, `transformers.js_config` with the export's `dtype` (so a plain `from_pretrained(OUT)` picks
@@ -17,15 +21,22 @@
 //! The cpu graph (in-place KV buffers, contrib attention) and the image graphs are not transformers.js models, and
 //! transformers.js has no bf16 `dtype`: those exports get no `onnx/` folder.
 
-use crate::onnx::ModelProto;
+use crate::builder::inline_tensor;
+use crate::onnx::{DataType, ModelProto, NodeProto};
 use crate::ExportError;
-use gemma_models::contract::{files, GraphKind, Manifest, Precision};
+use gemma_models::contract::{files, io, GraphKind, Manifest, Precision};
 use prost::Message;
 use std::fs;
 use std::path::Path;
 
 /// The key of config.json that transformers.js reads its settings from.
 pub const CONFIG_KEY: &str = "transformers.js_config";
+
+/// The `model_type`s for which transformers.js 4.x feeds `position_ids` counted from 1 (its `decoder_forward`).
+pub const ONE_BASED_POSITION_TYPES: &[&str] = &["paligemma", "gemma3_text", "gemma3"];
+
+/// The graph input after the transformers.js copy's `Sub`: the positions the decoder uses.
+const SHIFTED_POSITIONS: &str = "position_ids_from_zero";
 
 /// transformers.js's `dtype` for an export precision and the file-name suffix its convention gives that dtype, or
 /// `None` when transformers.js has no name for it (bf16). int8 is `q8` (`model_quantized.onnx`): 8-bit weights run
@@ -77,14 +88,46 @@ pub fn write(
     }
     let mut proto = decoder.clone();
     relocate(&mut proto, files::DECODER_DATA_FILE, &data_name);
-    let path = dir.join(&file);
-    fs::write(&path, proto.encode_to_vec()).map_err(|e| ExportError::io(&path, e))?;
     let settings = serde_json::json!({
         "dtype": dtype,
         "use_external_data_format": { file_name(&file): 1 },
     });
-    add_to_config(&dir.join(files::CONFIG_FILE), &settings)?;
+    let model_type = add_to_config(&dir.join(files::CONFIG_FILE), &settings)?;
+    if ONE_BASED_POSITION_TYPES.contains(&model_type.as_str()) {
+        positions_from_one(&mut proto);
+    }
+    let path = dir.join(&file);
+    fs::write(&path, proto.encode_to_vec()).map_err(|e| ExportError::io(&path, e))?;
     Ok(None)
+}
+
+/// Makes the graph take `position_ids` counted from 1: every node that read them reads `position_ids - 1`.
+fn positions_from_one(proto: &mut ModelProto) {
+    let Some(graph) = proto.graph.as_mut() else {
+        return;
+    };
+    for node in &mut graph.node {
+        for input in &mut node.input {
+            if input == io::POSITION_IDS {
+                *input = SHIFTED_POSITIONS.to_string();
+            }
+        }
+    }
+    let one = "position_ids_one";
+    graph.initializer.push(inline_tensor(
+        one,
+        DataType::Int64,
+        &[],
+        1i64.to_le_bytes().to_vec(),
+    ));
+    let sub = NodeProto {
+        input: vec![io::POSITION_IDS.to_string(), one.to_string()],
+        output: vec![SHIFTED_POSITIONS.to_string()],
+        name: Some("transformers_js_positions_from_one".into()),
+        op_type: Some("Sub".into()),
+        ..Default::default()
+    };
+    graph.node.insert(0, sub);
 }
 
 fn file_name(path: &str) -> &str {
@@ -105,9 +148,9 @@ fn relocate(proto: &mut ModelProto, from: &str, to: &str) {
     }
 }
 
-/// Sets `transformers.js_config` in config.json. The checkpoint's text is kept as it is and the key added before its
-/// closing brace; a config that already has the key is rewritten whole.
-fn add_to_config(path: &Path, settings: &serde_json::Value) -> Result<(), ExportError> {
+/// Sets `transformers.js_config` in config.json and returns its `model_type`. The checkpoint's text is kept as it is
+/// and the key added before its closing brace; a config that already has the key is rewritten whole.
+fn add_to_config(path: &Path, settings: &serde_json::Value) -> Result<String, ExportError> {
     let text = fs::read_to_string(path).map_err(|e| ExportError::io(path, e))?;
     let json_err = |source| ExportError::Json {
         path: path.to_path_buf(),
@@ -115,8 +158,13 @@ fn add_to_config(path: &Path, settings: &serde_json::Value) -> Result<(), Export
     };
     let mut config: serde_json::Value = serde_json::from_str(&text).map_err(json_err)?;
     let Some(object) = config.as_object_mut() else {
-        return Ok(()); // ModelConfig::from_file already refused a config that is not an object
+        return Ok(String::new()); // ModelConfig::from_file already refused a config that is not an object
     };
+    let model_type = object
+        .get("model_type")
+        .and_then(|t| t.as_str())
+        .unwrap_or_default()
+        .to_string();
     let trimmed = text.trim_end();
     let new_text = match trimmed.strip_suffix('}') {
         Some(body) if !object.contains_key(CONFIG_KEY) => {
@@ -133,7 +181,8 @@ fn add_to_config(path: &Path, settings: &serde_json::Value) -> Result<(), Export
             serde_json::to_string_pretty(&config).map_err(json_err)? + "\n"
         }
     };
-    fs::write(path, new_text).map_err(|e| ExportError::io(path, e))
+    fs::write(path, new_text).map_err(|e| ExportError::io(path, e))?;
+    Ok(model_type)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ tests/tests/stack_optimum.rs in the venv of scripts/setup-stacks.
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import torch
 from importlib.metadata import version
@@ -67,9 +68,7 @@ def main() -> int:
     result = {
         "token_ids": token_ids,
         "prompt_tokens": [len(p) for p in prompts],
-        "onnx_file": str(model.path.relative_to(model.path.parent.parent))
-        if model.path.parent.name == "onnx"
-        else model.path.name,
+        "onnx_file": model.path.resolve().relative_to(Path(args.model).resolve()).as_posix(),
         "optimum_onnx": version("optimum-onnx"),
     }
     if args.logits:

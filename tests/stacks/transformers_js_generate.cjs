@@ -4,6 +4,7 @@
 // with local files only, the precision picked by `dtype` (default: the export's, from config.json's
 // `transformers.js_config`). Prints one JSON object:
 // {"token_ids": [...generated ids, the stop token included when one ended the run...], "prompt_tokens": N,
+//  "prompt_ids": [...],
 //  "dtype": ..., "transformers_js": VERSION}, plus "logits" (per step, the last position's logits the token was
 // chosen from) with --logits.
 //
@@ -78,6 +79,7 @@ async function main() {
   const result = {
     token_ids: all.slice(n),
     prompt_tokens: n,
+    prompt_ids: ids,
     dtype: model.sessions.model.config?.dtype ?? null,
     transformers_js: tjs.env.version,
   };
