@@ -3,7 +3,8 @@
 //! A failed or interrupted export never leaves a folder that looks complete ([`crate::output`]).
 //!
 //! Gemma3ForConditionalGeneration checkpoints also get the image graphs of [`crate::vision`]; their tensors are
-//! checked up front with the text ones.
+//! checked up front with the text ones. Portable text exports also get the transformers.js layout of
+//! [`crate::transformers_js`].
 
 use crate::builder::{model, GraphBuilder};
 use crate::decoder::DecoderInput;
@@ -428,6 +429,10 @@ fn write_export(
         fs::write(&path, serde_json::to_string_pretty(&gen).expect("json"))
             .map_err(|e| ExportError::io(&path, e))?;
     }
+    let mut warnings = source.warnings.clone();
+    warnings.extend(crate::transformers_js::write(
+        dir, opts.graph, &manifest, &proto,
+    )?);
     manifest::fingerprint_files(&mut manifest, dir)?;
     manifest::write(&manifest, dir)?;
     crate::genai::write(opts.graph, cfg, &manifest, dir)?;
@@ -437,7 +442,7 @@ fn write_export(
         weight_bytes,
         nodes,
         quantization,
-        warnings: source.warnings.clone(),
+        warnings,
         notes: Vec::new(),
     };
     Ok((report, triton_graph))

@@ -12,7 +12,8 @@
 //! - [`gguf`]: GGUF files as a source (config, tokenizer and generation config generated from the metadata).
 //! - [`export`]: the whole pipeline; [`output`]: the output folder (checks, temporary folder, atomic swap, clean-up
 //!   after interrupted exports); [`manifest`]: `gemma-onnx.json`; [`genai`]: `genai_config.json` for ONNX Runtime
-//!   GenAI.
+//!   GenAI; [`transformers_js`]: the `onnx/` folder and config keys that make a portable export a transformers.js
+//!   model folder.
 //! - [`source`]: what SRC names (a local path or a Hub id); [`hub`]: Hugging Face Hub downloads into its cache.
 //! - [`triton`]: a Triton Inference Server model repository for an export (`--triton REPO`).
 
@@ -34,6 +35,7 @@ pub mod ops;
 pub mod output;
 pub mod quant;
 pub mod source;
+pub mod transformers_js;
 pub mod triton;
 pub mod vision;
 pub mod weights;

@@ -12,6 +12,8 @@
 //! `num_logits_to_keep_accepts_scalar_and_1d` needs no Python: both graphs take the input as `[]` (our runtime) and
 //! as `[1]` (what GenAI feeds).
 
+mod stack_common;
+
 use anyhow::{bail, ensure, Context, Result};
 use gemma_exporter::{GraphKind, Precision};
 use gemma_runtime::ort_env::create_session;
@@ -19,6 +21,7 @@ use gemma_runtime::{Decoder, RuntimeOptions};
 use gemma_tests::*;
 use ndarray::{Array0, Array1, Array2, Array4};
 use ort::value::TensorRef;
+use stack_common::{our_generate, LONG, SHORT};
 use std::path::Path;
 use std::process::Command;
 
@@ -70,38 +73,6 @@ fn genai_generate(dir: &Path, prompt: &[u32], max_new: usize) -> Result<GenaiOut
     Ok(parsed)
 }
 
-/// Greedy generation with this project's runtime, as `gemma generate --temperature 0` does it: one prefill, then
-/// one token per step, stopping at the manifest's stop tokens. Returns the ids and each step's logits.
-fn our_generate(dir: &Path, prompt: &[u32], max_new: usize) -> Result<(Vec<u32>, Vec<Vec<f32>>)> {
-    let mut decoder = Decoder::open(dir, &runtime())?;
-    let stops = gemma_runtime::manifest::stop_token_ids(dir, decoder.manifest())?;
-    let mut cache = decoder.new_cache_with_capacity(1, prompt.len() + max_new)?;
-    let mut ids = Vec::new();
-    let mut all_logits = Vec::new();
-    let mut feed = prompt.to_vec();
-    while ids.len() < max_new {
-        let logits = decoder.forward_tokens(&feed, &mut cache)?;
-        let next = argmax(&logits);
-        all_logits.push(logits);
-        ids.push(next);
-        if stops.contains(&next) {
-            break;
-        }
-        feed = vec![next];
-    }
-    Ok((ids, all_logits))
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
 /// Exports `fixture` (cpu graph) at `precision`, checks `genai_config.json`, and compares GenAI's greedy ids and
 /// logits with ours for each prompt. Returns the largest logit difference.
 fn genai_matches(fixture: &str, precision: Precision, prompts: &[&[u32]], max_new: usize) -> f32 {
@@ -147,11 +118,6 @@ fn genai_matches(fixture: &str, precision: Precision, prompts: &[&[u32]], max_ne
     );
     worst
 }
-
-/// 14 tokens: nearly three 5-token windows, so the sliding layers evict during prefill and decode.
-const LONG: &[u32] = &[2, 200, 13, 77, 5, 91, 250, 33, 64, 128, 7, 19, 222, 45];
-/// Shorter than the window.
-const SHORT: &[u32] = &[2, 31, 180];
 
 #[test]
 fn genai_gemma3_fp32_short_and_past_the_window() {

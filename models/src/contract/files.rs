@@ -20,6 +20,11 @@ pub const DECODER_WITH_EMBEDS_FILE: &str = "decoder_model_merged.onnx";
 /// Image path: the image processor as a graph (manifest `vision.preprocess.file`).
 pub const PREPROCESS_FILE: &str = "preprocess.onnx";
 
+/// transformers.js's folder of ONNX files (its `from_pretrained` default `subfolder`): portable text exports hold
+/// the decoder there too, as `model{suffix}.onnx` by transformers.js's `dtype` convention, its external data a hard
+/// link to [`DECODER_DATA_FILE`]. The runtime does not read it.
+pub const TRANSFORMERS_JS_DIR: &str = "onnx";
+
 /// ONNX Runtime GenAI's configuration (`--graph cpu` exports).
 pub const GENAI_CONFIG_FILE: &str = "genai_config.json";
 /// The checkpoint's config, copied (generated from the metadata for a GGUF source).
