@@ -1,4 +1,4 @@
-//! The transformers.js layout of a portable text export, so that one folder serves `gemma`, Optimum and
+//! The transformers.js layout of a portable export, so that one folder serves `gemma`, Optimum and
 //! transformers.js with one copy of the weights (docs/stacks.md).
 //!
 //! transformers.js's `from_pretrained(OUT)` looks for `OUT/onnx/model{suffix}.onnx`, the suffix naming the
@@ -18,8 +18,10 @@
 //! - in `config.json`, `transformers.js_config` with the export's `dtype` (so a plain `from_pretrained(OUT)` picks
 //!   the file) and `use_external_data_format` (so transformers.js loads the data file, in the browser too).
 //!
-//! The cpu graph (in-place KV buffers, contrib attention) and the image graphs are not transformers.js models, and
-//! transformers.js has no bf16 `dtype`: those exports get no `onnx/` folder.
+//! A Gemma 3 vision export gets the image-text-to-text sessions instead of `model{suffix}.onnx`, each with its own
+//! hard-linked data, the same shift in the decoder, and the processor files ([`vision`]). The cpu graph (in-place KV
+//! buffers, contrib attention) is not a transformers.js model, and transformers.js has no bf16 `dtype`: those
+//! exports get no `onnx/` folder.
 
 use crate::builder::inline_tensor;
 use crate::onnx::{DataType, ModelProto, NodeProto};
@@ -28,6 +30,8 @@ use gemma_models::contract::{files, io, GraphKind, Manifest, Precision};
 use prost::Message;
 use std::fs;
 use std::path::Path;
+
+mod vision;
 
 /// The key of config.json that transformers.js reads its settings from.
 pub const CONFIG_KEY: &str = "transformers.js_config";
@@ -51,54 +55,103 @@ pub fn dtype(precision: Precision) -> Option<(&'static str, &'static str)> {
     }
 }
 
+/// The session (file name before the suffix) transformers.js loads a text decoder from.
+const DECODER_SESSION: &str = "model";
+
 /// `onnx/model{suffix}.onnx`, the decoder's path in the transformers.js layout of a `precision` export.
 pub fn decoder_file(precision: Precision) -> Option<String> {
-    dtype(precision).map(|(_, suffix)| format!("{}/model{suffix}.onnx", files::TRANSFORMERS_JS_DIR))
+    dtype(precision).map(|(_, suffix)| {
+        format!(
+            "{}/{DECODER_SESSION}{suffix}.onnx",
+            files::TRANSFORMERS_JS_DIR
+        )
+    })
 }
 
 /// Adds the transformers.js layout to the export folder `dir` (see the module docs) when the export is a portable
-/// text export at a precision transformers.js names; `decoder` is the graph written as `model.onnx`. Returns a
-/// warning when the layout could not be added (a file system without hard links); the export stays usable.
+/// export at a precision transformers.js names; `decoder` is the graph written as `model.onnx`. A vision export gets
+/// the image-text-to-text sessions instead ([`vision`]). Returns a warning when the layout could not be added (a file
+/// system without hard links); the export stays usable.
 pub fn write(
     dir: &Path,
     graph: GraphKind,
     manifest: &Manifest,
     decoder: &ModelProto,
 ) -> Result<Option<String>, ExportError> {
-    let (Some((dtype, _)), Some(file), GraphKind::Portable, None) = (
-        dtype(manifest.precision),
-        decoder_file(manifest.precision),
-        graph,
-        &manifest.vision,
-    ) else {
+    let (Some((dtype, suffix)), GraphKind::Portable) = (dtype(manifest.precision), graph) else {
         return Ok(None);
+    };
+    // (session file name without suffix, graph, whether it is the decoder that takes `position_ids`)
+    let mut graphs = match &manifest.vision {
+        None => vec![(DECODER_SESSION, decoder.clone(), true)],
+        Some(v) => vision::graphs(dir, v)?,
     };
     let sub = dir.join(files::TRANSFORMERS_JS_DIR);
     fs::create_dir(&sub).map_err(|e| ExportError::io(&sub, e))?;
-    let data_name = format!("{}_data", file_name(&file));
-    let data = sub.join(&data_name);
-    let top_data = dir.join(files::DECODER_DATA_FILE);
-    if let Err(e) = fs::hard_link(&top_data, &data) {
-        fs::remove_dir_all(&sub).map_err(|e| ExportError::io(&sub, e))?;
-        return Ok(Some(format!(
-            "no transformers.js layout ({}/): could not hard-link {} ({e}); the export is complete without it",
-            files::TRANSFORMERS_JS_DIR,
-            top_data.display()
-        )));
+    let mut external = serde_json::Map::new();
+    for (session, proto, _) in &mut graphs {
+        let file = format!("{session}{suffix}.onnx");
+        match link_data(dir, &sub, proto, &file) {
+            Ok(true) => {
+                external.insert(file, 1.into());
+            }
+            Ok(false) => {}
+            Err(why) => {
+                fs::remove_dir_all(&sub).map_err(|e| ExportError::io(&sub, e))?;
+                return Ok(Some(format!(
+                    "no transformers.js layout ({}/): {why}; the export is complete without it",
+                    files::TRANSFORMERS_JS_DIR
+                )));
+            }
+        }
     }
-    let mut proto = decoder.clone();
-    relocate(&mut proto, files::DECODER_DATA_FILE, &data_name);
     let settings = serde_json::json!({
         "dtype": dtype,
-        "use_external_data_format": { file_name(&file): 1 },
+        "use_external_data_format": external,
     });
     let model_type = add_to_config(&dir.join(files::CONFIG_FILE), &settings)?;
-    if ONE_BASED_POSITION_TYPES.contains(&model_type.as_str()) {
-        positions_from_one(&mut proto);
+    if let Some(v) = &manifest.vision {
+        vision::write_processor_files(dir, v)?;
     }
-    let path = dir.join(&file);
-    fs::write(&path, proto.encode_to_vec()).map_err(|e| ExportError::io(&path, e))?;
+    for (session, mut proto, is_decoder) in graphs {
+        if is_decoder && ONE_BASED_POSITION_TYPES.contains(&model_type.as_str()) {
+            positions_from_one(&mut proto);
+        }
+        let path = sub.join(format!("{session}{suffix}.onnx"));
+        fs::write(&path, proto.encode_to_vec()).map_err(|e| ExportError::io(&path, e))?;
+    }
     Ok(None)
+}
+
+/// Hard-links the external data file of `proto` (in `dir`) as `sub/{file}_data` and points the graph at it. Returns
+/// whether the graph has external data; an error says why the link could not be made.
+fn link_data(dir: &Path, sub: &Path, proto: &mut ModelProto, file: &str) -> Result<bool, String> {
+    let mut locations: Vec<String> = proto
+        .graph
+        .iter()
+        .flat_map(|g| &g.initializer)
+        .flat_map(|t| &t.external_data)
+        .filter(|e| e.key.as_deref() == Some("location"))
+        .filter_map(|e| e.value.clone())
+        .collect();
+    locations.sort();
+    locations.dedup();
+    let from = match locations.as_slice() {
+        [] => return Ok(false),
+        [one] => one,
+        _ => {
+            return Err(format!(
+                "{file} keeps its weights in {} files",
+                locations.len()
+            ))
+        }
+    };
+    let data_name = format!("{file}_data");
+    let top = dir.join(from);
+    fs::hard_link(&top, sub.join(&data_name))
+        .map_err(|e| format!("could not hard-link {} ({e})", top.display()))?;
+    relocate(proto, from, &data_name);
+    Ok(true)
 }
 
 /// Makes the graph take `position_ids` counted from 1: every node that read them reads `position_ids - 1`.
@@ -128,10 +181,6 @@ fn positions_from_one(proto: &mut ModelProto) {
         ..Default::default()
     };
     graph.node.insert(0, sub);
-}
-
-fn file_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
 }
 
 /// Points every initializer stored in the external data file `from` at `to` instead.
