@@ -129,3 +129,43 @@ pub(super) fn write_processor_files(dir: &Path, vision: &VisionSection) -> Resul
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::{GraphProto, ValueInfoProto};
+
+    #[test]
+    fn token_type_ids_become_zeros_computed_in_the_graph() {
+        let input = |name: &str| ValueInfoProto {
+            name: Some(name.into()),
+            ..Default::default()
+        };
+        let mut proto = ModelProto {
+            graph: Some(GraphProto {
+                input: vec![input(io::INPUTS_EMBEDS), input(io::TOKEN_TYPE_IDS)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        text_token_types(&mut proto);
+        let graph = proto.graph.as_ref().unwrap();
+        let names: Vec<_> = graph
+            .input
+            .iter()
+            .filter_map(|i| i.name.as_deref())
+            .collect();
+        assert_eq!(names, [io::INPUTS_EMBEDS]);
+        let ops: Vec<_> = graph
+            .node
+            .iter()
+            .filter_map(|n| n.op_type.as_deref())
+            .collect();
+        assert_eq!(ops, ["Shape", "Gather", "Expand"]);
+        assert_eq!(graph.node[2].output, [io::TOKEN_TYPE_IDS]);
+        // A graph without the input is left as it is.
+        let before = proto.clone();
+        text_token_types(&mut proto);
+        assert_eq!(proto, before);
+    }
+}
