@@ -3,14 +3,14 @@
 // gemma-onnx Gemma 3 vision export, as a user of transformers.js would run it:
 // `AutoModelForImageTextToText.from_pretrained(OUT)` with local files only (the sessions in OUT/onnx/, the dtype from
 // config.json's `transformers.js_config`). Prints one JSON object:
-// {"token_ids": [...generated ids...], "prompt_tokens": N, "pixel_values_dims": [...], "dtype": ...,
+// {"token_ids": [...generated ids...], "prompt_tokens": N, "prompt_ids": [...], "pixel_values_dims": [...], "dtype": ...,
 //  "transformers_js": VERSION}.
 //
 // With --prompt TEXT (an export with the checkpoint's tokenizer and chat template), `AutoProcessor.from_pretrained(OUT)`
 // expands TEXT's `<start_of_image>` into the image tokens and makes `pixel_values`, as transformers.js users do.
-// With --ids JSON (the tiny fixtures have no tokenizer), the ids must already hold the image tokens, and
-// `AutoImageProcessor.from_pretrained(OUT)` (the same preprocessor_config.json) makes `pixel_values`.
-// Run by tests/tests/stack_transformers_js.rs with NODE_PATH set to the node_modules of scripts/setup-stacks.
+// With --ids JSON, the ids must already hold the image tokens, and `AutoImageProcessor.from_pretrained(OUT)` (the
+// same preprocessor_config.json) makes `pixel_values`.
+// Run by tests/tests/stack_transformers_js_vision.rs with NODE_PATH set to the node_modules of scripts/setup-stacks.
 //
 // Without --image the same sessions generate from text alone (no image tokens: all positions are text).
 //
@@ -66,6 +66,7 @@ async function main() {
   const result = {
     token_ids: Array.from(out.data, Number).slice(n),
     prompt_tokens: n,
+    prompt_ids: Array.from(inputs.input_ids.data, Number),
     pixel_values_dims: inputs.pixel_values?.dims ?? null,
     dtype: model.sessions.decoder_model_merged.config?.dtype ?? null,
     transformers_js: tjs.env.version,

@@ -8,8 +8,7 @@
 //! that the generated ids are equal and every step's logits agree. The tiny fixtures have no tokenizer, so both
 //! sides take token ids.
 //!
-//! The Gemma 3 vision export generates with an image through `AutoModelForImageTextToText`
-//! (`tests/stacks/transformers_js_vision.cjs`, see [`tjs_gemma3_vision_generates_with_an_image`]).
+//! The Gemma 3 vision export is tested in `stack_transformers_js_vision.rs`.
 //!
 //! The harness runs with the node_modules of `scripts/setup-stacks` (`GEMMA_STACKS_NODE_MODULES`, which
 //! `scripts/test` sets). Without it these tests fail and say so (they are never skipped).
@@ -193,104 +192,4 @@ fn no_layout_for_cpu_graph_or_bf16_exports() {
         let text = std::fs::read_to_string(out.join("config.json")).unwrap();
         assert!(!text.contains(transformers_js::CONFIG_KEY));
     }
-}
-
-/// The Gemma 3 vision export (`onnx/vision_encoder.onnx`, `embed_tokens.onnx`, `decoder_model_merged.onnx`, each with
-/// hard-linked data; the decoder without the `token_type_ids` input; the processor files) generates with an image
-/// through `AutoModelForImageTextToText.from_pretrained(OUT)` and `AutoImageProcessor.from_pretrained(OUT)` (the tiny
-/// fixture has no tokenizer for `AutoProcessor`). Its ids are not compared with `gemma-vision`'s: transformers.js
-/// feeds no `token_type_ids`, so image tokens attend causally there and bidirectionally in ours (semantics §5.5).
-/// Without an image the attention is the same, and the same sessions give exactly our text ids.
-#[test]
-fn tjs_gemma3_vision_generates_with_an_image() {
-    let (_tmp, out) = export_precision_to_temp(
-        &tiny_fixture("cg-mqa-bf16-sharded-hf4"),
-        Precision::Fp32,
-        GraphKind::Portable,
-    )
-    .unwrap();
-    let onnx = out.join("onnx");
-    for (graph, data) in [
-        ("vision_encoder.onnx", "vision_encoder.onnx_data"),
-        ("embed_tokens.onnx", "model.onnx_data"),
-        ("decoder_model_merged.onnx", "model.onnx_data"),
-    ] {
-        assert!(onnx.join(graph).is_file(), "{graph}");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            let a = onnx.join(format!("{graph}_data")).metadata().unwrap();
-            let b = out.join(data).metadata().unwrap();
-            assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "{graph}_data");
-        }
-    }
-    let decoder =
-        ModelProto::decode(&*std::fs::read(onnx.join("decoder_model_merged.onnx")).unwrap())
-            .unwrap()
-            .graph
-            .unwrap();
-    let inputs: Vec<_> = decoder
-        .input
-        .iter()
-        .filter_map(|i| i.name.as_deref())
-        .collect();
-    assert!(!inputs.contains(&"token_type_ids"), "{inputs:?}");
-    assert!(inputs.contains(&"position_ids") && inputs.contains(&"inputs_embeds"));
-    let json = |name: &str| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(out.join(name)).unwrap()).unwrap()
-    };
-    assert_eq!(
-        json("preprocessor_config.json")["processor_class"],
-        "Gemma3Processor"
-    );
-    assert_eq!(json("processor_config.json")["image_seq_length"], 4);
-
-    // BOS, a text token, <start_of_image>, the fixture's 4 image tokens, <end_of_image>, two text tokens.
-    let prompt: &[u32] = &[2, 5, 253, 255, 255, 255, 255, 254, 7, 9];
-    let image = fixtures_dir().join("images").join("landscape-480x640.png");
-    let with_image = tjs_vision(&out, prompt, Some(&image), 8);
-    assert_eq!(
-        with_image["pixel_values_dims"],
-        serde_json::json!([1, 3, 56, 56])
-    );
-    let ids = token_ids(&with_image);
-    assert!(!ids.is_empty() && ids.iter().all(|&t| t < 256), "{ids:?}");
-    // The image's features replaced the image tokens' embeddings: the same ids without the image generate otherwise.
-    assert_ne!(ids, token_ids(&tjs_vision(&out, prompt, None, 8)));
-    eprintln!("transformers.js generated {ids:?} with the image");
-
-    let text = tjs_vision(&out, LONG, None, 16);
-    let (ours, _) = our_generate(&out, LONG, 16).unwrap();
-    assert_eq!(
-        token_ids(&text),
-        ours,
-        "text through the image-text-to-text sessions"
-    );
-}
-
-fn tjs_vision(
-    dir: &Path,
-    prompt: &[u32],
-    image: Option<&Path>,
-    max_new: usize,
-) -> serde_json::Value {
-    let mut cmd = Command::new("node");
-    cmd.env("NODE_PATH", stacks_node_modules())
-        .arg(harness("transformers_js_vision.cjs"))
-        .arg(dir)
-        .arg("--ids")
-        .arg(serde_json::to_string(prompt).unwrap())
-        .arg("-n")
-        .arg(max_new.to_string());
-    if let Some(image) = image {
-        cmd.arg("--image").arg(image);
-    }
-    let out: serde_json::Value = run_json(cmd, "transformers_js_vision.cjs").unwrap();
-    assert_eq!(out["prompt_tokens"], prompt.len());
-    assert_eq!(out["dtype"], "fp32");
-    out
-}
-
-fn token_ids(out: &serde_json::Value) -> Vec<u32> {
-    serde_json::from_value(out["token_ids"].clone()).unwrap()
 }
