@@ -3,7 +3,7 @@
 //! A failed or interrupted export never leaves a folder that looks complete ([`crate::output`]).
 //!
 //! Gemma3ForConditionalGeneration checkpoints also get the image graphs of [`crate::vision`]; their tensors are
-//! checked up front with the text ones. Portable text exports also get the transformers.js layout of
+//! checked up front with the text ones. Portable exports also get the transformers.js layout of
 //! [`crate::transformers_js`].
 
 use crate::builder::{model, GraphBuilder};

@@ -22,7 +22,8 @@ pub const PREPROCESS_FILE: &str = "preprocess.onnx";
 
 /// transformers.js's folder of ONNX files (its `from_pretrained` default `subfolder`): portable text exports hold
 /// the decoder there too, as `model{suffix}.onnx` by transformers.js's `dtype` convention, its external data a hard
-/// link to [`DECODER_DATA_FILE`]. The runtime does not read it.
+/// link to [`DECODER_DATA_FILE`]; portable vision exports hold transformers.js's image-text-to-text sessions there
+/// instead (`vision_encoder`, `embed_tokens`, `decoder_model_merged`). The runtime does not read it.
 pub const TRANSFORMERS_JS_DIR: &str = "onnx";
 
 /// ONNX Runtime GenAI's configuration (`--graph cpu` exports).
