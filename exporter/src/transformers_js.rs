@@ -13,14 +13,13 @@
 //!   Gemma 3 and PaliGemma do), one `Sub` that takes them back to transformers' 0-based `position_ids` (semantics
 //!   §1.3), so transformers.js computes exactly what `gemma` does: RoPE's angles are relative, but shifted
 //!   positions round differently, and on the real int4 270M that flipped a near-tie after 19 greedy tokens;
-//! - `onnx/model{suffix}.onnx_data`: a relative symbolic link to `../model.onnx_data`, not a copy (ONNX Runtime
-//!   refuses a `location` with `..`, so the graph in `onnx/` cannot point at the top-level file; a hard link would
-//!   make the `onnx` Python package refuse to load `model.onnx` itself: it rejects data files with several links);
+//! - `onnx/model{suffix}.onnx_data`: a hard link to `model.onnx_data`, not a copy (ONNX Runtime refuses a `location`
+//!   with `..`, so the graph in `onnx/` cannot point at the top-level file; a symlink does not survive every tool);
 //! - in `config.json`, `transformers.js_config` with the export's `dtype` (so a plain `from_pretrained(OUT)` picks
 //!   the file) and `use_external_data_format` (so transformers.js loads the data file, in the browser too).
 //!
 //! A Gemma 3 vision export gets the image-text-to-text sessions instead of `model{suffix}.onnx`, each with its own
-//! linked data, the same shift in the decoder, and the processor files ([`vision`]). The cpu graph (in-place KV
+//! hard-linked data, the same shift in the decoder, and the processor files ([`vision`]). The cpu graph (in-place KV
 //! buffers, contrib attention) is not a transformers.js model, and transformers.js has no bf16 `dtype`: those
 //! exports get no `onnx/` folder.
 
@@ -72,7 +71,7 @@ pub fn decoder_file(precision: Precision) -> Option<String> {
 /// Adds the transformers.js layout to the export folder `dir` (see the module docs) when the export is a portable
 /// export at a precision transformers.js names; `decoder` is the graph written as `model.onnx`. A vision export gets
 /// the image-text-to-text sessions instead ([`vision`]). Returns a warning when the layout could not be added (a file
-/// system without links); the export stays usable.
+/// system without hard links); the export stays usable.
 pub fn write(
     dir: &Path,
     graph: GraphKind,
@@ -149,31 +148,10 @@ fn link_data(dir: &Path, sub: &Path, proto: &mut ModelProto, file: &str) -> Resu
     };
     let data_name = format!("{file}_data");
     let top = dir.join(from);
-    symlink_data(from, &sub.join(&data_name))
-        .map_err(|e| format!("could not link {} ({e})", top.display()))?;
+    fs::hard_link(&top, sub.join(&data_name))
+        .map_err(|e| format!("could not hard-link {} ({e})", top.display()))?;
     relocate(proto, from, &data_name);
     Ok(true)
-}
-
-/// `onnx/{name}` → `../{from}`: a relative symbolic link inside the export folder, so the weights are on disk once,
-/// the link survives `cp -r`, `tar` and moving the folder, and the top-level data file stays a plain file with one
-/// link (the `onnx` Python package refuses to load external data with several hard links, or through a symbolic
-/// link: `onnx.load(OUT/model.onnx)` works; only the `onnx/` copies are for transformers.js, which reads the file
-/// through the link).
-#[cfg(unix)]
-fn symlink_data(from: &str, link: &Path) -> std::io::Result<()> {
-    std::os::unix::fs::symlink(Path::new("..").join(from), link)
-}
-
-/// Where symbolic links need privileges (Windows), a hard link: still one copy of the weights.
-#[cfg(not(unix))]
-fn symlink_data(from: &str, link: &Path) -> std::io::Result<()> {
-    let top = link
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or(Path::new("."))
-        .join(from);
-    fs::hard_link(top, link)
 }
 
 /// Makes the graph take `position_ids` counted from 1: every node that read them reads `position_ids - 1`.

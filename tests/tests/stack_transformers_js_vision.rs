@@ -40,13 +40,6 @@ fn tjs_gemma3_vision_generates_with_an_image() {
             let a = onnx.join(format!("{graph}_data")).metadata().unwrap();
             let b = out.join(data).metadata().unwrap();
             assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "{graph}_data");
-            let link = std::fs::read_link(onnx.join(format!("{graph}_data"))).unwrap();
-            assert_eq!(
-                link,
-                Path::new("..").join(data),
-                "{graph}_data: a relative link"
-            );
-            assert_eq!(b.nlink(), 1, "{data} stays a plain file");
         }
     }
     let decoder = std::fs::read(onnx.join("decoder_model_merged.onnx")).unwrap();
