@@ -114,6 +114,8 @@ pub struct ExportOptions {
     pub lora: Option<LoraOptions>,
     /// Also write a Triton model repository for the export ([`crate::triton`]).
     pub triton: Option<TritonOptions>,
+    /// Portable exports: also write the `onnx/` folder transformers.js loads ([`crate::transformers_js`]).
+    pub transformers_js: bool,
 }
 
 impl ExportOptions {
@@ -129,7 +131,14 @@ impl ExportOptions {
             allow_nonfinite: false,
             lora: None,
             triton: None,
+            transformers_js: false,
         }
+    }
+
+    /// `--transformers-js`.
+    pub fn transformers_js(mut self, on: bool) -> Self {
+        self.transformers_js = on;
+        self
     }
 
     /// `--precision`.
@@ -430,9 +439,11 @@ fn write_export(
             .map_err(|e| ExportError::io(&path, e))?;
     }
     let mut warnings = source.warnings.clone();
-    warnings.extend(crate::transformers_js::write(
-        dir, opts.graph, &manifest, &proto,
-    )?);
+    if opts.transformers_js {
+        warnings.extend(crate::transformers_js::write(
+            dir, opts.graph, &manifest, &proto,
+        )?);
+    }
     manifest::fingerprint_files(&mut manifest, dir)?;
     manifest::write(&manifest, dir)?;
     crate::genai::write(opts.graph, cfg, &manifest, dir)?;

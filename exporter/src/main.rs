@@ -133,6 +133,12 @@ struct Args {
     /// loop). Large files are hard links to the export's. See docs/deploy.md.
     #[arg(long, value_name = "REPO")]
     triton: Option<PathBuf>,
+    /// With --graph portable: also make OUT_DIR a transformers.js model folder (onnx/model{_fp16,_quantized,_q4}.onnx
+    /// by its dtype names, their data a hard link to model.onnx_data, and transformers.js_config in config.json).
+    /// Off by default: the onnx Python package refuses to load a graph whose data file has several hard links.
+    /// See docs/stacks.md.
+    #[arg(long = "transformers-js")]
+    transformers_js: bool,
     /// The Triton model name (default: OUT_DIR's folder name).
     #[arg(long, value_name = "NAME", requires = "triton")]
     triton_name: Option<String>,
@@ -202,6 +208,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         .progress(!args.quiet)
         .lora(lora)
         .triton(triton)
+        .transformers_js(args.transformers_js)
         .allow_nonfinite(args.allow_nonfinite);
     let report = export(&opts).with_context(|| format!("exporting {}", args.src_dir.display()))?;
     for warning in &report.warnings {

@@ -1,5 +1,6 @@
-//! The transformers.js layout of a portable export, so that one folder serves `gemma`, Optimum and
-//! transformers.js with one copy of the weights (docs/stacks.md).
+//! The transformers.js layout of a portable export (`--transformers-js`), so that one folder serves `gemma`, Optimum
+//! and transformers.js with one copy of the weights (docs/stacks.md). Opt-in: the `onnx` Python package refuses to
+//! load a graph whose data file has several hard links.
 //!
 //! transformers.js's `from_pretrained(OUT)` looks for `OUT/onnx/model{suffix}.onnx`, the suffix naming the
 //! precision (`dtype`: fp32 → `model.onnx`, fp16 → `model_fp16.onnx`, q8 → `model_quantized.onnx`, q4 →

@@ -58,6 +58,24 @@ pub fn export_graph_to_temp(src: &Path, graph: GraphKind) -> Result<(tempfile::T
     Ok((tmp, out))
 }
 
+/// Exports `src` at `precision` with the given decoder graph and `--transformers-js` into a fresh temporary folder.
+pub fn export_transformers_js_to_temp(
+    src: &Path,
+    precision: Precision,
+    graph: GraphKind,
+) -> Result<(tempfile::TempDir, PathBuf)> {
+    let tmp = tempfile::tempdir()?;
+    let out = tmp.path().join("onnx");
+    export(
+        &ExportOptions::new(src, &out)
+            .precision(precision)
+            .graph(graph)
+            .transformers_js(true),
+    )
+    .with_context(|| format!("exporting {} at {}", src.display(), precision.name()))?;
+    Ok((tmp, out))
+}
+
 /// Exports `src` at `precision` with the given decoder graph into a fresh temporary folder.
 pub fn export_precision_to_temp(
     src: &Path,

@@ -98,7 +98,8 @@ fn tjs_matches(
     dtype: Option<&str>,
 ) {
     let (_tmp, out) =
-        export_precision_to_temp(&tiny_fixture(fixture), precision, GraphKind::Portable).unwrap();
+        export_transformers_js_to_temp(&tiny_fixture(fixture), precision, GraphKind::Portable)
+            .unwrap();
     let config_dtype = check_layout(&out, precision);
     // The same graph (onnxruntime-node 1.30 there, 1.31 here): the logits were bit-identical on every case when
     // this was written; 1e-4 leaves room for other kernel builds.
@@ -187,9 +188,25 @@ fn no_layout_for_cpu_graph_or_bf16_exports() {
     ];
     for (fixture, precision, graph) in cases {
         let (_tmp, out) =
-            export_precision_to_temp(&tiny_fixture(fixture), precision, graph).unwrap();
+            export_transformers_js_to_temp(&tiny_fixture(fixture), precision, graph).unwrap();
         assert!(!out.join("onnx").exists(), "{fixture} {}", precision.name());
         let text = std::fs::read_to_string(out.join("config.json")).unwrap();
         assert!(!text.contains(transformers_js::CONFIG_KEY));
+    }
+    // Without --transformers-js a portable export has no onnx/ folder, and model.onnx_data keeps one link (the
+    // onnx package refuses data with several).
+    let (_tmp, out) = export_precision_to_temp(
+        &tiny_fixture("gqa-f16-hf5"),
+        Precision::INT4,
+        GraphKind::Portable,
+    )
+    .unwrap();
+    assert!(!out.join("onnx").exists());
+    let text = std::fs::read_to_string(out.join("config.json")).unwrap();
+    assert!(!text.contains(transformers_js::CONFIG_KEY));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(out.join("model.onnx_data").metadata().unwrap().nlink(), 1);
     }
 }

@@ -21,7 +21,7 @@ use std::process::Command;
 /// (semantics §5.5). Without an image the attention is the same, and the same sessions give exactly our text ids.
 #[test]
 fn tjs_gemma3_vision_generates_with_an_image() {
-    let (_tmp, out) = export_precision_to_temp(
+    let (_tmp, out) = export_transformers_js_to_temp(
         &tiny_fixture("cg-mqa-bf16-sharded-hf4"),
         Precision::Fp32,
         GraphKind::Portable,
