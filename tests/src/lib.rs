@@ -49,13 +49,22 @@ pub fn export_to_temp(src: &Path) -> Result<(tempfile::TempDir, PathBuf)> {
     export_graph_to_temp(src, GraphKind::Portable)
 }
 
-/// Exports `src` (fp32) with the given decoder graph into a fresh temporary folder.
-pub fn export_graph_to_temp(src: &Path, graph: GraphKind) -> Result<(tempfile::TempDir, PathBuf)> {
+/// Exports `src` with the options `configure` sets on the defaults into a fresh temporary folder `<tmp>/onnx`.
+pub fn export_with_to_temp(
+    src: &Path,
+    configure: impl FnOnce(ExportOptions) -> ExportOptions,
+) -> Result<(tempfile::TempDir, PathBuf)> {
     let tmp = tempfile::tempdir()?;
     let out = tmp.path().join("onnx");
-    export(&ExportOptions::new(src, &out).graph(graph))
-        .with_context(|| format!("exporting {}", src.display()))?;
+    let opts = configure(ExportOptions::new(src, &out));
+    export(&opts)
+        .with_context(|| format!("exporting {} at {}", src.display(), opts.precision.name()))?;
     Ok((tmp, out))
+}
+
+/// Exports `src` (fp32) with the given decoder graph into a fresh temporary folder.
+pub fn export_graph_to_temp(src: &Path, graph: GraphKind) -> Result<(tempfile::TempDir, PathBuf)> {
+    export_with_to_temp(src, |o| o.graph(graph))
 }
 
 /// Exports `src` at `precision` with the given decoder graph and `--transformers-js` into a fresh temporary folder.
@@ -64,16 +73,9 @@ pub fn export_transformers_js_to_temp(
     precision: Precision,
     graph: GraphKind,
 ) -> Result<(tempfile::TempDir, PathBuf)> {
-    let tmp = tempfile::tempdir()?;
-    let out = tmp.path().join("onnx");
-    export(
-        &ExportOptions::new(src, &out)
-            .precision(precision)
-            .graph(graph)
-            .transformers_js(true),
-    )
-    .with_context(|| format!("exporting {} at {}", src.display(), precision.name()))?;
-    Ok((tmp, out))
+    export_with_to_temp(src, |o| {
+        o.precision(precision).graph(graph).transformers_js(true)
+    })
 }
 
 /// Exports `src` at `precision` with the given decoder graph into a fresh temporary folder.
@@ -82,15 +84,7 @@ pub fn export_precision_to_temp(
     precision: Precision,
     graph: GraphKind,
 ) -> Result<(tempfile::TempDir, PathBuf)> {
-    let tmp = tempfile::tempdir()?;
-    let out = tmp.path().join("onnx");
-    export(
-        &ExportOptions::new(src, &out)
-            .precision(precision)
-            .graph(graph),
-    )
-    .with_context(|| format!("exporting {} at {}", src.display(), precision.name()))?;
-    Ok((tmp, out))
+    export_with_to_temp(src, |o| o.precision(precision).graph(graph))
 }
 
 /// One prompt of `tests/fixtures/real/gemma3-270m.json`: transformers' greedy continuation of the real Gemma 3 270M.
