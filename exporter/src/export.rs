@@ -238,7 +238,9 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
         }
         let cfg = ModelConfig::from_file(&config_path)?;
         cfg.check_ids_and_window(&config_path)?;
-        (cfg, Checkpoint::open(&opts.src)?, SourceFiles::folder())
+        let mut ckpt = Checkpoint::open(&opts.src)?;
+        unwrap_classifier(&cfg, &mut ckpt)?;
+        (cfg, ckpt, SourceFiles::folder())
     };
     let lora = match &opts.lora {
         Some(l) => Some(gemma_models::lora::apply(&mut ckpt, &cfg, &l.dir, l.scale)?),
@@ -253,6 +255,9 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
     let vision = VisionPlan::check(&cfg, &ckpt)?;
     if let Some(plan) = &vision {
         vision::preprocess::PreprocessConfig::for_checkpoint(&opts.src, &plan.config)?;
+    }
+    if let Some(ids) = &cfg.classifier {
+        crate::classifier::section(&opts.src, ids)?;
     }
     if let Some(q) = opts.precision.quant() {
         q.validate().map_err(ExportError::Unsupported)?;
@@ -388,6 +393,10 @@ fn write_export(
     manifest.source_format = Some(source.format.to_string());
     manifest.kept_source_blocks = kept_source_blocks;
     manifest.lora = lora.map(contract::LoraSection::new);
+    // The policies and prompt template of a classifier (checked in `export`).
+    if let Some(ids) = &cfg.classifier {
+        manifest.classifier = Some(crate::classifier::section(&opts.src, ids)?);
+    }
     manifest.allow_nonfinite = opts.allow_nonfinite;
     if opts.graph == GraphKind::Cpu {
         manifest.graph = GraphKind::Cpu;
@@ -457,6 +466,24 @@ fn write_export(
         notes: Vec::new(),
     };
     Ok((report, triton_graph))
+}
+
+/// A classifier class's checkpoint (ShieldGemma 2) read as the class it wraps: the first of its
+/// [`checkpoint_prefixes`](gemma_models::family::ClassifierSpec) that some tensor has is removed.
+fn unwrap_classifier(cfg: &ModelConfig, ckpt: &mut Checkpoint) -> Result<(), ExportError> {
+    let spec = gemma_models::family::ModelClass::by_architecture(&cfg.architecture)
+        .and_then(|(_, class)| class.classifier());
+    if let Some(spec) = spec {
+        let names = ckpt.names();
+        let prefix = spec
+            .checkpoint_prefixes
+            .iter()
+            .find(|p| names.iter().any(|n| n.starts_with(**p)));
+        if let Some(prefix) = prefix {
+            ckpt.strip_prefix(prefix)?;
+        }
+    }
+    Ok(())
 }
 
 /// The metadata every graph of the export carries, so a runtime can tell a graph from another export.

@@ -19,6 +19,7 @@
 
 pub mod attention;
 pub mod builder;
+pub mod classifier;
 pub mod decoder;
 mod error;
 pub mod export;

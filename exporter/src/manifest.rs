@@ -11,7 +11,7 @@ pub use contract::files::MANIFEST_FILE;
 /// The manifest of a portable-graph export of `cfg` at `precision` (quantized with the `quantization` spec),
 /// whose decoder graph is `decoder`. `src` is the folder whose generation_config.json adds EOS ids. The caller
 /// sets what depends on the run: `graph`/`cpu`, `source_format`, `kept_source_blocks`, `lora`,
-/// `allow_nonfinite`, `vision.preprocess`, then `files` ([`fingerprint_files`]).
+/// `allow_nonfinite`, `vision.preprocess`, `classifier`, then `files` ([`fingerprint_files`]).
 pub fn new(
     cfg: &ModelConfig,
     src: &Path,
@@ -51,6 +51,7 @@ pub fn new(
         portable_logits_to_keep_input: Some(contract::io::LOGITS_TO_KEEP.into()),
         cpu: None,
         vision: cfg.vision_config.as_ref().map(contract::VisionSection::new),
+        classifier: None,
         lora: None,
     })
 }

@@ -254,6 +254,13 @@ const GEMMA3: FamilySpec = FamilySpec {
             multimodal: true,
             text_prefix: PREFIX_CONDITIONAL,
         },
+        // A Gemma3ForConditionalGeneration under `model.` (see [`SHIELDGEMMA2`]); its names once unwrapped.
+        ModelClass {
+            model_type: "shieldgemma2",
+            architecture: "ShieldGemma2ForImageClassification",
+            multimodal: true,
+            text_prefix: PREFIX_CONDITIONAL,
+        },
     ],
     defaults: ClassDefaults {
         vocab_size: Some(262_208),
@@ -279,6 +286,40 @@ const GEMMA3: FamilySpec = FamilySpec {
     ..GEMMA2
 };
 
+/// A class that wraps another multimodal class of the table and classifies with its logits: the probability of a
+/// "Yes" answer against a "No" at the prompt's last position (ShieldGemma 2, semantics of
+/// `ShieldGemma2ForImageClassification`: `softmax(logits[:, -1, [yes, no]])`).
+#[derive(Debug, PartialEq)]
+pub struct ClassifierSpec {
+    /// `architectures[0]` of the wrapper class (a [`ModelClass`] of the table, named by its unwrapped tensors).
+    pub architecture: &'static str,
+    /// Tensor-name prefixes of the wrapped model in checkpoints, tried in order: the first that some tensor has is
+    /// removed from every tensor that has it.
+    pub checkpoint_prefixes: &'static [&'static str],
+    /// `yes_token_index` / `no_token_index` when config.json has none (the model's `getattr` defaults).
+    pub yes_token_default: u32,
+    pub no_token_default: u32,
+}
+
+/// ShieldGemma 2: a Gemma 3 4B vision model. transformers 5.x `save_pretrained` writes its tensors under
+/// `model.model.` + the 5.x Gemma3ForConditionalGeneration names; the released checkpoint under `model.` + the 4.x
+/// names.
+pub const SHIELDGEMMA2: ClassifierSpec = ClassifierSpec {
+    architecture: "ShieldGemma2ForImageClassification",
+    checkpoint_prefixes: &["model.model.", "model."],
+    yes_token_default: 10_784,
+    no_token_default: 3771,
+};
+
+impl ModelClass {
+    /// The classifier spec of this class, if it is a classifier.
+    pub fn classifier(&self) -> Option<&'static ClassifierSpec> {
+        [&SHIELDGEMMA2]
+            .into_iter()
+            .find(|c| c.architecture == self.architecture)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,5 +343,13 @@ mod tests {
         for family in Family::ALL {
             assert!(!family.spec().classes[0].multimodal, "{family:?}");
         }
+    }
+
+    #[test]
+    fn classifiers_are_multimodal_classes_of_the_table() {
+        let (family, class) = ModelClass::by_architecture(SHIELDGEMMA2.architecture).unwrap();
+        assert_eq!(family, Family::Gemma3);
+        assert!(class.multimodal && class.classifier() == Some(&SHIELDGEMMA2));
+        assert!(Family::Gemma3.spec().classes[1].classifier().is_none());
     }
 }

@@ -54,6 +54,7 @@ impl Checkpoint {
             ],
             tensors: names,
             low_rank: BTreeMap::new(),
+            stored_names: BTreeMap::new(),
         })
     }
 }

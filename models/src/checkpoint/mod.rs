@@ -154,6 +154,8 @@ pub struct Checkpoint {
     tensors: BTreeMap<String, usize>,
     /// Low-rank updates merged into tensors as they are read (LoRA), by tensor name.
     low_rank: BTreeMap<String, LowRank>,
+    /// Names given by [`strip_prefix`](Checkpoint::strip_prefix) → the names in the files.
+    stored_names: BTreeMap<String, String>,
 }
 
 /// One tensor's bytes inside a mapped file, with its metadata.
@@ -193,6 +195,7 @@ impl Checkpoint {
             shards,
             tensors,
             low_rank: BTreeMap::new(),
+            stored_names: BTreeMap::new(),
         })
     }
 
@@ -206,6 +209,7 @@ impl Checkpoint {
             shards: vec![shard],
             tensors,
             low_rank: BTreeMap::new(),
+            stored_names: BTreeMap::new(),
         })
     }
 
@@ -216,6 +220,39 @@ impl Checkpoint {
         let key = view.name.to_string();
         self.low_rank.insert(key, update);
         Ok(())
+    }
+
+    /// Reads a wrapper class's checkpoint as the class it wraps: every tensor whose name starts with `prefix` is
+    /// named without it from now on (ShieldGemma 2's `model.` + Gemma3ForConditionalGeneration). Fails, renaming
+    /// nothing, when a new name is already taken. Returns how many tensors were renamed.
+    pub fn strip_prefix(&mut self, prefix: &str) -> Result<usize, CheckpointError> {
+        let renamed: Vec<(String, String)> = self
+            .tensors
+            .keys()
+            .filter_map(|n| n.strip_prefix(prefix).map(|s| (s.to_string(), n.clone())))
+            .collect();
+        if let Some((new, old)) = renamed
+            .iter()
+            .find(|(new, _)| self.tensors.contains_key(new))
+        {
+            return Err(CheckpointError::BadTensor {
+                path: self.dir.clone(),
+                tensor: old.clone(),
+                detail: format!("is also {new:?} once the wrapper prefix {prefix:?} is removed"),
+            });
+        }
+        for (new, old) in &renamed {
+            let shard = self.tensors.remove(old).expect("listed above");
+            self.tensors.insert(new.clone(), shard);
+            let stored = self.stored_names.remove(old).unwrap_or_else(|| old.clone());
+            self.stored_names.insert(new.clone(), stored);
+        }
+        Ok(renamed.len())
+    }
+
+    /// The name of tensor `name` in its file.
+    fn stored_name<'n>(&'n self, name: &'n str) -> &'n str {
+        self.stored_names.get(name).map_or(name, String::as_str)
     }
 
     /// The tensors that have a low-rank update, sorted.
@@ -253,7 +290,7 @@ impl Checkpoint {
         };
         let shard = &self.shards[shard_index];
         shard.check_unchanged()?;
-        let stored = &shard.tensors[name];
+        let stored = &shard.tensors[self.stored_name(name)];
         let dtype = match &stored.dtype {
             StoredDType::Supported(d) => *d,
             StoredDType::Other(dtype) => {
@@ -356,7 +393,7 @@ impl Checkpoint {
         self.tensors
             .iter()
             .map(|(name, &i)| {
-                let t = &self.shards[i].tensors[name];
+                let t = &self.shards[i].tensors[self.stored_name(name)];
                 (t.end - t.begin) as u64
             })
             .sum()

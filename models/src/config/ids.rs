@@ -32,6 +32,12 @@ impl ModelConfig {
                 ("image_token_index", v.image_token_id),
             ]);
         }
+        if let Some(c) = &self.classifier {
+            ids.extend([
+                ("yes_token_index", c.yes_token_id),
+                ("no_token_index", c.no_token_id),
+            ]);
+        }
         for (field, id) in ids {
             if u64::from(id) >= vocab {
                 return Err(invalid(

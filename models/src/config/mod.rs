@@ -9,6 +9,7 @@
 //! | `gemma2`      | `Gemma2ForCausalLM`              | Gemma2  | `model.`                 |
 //! | `gemma3_text` | `Gemma3ForCausalLM`              | Gemma3  | `model.`                 |
 //! | `gemma3`      | `Gemma3ForConditionalGeneration` | Gemma3  | `language_model.model.`  |
+//! | `shieldgemma2` | `ShieldGemma2ForImageClassification` | Gemma3 | `language_model.model.` once unwrapped |
 //!
 //! For Gemma3ForConditionalGeneration the text fields live under `text_config`, and most of them are usually
 //! absent (the gemma-3-4b config lists only six); the `Gemma3TextConfig` class defaults fill them in (semantics §10).
@@ -20,6 +21,7 @@
 //! # Ok::<(), gemma_models::ConfigError>(())
 //! ```
 
+mod classifier;
 mod fields;
 mod ids;
 mod rope;
@@ -28,6 +30,7 @@ mod tests;
 mod text;
 mod vision;
 
+pub use classifier::ClassifierConfig;
 pub use vision::VisionConfig;
 
 use std::path::Path;
@@ -169,6 +172,8 @@ pub struct ModelConfig {
     /// The typed vision tower and image-token fields of Gemma3ForConditionalGeneration (class defaults applied);
     /// `None` for text-only models.
     pub vision_config: Option<VisionConfig>,
+    /// The answer tokens of a classifier class (ShieldGemma 2); `None` for the others.
+    pub classifier: Option<ClassifierConfig>,
     /// The whole config.json.
     pub raw: Value,
 }
@@ -279,6 +284,7 @@ impl ModelConfig {
             torch_dtype,
             vision,
             vision_config,
+            classifier: classifier::parse(&top, class)?,
             raw,
         })
     }

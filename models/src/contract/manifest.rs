@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::classifier::ClassifierSection;
 use super::vision::VisionSection;
 use super::{Family, LayerType};
 
@@ -80,6 +81,9 @@ pub struct Manifest {
     /// The image path of Gemma3ForConditionalGeneration exports; absent for text-only models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vision: Option<VisionSection>,
+    /// The answer tokens, policies and prompt template of a classifier export (ShieldGemma 2); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<ClassifierSection>,
     /// The LoRA adapter merged into the weights (`gemma-export --lora`); absent when none was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora: Option<LoraSection>,

@@ -3,7 +3,7 @@
 //! same contract for people.
 //!
 //! * [`Manifest`]: `gemma-onnx.json`, with its sections [`CpuSection`], [`VisionSection`] (and its
-//!   [`PreprocessSection`]), [`LoraSection`] and the [`FileFingerprint`]s of the graph files; typed enums for the
+//!   [`PreprocessSection`]), [`ClassifierSection`], [`LoraSection`] and the [`FileFingerprint`]s of the graph files; typed enums for the
 //!   values the runtime branches on ([`Family`], [`GraphKind`], [`LayerType`], [`Precision`], [`DType`]).
 //! * [`files`]: the file names of an export folder.
 //! * [`io`]: the graphs' input and output tensor names, the symbolic KV dimensions and the metadata keys.
@@ -16,12 +16,14 @@
 //! exports, with a default), and readers ignore fields they do not know; a change an older reader would misread
 //! (a new required field, a new value of an enum, a new meaning) raises the version.
 
+mod classifier;
 pub mod files;
 pub mod io;
 mod manifest;
 mod vision;
 
 pub use crate::config::{Family, LayerType};
+pub use classifier::{select_policies, ClassifierSection, Policy};
 pub use manifest::{
     CpuSection, DType, FileFingerprint, GraphKind, LoraSection, Manifest, Precision,
 };
