@@ -12,6 +12,8 @@ use gemma_runtime::vision::{DecodedImage, ImageLimits, VisionSection};
 use gemma_runtime::{GenerateOptions, Manifest, VisionGenerator, VisionOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
+#[path = "gemma-vision/classify_command.rs"]
+mod classify_command;
 #[path = "shared/cli.rs"]
 mod cli;
 #[allow(unused_imports)]
@@ -66,6 +68,9 @@ enum Command {
     /// Describe images, or answer a question about them, streaming the answer to stdout
     #[command(after_help = DESCRIBE_EXAMPLES)]
     Describe(DescribeArgs),
+    /// ShieldGemma 2: the probability that an image violates each safety policy
+    #[command(after_help = classify_command::CLASSIFY_EXAMPLES)]
+    Classify(classify_command::ClassifyArgs),
 }
 
 #[derive(Args)]
@@ -110,6 +115,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Describe(args) => describe(args),
+        Command::Classify(args) => classify_command::classify(args),
     };
     cli::exit_status(result)
 }

@@ -195,6 +195,11 @@ impl VisionGenerator {
         )
     }
 
+    /// The decoder on embeddings, for batched steps ([`super::classify`]).
+    pub(crate) fn decoder_mut(&mut self) -> &mut crate::decoder::Decoder {
+        &mut self.graphs.decoder
+    }
+
     /// An empty cache for [`continue_generation`](Self::continue_generation).
     pub fn new_cache(&self) -> Result<KvCache> {
         self.graphs.new_cache()
@@ -219,7 +224,7 @@ impl VisionGenerator {
     }
 
     /// Embeddings of `ids` `[1, n, hidden]` with the soft-token rows replaced by `features` (all of them, in order).
-    fn embed_with_features(
+    pub(crate) fn embed_with_features(
         &mut self,
         ids: &[u32],
         features: ArrayView3<f32>,

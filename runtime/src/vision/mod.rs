@@ -6,7 +6,8 @@
 //!   Pan & Scan wording) and `token_type_ids`;
 //! - [`graphs`]: the sessions of `preprocess.onnx`, `vision_encoder.onnx`, `embed_tokens.onnx` and
 //!   `decoder_model_merged.onnx`, named by the manifest's `vision` section;
-//! - [`generate`]: [`VisionGenerator`], generation with images; [`describe`]: `gemma-vision describe`.
+//! - [`generate`]: [`VisionGenerator`], generation with images; [`describe`]: `gemma-vision describe`;
+//! - [`classify`]: [`Classifier`], ShieldGemma 2's policy probabilities (`gemma-vision classify`).
 //!
 //! A conversation with images is a [`Conversation`](crate::Conversation) over a [`VisionGenerator`]
 //! (`gemma chat --image`).
@@ -19,12 +20,14 @@
 //! # Ok::<(), gemma_runtime::Error>(())
 //! ```
 
+pub mod classify;
 pub mod describe;
 pub mod generate;
 pub mod graphs;
 pub mod image_file;
 pub mod processor;
 
+pub use classify::{parse_policy_text, Classifier, Policy, PolicyScore};
 pub use describe::{DecodedImage, ImageReport, VisionOutput};
 pub use generate::{EncodedImage, VisionGenerator, VisionOptions};
 pub use graphs::{PreprocessSection, Preprocessed, Preprocessor, VisionSection};
