@@ -644,3 +644,35 @@ fn shard_truncated_after_opening_is_an_error() {
     let msg = ckpt.tensor("w").unwrap_err().to_string();
     assert!(msg.contains("changed while it was being read"), "{msg}");
 }
+
+/// A wrapper class's checkpoint read unwrapped: names lose the prefix, reads still find the stored tensors.
+#[test]
+fn strip_prefix_renames_and_refuses_collisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = |name: &str, v: f32| spec(name, Dtype::F32, &[1], f32_bytes(&[v]));
+    write_safetensors(
+        &dir.path().join(SINGLE_FILE),
+        &[
+            t("model.model.a.weight", 1.0),
+            t("model.model.b", 2.0),
+            t("other", 3.0),
+        ],
+    );
+    let mut ckpt = Checkpoint::open(dir.path()).unwrap();
+    let total = ckpt.total_bytes();
+    assert_eq!(ckpt.strip_prefix("model.model.").unwrap(), 2);
+    assert_eq!(ckpt.names(), ["a.weight", "b", "other"]);
+    assert_eq!(ckpt.tensor("a.weight").unwrap().to_f32_vec(), [1.0]);
+    assert_eq!(ckpt.tensor("b").unwrap().name, "b");
+    assert!(ckpt.tensor("model.model.b").is_err());
+    assert_eq!(ckpt.total_bytes(), total);
+
+    write_safetensors(
+        &dir.path().join(SINGLE_FILE),
+        &[t("model.x", 1.0), t("x", 2.0)],
+    );
+    let mut ckpt = Checkpoint::open(dir.path()).unwrap();
+    let e = ckpt.strip_prefix("model.").unwrap_err().to_string();
+    assert!(e.contains("model.x") && e.contains("wrapper prefix"), "{e}");
+    assert_eq!(ckpt.names(), ["model.x", "x"]);
+}
