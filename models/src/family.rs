@@ -6,7 +6,8 @@
 //! `GemmaConfig` plus sandwich norms, soft-caps and a sliding window; `Gemma3TextConfig` is Gemma 2 plus QK-norm,
 //! a 5:1 layer pattern and per-layer-type RoPE, without soft-caps). A new generation made of known pieces is one
 //! more entry here plus its `config.json` class names; a new piece is a new field (or variant) here and the code
-//! that reads it.
+//! that reads it. A class that wraps another one and puts a classification rule on its logits (ShieldGemma 2) is a
+//! class of its family plus a [`ClassifierSpec`].
 //!
 //! ```
 //! use gemma_models::Family;
@@ -287,8 +288,8 @@ const GEMMA3: FamilySpec = FamilySpec {
 };
 
 /// A class that wraps another multimodal class of the table and classifies with its logits: the probability of a
-/// "Yes" answer against a "No" at the prompt's last position (ShieldGemma 2, semantics of
-/// `ShieldGemma2ForImageClassification`: `softmax(logits[:, -1, [yes, no]])`).
+/// "Yes" answer against a "No" at the prompt's last position (ShieldGemma 2: `ShieldGemma2ForImageClassification`
+/// computes `softmax(logits[:, -1, [yes, no]])`).
 #[derive(Debug, PartialEq)]
 pub struct ClassifierSpec {
     /// `architectures[0]` of the wrapper class (a [`ModelClass`] of the table, named by its unwrapped tensors).
