@@ -72,6 +72,9 @@ mod tests {
             .classifier
             .unwrap();
         assert_eq!((c.yes_token_id, c.no_token_id), (7, 8));
+        // ShieldGemma2Config: tied unless the text config says otherwise
+        let untied_top = shieldgemma2(json!({"tie_word_embeddings": false})).unwrap();
+        assert!(untied_top.text.tie_word_embeddings);
         let e = shieldgemma2(json!({"no_token_index": 300_000})).unwrap_err();
         assert!(e.to_string().contains("no_token_index"), "{e}");
         let gemma3 =

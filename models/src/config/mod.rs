@@ -233,7 +233,11 @@ impl ModelConfig {
         } else {
             top.clone()
         };
-        let text = text::parse(&text_fields, &top, family, conditional)?;
+        let mut text = text::parse(&text_fields, &top, family, conditional)?;
+        if class.classifier().is_some() && !text.tie_word_embeddings {
+            // ShieldGemma2Config ties when its text config does, whatever its own (default False) flag says.
+            text.tie_word_embeddings = text_fields.bool("tie_word_embeddings")?.unwrap_or(true);
+        }
 
         // Token ids: top level first, then text_config, then the class defaults (bos 2, eos 1, pad 0).
         let ids = |key: &str| -> Result<Option<Vec<u32>>, ConfigError> {
