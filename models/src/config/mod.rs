@@ -21,6 +21,7 @@
 //! ```
 
 mod fields;
+pub mod gemma3n_audio;
 mod ids;
 mod rope;
 #[cfg(test)]
