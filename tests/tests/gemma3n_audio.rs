@@ -7,6 +7,7 @@ use gemma_exporter::gemma3n::audio_encoder::write_audio_encoder;
 use gemma_exporter::gemma3n::audio_preprocess::write_preprocess_audio;
 use gemma_models::config::gemma3n_audio::{AudioFeatureConfig, Gemma3nAudioConfig};
 use gemma_models::Checkpoint;
+use gemma_runtime::audio::AudioEncoder;
 use gemma_runtime::ort_env::create_session;
 use gemma_runtime::RuntimeOptions;
 use gemma_tests::vision::max_abs_diff;
@@ -137,5 +138,48 @@ fn the_two_graphs_chain_from_the_waveform() -> Result<()> {
     let err = max_abs_diff(got.view(), r.f32("two_seconds.audio_features")?.view());
     println!("waveform → audio_features: max |error| {err:.2e}");
     assert!(err < ENCODER_TOLERANCE, "max error {err}");
+    Ok(())
+}
+
+#[test]
+fn the_runtime_encodes_the_wav_files() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    drop((
+        preprocess_session(tmp.path())?,
+        encoder_session(tmp.path())?,
+    ));
+    let options = RuntimeOptions::cpu().with_threads(Some(1));
+    let mut enc = AudioEncoder::open(tmp.path(), &options)?;
+    assert_eq!((enc.limits.rate, enc.limits.max_samples), (16_000, 480_000));
+    let r = reference()?;
+    for clip in CLIPS {
+        let wav = fixture().join("clips").join(format!("{clip}.wav"));
+        let read = enc.read(&wav)?;
+        assert!(!read.converted, "{clip}: mono 16 kHz needs no conversion");
+        let want_wave = r.f32(&format!("{clip}.waveform"))?;
+        assert_eq!(
+            read.samples.as_slice(),
+            want_wave.as_slice().unwrap(),
+            "{clip}: samples"
+        );
+        let rows = enc.encode_file(&wav)?;
+        let want = r.f32(&format!("{clip}.audio_features"))?;
+        let want = want.index_axis(ndarray::Axis(0), 0);
+        let err = max_abs_diff(rows.view().into_dyn(), want.view());
+        println!(
+            "{clip}.wav → audio_features {:?}: max |error| {err:.2e}",
+            rows.shape()
+        );
+        assert!(err < ENCODER_TOLERANCE, "{clip}: max error {err}");
+    }
+    // A folder without the audio graphs: the model takes no audio.
+    let msg = AudioEncoder::open(&fixture(), &options)
+        .err()
+        .context("no audio graphs")?
+        .to_string();
+    assert!(
+        msg.contains("takes no audio") && msg.contains("preprocess_audio.onnx"),
+        "{msg}"
+    );
     Ok(())
 }
