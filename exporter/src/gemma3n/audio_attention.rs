@@ -1,4 +1,4 @@
-//! The chunked local attention with relative positions of a Conformer block (semantics §11.3); see the parent
+//! The chunked local attention with relative positions of a Conformer block (semantics §13.3); see the parent
 //! module's header for the formula. Shapes: B batch, T frames, N heads, H head width, U query blocks of W frames,
 //! C keys per block, F = P + R + 1 relative positions.
 

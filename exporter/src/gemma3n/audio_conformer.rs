@@ -1,4 +1,4 @@
-//! The Conformer blocks of Gemma 3n's audio tower (semantics §11.3), on the residual stream `[B, T, D]`:
+//! The Conformer blocks of Gemma 3n's audio tower (semantics §13.3), on the residual stream `[B, T, D]`:
 //!
 //! ```text
 //! x = x + w · postnorm(clip(W2 silu(W1 prenorm(clip(x)))))          feed-forward half (start), w = residual weight

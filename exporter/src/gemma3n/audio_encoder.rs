@@ -1,4 +1,4 @@
-//! `audio_encoder.onnx`: Gemma 3n's audio tower and audio embedder (semantics §11.2–§11.4), float32, standard
+//! `audio_encoder.onnx`: Gemma 3n's audio tower and audio embedder (semantics §13.2–§13.4), float32, standard
 //! ONNX ops, in the transformers.js I/O names:
 //!
 //! ```text
@@ -144,7 +144,7 @@ pub(super) fn param(cx: &mut Ctx<'_>, name: &str, shape: &[usize]) -> Result<Val
     cx.weight(name)
 }
 
-/// SubSampleConvProjection: `[B, T, mels]` → `[B, T', D]` (semantics §11.2).
+/// SubSampleConvProjection: `[B, T, mels]` → `[B, T', D]` (semantics §13.2).
 fn subsample(
     cx: &mut Ctx<'_>,
     features: &Value,

@@ -1,4 +1,4 @@
-//! `preprocess_audio.onnx`: `Gemma3nAudioFeatureExtractor` as a graph (semantics §11.1).
+//! `preprocess_audio.onnx`: `Gemma3nAudioFeatureExtractor` as a graph (semantics §13.1).
 //!
 //! ```text
 //! waveform [1, n] float32, mono, at the extractor's sampling rate

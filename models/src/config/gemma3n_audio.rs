@@ -1,4 +1,4 @@
-//! The audio side of Gemma3nForConditionalGeneration (semantics §11): the USM Conformer encoder (`audio_config`),
+//! The audio side of Gemma3nForConditionalGeneration (semantics §13): the USM Conformer encoder (`audio_config`),
 //! the top-level audio fields (`audio_soft_tokens_per_image`, the audio token ids) and the feature extractor's
 //! `preprocessor_config.json` (`Gemma3nAudioFeatureExtractor`).
 //!
@@ -100,7 +100,7 @@ impl Gemma3nAudioConfig {
         self.hidden_size / self.num_heads
     }
 
-    /// Frames a query block looks back: `context_left - 1` (semantics §11.3).
+    /// Frames a query block looks back: `context_left - 1` (semantics §13.3).
     pub fn max_past(&self) -> usize {
         self.context_left.saturating_sub(1)
     }

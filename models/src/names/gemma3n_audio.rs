@@ -1,4 +1,4 @@
-//! Safetensors tensor names of Gemma 3n's audio path (semantics §11.2–§11.4): the Conformer encoder
+//! Safetensors tensor names of Gemma 3n's audio path (semantics §13.2–§13.4): the Conformer encoder
 //! (`model.audio_tower.*`) and its embedder (`model.embed_audio.*`), as Gemma3nForConditionalGeneration saves them.
 //! Every module is an `nn.Linear`/`nn.Conv*d` without bias or a norm with a gain, so every tensor is `.weight`
 //! except the attention's `per_dim_scale`.

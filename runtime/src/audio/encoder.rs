@@ -1,4 +1,4 @@
-//! [`AudioEncoder`]: `preprocess_audio.onnx` then `audio_encoder.onnx` of a Gemma 3n export (semantics §11):
+//! [`AudioEncoder`]: `preprocess_audio.onnx` then `audio_encoder.onnx` of a Gemma 3n export (semantics §13):
 //! a waveform `[1, n]` → `input_features` + `input_features_mask` → `audio_features` `[1, S, H]`, the S rows
 //! (`audio_soft_tokens_per_image`) that replace the clip's audio tokens in the prompt.
 //!

@@ -1,4 +1,4 @@
-//! Audio for Gemma 3n exports (semantics §11):
+//! Audio for Gemma 3n exports (semantics §13):
 //!
 //! - [`wav`]: WAV files → a mono waveform at the model's rate. 16-bit PCM and 32-bit float are read as they are
 //!   (PCM / 32768, as Python readers scale it); several channels are averaged and other rates resampled to

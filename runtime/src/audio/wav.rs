@@ -1,4 +1,4 @@
-//! WAV files → the mono float32 waveform `preprocess_audio.onnx` takes (semantics §11.1).
+//! WAV files → the mono float32 waveform `preprocess_audio.onnx` takes (semantics §13.1).
 //!
 //! hound parses the container; 16-bit PCM becomes `s / 32768` and 32-bit float is taken as is, as Python
 //! readers (soundfile, torchaudio, librosa) give them, so a mono clip at the model's rate reaches the graph
