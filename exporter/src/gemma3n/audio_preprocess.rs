@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! waveform [1, n] float32, mono, at the extractor's sampling rate
-//!   × input_scale_factor, cut to max_length, zero-padded to P = ⌈n / 128⌉·128
+//!   × input_scale_factor, cut to max_length, padded (padding_value, 0) to P = ⌈n / 128⌉·128
 //!   frames f = 0..F, F = ⌊(P − (L+1)) / hop⌋ + 1 (0 when P < L+1): samples f·hop .. f·hop + L
 //!   HTK pre-emphasis (L+1 samples → L): y0 = x0·(1−p), yi = xi − p·x(i−1)
 //!   × periodic Hann window (L), |rfft| with n = fft_length as MatMuls with cos/sin tables
@@ -57,7 +57,8 @@ pub fn build_preprocess_audio(cfg: &AudioFeatureConfig) -> onnx::ModelProto {
     let pad_right = g.op("Sub", "pad_right", &[&padded_len, &n], &[]);
     let zeros3 = g.const_i64("zeros3", &[0, 0, 0]);
     let pads = g.concat("pads", &[&zeros3, &pad_right], 0);
-    let x = g.op("Pad", "pad", &[&x, &pads], &[]);
+    let fill = g.scalar_f32("padding_value", cfg.padding_value as f32);
+    let x = g.op("Pad", "pad", &[&x, &pads, &fill], &[]);
     // F = max(P − (L+1) + hop, 0) / hop: integer division of a non-negative number.
     let span = g.const_i64("hop_minus_span", &[hop - (len + 1)]);
     let hop_v = g.const_i64("hop", &[hop]);

@@ -321,6 +321,8 @@ pub struct AudioFeatureConfig {
     /// Per-bin normalization, `feature_size` values each, when present.
     pub per_bin_mean: Option<Vec<f64>>,
     pub per_bin_stddev: Option<Vec<f64>>,
+    /// The value clips are padded with (`padding_value`, 0).
+    pub padding_value: f64,
     /// Clips are padded to a multiple of this many samples (the `__call__` default, 128).
     pub pad_to_multiple_of: usize,
     /// The longest clip in samples (the `__call__` default `max_length`, 480000 = 30 s at 16 kHz); longer ones
@@ -418,6 +420,7 @@ impl AudioFeatureConfig {
             mel_floor: f.positive_f64("mel_floor", Some(1e-5))?,
             per_bin_mean: bins("per_bin_mean")?,
             per_bin_stddev,
+            padding_value: f.f64("padding_value")?.unwrap_or(0.0),
             pad_to_multiple_of: 128,
             max_length: 480_000,
         })
