@@ -3,7 +3,7 @@
 //! `audio_encoder.onnx` against `get_audio_features` + the padding `Gemma3nModel.forward` applies, within 1e-4.
 
 use anyhow::{Context, Result};
-use gemma_exporter::gemma3n::audio_encoder::write_audio_encoder;
+use gemma_exporter::gemma3n::audio_encoder::{write_audio_encoder, write_audio_graphs};
 use gemma_exporter::gemma3n::audio_preprocess::write_preprocess_audio;
 use gemma_models::config::gemma3n_audio::{AudioFeatureConfig, Gemma3nAudioConfig};
 use gemma_models::Checkpoint;
@@ -181,5 +181,29 @@ fn the_runtime_encodes_the_wav_files() -> Result<()> {
         msg.contains("takes no audio") && msg.contains("preprocess_audio.onnx"),
         "{msg}"
     );
+    Ok(())
+}
+
+#[test]
+fn write_audio_graphs_exports_both_graphs_of_a_checkpoint_folder() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let ckpt = Checkpoint::open(&fixture())?;
+    let (cfg, features) = write_audio_graphs(&fixture(), &ckpt, tmp.path())?;
+    assert_eq!(
+        (cfg.input_feat_size, features.feature_size, cfg.soft_tokens),
+        (32, 32, 188)
+    );
+    for file in [
+        "preprocess_audio.onnx",
+        "audio_encoder.onnx",
+        "audio_encoder.onnx_data",
+    ] {
+        assert!(tmp.path().join(file).is_file(), "{file}");
+    }
+    let mut enc = AudioEncoder::open(tmp.path(), &RuntimeOptions::cpu().with_threads(Some(1)))?;
+    let rows = enc.encode_file(&fixture().join("clips/odd.wav"))?;
+    let want = reference()?.f32("odd.audio_features")?;
+    let err = max_abs_diff(rows.view().into_dyn(), want.index_axis(ndarray::Axis(0), 0));
+    assert!(err < ENCODER_TOLERANCE, "max error {err}");
     Ok(())
 }

@@ -25,12 +25,35 @@ use crate::layers::{Ctx, Kernels};
 use crate::onnx::{self, DataType};
 use crate::weights::WeightWriter;
 use crate::ExportError;
-use gemma_models::config::gemma3n_audio::Gemma3nAudioConfig;
+use gemma_models::config::gemma3n_audio::{AudioFeatureConfig, Gemma3nAudioConfig};
 use gemma_models::names::gemma3n_audio as names;
 use gemma_models::Checkpoint;
 
 /// The file name in an export folder.
 pub const AUDIO_ENCODER_FILE: &str = "audio_encoder.onnx";
+
+/// Writes `preprocess_audio.onnx` and `audio_encoder.onnx` (+ `audio_encoder.onnx_data`) into `out` for the
+/// Gemma 3n checkpoint folder `src` (its `config.json` and feature extractor settings) and its tensors `ckpt`.
+pub fn write_audio_graphs(
+    src: &Path,
+    ckpt: &Checkpoint,
+    out: &Path,
+) -> Result<(Gemma3nAudioConfig, AudioFeatureConfig), ExportError> {
+    let cfg = Gemma3nAudioConfig::from_file(&src.join("config.json"))?;
+    let features = AudioFeatureConfig::from_checkpoint_dir(src)?;
+    if features.feature_size != cfg.input_feat_size {
+        return Err(gemma_models::ConfigError::Invalid {
+            path: src.join("preprocessor_config.json"),
+            field: "feature_size".into(),
+            expected: format!("audio_config.input_feat_size ({})", cfg.input_feat_size),
+            found: features.feature_size.to_string(),
+        }
+        .into());
+    }
+    super::audio_preprocess::write_preprocess_audio(out, &features)?;
+    write_audio_encoder(ckpt, &cfg, &out.join(AUDIO_ENCODER_FILE))?;
+    Ok((cfg, features))
+}
 
 /// Builds `audio_encoder.onnx` at `path` (weights in `path` + `_data`) from `ckpt`'s audio tensors.
 pub fn write_audio_encoder(

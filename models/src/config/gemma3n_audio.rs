@@ -335,9 +335,30 @@ impl AudioFeatureConfig {
         Self::from_json_str(&read(path)?, path)
     }
 
+    /// The settings of a checkpoint folder: `preprocessor_config.json` (flat, as the Hub's Gemma 3n folders and
+    /// `Gemma3nAudioFeatureExtractor.save_pretrained` write it), else the `feature_extractor` object of
+    /// `processor_config.json` (transformers 5.x `Gemma3nProcessor.save_pretrained`), else the class defaults.
+    pub fn from_checkpoint_dir(dir: &Path) -> Result<Self, ConfigError> {
+        let flat = dir.join("preprocessor_config.json");
+        if flat.is_file() {
+            return Self::from_file(&flat);
+        }
+        let nested = dir.join("processor_config.json");
+        if nested.is_file() {
+            let map = object(&read(&nested)?, &nested)?;
+            if let Some(Value::Object(fe)) = map.get("feature_extractor") {
+                return Self::from_map(fe, &nested);
+            }
+        }
+        Self::from_map(&Map::new(), &flat)
+    }
+
     pub fn from_json_str(s: &str, origin: &Path) -> Result<Self, ConfigError> {
-        let map = object(s, origin)?;
-        let f = Fields::new(&map, origin, "");
+        Self::from_map(&object(s, origin)?, origin)
+    }
+
+    fn from_map(map: &Map<String, Value>, origin: &Path) -> Result<Self, ConfigError> {
+        let f = Fields::new(map, origin, "");
         if let Some(t) = f.str("feature_extractor_type")? {
             if t != "Gemma3nAudioFeatureExtractor" {
                 return Err(f.invalid(

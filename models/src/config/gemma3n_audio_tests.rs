@@ -123,3 +123,31 @@ fn feature_extractor_defaults_and_nested_per_bin_values() {
         assert!(msg.contains(want), "expected {want:?} in: {msg}");
     }
 }
+
+#[test]
+fn checkpoint_folders_give_the_flat_or_the_nested_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = AudioFeatureConfig::from_checkpoint_dir(dir.path()).unwrap();
+    assert_eq!(f.feature_size, 128);
+    let nested =
+        json!({"feature_extractor": {"feature_size": 64}, "image_processor": {"size": 768}});
+    std::fs::write(dir.path().join("processor_config.json"), nested.to_string()).unwrap();
+    assert_eq!(
+        AudioFeatureConfig::from_checkpoint_dir(dir.path())
+            .unwrap()
+            .feature_size,
+        64
+    );
+    let flat = json!({"feature_size": 32, "image_processor_type": "SiglipImageProcessorFast"});
+    std::fs::write(
+        dir.path().join("preprocessor_config.json"),
+        flat.to_string(),
+    )
+    .unwrap();
+    assert_eq!(
+        AudioFeatureConfig::from_checkpoint_dir(dir.path())
+            .unwrap()
+            .feature_size,
+        32
+    );
+}
