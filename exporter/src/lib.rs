@@ -25,6 +25,7 @@ mod error;
 pub mod export;
 pub use gemma_models::fingerprint;
 pub mod finite;
+pub mod gemma3n;
 pub mod genai;
 pub mod gguf;
 pub mod half;

@@ -23,6 +23,7 @@
 
 mod classifier;
 mod fields;
+pub mod gemma3n_audio;
 mod ids;
 mod rope;
 #[cfg(test)]
