@@ -39,6 +39,7 @@ pub mod ort_env;
 pub mod perplexity;
 pub mod resident;
 pub mod sampling;
+pub mod serve;
 pub mod tokenizer;
 pub mod vision;
 
