@@ -176,13 +176,15 @@ pub fn chat_request(body: &[u8], vision: bool) -> Result<Request, ApiError> {
             "system" | "developer" => "system",
             "user" => "user",
             "assistant" => "assistant",
-            other => return Err(ApiError::invalid(
-                format!(
+            other => {
+                return Err(ApiError::invalid(
+                    format!(
                     "messages[{i}].role is {other:?}: this server takes \"system\", \"user\" and \
                          \"assistant\""
                 ),
-                Some("messages"),
-            )),
+                    Some("messages"),
+                ))
+            }
         };
         let mut text = String::new();
         let mut own_images = Vec::new();
