@@ -18,13 +18,14 @@ pub mod vision;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::generate::Generator;
 use crate::ort_env::RuntimeOptions;
 use crate::vision::VisionGenerator;
-use scheduler::Limits;
+use scheduler::{Job, Limits};
 
 /// How to serve.
 #[derive(Clone, Debug)]
@@ -111,31 +112,24 @@ pub fn serve(
     let worker = std::thread::Builder::new()
         .name("gemma-scheduler".into())
         .spawn(move || -> crate::Result<()> {
-            if vision {
-                match VisionGenerator::open(&dir, &runtime_options) {
-                    Ok(gen) => {
-                        ready.ready.store(true, Ordering::Release);
-                        let _ = loaded_tx.send(Ok(()));
-                        drop(ready);
-                        vision::run_vision(gen, receiver, limits)
-                    }
-                    Err(e) => {
-                        let _ = loaded_tx.send(Err(e));
-                        Ok(())
-                    }
-                }
+            type Engine = Box<dyn FnOnce(Receiver<Job>) -> crate::Result<()>>;
+            let engine: crate::Result<Engine> = if vision {
+                VisionGenerator::open(&dir, &runtime_options)
+                    .map(|g| Box::new(move |jobs| vision::run_vision(g, jobs, limits)) as Engine)
             } else {
-                match Generator::open(&dir, &runtime_options) {
-                    Ok(gen) => {
-                        ready.ready.store(true, Ordering::Release);
-                        let _ = loaded_tx.send(Ok(()));
-                        drop(ready);
-                        scheduler::run_text(gen, receiver, limits)
-                    }
-                    Err(e) => {
-                        let _ = loaded_tx.send(Err(e));
-                        Ok(())
-                    }
+                Generator::open(&dir, &runtime_options)
+                    .map(|g| Box::new(move |jobs| scheduler::run_text(g, jobs, limits)) as Engine)
+            };
+            match engine {
+                Ok(run) => {
+                    ready.ready.store(true, Ordering::Release);
+                    let _ = loaded_tx.send(Ok(()));
+                    drop(ready);
+                    run(receiver)
+                }
+                Err(e) => {
+                    let _ = loaded_tx.send(Err(e));
+                    Ok(())
                 }
             }
         })

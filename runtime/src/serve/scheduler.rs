@@ -114,7 +114,16 @@ pub fn run_text(mut gen: Generator, jobs: Receiver<Job>, limits: Limits) -> Resu
         let keep: Vec<bool> = rows.iter().map(|r| !r.finished && !r.cancelled()).collect();
         let changed = !joined.is_empty() || keep.contains(&false);
         if changed {
-            cache = regroup(&manifest, &mut rows, &keep, cache.take(), &mut joined)?;
+            match regroup(&manifest, &mut rows, &keep, cache.take(), &mut joined) {
+                Ok(c) => cache = c,
+                Err(e) => {
+                    let err = api_error(e);
+                    let joined = joined.drain(..).map(|(seq, _)| seq);
+                    for r in rows.drain(..).chain(joined) {
+                        let _ = r.events.send(Event::Failed(err.clone()));
+                    }
+                }
+            }
         }
         if rows.is_empty() {
             continue;
