@@ -183,9 +183,10 @@ async fn handle(
                 request,
                 events: tx,
             })
+            .is_ok()
         })
     });
-    if !matches!(sent, Some(Ok(()))) {
+    if sent != Some(true) {
         return error_response(
             &ApiError::server("the server is shutting down").with_status(503, "shutting_down"),
         );
