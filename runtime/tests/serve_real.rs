@@ -286,3 +286,38 @@ fn the_openai_python_client_works() {
     assert_eq!(v["stream_usage"], v["completion_tokens"], "{v}");
     assert_eq!(v["models"], json!(["gemma-3-270m"]));
 }
+
+/// With one slot, a streamed request for 2000 tokens whose client hangs up after the first chunk leaves the slot at
+/// once: a short request sent next is answered long before those 2000 tokens could have been generated.
+#[test]
+fn a_client_that_hangs_up_frees_its_slot_at_once() {
+    use std::io::{Read, Write};
+    let server = Server::start(exported(), &["--max-batch", "1"]);
+    let started = std::time::Instant::now();
+    let _ = server.chat_text(&chat_body(PROMPTS[4], 8));
+    let short = started.elapsed();
+    let mut s = std::net::TcpStream::connect(&server.addr).unwrap();
+    let mut body = chat_body(PROMPTS[0], 2000);
+    body["stream"] = json!(true);
+    body["stop"] = json!(["never-generated-stop-string"]);
+    let body = body.to_string();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut first = [0u8; 256];
+    let n = s.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    drop(s);
+    let started = std::time::Instant::now();
+    let _ = server.chat_text(&chat_body(PROMPTS[4], 8));
+    // 2000 tokens take ~250 times as long as 8; allow a wide margin for a loaded machine.
+    assert!(
+        started.elapsed() < short * 20 + std::time::Duration::from_secs(5),
+        "{:?} vs {short:?}",
+        started.elapsed()
+    );
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}
