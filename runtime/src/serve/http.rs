@@ -20,7 +20,8 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
-use super::api::{self, ApiError, Meta, Request};
+use super::api::{self, Request};
+use super::reply::{self, ApiError, Meta};
 use super::scheduler::Job;
 use super::sequence::Event;
 
@@ -246,8 +247,8 @@ async fn whole(reply: Reply, mut rx: UnboundedReceiver<Event>) -> Response {
                 prompt_tokens,
                 completion_tokens,
             } => {
-                let usage = api::usage(prompt_tokens, completion_tokens);
-                return Json(api::response(&reply.meta(), &text, finish, usage)).into_response();
+                let usage = reply::usage(prompt_tokens, completion_tokens);
+                return Json(reply::response(&reply.meta(), &text, finish, usage)).into_response();
             }
             Event::Failed(e) => return error_response(&e),
         }
@@ -259,7 +260,7 @@ async fn whole(reply: Reply, mut rx: UnboundedReceiver<Event>) -> Response {
 /// chunk if asked, then `data: [DONE]`. A client that hangs up drops this stream and with it the receiver: the
 /// scheduler sees the closed channel and frees the sequence's slot before its next step.
 fn sse(reply: Reply, rx: UnboundedReceiver<Event>, include_usage: bool) -> Response {
-    let first = api::chunk(&reply.meta(), Some(""), true, None).to_string();
+    let first = reply::chunk(&reply.meta(), Some(""), true, None).to_string();
     let state = (rx, reply, VecDeque::from([first]), false);
     let stream = futures_util::stream::unfold(
         state,
@@ -276,18 +277,18 @@ fn sse(reply: Reply, rx: UnboundedReceiver<Event>, include_usage: bool) -> Respo
                 match rx.recv().await? {
                     Event::Started { .. } => {}
                     Event::Text(t) => pending
-                        .push_back(api::chunk(&reply.meta(), Some(&t), false, None).to_string()),
+                        .push_back(reply::chunk(&reply.meta(), Some(&t), false, None).to_string()),
                     Event::Done {
                         finish,
                         prompt_tokens,
                         completion_tokens,
                     } => {
                         pending.push_back(
-                            api::chunk(&reply.meta(), None, false, Some(finish)).to_string(),
+                            reply::chunk(&reply.meta(), None, false, Some(finish)).to_string(),
                         );
                         if include_usage {
-                            let usage = api::usage(prompt_tokens, completion_tokens);
-                            pending.push_back(api::usage_chunk(&reply.meta(), usage).to_string());
+                            let usage = reply::usage(prompt_tokens, completion_tokens);
+                            pending.push_back(reply::usage_chunk(&reply.meta(), usage).to_string());
                         }
                         finished = true;
                     }

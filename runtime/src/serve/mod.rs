@@ -1,6 +1,7 @@
 //! `gemma serve`: an OpenAI-compatible HTTP server for one export (docs/serve.md).
 //!
-//! - [`api`]: the request and response objects, validation, the error object.
+//! - [`api`]: the request objects and their validation.
+//! - [`reply`]: the response and chunk objects, the error object.
 //! - [`http`]: routes, SSE streaming, `--api-key`, per-request logs (axum on a small tokio runtime).
 //! - [`scheduler`]: the thread that owns the model; continuous batching on text exports.
 //! - [`sequence`]: one reply in progress (sampling, stop tokens, stop strings, streaming text).
@@ -11,6 +12,7 @@
 
 pub mod api;
 pub mod http;
+pub mod reply;
 pub mod scheduler;
 pub mod sequence;
 pub mod vision;

@@ -5,7 +5,7 @@
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::api::{ApiError, Finish};
+use super::reply::{ApiError, Finish};
 use crate::error::Result;
 use crate::sampling::Sampler;
 use crate::tokenizer::TextStream;

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
-use super::api::{ApiError, Finish, Prompt};
+use super::api::Prompt;
+use super::reply::{ApiError, Finish};
 use super::scheduler::{api_error, reply_budget, Job, Limits};
 use super::sequence::{Event, StopText};
 use crate::conversation::{ChatOptions, Conversation, Media};
