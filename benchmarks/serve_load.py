@@ -136,7 +136,7 @@ def rss_over_requests(base, model, pid, count, api_key):
                     return
                 sent[0] += 1
                 k = sent[0]
-            one_request(base, model, PROMPTS[k % len(PROMPTS)], 16, api_key)
+            one_request(base, model, PROMPTS[k % len(PROMPTS)], 4, api_key)
             if k % 100 == 0:
                 print(f"[serve_load] {k} requests: RSS {rss_mb(pid):.0f} MB", file=sys.stderr)
 
@@ -162,6 +162,7 @@ def main():
     ap.add_argument("--llama-python", help="python with llama-cpp-python[server] (starts llama_cpp.server)")
     ap.add_argument("--gguf", help="GGUF for --llama-python")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-batch", type=int, default=8, help="gemma serve --max-batch (1: no batching)")
     ap.add_argument("--clients", default="1,4,8")
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--max-tokens", type=int, default=64)
@@ -174,8 +175,8 @@ def main():
     if a.gemma:
         port = 18080
         cmd = [a.gemma, "serve", "-m", a.model, "--port", str(port), "--threads", str(a.threads),
-               "--max-batch", "8"]
-        servers.append(("gemma serve", cmd, f"http://127.0.0.1:{port}/v1"))
+               "--max-batch", str(a.max_batch)]
+        servers.append((f"gemma serve (max-batch {a.max_batch})", cmd, f"http://127.0.0.1:{port}/v1"))
     if a.llama_python:
         port = 18081
         cmd = [a.llama_python, "-m", "llama_cpp.server", "--model", a.gguf, "--port", str(port),
