@@ -204,6 +204,12 @@ impl<M: ChatModel> Conversation<M> {
         Ok(report)
     }
 
+    /// Attaches `media`, already encoded, to the next user message (`gemma serve` decodes images from request
+    /// bodies, not files).
+    pub fn attach(&mut self, media: Media) {
+        self.pending.push(media);
+    }
+
     /// Forgets the conversation and its media (the system prompt stays).
     pub fn reset(&mut self) -> Result<()> {
         self.turns.clear();

@@ -18,6 +18,9 @@ use ort::value::{DynValue, Tensor};
 use crate::error::{Error, Result};
 use crate::manifest::{DType, GraphKind, LayerType, Manifest};
 
+mod rows;
+pub use rows::RowSource;
+
 /// Global-layer capacity of a cache made without a size hint (grows as needed).
 pub const DEFAULT_CAPACITY: usize = 256;
 
@@ -285,19 +288,11 @@ impl KvCache {
     /// layer of the cpu graph the last `L` positions, `L = T − G·⌈(T − C)/G⌉` once `T > C` (`C` the capacity,
     /// `G = C − W + 1`; ONNX Runtime's `sliding_window_cache` contract), so `min(T, W) ≤ L ≤ C`.
     pub fn resident_len(&self, layer: usize) -> usize {
-        let window = self.window;
-        let t = self.len;
         match &self.store {
             Store::InPlace(layers) if layers[layer].sliding => {
-                let c = layers[layer].capacity;
-                if t <= c {
-                    t
-                } else {
-                    let g = c + 1 - window.min(c);
-                    t - g * (t - c).div_ceil(g)
-                }
+                sliding_resident_len(self.len, layers[layer].capacity, self.window)
             }
-            _ => t,
+            _ => self.len,
         }
     }
 
@@ -343,6 +338,17 @@ impl KvCache {
                 Ok((slice(&l.key)?, slice(&l.value)?))
             }
         }
+    }
+}
+
+/// Positions a sliding layer of capacity `c` and window `window` holds after `t` positions (see
+/// [`KvCache::resident_len`]).
+fn sliding_resident_len(t: usize, c: usize, window: usize) -> usize {
+    if t <= c {
+        t
+    } else {
+        let g = c + 1 - window.min(c);
+        t - g * (t - c).div_ceil(g)
     }
 }
 

@@ -40,6 +40,7 @@ pub mod ort_env;
 pub mod perplexity;
 pub mod resident;
 pub mod sampling;
+pub mod serve;
 pub mod tokenizer;
 pub mod vision;
 

@@ -16,6 +16,9 @@ mod chat_command;
 mod chat_repl;
 #[path = "shared/cli.rs"]
 mod cli;
+/// `gemma serve`: the OpenAI-compatible server.
+#[path = "gemma/serve_command.rs"]
+mod serve_command;
 #[allow(unused_imports)]
 use cli::{errln, errout, out, outln};
 use cli::{ModelArgs, SamplingArgs};
@@ -70,6 +73,9 @@ enum Command {
     /// Talk with a chat model: multi-turn in the terminal, or one reply to a JSON conversation
     #[command(after_help = chat_command::CHAT_EXAMPLES)]
     Chat(chat_command::ChatArgs),
+    /// Serve the model over HTTP with the OpenAI API (chat and completions, streaming, batched requests)
+    #[command(after_help = serve_command::SERVE_EXAMPLES)]
+    Serve(serve_command::ServeArgs),
 }
 
 const GENERATE_EXAMPLES: &str = "\
@@ -197,6 +203,7 @@ fn main() -> ExitCode {
         Command::Perplexity(args) => run_perplexity(args),
         Command::Bench(args) => run_bench(args),
         Command::Chat(args) => chat_command::run(args),
+        Command::Serve(args) => serve_command::run(args),
     };
     cli::exit_status(result)
 }
