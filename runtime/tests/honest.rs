@@ -109,7 +109,10 @@ fn files_from_another_export_are_refused() {
     )
     .unwrap();
     let (a, b) = (out_dir(&a), b.path().join("onnx"));
+    // The other export's graph, with the data it reads (its precision's name in onnx/).
+    let other_data = "onnx/model_fp16.onnx_data";
     fs::copy(b.join("model.onnx"), a.join("model.onnx")).unwrap();
+    fs::copy(b.join(other_data), a.join(other_data)).unwrap();
     refused(&a, &["model.onnx:", "fingerprint"]);
     // Without fingerprints (an older export), the graph's own precision stamp still catches it.
     let before = manifest(&a);
@@ -125,7 +128,7 @@ fn files_from_another_export_are_refused() {
         ],
     );
     fs::write(a.join("gemma-onnx.json"), before.to_string()).unwrap();
-    fs::copy(b.join("onnx/model_fp16.onnx_data"), a.join(DATA)).unwrap();
+    fs::copy(b.join(other_data), a.join(DATA)).unwrap();
     refused(&a, &["fingerprint"]);
 }
 
