@@ -13,7 +13,7 @@
 //! - `REPO/NAME_generate/`: the Python backend running `model.py` (BLS): tokenizer and greedy decode loop over
 //!   `NAME`, text or token ids in, text and ids out. Its tokenizer files are hard links to the export's.
 //!
-//! No large file is copied: every file taken from the export is hard-linked, and only where linking fails (REPO on
+//! No large file is copied: the weights and tokenizer files are hard-linked, and only where linking fails (REPO on
 //! another file system) is it copied, with a note in the export report saying so. A link is the only way to share
 //! the weights without a copy: ONNX Runtime refuses external data reached through `..`, an absolute path or a
 //! symbolic link out of the graph's folder. The `onnx` Python package refuses to load a data file with several
