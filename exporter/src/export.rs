@@ -3,8 +3,8 @@
 //! A failed or interrupted export never leaves a folder that looks complete ([`crate::output`]).
 //!
 //! Gemma3ForConditionalGeneration checkpoints also get the image graphs of [`crate::vision`]; their tensors are
-//! checked up front with the text ones. Portable exports also get the transformers.js layout of
-//! [`crate::transformers_js`].
+//! checked up front with the text ones. Portable exports keep their weights in the transformers.js layout of
+//! [`crate::transformers_js`] (`onnx/`).
 
 use crate::builder::{model, GraphBuilder};
 use crate::decoder::DecoderInput;
@@ -14,7 +14,8 @@ use crate::layers::LinearKind;
 use crate::manifest;
 use crate::output;
 use crate::quant::QuantConfig;
-use crate::triton::TritonOptions;
+use crate::transformers_js::Layout;
+use crate::triton::{TritonGraph, TritonOptions};
 use crate::vision::preprocess::ReadPreprocessConfig;
 use crate::vision::{self, VisionPlan};
 use crate::weights::WeightWriter;
@@ -114,8 +115,6 @@ pub struct ExportOptions {
     pub lora: Option<LoraOptions>,
     /// Also write a Triton model repository for the export ([`crate::triton`]).
     pub triton: Option<TritonOptions>,
-    /// Portable exports: also write the `onnx/` folder transformers.js loads ([`crate::transformers_js`]).
-    pub transformers_js: bool,
 }
 
 impl ExportOptions {
@@ -131,14 +130,7 @@ impl ExportOptions {
             allow_nonfinite: false,
             lora: None,
             triton: None,
-            transformers_js: false,
         }
-    }
-
-    /// `--transformers-js`.
-    pub fn transformers_js(mut self, on: bool) -> Self {
-        self.transformers_js = on;
-        self
     }
 
     /// `--precision`.
@@ -279,10 +271,9 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
     )?;
     report.notes = staging.commit()?;
     report.out = opts.out.clone();
-    if let Some(t) = &opts.triton {
+    if let (Some(t), Some(graph)) = (&opts.triton, &triton_graph) {
         let manifest = &report.manifest;
-        let notes =
-            crate::triton::write(t, &opts.out, manifest, triton_graph.as_deref(), opts.force)?;
+        let notes = crate::triton::write(t, &opts.out, manifest, graph, opts.force)?;
         report.notes.extend(notes);
     }
     Ok(report)
@@ -296,7 +287,7 @@ fn write_export(
     source: &SourceFiles,
     dir: &Path,
     lora: Option<&gemma_models::LoraSummary>,
-) -> Result<(ExportReport, Option<Vec<u8>>), ExportError> {
+) -> Result<(ExportReport, Option<TritonGraph>), ExportError> {
     let total = decoder::weight_bytes(cfg) + vision.map_or(0, |v| v.weight_bytes);
     let progress = if opts.progress {
         ProgressBar::new(total)
@@ -310,10 +301,16 @@ fn write_export(
         .expect("valid template")
         .progress_chars("=> "),
     );
-    progress.set_message("writing model.onnx_data");
-
-    let data_path = dir.join("model.onnx_data");
-    let mut w = WeightWriter::create(&data_path, progress.clone())?;
+    // Portable exports keep their weights in `onnx/` (the transformers.js layout), the others beside the graphs.
+    let layout = Layout::of(opts.graph, opts.precision.kind(), vision.is_some());
+    if layout.is_some() {
+        let sub = dir.join(files::TRANSFORMERS_JS_DIR);
+        fs::create_dir(&sub).map_err(|e| ExportError::io(&sub, e))?;
+    }
+    let text_data = layout.map_or(files::DECODER_DATA_FILE.into(), |l| l.text_data());
+    let encoder_data = layout.map_or(files::ENCODER_DATA_FILE.into(), |l| l.encoder_data());
+    progress.set_message(format!("writing {text_data}"));
+    let mut w = WeightWriter::create_in(dir, &text_data, progress.clone())?;
     w.allow_nonfinite = opts.allow_nonfinite;
     let mut g = GraphBuilder::new();
     let linear = opts.precision.linear_kind();
@@ -342,9 +339,8 @@ fn write_export(
             d,
         ));
 
-        progress.set_message(format!("writing {}", vision::ENCODER_DATA_FILE));
-        let data = dir.join(vision::ENCODER_DATA_FILE);
-        let mut vw = WeightWriter::create(&data, progress.clone())?;
+        progress.set_message(format!("writing {encoder_data}"));
+        let mut vw = WeightWriter::create_in(dir, &encoder_data, progress.clone())?;
         vw.allow_nonfinite = opts.allow_nonfinite;
         let mut v = GraphBuilder::new();
         vision::build_encoder(&mut v, &mut vw, ckpt, cfg, plan)?;
@@ -403,6 +399,7 @@ fn write_export(
         manifest.cpu = Some(contract::CpuSection::current());
     }
     if let (Some(plan), Some(v)) = (vision, manifest.vision.as_mut()) {
+        v.encoder_data = encoder_data;
         // The image processor as a graph, with the checkpoint's processor settings (checked in `export`).
         let pre = vision::preprocess::PreprocessConfig::for_checkpoint(&opts.src, &plan.config)?;
         vision::preprocess::write_preprocess(dir, &pre)?;
@@ -415,7 +412,7 @@ fn write_export(
     fs::write(&model_path, proto.encode_to_vec()).map_err(|e| ExportError::io(&model_path, e))?;
     let triton_graph = triton_graph.map(|t| {
         let opsets = opset_imports(&t);
-        model(t.finish("gemma_decoder"), &opsets, &stamp).encode_to_vec()
+        model(t.finish("gemma_decoder"), &opsets, &stamp)
     });
     for (file, name, graph) in image_graphs {
         let opsets = opset_imports(&graph);
@@ -447,11 +444,8 @@ fn write_export(
         fs::write(&path, serde_json::to_string_pretty(&gen).expect("json"))
             .map_err(|e| ExportError::io(&path, e))?;
     }
-    let mut warnings = source.warnings.clone();
-    if opts.transformers_js {
-        warnings.extend(crate::transformers_js::write(
-            dir, opts.graph, &manifest, &proto,
-        )?);
+    if let Some(layout) = &layout {
+        crate::transformers_js::write(dir, layout, &manifest, &proto)?;
     }
     manifest::fingerprint_files(&mut manifest, dir)?;
     manifest::write(&manifest, dir)?;
@@ -462,9 +456,19 @@ fn write_export(
         weight_bytes,
         nodes,
         quantization,
-        warnings,
+        warnings: source.warnings.clone(),
         notes: Vec::new(),
     };
+    // Triton's graph (the portable decoder: this export's own, or the one built beside the cpu graph), its data
+    // named as the copy in the Triton repository will be.
+    let triton_graph = opts.triton.as_ref().map(|_| {
+        let mut graph = triton_graph.unwrap_or(proto);
+        crate::transformers_js::relocate(&mut graph, |_| files::DECODER_DATA_FILE.into());
+        TritonGraph {
+            graph: graph.encode_to_vec(),
+            data: text_data,
+        }
+    });
     Ok((report, triton_graph))
 }
 

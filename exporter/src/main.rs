@@ -53,7 +53,9 @@ enum GraphArg {
 /// contrib ops, KV cache updated in place, last-position logits) or
 /// `--graph portable` (standard ONNX ops at fp32/fp16/bf16, for any runtime;
 /// int8/int4 add ONNX Runtime's contrib quantized ops); both give the same
-/// logits. The export is written to a temporary folder beside OUT_DIR and
+/// logits. A portable export is also a transformers.js model folder: its
+/// weights are onnx/model{,_fp16,_quantized,_q4}.onnx_data, which model.onnx
+/// references there (bf16: model.onnx_data; see docs/stacks.md). The export is written to a temporary folder beside OUT_DIR and
 /// renamed at the end, so an interrupted export never looks complete.
 ///
 /// Gemma3ForConditionalGeneration checkpoints (vision tower named
@@ -133,12 +135,9 @@ struct Args {
     /// loop). Large files are hard links to the export's. See docs/deploy.md.
     #[arg(long, value_name = "REPO")]
     triton: Option<PathBuf>,
-    /// With --graph portable: also make OUT_DIR a transformers.js model folder (onnx/model{_fp16,_quantized,_q4}.onnx
-    /// by its dtype names, their data a hard link to model.onnx_data, and transformers.js_config in config.json).
-    /// Off by default: the onnx Python package refuses to load a graph whose data file has several hard links.
-    /// See docs/stacks.md.
-    #[arg(long = "transformers-js")]
-    transformers_js: bool,
+    /// Accepted and ignored: every --graph portable export is a transformers.js model folder now (docs/stacks.md).
+    #[arg(long = "transformers-js", hide = true)]
+    _transformers_js: bool,
     /// The Triton model name (default: OUT_DIR's folder name).
     #[arg(long, value_name = "NAME", requires = "triton")]
     triton_name: Option<String>,
@@ -208,7 +207,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         .progress(!args.quiet)
         .lora(lora)
         .triton(triton)
-        .transformers_js(args.transformers_js)
         .allow_nonfinite(args.allow_nonfinite);
     let report = export(&opts).with_context(|| format!("exporting {}", args.src_dir.display()))?;
     for warning in &report.warnings {

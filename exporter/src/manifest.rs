@@ -94,15 +94,31 @@ fn eos_token_ids(cfg: &ModelConfig, src: &Path) -> Result<Vec<u32>, ExportError>
     Ok(eos)
 }
 
-/// Fingerprints every `*.onnx` and `*.onnx_data` file of the export folder `dir` into `manifest.files`.
+/// Fingerprints every `*.onnx` and `*.onnx_data` file of the export folder `dir` and of its `onnx/` folder (the
+/// transformers.js layout, where portable exports keep their weights) into `manifest.files`, the latter named
+/// `onnx/NAME` (`/` on every platform).
 pub fn fingerprint_files(manifest: &mut Manifest, dir: &Path) -> Result<(), ExportError> {
+    let sub = dir.join(files::TRANSFORMERS_JS_DIR);
+    fingerprint_folder(manifest, dir, "")?;
+    if sub.is_dir() {
+        fingerprint_folder(manifest, &sub, &format!("{}/", files::TRANSFORMERS_JS_DIR))?;
+    }
+    Ok(())
+}
+
+/// Fingerprints the graph and data files directly in `dir` as `{prefix}NAME`.
+fn fingerprint_folder(
+    manifest: &mut Manifest,
+    dir: &Path,
+    prefix: &str,
+) -> Result<(), ExportError> {
     for entry in std::fs::read_dir(dir).map_err(|e| ExportError::io(dir, e))? {
         let entry = entry.map_err(|e| ExportError::io(dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.ends_with(".onnx") || name.ends_with(".onnx_data") {
             let path = entry.path();
             let print = FileFingerprint::of(&path).map_err(|e| ExportError::io(&path, e))?;
-            manifest.files.insert(name, print);
+            manifest.files.insert(format!("{prefix}{name}"), print);
         }
     }
     Ok(())

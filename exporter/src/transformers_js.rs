@@ -1,28 +1,31 @@
-//! The transformers.js layout of a portable export (`--transformers-js`), so that one folder serves `gemma`, Optimum
-//! and transformers.js with one copy of the weights (docs/stacks.md). Opt-in: the `onnx` Python package refuses to
-//! load a graph whose data file has several hard links.
+//! The transformers.js layout of a portable export, so that one folder serves `gemma`, Optimum and transformers.js
+//! with one copy of the weights and no links (docs/stacks.md). Every portable export at a precision transformers.js
+//! names gets it.
 //!
 //! transformers.js's `from_pretrained(OUT)` looks for `OUT/onnx/model{suffix}.onnx`, the suffix naming the
 //! precision (`dtype`: fp32 → `model.onnx`, fp16 → `model_fp16.onnx`, q8 → `model_quantized.onnx`, q4 →
 //! `model_q4.onnx`), and for its external data in `OUT/onnx/model{suffix}.onnx_data`. In the browser it fetches that
 //! file and hands it to ONNX Runtime under that name, so the graph's external-data `location` must be exactly it.
-//! The export keeps `model.onnx` + `model.onnx_data` at the top (the `gemma` runtime, Optimum and older tools read
-//! them there) and adds:
+//! So the weights live there, once ([`Layout`]):
 //!
-//! - `onnx/model{suffix}.onnx`: the same decoder graph, its external data renamed to `model{suffix}.onnx_data`, and,
-//!   for the model types whose positions transformers.js counts from 1 (`gemma3_text`, as transformers' multimodal
-//!   Gemma 3 and PaliGemma do), one `Sub` that takes them back to transformers' 0-based `position_ids` (semantics
-//!   §1.3), so transformers.js computes exactly what `gemma` does: RoPE's angles are relative, but shifted
-//!   positions round differently, and on the real int4 270M that flipped a near-tie after 19 greedy tokens;
-//! - `onnx/model{suffix}.onnx_data`: a hard link to `model.onnx_data`, not a copy (ONNX Runtime refuses a `location`
-//!   with `..`, so the graph in `onnx/` cannot point at the top-level file; a symlink does not survive every tool);
+//! - `onnx/model{suffix}.onnx_data`: the text weights, written there by the export itself;
+//! - `model.onnx` at the top (the `gemma` runtime, Optimum and older tools read it there) references them as
+//!   `onnx/model{suffix}.onnx_data`: a relative path into a subfolder, which ONNX Runtime and the `onnx` package
+//!   accept (they refuse `..`, absolute paths and symbolic links leaving the graph's folder, and `onnx` refuses a
+//!   data file with several hard links, which is why the weights are not linked);
+//! - `onnx/model{suffix}.onnx`: the same decoder graph referencing `model{suffix}.onnx_data` beside it, and, for the
+//!   model types whose positions transformers.js counts from 1 (`gemma3_text`, as transformers' multimodal Gemma 3
+//!   and PaliGemma do), one `Sub` that takes them back to transformers' 0-based `position_ids` (semantics §1.3), so
+//!   transformers.js computes exactly what `gemma` does: RoPE's angles are relative, but shifted positions round
+//!   differently, and on the real int4 270M that flipped a near-tie after 19 greedy tokens;
 //! - in `config.json`, `transformers.js_config` with the export's `dtype` (so a plain `from_pretrained(OUT)` picks
 //!   the file) and `use_external_data_format` (so transformers.js loads the data file, in the browser too).
 //!
-//! A Gemma 3 vision export gets the image-text-to-text sessions instead of `model{suffix}.onnx`, each with its own
-//! hard-linked data, the same shift in the decoder, and the processor files ([`vision`]). The cpu graph (in-place KV
-//! buffers, contrib attention) is not a transformers.js model, and transformers.js has no bf16 `dtype`: those
-//! exports get no `onnx/` folder.
+//! A Gemma 3 vision export gets the image-text-to-text sessions instead of `model{suffix}.onnx`: the text weights
+//! are `onnx/decoder_model_merged{suffix}.onnx_data` (transformers.js's decoder session), the image encoder's
+//! `onnx/vision_encoder{suffix}.onnx_data`, the decoder gets the same shift, and the processor files are added
+//! ([`vision`]). The cpu graph (in-place KV buffers, contrib attention) is not a transformers.js model, and
+//! transformers.js has no bf16 `dtype`: those exports keep `model.onnx_data` at the top and get no `onnx/` folder.
 
 use crate::builder::inline_tensor;
 use crate::onnx::{DataType, ModelProto, NodeProto};
@@ -58,6 +61,10 @@ pub fn dtype(precision: Precision) -> Option<(&'static str, &'static str)> {
 
 /// The session (file name before the suffix) transformers.js loads a text decoder from.
 const DECODER_SESSION: &str = "model";
+/// The session transformers.js loads an image-text-to-text model's decoder from.
+const VISION_DECODER_SESSION: &str = "decoder_model_merged";
+/// The session transformers.js loads an image-text-to-text model's image encoder from.
+const ENCODER_SESSION: &str = "vision_encoder";
 
 /// `onnx/model{suffix}.onnx`, the decoder's path in the transformers.js layout of a `precision` export.
 pub fn decoder_file(precision: Precision) -> Option<String> {
@@ -69,90 +76,109 @@ pub fn decoder_file(precision: Precision) -> Option<String> {
     })
 }
 
-/// Adds the transformers.js layout to the export folder `dir` (see the module docs) when the export is a portable
-/// export at a precision transformers.js names; `decoder` is the graph written as `model.onnx`. A vision export gets
-/// the image-text-to-text sessions instead ([`vision`]). Returns a warning when the layout could not be added (a file
-/// system without hard links); the export stays usable.
+/// Where a portable export keeps its weights: inside `onnx/`, named after the transformers.js session that loads
+/// them (module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// transformers.js's `dtype` of the export.
+    pub dtype: &'static str,
+    /// The file-name suffix of that `dtype`.
+    pub suffix: &'static str,
+    /// The session whose data file holds the text weights: `model`, or `decoder_model_merged` with images.
+    decoder_session: &'static str,
+}
+
+impl Layout {
+    /// The layout of a `graph` export at `precision` (`vision`: a Gemma 3 vision export), or `None` when the export
+    /// is no transformers.js model (the cpu graph, bf16) and keeps its data at the top.
+    pub fn of(graph: GraphKind, precision: Precision, vision: bool) -> Option<Layout> {
+        let (dtype, suffix) = dtype(precision)?;
+        (graph == GraphKind::Portable).then_some(Layout {
+            dtype,
+            suffix,
+            decoder_session: if vision {
+                VISION_DECODER_SESSION
+            } else {
+                DECODER_SESSION
+            },
+        })
+    }
+
+    /// The text graphs' external data, relative to the export folder: `onnx/model{suffix}.onnx_data`
+    /// (`onnx/decoder_model_merged{suffix}.onnx_data` with images).
+    pub fn text_data(&self) -> String {
+        self.data_of(self.decoder_session)
+    }
+
+    /// The image encoder's external data, relative to the export folder: `onnx/vision_encoder{suffix}.onnx_data`.
+    pub fn encoder_data(&self) -> String {
+        self.data_of(ENCODER_SESSION)
+    }
+
+    fn data_of(&self, session: &str) -> String {
+        format!(
+            "{}/{session}{}.onnx_data",
+            files::TRANSFORMERS_JS_DIR,
+            self.suffix
+        )
+    }
+}
+
+/// Writes the graphs of `onnx/` and the config keys of the transformers.js layout (see the module docs) into the
+/// export folder `dir`, whose weights are already in `onnx/`; `decoder` is the graph written as `model.onnx`. A
+/// vision export gets the image-text-to-text sessions instead ([`vision`]).
 pub fn write(
     dir: &Path,
-    graph: GraphKind,
+    layout: &Layout,
     manifest: &Manifest,
     decoder: &ModelProto,
-) -> Result<Option<String>, ExportError> {
-    let (Some((dtype, suffix)), GraphKind::Portable) = (dtype(manifest.precision), graph) else {
-        return Ok(None);
-    };
+) -> Result<(), ExportError> {
     // (session file name without suffix, graph, whether it is the decoder that takes `position_ids`)
     let mut graphs = match &manifest.vision {
         None => vec![(DECODER_SESSION, decoder.clone(), true)],
         Some(v) => vision::graphs(dir, v)?,
     };
-    let sub = dir.join(files::TRANSFORMERS_JS_DIR);
-    fs::create_dir(&sub).map_err(|e| ExportError::io(&sub, e))?;
     let mut external = serde_json::Map::new();
     for (session, proto, _) in &mut graphs {
-        let file = format!("{session}{suffix}.onnx");
-        match link_data(dir, &sub, proto, &file) {
-            Ok(true) => {
-                external.insert(file, 1.into());
-            }
-            Ok(false) => {}
-            Err(why) => {
-                fs::remove_dir_all(&sub).map_err(|e| ExportError::io(&sub, e))?;
-                return Ok(Some(format!(
-                    "no transformers.js layout ({}/): {why}; the export is complete without it",
-                    files::TRANSFORMERS_JS_DIR
-                )));
-            }
+        let file = format!("{session}{}.onnx", layout.suffix);
+        // transformers.js loads `{file}_data` for the files listed; a graph that reads another session's data
+        // (`embed_tokens`) is left out, and ONNX Runtime finds that file beside it.
+        if beside(proto).contains(&format!("{file}_data")) {
+            external.insert(file, 1.into());
         }
     }
     let settings = serde_json::json!({
-        "dtype": dtype,
+        "dtype": layout.dtype,
         "use_external_data_format": external,
     });
     let model_type = add_to_config(&dir.join(files::CONFIG_FILE), &settings)?;
     if let Some(v) = &manifest.vision {
         vision::write_processor_files(dir, v)?;
     }
+    let sub = dir.join(files::TRANSFORMERS_JS_DIR);
     for (session, mut proto, is_decoder) in graphs {
         if is_decoder && ONE_BASED_POSITION_TYPES.contains(&model_type.as_str()) {
             positions_from_one(&mut proto);
         }
-        let path = sub.join(format!("{session}{suffix}.onnx"));
+        let path = sub.join(format!("{session}{}.onnx", layout.suffix));
         fs::write(&path, proto.encode_to_vec()).map_err(|e| ExportError::io(&path, e))?;
     }
-    Ok(None)
+    Ok(())
 }
 
-/// Hard-links the external data file of `proto` (in `dir`) as `sub/{file}_data` and points the graph at it. Returns
-/// whether the graph has external data; an error says why the link could not be made.
-fn link_data(dir: &Path, sub: &Path, proto: &mut ModelProto, file: &str) -> Result<bool, String> {
-    let mut locations: Vec<String> = proto
-        .graph
-        .iter()
-        .flat_map(|g| &g.initializer)
-        .flat_map(|t| &t.external_data)
-        .filter(|e| e.key.as_deref() == Some("location"))
-        .filter_map(|e| e.value.clone())
-        .collect();
-    locations.sort();
-    locations.dedup();
-    let from = match locations.as_slice() {
-        [] => return Ok(false),
-        [one] => one,
-        _ => {
-            return Err(format!(
-                "{file} keeps its weights in {} files",
-                locations.len()
-            ))
+/// Points every external tensor of a top-level graph, stored in `onnx/NAME`, at `NAME` (the copy in `onnx/` reads
+/// its data from beside it), and returns the data files the graph reads.
+fn beside(proto: &mut ModelProto) -> Vec<String> {
+    let prefix = format!("{}/", files::TRANSFORMERS_JS_DIR);
+    let mut names = Vec::new();
+    relocate(proto, |location| {
+        let name = location.strip_prefix(&prefix).unwrap_or(location);
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
         }
-    };
-    let data_name = format!("{file}_data");
-    let top = dir.join(from);
-    fs::hard_link(&top, sub.join(&data_name))
-        .map_err(|e| format!("could not hard-link {} ({e})", top.display()))?;
-    relocate(proto, from, &data_name);
-    Ok(true)
+        name.to_string()
+    });
+    names
 }
 
 /// Makes the graph take `position_ids` counted from 1: every node that read them reads `position_ids - 1`.
@@ -184,15 +210,17 @@ fn positions_from_one(proto: &mut ModelProto) {
     graph.node.insert(0, sub);
 }
 
-/// Points every initializer stored in the external data file `from` at `to` instead.
-fn relocate(proto: &mut ModelProto, from: &str, to: &str) {
+/// Replaces the external-data `location` of every initializer of `proto` by `to(location)`.
+pub(crate) fn relocate(proto: &mut ModelProto, mut to: impl FnMut(&str) -> String) {
     let Some(graph) = proto.graph.as_mut() else {
         return;
     };
     for tensor in &mut graph.initializer {
         for entry in &mut tensor.external_data {
-            if entry.key.as_deref() == Some("location") && entry.value.as_deref() == Some(from) {
-                entry.value = Some(to.to_string());
+            if entry.key.as_deref() == Some("location") {
+                if let Some(location) = entry.value.as_mut() {
+                    *location = to(location);
+                }
             }
         }
     }
@@ -272,5 +300,47 @@ mod tests {
             "onnx/model_fp16.onnx"
         );
         assert!(decoder_file(Precision::Bf16).is_none());
+    }
+
+    #[test]
+    fn portable_exports_keep_their_weights_in_the_onnx_folder() {
+        let text = Layout::of(GraphKind::Portable, Precision::Int4, false).unwrap();
+        assert_eq!(text.text_data(), "onnx/model_q4.onnx_data");
+        let images = Layout::of(GraphKind::Portable, Precision::Fp32, true).unwrap();
+        assert_eq!(images.text_data(), "onnx/decoder_model_merged.onnx_data");
+        assert_eq!(images.encoder_data(), "onnx/vision_encoder.onnx_data");
+        assert!(Layout::of(GraphKind::Cpu, Precision::Int4, false).is_none());
+        assert!(Layout::of(GraphKind::Portable, Precision::Bf16, false).is_none());
+    }
+
+    #[test]
+    fn the_onnx_copy_reads_its_data_from_beside_it() {
+        use crate::onnx::{GraphProto, StringStringEntryProto, TensorProto};
+        let tensor = |location: &str| TensorProto {
+            external_data: vec![StringStringEntryProto {
+                key: Some("location".into()),
+                value: Some(location.into()),
+            }],
+            ..Default::default()
+        };
+        let mut proto = ModelProto {
+            graph: Some(GraphProto {
+                initializer: vec![
+                    tensor("onnx/model_q4.onnx_data"),
+                    tensor("onnx/model_q4.onnx_data"),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(beside(&mut proto), ["model_q4.onnx_data"]);
+        let locations: Vec<_> = proto
+            .graph
+            .unwrap()
+            .initializer
+            .iter()
+            .map(|t| t.external_data[0].value.clone().unwrap())
+            .collect();
+        assert_eq!(locations, ["model_q4.onnx_data", "model_q4.onnx_data"]);
     }
 }

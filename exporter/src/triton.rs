@@ -7,12 +7,17 @@
 //!   its in-place, window-sized KV buffers are not something implicit state can carry. A cpu-graph export builds
 //!   the portable graph too, into the same `model.onnx_data` (weights of the same name and layout are written
 //!   once: at fp32/fp16/bf16 the portable graph adds no weight bytes; at int8/int4 it adds its own q/k/v and
-//!   gate/up tensors, which the cpu graph stacks). `1/model.onnx_data` is a hard link to the export's.
+//!   gate/up tensors, which the cpu graph stacks). `1/model.onnx` is that graph, reading `model.onnx_data` beside
+//!   it, and `1/model.onnx_data` is a hard link to the export's text weights (`onnx/model{suffix}.onnx_data` in a
+//!   portable export, `model.onnx_data` in a cpu-graph one).
 //! - `REPO/NAME_generate/`: the Python backend running `model.py` (BLS): tokenizer and greedy decode loop over
 //!   `NAME`, text or token ids in, text and ids out. Its tokenizer files are hard links to the export's.
 //!
-//! No large file is copied: every file taken from the export is hard-linked, and only where linking fails (REPO on
-//! another file system) is it copied, with a note in the export report saying so.
+//! No large file is copied: the weights and tokenizer files are hard-linked, and only where linking fails (REPO on
+//! another file system) is it copied, with a note in the export report saying so. A link is the only way to share
+//! the weights without a copy: ONNX Runtime refuses external data reached through `..`, an absolute path or a
+//! symbolic link out of the graph's folder. The `onnx` Python package refuses to load a data file with several
+//! hard links, so run such tools on the export before `--triton`, or on a copy (docs/deploy.md).
 
 pub mod config;
 
@@ -126,21 +131,27 @@ pub fn check(t: &TritonOptions, force: bool) -> Result<(), ExportError> {
     Ok(())
 }
 
-/// Writes both models for the finished export folder `out`. `portable` is the portable decoder graph built beside
-/// the cpu graph (its weights in the export's `model.onnx_data`), or `None` when the export's own decoder is the
-/// portable graph. Returns notes for the export report (files copied because linking failed).
+/// The decoder Triton runs: the portable graph, its external data named [`files::DECODER_DATA_FILE`] (beside it in
+/// the version folder), and where the export keeps that data.
+#[derive(Debug, Clone)]
+pub struct TritonGraph {
+    /// The encoded graph.
+    pub graph: Vec<u8>,
+    /// Its data file, relative to the export folder.
+    pub data: String,
+}
+
+/// Writes both models for the finished export folder `out`, the decoder being `graph`. Returns notes for the export
+/// report (files copied because linking failed).
 pub fn write(
     t: &TritonOptions,
     out: &Path,
     manifest: &Manifest,
-    portable: Option<&[u8]>,
+    graph: &TritonGraph,
     force: bool,
 ) -> Result<Vec<String>, ExportError> {
     check(t, force)?;
     let mut notes = Vec::new();
-    let decoder_path = out.join(&manifest.decoder);
-    let graph_dir = decoder_path.parent().unwrap_or(out).to_path_buf();
-    let data = graph_dir.join(files::DECODER_DATA_FILE);
 
     let dir = t.decoder_dir();
     replace_dir(&dir)?;
@@ -150,15 +161,12 @@ pub fn write(
         &dir.join("config.pbtxt"),
         config::decoder(&t.name, manifest).as_bytes(),
     )?;
-    match portable {
-        Some(bytes) => write_file(&version.join(files::DECODER_FILE), bytes)?,
-        None => link_or_copy(
-            &decoder_path,
-            &version.join(files::DECODER_FILE),
-            &mut notes,
-        )?,
-    }
-    link_or_copy(&data, &version.join(files::DECODER_DATA_FILE), &mut notes)?;
+    write_file(&version.join(files::DECODER_FILE), &graph.graph)?;
+    link_or_copy(
+        &out.join(&graph.data),
+        &version.join(files::DECODER_DATA_FILE),
+        &mut notes,
+    )?;
 
     let dir = t.generate_dir();
     replace_dir(&dir)?;

@@ -62,6 +62,19 @@ impl WeightWriter {
         })
     }
 
+    /// Creates the external data file `dir/location`, `location` being its path relative to the folder of the
+    /// graphs that reference it (e.g. `onnx/model_q4.onnx_data`, a subfolder path without `..`); tensors reference
+    /// it by that path.
+    pub fn create_in(
+        dir: &Path,
+        location: &str,
+        progress: ProgressBar,
+    ) -> Result<WeightWriter, ExportError> {
+        let mut writer = WeightWriter::create(&dir.join(location), progress)?;
+        writer.location = location.to_string();
+        Ok(writer)
+    }
+
     /// The initializer already written under `name` (by this or an earlier graph), if any.
     pub fn written(&self, name: &str) -> Option<TensorProto> {
         self.written.get(name).cloned()

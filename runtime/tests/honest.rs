@@ -47,12 +47,15 @@ fn refused(dir: &Path, fragments: &[&str]) {
     }
 }
 
+/// The weights of the portable export (the transformers.js layout keeps them in `onnx/`).
+const DATA: &str = "onnx/model.onnx_data";
+
 #[test]
 fn a_fresh_export_is_fingerprinted_and_runs() {
     let tmp = fresh();
     let dir = out_dir(&tmp);
     let files = manifest(&dir)["files"].clone();
-    for name in ["model.onnx", "model.onnx_data"] {
+    for name in ["model.onnx", DATA] {
         let (size, crc) = gemma_runtime::fingerprint::fingerprint(&dir.join(name)).unwrap();
         assert_eq!(files[name]["size"], size, "{name}");
         assert_eq!(files[name]["sampled_crc32"], crc.as_str(), "{name}");
@@ -64,7 +67,7 @@ fn a_fresh_export_is_fingerprinted_and_runs() {
 fn data_file_of_random_bytes_is_refused() {
     let tmp = fresh();
     let dir = out_dir(&tmp);
-    let path = dir.join("model.onnx_data");
+    let path = dir.join(DATA);
     let len = fs::metadata(&path).unwrap().len() as usize;
     // Deterministic "random" bytes of the same size.
     let mut x = 0x9e3779b97f4a7c15u64;
@@ -81,7 +84,7 @@ fn data_file_of_random_bytes_is_refused() {
     // One changed byte in the middle of a sampled block is enough.
     let tmp = fresh();
     let dir = out_dir(&tmp);
-    let path = dir.join("model.onnx_data");
+    let path = dir.join(DATA);
     let mut bytes = fs::read(&path).unwrap();
     bytes[10] ^= 1;
     fs::write(&path, bytes).unwrap();
@@ -106,7 +109,10 @@ fn files_from_another_export_are_refused() {
     )
     .unwrap();
     let (a, b) = (out_dir(&a), b.path().join("onnx"));
+    // The other export's graph, with the data it reads (its precision's name in onnx/).
+    let other_data = "onnx/model_fp16.onnx_data";
     fs::copy(b.join("model.onnx"), a.join("model.onnx")).unwrap();
+    fs::copy(b.join(other_data), a.join(other_data)).unwrap();
     refused(&a, &["model.onnx:", "fingerprint"]);
     // Without fingerprints (an older export), the graph's own precision stamp still catches it.
     let before = manifest(&a);
@@ -122,7 +128,7 @@ fn files_from_another_export_are_refused() {
         ],
     );
     fs::write(a.join("gemma-onnx.json"), before.to_string()).unwrap();
-    fs::copy(b.join("model.onnx_data"), a.join("model.onnx_data")).unwrap();
+    fs::copy(b.join(other_data), a.join(DATA)).unwrap();
     refused(&a, &["fingerprint"]);
 }
 
@@ -181,7 +187,8 @@ fn file_names_must_stay_inside_the_folder() {
     // A copy of the whole export beside it: a decoder path leading there is refused, relative or absolute.
     let outside = tmp.path().join("elsewhere");
     fs::create_dir(&outside).unwrap();
-    for f in ["model.onnx", "model.onnx_data"] {
+    fs::create_dir(outside.join("onnx")).unwrap();
+    for f in ["model.onnx", DATA] {
         fs::copy(dir.join(f), outside.join(f)).unwrap();
     }
     edit_manifest(&dir, |m| m["decoder"] = "../elsewhere/model.onnx".into());

@@ -67,17 +67,6 @@ pub fn export_graph_to_temp(src: &Path, graph: GraphKind) -> Result<(tempfile::T
     export_with_to_temp(src, |o| o.graph(graph))
 }
 
-/// Exports `src` at `precision` with the given decoder graph and `--transformers-js` into a fresh temporary folder.
-pub fn export_transformers_js_to_temp(
-    src: &Path,
-    precision: Precision,
-    graph: GraphKind,
-) -> Result<(tempfile::TempDir, PathBuf)> {
-    export_with_to_temp(src, |o| {
-        o.precision(precision).graph(graph).transformers_js(true)
-    })
-}
-
 /// Exports `src` at `precision` with the given decoder graph into a fresh temporary folder.
 pub fn export_precision_to_temp(
     src: &Path,

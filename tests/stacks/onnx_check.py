@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Runs the ONNX checker's full check (`onnx.checker.check_model(path, full_check=True)`: the structural check of
 every node against its operator schema at the model's opsets, then strict shape inference) on every `*.onnx` file
-of the given export folders, as a user of the `onnx` package would. Files are checked by path, so their external
+of the given export folders and of their `onnx/` folders (the transformers.js layout), as a user of the `onnx`
+package would. Files are checked by path, so their external
 data is located as it is and never loaded.
 
 Prints one JSON object: {"onnx": VERSION, "checked": [{"file": PATH, "opsets": {DOMAIN: VERSION}, "ok": BOOL,
@@ -32,9 +33,9 @@ def data_files(model) -> set:
 def check(path: pathlib.Path) -> dict:
     model = onnx.load(str(path), load_external_data=False)
     opsets = {imp.domain or "ai.onnx": imp.version for imp in model.opset_import}
-    # With --transformers-js (onnx/ copies) or --triton, the data file has several hard links, which the onnx
-    # package refuses to load (by design: it guards against link attacks); those graphs are checked from a copy of
-    # the graph beside a copy of the data.
+    # With --triton the data file has several hard links (the Triton repository's is one), which the onnx package
+    # refuses to load (by design: it guards against link attacks); those graphs are checked from a copy of the graph
+    # beside a copy of the data (at the same relative path).
     links = [name for name in data_files(model)
              if (path.parent / name).is_symlink() or (path.parent / name).stat().st_nlink > 1]
     try:
@@ -42,6 +43,7 @@ def check(path: pathlib.Path) -> dict:
             with tempfile.TemporaryDirectory() as tmp:
                 shutil.copy(path, tmp)
                 for name in data_files(model):
+                    (pathlib.Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy(path.parent / name, pathlib.Path(tmp) / name)
                 onnx.checker.check_model(str(pathlib.Path(tmp) / path.name), full_check=True)
         else:
@@ -58,7 +60,7 @@ def main() -> int:
     args = ap.parse_args()
     files = []
     for folder in args.folders:
-        found = sorted(folder.glob("*.onnx"))
+        found = sorted(folder.glob("*.onnx")) + sorted(folder.glob("onnx/*.onnx"))
         if not found:
             print(f"onnx_check.py: no *.onnx in {folder}", file=sys.stderr)
             return 2

@@ -54,8 +54,7 @@ fn optimum_generate(dir: &Path, prompts: &[&[u32]], max_new: usize, logits: bool
 /// ids (and, for the first prompt, logits) equal ours, for the prompts one at a time and as one left-padded batch.
 fn optimum_matches(fixture: &str, precision: Precision, prompts: &[&[u32]], max_new: usize) {
     let (_tmp, out) =
-        export_transformers_js_to_temp(&tiny_fixture(fixture), precision, GraphKind::Portable)
-            .unwrap();
+        export_precision_to_temp(&tiny_fixture(fixture), precision, GraphKind::Portable).unwrap();
     let what = format!("{fixture} {}", precision.name());
     let ours: Vec<_> = prompts
         .iter()

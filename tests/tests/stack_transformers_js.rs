@@ -52,28 +52,18 @@ fn tjs_generate(dir: &Path, prompt: &[u32], max_new: usize, dtype: Option<&str>)
     out
 }
 
-/// The layout transformers.js reads: `onnx/model{suffix}.onnx`, its data a hard link to `model.onnx_data` (one copy
-/// of the weights on disk), and `transformers.js_config` in config.json. Returns the config's dtype.
+/// The layout transformers.js reads: `onnx/model{suffix}.onnx` and its data `onnx/model{suffix}.onnx_data`, which is
+/// also the data of the top-level `model.onnx` (one copy of the weights, no link, nothing else at the top), and
+/// `transformers.js_config` in config.json. Returns the config's dtype.
 fn check_layout(out: &Path, precision: Precision) -> String {
     let file = transformers_js::decoder_file(precision.kind()).unwrap();
-    let data = out.join(format!("{file}_data"));
-    let top = out.join("model.onnx_data");
-    assert!(out.join(&file).is_file(), "{file}");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let (a, b) = (data.metadata().unwrap(), top.metadata().unwrap());
-        assert_eq!(
-            (a.dev(), a.ino()),
-            (b.dev(), b.ino()),
-            "{file}_data is a hard link"
-        );
-    }
-    assert_eq!(std::fs::read(&data).unwrap(), std::fs::read(&top).unwrap());
+    let name = file.rsplit('/').next().unwrap();
+    assert_unlinked_data(out, &file, &format!("{name}_data"));
+    assert_unlinked_data(out, "model.onnx", &format!("{file}_data"));
+    assert!(!out.join("model.onnx_data").exists());
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     let tjs = &config[transformers_js::CONFIG_KEY];
-    let name = file.rsplit('/').next().unwrap();
     assert_eq!(tjs["use_external_data_format"][name], 1);
     // Gemma 3 (`gemma3_text`): transformers.js feeds positions from 1, the copy takes them back to 0 first.
     let graph = ModelProto::decode(&*std::fs::read(out.join(&file)).unwrap())
@@ -98,8 +88,7 @@ fn tjs_matches(
     dtype: Option<&str>,
 ) {
     let (_tmp, out) =
-        export_transformers_js_to_temp(&tiny_fixture(fixture), precision, GraphKind::Portable)
-            .unwrap();
+        export_precision_to_temp(&tiny_fixture(fixture), precision, GraphKind::Portable).unwrap();
     let config_dtype = check_layout(&out, precision);
     // The same graph (onnxruntime-node 1.30 there, 1.31 here): the logits were bit-identical on every case when
     // this was written; 1e-4 leaves room for other kernel builds.
@@ -178,7 +167,7 @@ fn tjs_gemma1_fp32_and_int4() {
 }
 
 /// Only portable exports at a precision transformers.js names get the layout; the others (a vision export with the
-/// cpu graph too) are unchanged.
+/// cpu graph too) keep their data at the top and are otherwise unchanged.
 #[test]
 fn no_layout_for_cpu_graph_or_bf16_exports() {
     let cases = [
@@ -188,25 +177,10 @@ fn no_layout_for_cpu_graph_or_bf16_exports() {
     ];
     for (fixture, precision, graph) in cases {
         let (_tmp, out) =
-            export_transformers_js_to_temp(&tiny_fixture(fixture), precision, graph).unwrap();
+            export_precision_to_temp(&tiny_fixture(fixture), precision, graph).unwrap();
         assert!(!out.join("onnx").exists(), "{fixture} {}", precision.name());
         let text = std::fs::read_to_string(out.join("config.json")).unwrap();
         assert!(!text.contains(transformers_js::CONFIG_KEY));
-    }
-    // Without --transformers-js a portable export has no onnx/ folder, and model.onnx_data keeps one link (the
-    // onnx package refuses data with several).
-    let (_tmp, out) = export_precision_to_temp(
-        &tiny_fixture("gqa-f16-hf5"),
-        Precision::INT4,
-        GraphKind::Portable,
-    )
-    .unwrap();
-    assert!(!out.join("onnx").exists());
-    let text = std::fs::read_to_string(out.join("config.json")).unwrap();
-    assert!(!text.contains(transformers_js::CONFIG_KEY));
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        assert_eq!(out.join("model.onnx_data").metadata().unwrap().nlink(), 1);
+        assert_unlinked_data(&out, "model.onnx", "model.onnx_data");
     }
 }

@@ -13,35 +13,44 @@ use stack_common::*;
 use std::path::Path;
 use std::process::Command;
 
-/// The Gemma 3 vision export (`onnx/vision_encoder.onnx`, `embed_tokens.onnx`, `decoder_model_merged.onnx`, each with
-/// hard-linked data; the decoder without the `token_type_ids` input; the processor files) generates with an image
+/// The Gemma 3 vision export (`onnx/vision_encoder.onnx`, `embed_tokens.onnx`, `decoder_model_merged.onnx`, beside
+/// the only copy of the weights; the decoder without the `token_type_ids` input; the processor files) generates with an image
 /// through `AutoModelForImageTextToText.from_pretrained(OUT)` and `AutoProcessor.from_pretrained(OUT)` (with a
 /// word-level tokenizer written here: the tiny fixture has none). Its ids are not compared with `gemma-vision`'s:
 /// transformers.js feeds no `token_type_ids`, so image tokens attend causally there and bidirectionally in ours
 /// (semantics §5.5). Without an image the attention is the same, and the same sessions give exactly our text ids.
 #[test]
 fn tjs_gemma3_vision_generates_with_an_image() {
-    let (_tmp, out) = export_transformers_js_to_temp(
+    let (_tmp, out) = export_precision_to_temp(
         &tiny_fixture("cg-mqa-bf16-sharded-hf4"),
         Precision::Fp32,
         GraphKind::Portable,
     )
     .unwrap();
+    let json = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join(name)).unwrap()).unwrap()
+    };
+    // The weights are in onnx/, once: the text graphs share the decoder session's data, the encoder has its own;
+    // the top-level graphs read them there.
     let onnx = out.join("onnx");
+    let text = "decoder_model_merged.onnx_data";
     for (graph, data) in [
-        ("vision_encoder.onnx", "vision_encoder.onnx_data"),
-        ("embed_tokens.onnx", "model.onnx_data"),
-        ("decoder_model_merged.onnx", "model.onnx_data"),
+        ("onnx/vision_encoder.onnx", "vision_encoder.onnx_data"),
+        ("onnx/embed_tokens.onnx", text),
+        ("onnx/decoder_model_merged.onnx", text),
+        ("vision_encoder.onnx", "onnx/vision_encoder.onnx_data"),
+        ("embed_tokens.onnx", &format!("onnx/{text}")),
+        ("decoder_model_merged.onnx", &format!("onnx/{text}")),
+        ("model.onnx", &format!("onnx/{text}")),
     ] {
-        assert!(onnx.join(graph).is_file(), "{graph}");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            let a = onnx.join(format!("{graph}_data")).metadata().unwrap();
-            let b = out.join(data).metadata().unwrap();
-            assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "{graph}_data");
-        }
+        assert_unlinked_data(&out, graph, data);
     }
+    let config = json("config.json");
+    assert_eq!(
+        config["transformers.js_config"]["use_external_data_format"],
+        serde_json::json!({"vision_encoder.onnx": 1, "decoder_model_merged.onnx": 1}),
+        "embed_tokens reads the decoder's data beside it"
+    );
     let decoder = std::fs::read(onnx.join("decoder_model_merged.onnx")).unwrap();
     let decoder = ModelProto::decode(&*decoder).unwrap().graph.unwrap();
     let inputs: Vec<_> = decoder
@@ -51,9 +60,6 @@ fn tjs_gemma3_vision_generates_with_an_image() {
         .collect();
     assert!(!inputs.contains(&"token_type_ids"), "{inputs:?}");
     assert!(inputs.contains(&"position_ids") && inputs.contains(&"inputs_embeds"));
-    let json = |name: &str| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(out.join(name)).unwrap()).unwrap()
-    };
     assert_eq!(
         json("preprocessor_config.json")["processor_class"],
         "Gemma3Processor"

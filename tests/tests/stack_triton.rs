@@ -2,8 +2,8 @@
 //! and whose decode loop generates what `gemma generate` does.
 //!
 //! No Triton server runs here. What is checked:
-//! - the layout: both models, the decoder's weights a hard link to the export's `model.onnx_data`, which at fp32 is
-//!   byte for byte the one an export without `--triton` writes; `--force` replaces only our own model folders;
+//! - the layout: both models, the decoder's weights a hard link to the export's (`model.onnx_data`, which at fp32
+//!   is byte for byte the one an export without `--triton` writes; `onnx/model.onnx_data` in a portable export); `--force` replaces only our own model folders;
 //! - `tests/stacks/triton_check.py`: both `config.pbtxt` parse against Triton's `model_config.proto`
 //!   (`tritonclient`'s `model_config_pb2`), and names, data types, dims, input count and the state pairs with
 //!   their initial state agree with the graph as ONNX Runtime 1.27.0 loads it, by the rules of Triton's
@@ -209,14 +209,23 @@ fn triton_repository_links_the_export_files() {
             .ino()
     );
 
+    // A portable export keeps its weights in onnx/ (the transformers.js layout): the version folder links them as
+    // model.onnx_data, and its model.onnx is the export's, reading them there.
     let (_tmp, out, repo) = export_with_triton(fixture, Precision::Fp32, GraphKind::Portable);
-    for file in ["model.onnx", data] {
-        let (a, b) = (repo.join(NAME).join("1").join(file), out.join(file));
-        assert_eq!(
-            std::fs::metadata(a).unwrap().ino(),
-            std::fs::metadata(b).unwrap().ino(),
-            "{file}"
-        );
+    let version = repo.join(NAME).join("1");
+    assert_eq!(
+        std::fs::metadata(version.join(data)).unwrap().ino(),
+        std::fs::metadata(out.join("onnx").join(data))
+            .unwrap()
+            .ino(),
+    );
+    let top = gemma_tests::vision::external_data(&out.join("model.onnx")).unwrap();
+    let triton = gemma_tests::vision::external_data(&version.join("model.onnx")).unwrap();
+    assert_eq!(top.len(), triton.len());
+    for (name, (location, offset, length)) in &top {
+        assert_eq!(location, "onnx/model.onnx_data", "{name}");
+        let moved = (data.to_string(), offset.clone(), length.clone());
+        assert_eq!(triton[name], moved, "{name}");
     }
 }
 

@@ -1,6 +1,7 @@
 //! The folder a Gemma3ForConditionalGeneration export writes, and what it refuses: the `vision` manifest section;
-//! `embed_tokens.onnx` and `decoder_model_merged.onnx` reference `model.onnx`'s own weights in `model.onnx_data`
-//! (nothing is stored twice); vision weights live in `vision_encoder.onnx_data`; a text-only model gets no image
+//! `embed_tokens.onnx` and `decoder_model_merged.onnx` reference `model.onnx`'s own weights (nothing is stored
+//! twice), which a portable export keeps in `onnx/decoder_model_merged.onnx_data` (the transformers.js layout);
+//! vision weights live in `onnx/vision_encoder.onnx_data`; a text-only model gets no image
 //! files; checkpoints with a missing, incomplete or wrongly shaped vision tower, or an invalid vision config, are
 //! refused with a message naming the tensor or field, before anything is written.
 //!
@@ -22,7 +23,7 @@ fn export_layout_and_shared_weights() {
             .unwrap();
     let v = &manifest["vision"];
     assert_eq!(v["encoder"], "vision_encoder.onnx");
-    assert_eq!(v["encoder_data"], "vision_encoder.onnx_data");
+    assert_eq!(v["encoder_data"], "onnx/vision_encoder.onnx_data");
     assert_eq!(v["embed_tokens"], "embed_tokens.onnx");
     assert_eq!(v["decoder_with_embeds"], "decoder_model_merged.onnx");
     assert_eq!(
@@ -41,7 +42,9 @@ fn export_layout_and_shared_weights() {
     );
 
     let text = external_data(&out.join("model.onnx")).unwrap();
-    assert!(text.values().all(|(loc, ..)| loc == "model.onnx_data"));
+    assert!(text
+        .values()
+        .all(|(loc, ..)| loc == "onnx/decoder_model_merged.onnx_data"));
     for graph in ["embed_tokens.onnx", "decoder_model_merged.onnx"] {
         let ext = external_data(&out.join(graph)).unwrap();
         assert!(!ext.is_empty(), "{graph} has no external weights");
@@ -57,7 +60,7 @@ fn export_layout_and_shared_weights() {
     assert!(!vision.is_empty());
     assert!(vision
         .values()
-        .all(|(loc, ..)| loc == "vision_encoder.onnx_data"));
+        .all(|(loc, ..)| loc == "onnx/vision_encoder.onnx_data"));
     let mut files: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -70,11 +73,19 @@ fn export_layout_and_shared_weights() {
             "decoder_model_merged.onnx",
             "embed_tokens.onnx",
             "model.onnx",
-            "model.onnx_data",
             "preprocess.onnx",
             "vision_encoder.onnx",
-            "vision_encoder.onnx_data"
         ]
+    );
+    let mut data: Vec<String> = std::fs::read_dir(out.join("onnx"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|f| f.ends_with(".onnx_data"))
+        .collect();
+    data.sort();
+    assert_eq!(
+        data,
+        ["decoder_model_merged.onnx_data", "vision_encoder.onnx_data"]
     );
 
     // A text-only model gets no image files and no vision section.

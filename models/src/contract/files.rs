@@ -5,13 +5,16 @@
 pub const MANIFEST_FILE: &str = "gemma-onnx.json";
 /// The text decoder graph (manifest `decoder`).
 pub const DECODER_FILE: &str = "model.onnx";
-/// The external data of the text graphs: the decoder's weights, shared by `embed_tokens.onnx` and
-/// `decoder_model_merged.onnx`.
+/// The external data of the text graphs in cpu-graph and bf16 exports: the decoder's weights, shared by
+/// `embed_tokens.onnx` and `decoder_model_merged.onnx`. Portable exports keep them in [`TRANSFORMERS_JS_DIR`]
+/// instead, as `model{suffix}.onnx_data` (`decoder_model_merged{suffix}.onnx_data` with images); the graphs name
+/// their data file themselves, and the manifest's `files` lists it.
 pub const DECODER_DATA_FILE: &str = "model.onnx_data";
 
 /// Image path: SigLIP encoder + projector (manifest `vision.encoder`).
 pub const ENCODER_FILE: &str = "vision_encoder.onnx";
-/// The encoder's external data (manifest `vision.encoder_data`).
+/// The encoder's external data (manifest `vision.encoder_data`) in cpu-graph and bf16 exports; portable exports keep
+/// it in [`TRANSFORMERS_JS_DIR`] as `vision_encoder{suffix}.onnx_data`.
 pub const ENCODER_DATA_FILE: &str = "vision_encoder.onnx_data";
 /// Image path: token ids → scaled embeddings (manifest `vision.embed_tokens`).
 pub const EMBED_FILE: &str = "embed_tokens.onnx";
@@ -20,10 +23,12 @@ pub const DECODER_WITH_EMBEDS_FILE: &str = "decoder_model_merged.onnx";
 /// Image path: the image processor as a graph (manifest `vision.preprocess.file`).
 pub const PREPROCESS_FILE: &str = "preprocess.onnx";
 
-/// transformers.js's folder of ONNX files (its `from_pretrained` default `subfolder`): portable text exports hold
-/// the decoder there too, as `model{suffix}.onnx` by transformers.js's `dtype` convention, its external data a hard
-/// link to [`DECODER_DATA_FILE`]; portable vision exports hold transformers.js's image-text-to-text sessions there
-/// instead (`vision_encoder`, `embed_tokens`, `decoder_model_merged`). The runtime does not read it.
+/// transformers.js's folder of ONNX files (its `from_pretrained` default `subfolder`). Portable exports (but bf16)
+/// keep their weights there, once: the top-level graphs reference them as `onnx/NAME.onnx_data` (a subfolder path,
+/// no `..`, no link). Text exports also hold the decoder there, as `model{suffix}.onnx` by transformers.js's `dtype`
+/// convention; vision exports hold transformers.js's image-text-to-text sessions there instead (`vision_encoder`,
+/// `embed_tokens`, `decoder_model_merged`). The runtime reads only the data files, through the top-level graphs;
+/// the manifest's `files` names everything in it `onnx/NAME`.
 pub const TRANSFORMERS_JS_DIR: &str = "onnx";
 
 /// ONNX Runtime GenAI's configuration (`--graph cpu` exports).

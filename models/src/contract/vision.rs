@@ -9,7 +9,8 @@ pub struct VisionSection {
     /// `pixel_values` f32 `[num_images, num_channels, image_size, image_size]` → `image_features` f32
     /// `[num_images, mm_tokens_per_image, hidden_size]` ([`super::files::ENCODER_FILE`]).
     pub encoder: String,
-    /// The encoder's external data (the text graphs share `model.onnx_data`).
+    /// The encoder's external data (`vision_encoder.onnx_data`, or `onnx/vision_encoder{suffix}.onnx_data` in a
+    /// portable export); the text graphs share one data file of their own.
     pub encoder_data: String,
     /// `input_ids` i64 `[batch, seq]` → `inputs_embeds` f32 `[batch, seq, hidden_size]`, scaled by
     /// sqrt(hidden_size).

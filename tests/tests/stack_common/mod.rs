@@ -99,3 +99,38 @@ pub fn max_logit_diff(what: &str, theirs: &[Vec<f32>], ours: &[Vec<f32>]) -> f32
     }
     worst
 }
+
+/// The external-data files (`location`s) the graph at `path` reads, sorted, without repeats.
+pub fn data_locations(path: &Path) -> Vec<String> {
+    use prost::Message;
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let proto = gemma_exporter::onnx::ModelProto::decode(&*bytes).unwrap();
+    let mut locations: Vec<String> = proto
+        .graph
+        .iter()
+        .flat_map(|g| &g.initializer)
+        .flat_map(|t| &t.external_data)
+        .filter(|e| e.key.as_deref() == Some("location"))
+        .filter_map(|e| e.value.clone())
+        .collect();
+    locations.sort();
+    locations.dedup();
+    locations
+}
+
+/// Fails unless the graph `dir/graph` reads exactly the data file `data` (a path relative to `dir`), and that file
+/// is a plain file with one link (no symbolic or hard link: the onnx package and ONNX Runtime load it as it is).
+pub fn assert_unlinked_data(dir: &Path, graph: &str, data: &str) {
+    assert_eq!(data_locations(&dir.join(graph)), [data], "{graph}");
+    let file = Path::new(graph)
+        .parent()
+        .unwrap_or(Path::new(""))
+        .join(data);
+    let meta = std::fs::symlink_metadata(dir.join(&file)).unwrap();
+    assert!(meta.is_file(), "{} is a plain file", file.display());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(meta.nlink(), 1, "{} has one link", file.display());
+    }
+}
