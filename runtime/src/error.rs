@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// What `ORT_*` errors tell the user to do.
 pub const ORT_HINT: &str =
-    "run `scripts/setup-ort` (or set ORT_DYLIB_PATH to libonnxruntime.so 1.31.x)";
+    "run `scripts/setup-ort` (or set ORT_DYLIB_PATH to libonnxruntime.so 1.31 or 1.32)";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -30,7 +30,7 @@ const LONG_ABOUT: &str = "\
 Run Gemma models exported by `gemma-export` (a folder with gemma-onnx.json, model.onnx, tokenizer.json...) \
 with ONNX Runtime.
 
-The ONNX Runtime library (libonnxruntime.so 1.31.x) is looked for at $ORT_DYLIB_PATH if set, else at \
+The ONNX Runtime library (libonnxruntime.so 1.31 or 1.32) is looked for at $ORT_DYLIB_PATH if set, else at \
 ${GEMMA_ONNX_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/gemma-onnx}/onnxruntime/libonnxruntime.so \
 (where `scripts/setup-ort` installs it), else beside this executable.";
 
