@@ -14,7 +14,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::*;
-use gemma_runtime::{perplexity, Decoder, RuntimeOptions};
+use gemma_runtime::{
+    perplexity, ChatOptions, Conversation, Decoder, GenerateOptions, Generator, Message,
+    RuntimeOptions,
+};
 
 /// Positions of the long-context copy of the fixture.
 const POSITIONS: usize = 8192;
@@ -203,4 +206,76 @@ fn concurrent_runs_print_what_a_solo_run_prints() {
             assert_eq!(ids(&run.join().unwrap()), solo);
         }
     });
+}
+
+/// `n` alternating user/assistant messages of three words each, the first from the user.
+fn chat_messages(n: usize, seed: u32) -> Vec<Message> {
+    (0..n)
+        .map(|i| {
+            let w = |k: u32| format!("w{}", 4 + (seed + i as u32 * 7 + k) % 100);
+            let content = format!("{} {} {}", w(0), w(1), w(2));
+            if i % 2 == 0 {
+                Message::user(content)
+            } else {
+                Message::assistant(content)
+            }
+        })
+        .collect()
+}
+
+/// Dropping the oldest exchanges of a long conversation is linear: the reply to 8,000 messages equals what the old
+/// one-exchange-at-a-time loop chose on a 300-message list with the same ending (same messages kept, same tokens
+/// fed, same reply), and the renders it costs grow with the messages kept, not the messages dropped.
+#[test]
+fn long_conversations_are_fitted_in_linear_work() {
+    let (_tmp, dir) = long_export(gemma_exporter::GraphKind::Cpu);
+    write_template(&dir, &gemma2_template());
+    let runtime = RuntimeOptions::default().with_threads(Some(1));
+    let (limit, max_new) = (120, 4);
+    let options = ChatOptions {
+        generate: GenerateOptions {
+            max_new_tokens: max_new,
+            ..Default::default()
+        },
+        max_context: Some(limit),
+        ..Default::default()
+    };
+    let tail = chat_messages(301, 0);
+
+    // The old loop, on the short list: leave out the oldest exchange until the rest fits.
+    let mut generator = Generator::open(&dir, &runtime).unwrap();
+    let mut dropped = 0;
+    let ids = loop {
+        let kept = &tail[dropped..];
+        let ids = generator.encode_chat(kept).unwrap();
+        if ids.len() + max_new <= limit {
+            break ids;
+        }
+        dropped += if kept[1].role == "assistant" { 2 } else { 1 };
+    };
+    let kept = tail.len() - dropped;
+    let reply = generator
+        .generate_chat(&tail[dropped..], &options.generate, |_| {})
+        .unwrap();
+
+    let mut work = Vec::new();
+    for filler in [0, 1700, 7700] {
+        let mut messages = chat_messages(filler, 50);
+        messages.extend_from_slice(&tail);
+        let generator = Generator::open(&dir, &runtime).unwrap();
+        let mut conversation = Conversation::new(generator, options.clone()).unwrap();
+        conversation.set_messages(&messages).unwrap();
+        let report = conversation.respond(|_| {}).unwrap();
+        assert_eq!(messages.len() - report.dropped_messages, kept, "{filler}");
+        assert_eq!(report.prefilled_tokens, ids.len());
+        assert_eq!(report.output.token_ids, reply.token_ids);
+        let w = report.render_work;
+        assert!(w.renders <= 2 * 13 + 2, "{filler}: {w:?}");
+        work.push((messages.len(), w));
+    }
+    eprintln!("messages → render work: {work:?}");
+    // 2,000 vs 8,000 messages: at most about four times the work (once the whole conversation, then the kept part);
+    // the old loop did about sixteen times as much.
+    let (small, large) = (work[1].1.bytes as f64, work[2].1.bytes as f64);
+    assert!(large <= 4.5 * small, "{work:?}");
 }
