@@ -37,11 +37,12 @@ use crate::generate::{GenerateOptions, GenerationOutput, Generator};
 use crate::kv_cache::KvCache;
 use crate::vision::{EncodedImage, ImageReport};
 
+mod fit;
 mod model;
 mod render;
 
+pub use fit::RenderWork;
 pub use model::ChatModel;
-pub use render::RenderWork;
 
 /// How a conversation generates and what it may keep.
 #[derive(Clone, Debug)]
@@ -287,7 +288,7 @@ impl<M: ChatModel> Conversation<M> {
         }
         // Leave out the oldest exchanges while the conversation and the reply budget do not fit (removed from the
         // history only once the reply succeeded).
-        let mut work = render::RenderWork::default();
+        let mut work = fit::RenderWork::default();
         let (dropped, text, ids) = self.fit_to_context(&mut work)?;
 
         let mut debug = Vec::new();
