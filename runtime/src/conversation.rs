@@ -37,9 +37,11 @@ use crate::generate::{GenerateOptions, GenerationOutput, Generator};
 use crate::kv_cache::KvCache;
 use crate::vision::{EncodedImage, ImageReport};
 
+mod fit;
 mod model;
 mod render;
 
+pub use fit::RenderWork;
 pub use model::ChatModel;
 
 /// How a conversation generates and what it may keep.
@@ -85,6 +87,9 @@ pub struct TurnReport {
     pub reprefilled: bool,
     /// Lines for a `--verbose` user: how the cache was reused, or why it was not.
     pub debug: Vec<String>,
+    /// Chat-template renders this turn made to fit the conversation into the context, and the bytes they produced
+    /// (one render of the whole conversation when it fits; O(log n) more of the kept part when messages are dropped).
+    pub render_work: RenderWork,
 }
 
 /// What a user turn carries besides its text. Images today; the enum stays open for other kinds (audio).
@@ -287,31 +292,10 @@ impl<M: ChatModel> Conversation<M> {
                 ))
             }
         }
-        let limit = self.context_limit();
-        let max_new = self.options.generate.max_new_tokens;
-
-        // Render; while the conversation and the reply budget do not fit, leave out the oldest exchange (removed
-        // from the history only once the reply succeeded).
-        let mut dropped = 0;
-        let (text, ids) = loop {
-            let kept = &self.turns[dropped..];
-            let (text, ids) = self.render(kept)?;
-            if ids.len().saturating_add(max_new) <= limit {
-                break (text, ids);
-            }
-            if kept.len() <= 2 {
-                return Err(Error::PromptTooLong {
-                    prompt_tokens: ids.len(),
-                    max_new_tokens: max_new,
-                    max_positions: limit,
-                });
-            }
-            dropped += if kept[1].message.role == "assistant" {
-                2
-            } else {
-                1
-            };
-        };
+        // Leave out the oldest exchanges while the conversation and the reply budget do not fit (removed from the
+        // history only once the reply succeeded).
+        let mut work = fit::RenderWork::default();
+        let (dropped, text, ids) = self.fit_to_context(&mut work)?;
 
         let mut debug = Vec::new();
         let (feed, reprefilled) = self.what_to_feed(&text, ids, dropped, &mut debug)?;
@@ -355,6 +339,7 @@ impl<M: ChatModel> Conversation<M> {
             dropped_messages: dropped,
             reprefilled,
             debug,
+            render_work: work,
             output,
         })
     }

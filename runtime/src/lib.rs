@@ -55,7 +55,7 @@ pub use kv_cache::KvCache;
 pub use manifest::Manifest;
 pub use model_text::ModelText;
 pub use ort_env::{ExecutionProvider, RuntimeOptions};
-pub use perplexity::{perplexity, score_tokens, PerplexityResult};
+pub use perplexity::{perplexity, score_tokens, score_tokens_chunked, PerplexityResult};
 pub use sampling::{Sampler, SamplingConfig};
 pub use tokenizer::{TextStream, Tokenizer};
 pub use vision::{VisionGenerator, VisionOptions, VisionOutput};

@@ -333,6 +333,11 @@ pub fn create_session(model: &Path, options: &RuntimeOptions) -> Result<Session>
         .with_optimization_level(GraphOptimizationLevel::All)
         .map_err(|e| Error::ort(ctx(), e))?
         .with_intra_threads(options.resolved_threads())
+        .map_err(|e| Error::ort(ctx(), e))?
+        // ONNX Runtime's memory patterns are cached per set of input shapes, forever. A decoder's shapes change at
+        // every step (the mask grows by one), so the cache grew by a plan per token (~22 KiB on Gemma 3 270M) and a
+        // plan was never reused. The arena still recycles the buffers.
+        .with_memory_pattern(false)
         .map_err(|e| Error::ort(ctx(), e))?;
     let builder = match std::env::var_os(PROFILE_ENV).filter(|v| !v.is_empty()) {
         Some(prefix) => builder

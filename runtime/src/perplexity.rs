@@ -1,14 +1,23 @@
 //! Teacher-forced perplexity. `tokens = encode(text)` with special tokens (BOS first), cut into consecutive
-//! non-overlapping windows of `context` tokens (the last may be shorter). Each window is scored from scratch (fresh
-//! cache, one forward pass): the NLL of `window[t]` given `window[..t]` for t = 1..len-1, from the log-softmax of the
-//! fp32 logits computed in f64. `mean_nll` = total NLL / tokens predicted; `perplexity` = exp(mean_nll).
+//! non-overlapping windows of `context` tokens (the last may be shorter). Each window is scored from scratch (empty
+//! cache): the NLL of `window[t]` given `window[..t]` for t = 1..len-1, from the log-softmax of the fp32 logits
+//! computed in f64. `mean_nll` = total NLL / tokens predicted; `perplexity` = exp(mean_nll).
+//!
+//! **Bounded memory at any `context`.** A window is fed in chunks of [`chunk_tokens`] tokens through the KV cache
+//! (the same positions and mask as one pass over the window), so a step's logits are `[1, chunk, vocab]` and ONNX
+//! Runtime's intermediates are sized by the chunk, not by the window: one pass over a 2048-token window of a
+//! 262k-word vocabulary held 2 GiB of logits alone. Every row is reduced to one NLL as soon as it is computed. The
+//! cache is made once, sized for a whole window, and emptied between windows.
 
-use ndarray::{s, Array2};
+use ndarray::Axis;
 
-use crate::decoder::{position_ids_from_mask, Decoder, LogitsMode, Step, TokenInput};
+use crate::decoder::{ids_row, Decoder, LogitsMode, TokenInput};
 use crate::error::{Error, Result};
 use crate::generate::with_single_bos;
 use crate::tokenizer::Tokenizer;
+
+/// Most bytes of fp32 logits one scoring step produces: it sets the chunk size ([`chunk_tokens`]).
+pub const LOGITS_BUDGET_BYTES: usize = 64 << 20;
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct PerplexityResult {
@@ -35,11 +44,30 @@ pub fn perplexity(
     score_tokens(decoder, &tokens, context, |_, _| {})
 }
 
-/// Scores `tokens` as they are; `progress(done, total)` is called after each window.
+/// Tokens per scoring step for a vocabulary of `vocab` words: as many as [`LOGITS_BUDGET_BYTES`] of fp32 logits
+/// hold (64 for Gemma 3's 262,144 words), at least 1.
+pub fn chunk_tokens(vocab: usize) -> usize {
+    (LOGITS_BUDGET_BYTES / (4 * vocab.max(1))).max(1)
+}
+
+/// Scores `tokens` as they are, in steps of [`chunk_tokens`]; `progress(done, total)` is called after each window.
 pub fn score_tokens(
     decoder: &mut Decoder,
     tokens: &[u32],
     context: usize,
+    progress: impl FnMut(usize, usize),
+) -> Result<PerplexityResult> {
+    let chunk = chunk_tokens(decoder.vocab_size());
+    score_tokens_chunked(decoder, tokens, context, chunk, progress)
+}
+
+/// [`score_tokens`] feeding at most `chunk` tokens per step. The result does not depend on `chunk` beyond float
+/// rounding (the positions, mask and cached keys are those of one pass over the window).
+pub fn score_tokens_chunked(
+    decoder: &mut Decoder,
+    tokens: &[u32],
+    context: usize,
+    chunk: usize,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<PerplexityResult> {
     let max = decoder.manifest().max_position_embeddings;
@@ -47,6 +75,11 @@ pub fn score_tokens(
         return Err(Error::InvalidArgument(format!(
             "context must be between 2 and {max} (max_position_embeddings) tokens, got {context}"
         )));
+    }
+    if chunk == 0 {
+        return Err(Error::InvalidArgument(
+            "the scoring chunk must be at least 1 token".into(),
+        ));
     }
     let vocab = decoder.vocab_size();
     if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
@@ -61,34 +94,41 @@ pub fn score_tokens(
             tokens.len()
         )));
     }
+    let longest = windows.iter().map(|w| w.len()).max().unwrap_or(context);
+    let mut cache = decoder.new_cache_with_capacity(1, longest)?;
     let mut total_nll = 0.0f64;
     let mut predicted = 0usize;
     for (i, window) in windows.iter().enumerate() {
+        cache.reset()?;
         let n = window.len();
-        let ids = Array2::from_shape_vec((1, n), window.iter().map(|&t| t as i64).collect())
-            .expect("shape");
-        let mask = Array2::<i64>::ones((1, n));
-        let pos = position_ids_from_mask(mask.view());
-        let mut cache = decoder.new_cache(1)?;
-        let step = Step {
-            tokens: TokenInput::Ids(ids.view()),
-            attention_mask: mask.view(),
-            position_ids: pos.view(),
-            logits: LogitsMode::All,
-        };
-        let nll = decoder.run(&step, &mut cache, |logits| {
-            let mut nll = 0.0f64;
-            for t in 1..n {
-                nll += token_nll(
-                    logits.slice(s![0, t - 1, ..]).as_slice(),
-                    &logits,
-                    t - 1,
-                    window[t],
-                );
+        // A chunk made of the window's last token alone would predict nothing: it is not fed.
+        for (c, part) in window.chunks(chunk).enumerate() {
+            let first = c * chunk;
+            if first + 1 >= n {
+                break;
             }
-            nll
-        })?;
-        total_nll += nll;
+            let ids = ids_row(part);
+            total_nll += decoder.run_after_cache(
+                TokenInput::Ids(ids.view()),
+                &mut cache,
+                LogitsMode::All,
+                |logits| {
+                    let mut nll = 0.0f64;
+                    // Row t predicts token first + t + 1; the window's last row predicts nothing.
+                    for (t, row) in logits.index_axis(Axis(0), 0).outer_iter().enumerate() {
+                        let Some(&target) = window.get(first + t + 1) else {
+                            break;
+                        };
+                        let target = target as usize;
+                        nll += match row.as_slice() {
+                            Some(r) => nll_of_row(r.iter().copied(), r[target]),
+                            None => nll_of_row(row.iter().copied(), row[target]),
+                        };
+                    }
+                    nll
+                },
+            )?;
+        }
         predicted += n - 1;
         progress(i + 1, windows.len());
     }
@@ -100,18 +140,6 @@ pub fn score_tokens(
         perplexity: mean_nll.exp(),
         windows: windows.len(),
     })
-}
-
-/// -log softmax(row)[target] in f64. `row` is the contiguous logits row when available; otherwise it is read from
-/// `logits[0, t, ..]`.
-fn token_nll(row: Option<&[f32]>, logits: &ndarray::ArrayView3<f32>, t: usize, target: u32) -> f64 {
-    match row {
-        Some(row) => nll_of_row(row.iter().copied(), row[target as usize]),
-        None => {
-            let r = logits.slice(s![0, t, ..]);
-            nll_of_row(r.iter().copied(), r[target as usize])
-        }
-    }
 }
 
 /// logsumexp(row) - row[target], in f64.

@@ -94,7 +94,8 @@ Examples:
 
 Stops at an end-of-sequence token (gemma-onnx.json's eos_token_ids and generation_config.json's \
 eos_token_id) or after --max-new-tokens; with --chat also at the tokenizer's <end_of_turn>, with \
---fim-* also at <|file_separator|> (and the other FIM tokens). The FIM prompt is \
+--fim-* also at <|file_separator|> (and the other FIM tokens); --ignore-eos stops only after \
+--max-new-tokens. The FIM prompt is \
 <bos><|fim_prefix|>PREFIX<|fim_suffix|>SUFFIX<|fim_middle|>, the ids of those tokens looked up in \
 tokenizer.json (if it lacks them, an error names them: only CodeGemma's tokenizer has them). \
 Ctrl-C stops generation early and still prints the statistics. \
@@ -143,6 +144,10 @@ struct GenerateArgs {
     /// decode_tokens_per_s) instead of streaming
     #[arg(long)]
     json: bool,
+    /// Do not stop at end-of-sequence (or end-of-turn, FIM) tokens: always generate --max-new-tokens tokens
+    /// (soak and memory tests, benchmarks of long outputs)
+    #[arg(long = "ignore-eos")]
+    ignore_eos: bool,
 }
 
 const BENCH_EXAMPLES: &str = "\
@@ -241,6 +246,11 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
         )
     };
 
+    let stop_ids = if args.ignore_eos {
+        Vec::new()
+    } else {
+        stop_ids
+    };
     let mut text_out = cli::TextOut::new(args.json);
     let out = generator.generate_from_ids_until(&prompt_ids, &stop_ids, &options, |delta| {
         text_out.write(delta)

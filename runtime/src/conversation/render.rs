@@ -1,6 +1,5 @@
 //! What a turn of a [`Conversation`] feeds: the conversation rendered by the chat template and tokenized, and how
 //! much of it the KV cache already holds (the three cases of the parent module's docs).
-
 use super::{ChatModel, ChatOptions, Conversation, Turn};
 use crate::chat_template::Message;
 use crate::error::{Error, Result};
