@@ -1,5 +1,8 @@
-//! Unit tests of `hub.rs`.
+//! Unit tests of the `hub` module.
 
+use super::names::{
+    check_file_name, encode_path, encode_segment, origin, safe_component, same_origin,
+};
 use super::*;
 
 fn names(list: &[&str]) -> Vec<String> {

@@ -1,5 +1,7 @@
-//! Unit tests of `rounding.rs`.
+//! Unit tests of the `rounding` module.
 
+use super::search::importance;
+use super::sums::weighted_error;
 use super::*;
 
 fn roundtrip(x: &[f32], bits: u8, sym: bool, r: Rounding) -> (Vec<f32>, Block) {

@@ -1,4 +1,4 @@
-//! Unit tests of `lora.rs`.
+//! Unit tests of the `lora` module.
 
 use super::*;
 
