@@ -204,8 +204,9 @@ impl ModelConfig {
             });
         };
         let top = Fields::new(map, origin, "");
-        let (family, class) = resolve_class(&top)?;
+        let (mut family, class) = resolve_class(&top)?;
         let conditional = class.multimodal;
+        let system = class.vision.map(|v| v.spec());
 
         // Multimodal configs nest the text fields; an absent text_config means "all class defaults".
         let empty = Map::new();
@@ -213,22 +214,32 @@ impl ModelConfig {
             let t = top
                 .object("text_config")?
                 .unwrap_or_else(|| Fields::new(&empty, origin, "text_config."));
-            // The text part is the family's text-only class.
-            let text_type = family.spec().classes[0].model_type;
+            // The text part is the text-only class of one of the system's families (the first when absent).
+            let families = system.map_or(&[][..], |v| v.text_families);
             if let Some(mt) = t.str("model_type")? {
-                if mt != text_type {
-                    return Err(t.invalid(
-                        "model_type",
-                        format!("{text_type:?}"),
-                        format!("{mt:?}"),
-                    ));
+                match families
+                    .iter()
+                    .find(|f| f.spec().classes[0].model_type == mt)
+                {
+                    Some(f) => family = *f,
+                    None => {
+                        let expected: Vec<String> = families
+                            .iter()
+                            .map(|f| format!("{:?}", f.spec().classes[0].model_type))
+                            .collect();
+                        return Err(t.invalid(
+                            "model_type",
+                            expected.join(" or "),
+                            format!("{mt:?}"),
+                        ));
+                    }
                 }
             }
             t
         } else {
             top.clone()
         };
-        let text = text::parse(&text_fields, &top, family, conditional)?;
+        let text = text::parse(&text_fields, &top, family, system)?;
 
         // Token ids: top level first, then text_config, then the class defaults (bos 2, eos 1, pad 0).
         let ids = |key: &str| -> Result<Option<Vec<u32>>, ConfigError> {
@@ -264,7 +275,7 @@ impl ModelConfig {
             None
         };
         let vision_config = if conditional {
-            Some(vision::parse(&top)?)
+            Some(vision::parse(&top, class.vision.unwrap_or_default())?)
         } else {
             None
         };

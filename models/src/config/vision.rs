@@ -22,6 +22,7 @@ use serde_json::{Map, Value};
 
 use super::fields::{describe, Fields};
 use crate::error::ConfigError;
+use crate::family::{Projector, VisionSystem};
 
 /// SigLIP vision tower and projector sizes, with the image token ids of the text side.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +49,9 @@ pub struct VisionConfig {
     pub eoi_token_id: u32,
     /// `<image_soft_token>` (`image_token_index`): the placeholders that image features replace.
     pub image_token_id: u32,
+    /// How features are projected and attended to (the class's [`VisionSystem`]).
+    #[serde(default, skip_serializing_if = "VisionSystem::is_default")]
+    pub system: VisionSystem,
 }
 
 /// The class defaults, applied to absent keys: `SiglipVisionConfig`'s (SigLIP-base patch16-224) for the tower,
@@ -65,6 +69,7 @@ const DEFAULTS: VisionConfig = VisionConfig {
     boi_token_id: 255_999,
     eoi_token_id: 256_000,
     image_token_id: 262_144,
+    system: VisionSystem::Gemma3,
 };
 /// Sanity limits (SigLIP in Gemma 3: 3 channels, 896 px, 256 tokens per image).
 const MAX_CHANNELS: usize = 16;
@@ -103,8 +108,13 @@ fn integer_sqrt(n: usize) -> Option<usize> {
     (r * r == n).then_some(r)
 }
 
-/// Parses `vision_config` (absent → all SigLIP defaults) and the multimodal fields of `top`.
-pub(super) fn parse(top: &Fields<'_>) -> Result<VisionConfig, ConfigError> {
+/// Parses `vision_config` (absent → the class's tower defaults) and the multimodal fields of `top`.
+///
+/// PaliGemma (semantics §11.1) has one feature per patch (`mm_tokens_per_image` = patches, no pooling) and no
+/// `<start_of_image>`/`<end_of_image>`: both ids are its `<image>` token, the prompt's placeholder itself.
+pub(super) fn parse(top: &Fields<'_>, system: VisionSystem) -> Result<VisionConfig, ConfigError> {
+    let spec = system.spec();
+    let tower = &spec.tower;
     let empty = Map::new();
     let v = top
         .object("vision_config")?
@@ -126,35 +136,41 @@ pub(super) fn parse(top: &Fields<'_>) -> Result<VisionConfig, ConfigError> {
     }
 
     use super::text::limits;
-    let hidden_size = v.bounded("hidden_size", Some(DEFAULTS.hidden_size), limits::HIDDEN)?;
+    let hidden_size = v.bounded("hidden_size", Some(tower.hidden_size), limits::HIDDEN)?;
     let intermediate_size = v.bounded(
         "intermediate_size",
-        Some(DEFAULTS.intermediate_size),
+        Some(tower.intermediate_size),
         limits::INTERMEDIATE,
     )?;
     let num_hidden_layers = v.bounded(
         "num_hidden_layers",
-        Some(DEFAULTS.num_hidden_layers),
+        Some(tower.num_hidden_layers),
         limits::LAYERS,
     )?;
     let num_attention_heads = v.bounded(
         "num_attention_heads",
-        Some(DEFAULTS.num_attention_heads),
+        Some(tower.num_attention_heads),
         limits::HEADS,
     )?;
     let num_channels = v.bounded("num_channels", Some(DEFAULTS.num_channels), MAX_CHANNELS)?;
     let image_size = v.at_most(
         "image_size",
-        square_size(&v, "image_size", DEFAULTS.image_size)?,
+        square_size(&v, "image_size", tower.image_size)?,
         MAX_IMAGE_SIZE,
     )?;
-    let patch_size = square_size(&v, "patch_size", DEFAULTS.patch_size)?;
+    let patch_size = square_size(&v, "patch_size", tower.patch_size)?;
     let layer_norm_eps = v.positive_f64("layer_norm_eps", Some(DEFAULTS.layer_norm_eps))?;
-    let mm_tokens_per_image = top.bounded(
-        "mm_tokens_per_image",
-        Some(DEFAULTS.mm_tokens_per_image),
-        MAX_MM_TOKENS,
-    )?;
+    let mm_tokens_per_image = match spec.projector {
+        Projector::PoolNormProject => top.bounded(
+            "mm_tokens_per_image",
+            Some(DEFAULTS.mm_tokens_per_image),
+            MAX_MM_TOKENS,
+        )?,
+        Projector::Linear => {
+            let p = image_size / patch_size.max(1);
+            v.at_most("image_size", p * p, MAX_MM_TOKENS)?
+        }
+    };
 
     if hidden_size % num_attention_heads != 0 {
         return Err(v.invalid(
@@ -186,6 +202,29 @@ pub(super) fn parse(top: &Fields<'_>) -> Result<VisionConfig, ConfigError> {
         }
     }
 
+    let image_token_id = token_id(
+        top,
+        "image_token_index",
+        "image_token_id",
+        spec.image_token_default,
+    )?;
+    let (boi_token_id, eoi_token_id) = match spec.projector {
+        Projector::Linear => (image_token_id, image_token_id),
+        Projector::PoolNormProject => (
+            token_id(
+                top,
+                "boi_token_index",
+                "boi_token_id",
+                DEFAULTS.boi_token_id,
+            )?,
+            token_id(
+                top,
+                "eoi_token_index",
+                "eoi_token_id",
+                DEFAULTS.eoi_token_id,
+            )?,
+        ),
+    };
     Ok(VisionConfig {
         hidden_size,
         intermediate_size,
@@ -196,24 +235,10 @@ pub(super) fn parse(top: &Fields<'_>) -> Result<VisionConfig, ConfigError> {
         patch_size,
         layer_norm_eps,
         mm_tokens_per_image,
-        boi_token_id: token_id(
-            top,
-            "boi_token_index",
-            "boi_token_id",
-            DEFAULTS.boi_token_id,
-        )?,
-        eoi_token_id: token_id(
-            top,
-            "eoi_token_index",
-            "eoi_token_id",
-            DEFAULTS.eoi_token_id,
-        )?,
-        image_token_id: token_id(
-            top,
-            "image_token_index",
-            "image_token_id",
-            DEFAULTS.image_token_id,
-        )?,
+        boi_token_id,
+        eoi_token_id,
+        image_token_id,
+        system,
     })
 }
 
