@@ -102,8 +102,12 @@ fn take_token<'a>(s: &'a str, prefix: &str, digits: usize) -> Option<(u32, &'a s
     Some((number.parse().ok()?, tail))
 }
 
-/// The boxes as lines for the terminal: `cat: x 160–639, y 0–240 px`.
+/// The boxes as lines for the terminal: `cat: x 160–639, y 0–240 px`, then the notes; `no objects` for an answer
+/// without any.
 pub fn describe(d: &Detections) -> Vec<String> {
+    if d.objects.is_empty() && d.notes.is_empty() {
+        return vec!["no objects".to_string()];
+    }
     d.objects
         .iter()
         .map(|o| {
@@ -188,6 +192,7 @@ mod tests {
         assert!(is_detect_prompt("  detect car"));
         assert!(!is_detect_prompt("detection of cats"));
         assert!(!is_detect_prompt("caption en"));
+        assert_eq!(describe(&parse("\n", 10, 10)), vec!["no objects".to_string()]);
         let d = parse("<loc0000><loc0000><loc0512><loc0512> cat ; junk", 10, 10);
         assert_eq!(
             describe(&d),
