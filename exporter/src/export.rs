@@ -253,6 +253,13 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
     let vision = VisionPlan::check(&cfg, &ckpt)?;
     if let Some(plan) = &vision {
         vision::preprocess::PreprocessConfig::for_checkpoint(&opts.src, &plan.config)?;
+        // transformers.js's PaliGemma sessions are not verified against ours (positions, token types).
+        if opts.transformers_js && !plan.config.system.is_default() {
+            return Err(ExportError::Unsupported(format!(
+                "--transformers-js: the transformers.js layout is made for Gemma 3 vision exports, not {}",
+                plan.config.system.spec().display
+            )));
+        }
     }
     if let Some(q) = opts.precision.quant() {
         q.validate().map_err(ExportError::Unsupported)?;

@@ -8,7 +8,7 @@
 //!          → x @ mm_input_projection_weight ([D, H_text], stored [in, out]: not transposed) → [N, t·t, H_text]
 //! ```
 //!
-//! PaliGemmaMultiModalProjector (semantics §11.1): one `nn.Linear` with bias per patch, `[N·T, D] → [N, T, H_text]`.
+//! PaliGemmaMultiModalProjector (semantics §8.1): one `nn.Linear` with bias per patch, `[N·T, D] → [N, T, H_text]`.
 //!
 //! Neither multiplies the features by sqrt(H_text): they replace already scaled embedding rows. (PaliGemma's
 //! `/ sqrt(H_text)` of transformers 4.x cancelled the decoder's `× sqrt(H_text)` of those days; 5.x scales inside

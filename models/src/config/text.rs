@@ -250,7 +250,7 @@ fn check_activation(t: &Fields<'_>, spec: &FamilySpec) -> Result<(), ConfigError
 ///   almost always a config whose `model_type` / `architectures` name the wrong generation. Absent or `null` is fine.
 ///
 /// `prefix_lm`: PaliGemmaConfig sets `use_bidirectional_attention: true` on its text config; the class's own mask
-/// (semantics §11.3) decides the attention there, so the field is accepted.
+/// (semantics §8.3) decides the attention there, so the field is accepted.
 fn check_family_fields(
     t: &Fields<'_>,
     spec: &FamilySpec,

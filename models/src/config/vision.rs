@@ -110,7 +110,7 @@ fn integer_sqrt(n: usize) -> Option<usize> {
 
 /// Parses `vision_config` (absent → the class's tower defaults) and the multimodal fields of `top`.
 ///
-/// PaliGemma (semantics §11.1) has one feature per patch (`mm_tokens_per_image` = patches, no pooling) and no
+/// PaliGemma (semantics §8.1) has one feature per patch (`mm_tokens_per_image` = patches, no pooling) and no
 /// `<start_of_image>`/`<end_of_image>`: both ids are its `<image>` token, the prompt's placeholder itself.
 pub(super) fn parse(top: &Fields<'_>, system: VisionSystem) -> Result<VisionConfig, ConfigError> {
     let spec = system.spec();
@@ -351,6 +351,62 @@ mod tests {
         assert_eq!(v.head_dim(), 72);
         assert_eq!((v.patches_per_side(), v.num_patches()), (64, 4096));
         assert_eq!((v.tokens_per_side(), v.pool_kernel()), (16, 4));
+    }
+
+    /// google/paligemma2-3b-pt-448's multimodal fields, abridged (text sizes of the tiny fixture).
+    fn paligemma2() -> Value {
+        json!({
+            "architectures": ["PaliGemmaForConditionalGeneration"], "image_token_index": 257152,
+            "model_type": "paligemma", "projection_dim": 2304, "hidden_size": 2048,
+            "text_config": {"hidden_size": 48, "intermediate_size": 96, "model_type": "gemma2",
+                            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                            "vocab_size": 257216, "final_logit_softcapping": 30.0,
+                            "use_bidirectional_attention": true, "num_image_tokens": 1024},
+            "vision_config": {"image_size": 448, "model_type": "siglip_vision_model", "num_image_tokens": 1024,
+                              "projection_dim": 2304, "projector_hidden_act": "gelu_fast", "vision_use_head": false}
+        })
+    }
+
+    #[test]
+    fn paligemma_takes_its_family_from_text_config_and_its_tower_defaults() {
+        use crate::family::VisionSystem;
+        use crate::Family;
+        let cfg = parse(&paligemma2()).unwrap();
+        assert_eq!(cfg.text.family, Family::Gemma2);
+        assert_eq!(cfg.text.final_logit_softcapping, Some(30.0));
+        assert_eq!(cfg.text_prefix, "language_model.model.");
+        let v = cfg.vision_config.unwrap();
+        assert_eq!(v.system, VisionSystem::PaliGemma);
+        assert_eq!(tower_sizes(&v), (1152, 4096, 27, 16));
+        assert_eq!(
+            (v.image_size, v.patch_size, v.mm_tokens_per_image),
+            (448, 14, 1024)
+        );
+        assert_eq!(
+            (v.pool_kernel(), v.image_token_id, v.boi_token_id),
+            (1, 257_152, 257_152)
+        );
+
+        let v1 = set(
+            paligemma2(),
+            &["text_config", "model_type"],
+            Some(json!("gemma")),
+        );
+        let v1 = set(v1, &["text_config", "final_logit_softcapping"], None);
+        assert_eq!(parse(&v1).unwrap().text.family, Family::Gemma);
+        let bad = set(
+            paligemma2(),
+            &["text_config", "model_type"],
+            Some(json!("gemma3_text")),
+        );
+        assert!(err(&bad).contains("expected \"gemma\" or \"gemma2\""));
+        // Gemma 3's class still refuses bidirectional attention.
+        let g3 = set(
+            gemma3_4b(),
+            &["text_config", "use_bidirectional_attention"],
+            Some(json!(true)),
+        );
+        assert!(err(&g3).contains("use_bidirectional_attention"));
     }
 
     #[test]

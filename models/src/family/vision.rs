@@ -1,6 +1,6 @@
 //! The image half of a multimodal class ([`ModelClass::vision`](super::ModelClass::vision)): one [`VisionSpec`]
 //! per [`VisionSystem`] says how the image features are made and how the prompt attends to them, so that the
-//! config parser, the exporter and the runtime read this table instead of matching on the class (semantics §5, §11).
+//! config parser, the exporter and the runtime read this table instead of matching on the class (semantics §5, §8).
 //!
 //! ```
 //! use gemma_models::family::{Projector, VisionSystem};
@@ -66,7 +66,7 @@ pub struct VisionSpec {
     /// The families the text decoder may belong to, chosen by `text_config.model_type` (the first one when absent).
     pub text_families: &'static [Family],
     pub projector: Projector,
-    /// The prefix-LM mask (semantics §11.3): every token with `token_type_ids` 0 (image and prompt) attends to
+    /// The prefix-LM mask (semantics §8.3): every token with `token_type_ids` 0 (image and prompt) attends to
     /// every other such token of the prefill; otherwise each run of `token_type_ids` 1 (one image) does.
     pub prefix_lm: bool,
     /// The position id of the first prompt token (PaliGemma counts from 1).

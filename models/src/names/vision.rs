@@ -1,5 +1,5 @@
 //! Safetensors tensor names of the image path of Gemma3ForConditionalGeneration and PaliGemmaForConditionalGeneration:
-//! the SigLIP vision tower, Gemma3MultiModalProjector (semantics §5.1–§5.3) and PaliGemma's one Linear (§11.1).
+//! the SigLIP vision tower, Gemma3MultiModalProjector (semantics §5.1–§5.3) and PaliGemma's one Linear (§8.1).
 //!
 //! Checkpoints name the tower `vision_tower.vision_model.*` (hub, transformers 4.x) or `vision_tower.*`
 //! (transformers 5.x `save_pretrained`); [`VisionNames::detect`] finds which. The projector is

@@ -1,4 +1,4 @@
-//! Boxes from PaliGemma's answer to a `detect …` prompt (semantics §11.4), parsed as big_vision's
+//! Boxes from PaliGemma's answer to a `detect …` prompt (semantics §8.4), parsed as big_vision's
 //! `extract_objs` does: each object is four `<locNNNN>` tokens, `y0 x0 y1 x1` on a 1024 grid, optionally 16
 //! `<segNNN>` tokens, then its label; objects are separated by `;`. A coordinate `v` becomes
 //! `round(v / 1024 · side)` pixels of the original image (Python's `round`: half to even).
@@ -192,7 +192,10 @@ mod tests {
         assert!(is_detect_prompt("  detect car"));
         assert!(!is_detect_prompt("detection of cats"));
         assert!(!is_detect_prompt("caption en"));
-        assert_eq!(describe(&parse("\n", 10, 10)), vec!["no objects".to_string()]);
+        assert_eq!(
+            describe(&parse("\n", 10, 10)),
+            vec!["no objects".to_string()]
+        );
         let d = parse("<loc0000><loc0000><loc0512><loc0512> cat ; junk", 10, 10);
         assert_eq!(
             describe(&d),

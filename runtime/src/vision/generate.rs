@@ -9,7 +9,7 @@
 //! 4. decode: each new token embedded through `embed_tokens.onnx`, `token_type_ids` 0, sampled and streamed with the
 //!    same [`Sampler`] and [`TextStream`](crate::TextStream) as text generation.
 //!
-//! PaliGemma (the manifest's `vision.system`, semantics §11) differs in three places: the prompt layout
+//! PaliGemma (the manifest's `vision.system`, semantics §8) differs in three places: the prompt layout
 //! ([`paligemma`]), `token_type_ids` 0 on the whole prompt, prefilled in one step, and 1 on generated tokens (the
 //! prefix-LM mask), and positions counted from 1 (the decoder adds `first_position`).
 

@@ -1,4 +1,4 @@
-//! The text half of `PaliGemmaProcessor` (semantics §11.2): the prompt layout and its `token_type_ids`.
+//! The text half of `PaliGemmaProcessor` (semantics §8.2): the prompt layout and its `token_type_ids`.
 //!
 //! `PaliGemmaProcessor(text=P, images=[one or more])` builds, when `P` holds no `<image>`,
 //! `"<image>" × images + bos + P + "\n"`; when it does, bos goes right after its last `<image>` and `"\n"` at the

@@ -46,7 +46,7 @@ pub(super) fn rope_tables(
 /// each image whole in one chunk. Only the sequence length of the token input is read (`input_ids` or
 /// `inputs_embeds`).
 ///
-/// With `block_overrides_window` (PaliGemma, semantics §11.3) the block term is or-ed in after the window, as
+/// With `block_overrides_window` (PaliGemma, semantics §8.3) the block term is or-ed in after the window, as
 /// transformers' `or_masks(sliding_window_causal, blockwise_overlay)` does:
 /// `allowed(i, j) = ((j ≤ i AND j > i − W) OR same_block(i, j)) AND key_not_padded(j)`.
 pub(super) fn attention_mask(
@@ -132,7 +132,7 @@ pub(super) fn image_blocks(g: &mut GraphBuilder, token_type_ids: &Value) -> Valu
     g.op("Mul", &l("blocks"), &[&run, &is_image], &[])
 }
 
-/// PaliGemma's prefix-LM block ids `[B, S]` int64 (semantics §11.3): 1 where `token_type_ids` is 0 (the image and
+/// PaliGemma's prefix-LM block ids `[B, S]` int64 (semantics §8.3): 1 where `token_type_ids` is 0 (the image and
 /// prompt prefix, which attends to itself both ways), 0 elsewhere (generated tokens and a suffix: causal).
 /// transformers' `block_sequence_ids = where(token_type_ids == 0, 0, -1)`, shifted by one, on the prefill only;
 /// a decode step passes 1, which gives the causal mask transformers uses there.
