@@ -76,7 +76,9 @@ pub struct VisionSpec {
     pub tower: TowerDefaults,
     /// `image_token_index` when absent.
     pub image_token_default: u32,
-    /// PIL's resample filter when the image processor does not name one (2 bilinear, 3 bicubic).
+    /// The image processor class (`image_processor_type` prefix) that `preprocess.onnx` implements for it.
+    pub image_processor: &'static str,
+    /// PIL's resample filter of that class (2 bilinear, 3 bicubic), the only one accepted.
     pub resample_default: i64,
     /// Whether an export needs the checkpoint's processor files (PaliGemma: its image processor cannot be guessed,
     /// and its tokenizer must hold `<image>` and the `<loc>`/`<seg>` tokens); Gemma 3 falls back to its defaults.
@@ -100,6 +102,7 @@ const GEMMA3_VISION: VisionSpec = VisionSpec {
         patch_size: 16,
     },
     image_token_default: 262_144,
+    image_processor: "Gemma3ImageProcessor",
     resample_default: 2,
     processor_files_required: false,
 };
@@ -121,6 +124,7 @@ const PALIGEMMA: VisionSpec = VisionSpec {
         patch_size: 14,
     },
     image_token_default: 256_000,
+    image_processor: "SiglipImageProcessor",
     resample_default: 3,
     processor_files_required: true,
 };

@@ -16,9 +16,8 @@ pub const PROCESSOR_CONFIG_FILE: &str = "processor_config.json";
 /// `preprocessor_config.json`: the image processor's settings (hub checkpoints, transformers 4.x).
 pub const PREPROCESSOR_CONFIG_FILE: &str = "preprocessor_config.json";
 
-use gemma_models::contract::{PIL_BICUBIC, PIL_BILINEAR};
-/// The image processor classes the graph implements (`image_processor_type` prefixes; `…Pil`/`…Fast` too).
-const IMAGE_PROCESSORS: [&str; 2] = ["Gemma3ImageProcessor", "SiglipImageProcessor"];
+use gemma_models::contract::PIL_BICUBIC;
+use gemma_models::family::{VisionSpec, VisionSystem};
 /// Largest output side accepted: far above any released model (896), small enough for int32 arithmetic.
 const MAX_SIDE: usize = 16384;
 /// The most Pan & Scan crops per image (Gemma 3 uses 4); each crop costs an encoder pass and 256 tokens.
@@ -54,19 +53,21 @@ pub trait ReadPreprocessConfig: Sized {
 fn from_dir_over(
     dir: &Path,
     base: &PreprocessConfig,
+    spec: &VisionSpec,
 ) -> Result<Option<PreprocessConfig>, ExportError> {
     let processor = dir.join(PROCESSOR_CONFIG_FILE);
     if processor.is_file() {
         let v = read_json(&processor)?;
         if let Some(nested) = v.get("image_processor") {
             let source = format!("{PROCESSOR_CONFIG_FILE}#image_processor");
-            return from_json_over(nested, base.clone(), &processor, &source).map(Some);
+            return from_json_over(nested, base.clone(), spec, &processor, &source).map(Some);
         }
     }
     let preprocessor = dir.join(PREPROCESSOR_CONFIG_FILE);
     if preprocessor.is_file() {
         let v = read_json(&preprocessor)?;
-        return from_json_over(&v, base.clone(), &preprocessor, PREPROCESSOR_CONFIG_FILE).map(Some);
+        let source = PREPROCESSOR_CONFIG_FILE;
+        return from_json_over(&v, base.clone(), spec, &preprocessor, source).map(Some);
     }
     Ok(None)
 }
@@ -74,7 +75,7 @@ fn from_dir_over(
 impl ReadPreprocessConfig for PreprocessConfig {
     fn from_dir(dir: &Path, default_size: usize) -> Result<PreprocessConfig, ExportError> {
         let base = PreprocessConfig::gemma3_defaults(default_size);
-        Ok(from_dir_over(dir, &base)?.unwrap_or(base))
+        Ok(from_dir_over(dir, &base, VisionSystem::Gemma3.spec())?.unwrap_or(base))
     }
 
     /// The vision system decides the resample filter of a file that names none (SigLIP's is bicubic), and whether
@@ -88,7 +89,7 @@ impl ReadPreprocessConfig for PreprocessConfig {
             resample: spec.resample_default,
             ..PreprocessConfig::gemma3_defaults(vision.image_size)
         };
-        let c = match from_dir_over(dir, &base)? {
+        let c = match from_dir_over(dir, &base, spec)? {
             Some(c) => c,
             None if spec.processor_files_required => {
                 return Err(ExportError::ProcessorConfig {
@@ -124,12 +125,8 @@ impl ReadPreprocessConfig for PreprocessConfig {
         path: &Path,
         source: &str,
     ) -> Result<PreprocessConfig, ExportError> {
-        from_json_over(
-            v,
-            PreprocessConfig::gemma3_defaults(default_size),
-            path,
-            source,
-        )
+        let base = PreprocessConfig::gemma3_defaults(default_size);
+        from_json_over(v, base, VisionSystem::Gemma3.spec(), path, source)
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -137,10 +134,11 @@ impl ReadPreprocessConfig for PreprocessConfig {
     }
 }
 
-/// [`ReadPreprocessConfig::from_json`] with `base` for absent keys.
+/// [`ReadPreprocessConfig::from_json`] with `base` for absent keys, for the image processor class of `spec`.
 fn from_json_over(
     v: &Value,
     base: PreprocessConfig,
+    spec: &VisionSpec,
     path: &Path,
     source: &str,
 ) -> Result<PreprocessConfig, ExportError> {
@@ -156,10 +154,10 @@ fn from_json_over(
     c.source = Some(source.to_string());
 
     if let Some(t) = f.str("image_processor_type")? {
-        if !IMAGE_PROCESSORS.iter().any(|p| t.starts_with(p)) {
+        if !t.starts_with(spec.image_processor) {
             return Err(err(format!(
-                "image_processor_type is {t}; preprocess.onnx implements {} only",
-                IMAGE_PROCESSORS.join(" and ")
+                "image_processor_type is {t}; preprocess.onnx implements {} only ({} checkpoints)",
+                spec.image_processor, spec.display
             )));
         }
     }
@@ -174,11 +172,17 @@ fn from_json_over(
         ));
     }
     if let Some(r) = f.int("resample")? {
-        if r != PIL_BILINEAR && r != PIL_BICUBIC {
+        let want = spec.resample_default;
+        if r != want {
+            let name = if want == PIL_BICUBIC {
+                "BICUBIC"
+            } else {
+                "BILINEAR"
+            };
             return Err(err(format!(
-                    "resample is {r}; only {PIL_BILINEAR} (PIL BILINEAR, Gemma 3's filter) and {PIL_BICUBIC} \
-                     (PIL BICUBIC, SigLIP's) are implemented"
-                )));
+                "resample is {r}; only {want} (PIL {name}, {}'s filter) is implemented",
+                spec.display
+            )));
         }
         c.resample = r;
     }
