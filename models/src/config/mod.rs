@@ -9,6 +9,7 @@
 //! | `gemma2`      | `Gemma2ForCausalLM`              | Gemma2  | `model.`                 |
 //! | `gemma3_text` | `Gemma3ForCausalLM`              | Gemma3  | `model.`                 |
 //! | `gemma3`      | `Gemma3ForConditionalGeneration` | Gemma3  | `language_model.model.`  |
+//! | `paligemma`   | `PaliGemmaForConditionalGeneration` | Gemma or Gemma2 (`text_config.model_type`) | `language_model.model.` |
 //!
 //! For Gemma3ForConditionalGeneration the text fields live under `text_config`, and most of them are usually
 //! absent (the gemma-3-4b config lists only six); the `Gemma3TextConfig` class defaults fill them in (semantics §10).
@@ -150,8 +151,8 @@ impl TextConfig {
 /// A whole `config.json`: the text decoder plus what surrounds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
-    /// Top-level `model_type`: "gemma", "gemma2", "gemma3_text" or "gemma3" (inferred from the architecture when
-    /// absent).
+    /// Top-level `model_type`: "gemma", "gemma2", "gemma3_text", "gemma3" or "paligemma" (inferred from the
+    /// architecture when absent).
     pub model_type: String,
     /// `architectures[0]`, inferred from `model_type` when absent.
     pub architecture: String,

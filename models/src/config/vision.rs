@@ -1,10 +1,13 @@
-//! The image side of Gemma3ForConditionalGeneration: the SigLIP vision tower (`vision_config`) and the
-//! multimodal fields of the top level (`mm_tokens_per_image`, the image token ids). Spec §5, §10.
+//! The image side of Gemma3ForConditionalGeneration and PaliGemmaForConditionalGeneration: the SigLIP vision tower
+//! (`vision_config`) and the multimodal fields of the top level (`mm_tokens_per_image`, the image token ids).
+//! Spec §5, §8, §10.
 //!
-//! Defaults are those of transformers' `SiglipVisionConfig` (SigLIP-base: 768 wide, 12 layers, 224 px, patch 16)
-//! and `Gemma3Config` (256 soft tokens, boi 255999, eoi 256000, image token 262144), applied only where a key is
-//! absent, as transformers does. Released Gemma 3 configs spell out the So400m values (1152, 27 layers, 896 px,
-//! patch 14), so the SigLIP-base defaults only matter for hand-written configs.
+//! Tower defaults are the class's ([`VisionSpec::tower`](crate::family::VisionSpec)): for Gemma 3 those of
+//! transformers' `SiglipVisionConfig` (SigLIP-base: 768 wide, 12 layers, 224 px, patch 16), for PaliGemma
+//! `PaliGemmaConfig`'s So400m-like ones; the rest are `Gemma3Config`'s (256 soft tokens, boi 255999, eoi 256000,
+//! image token 262144), applied only where a key is absent, as transformers does. Released Gemma 3 configs spell
+//! out the So400m values (1152, 27 layers, 896 px, patch 14), so the SigLIP-base defaults only matter for
+//! hand-written configs.
 //!
 //! ```
 //! # use gemma_models::ModelConfig;
@@ -54,8 +57,10 @@ pub struct VisionConfig {
     pub system: VisionSystem,
 }
 
-/// The class defaults, applied to absent keys: `SiglipVisionConfig`'s (SigLIP-base patch16-224) for the tower,
-/// `Gemma3Config`'s for the soft tokens and the image token ids.
+/// Gemma 3's class defaults, applied to absent keys: `SiglipVisionConfig`'s (SigLIP-base patch16-224) for the
+/// channels and LayerNorm epsilon, `Gemma3Config`'s for the soft tokens and the image token ids. (Its tower sizes,
+/// the same as Gemma 3's [`VisionSpec::tower`](crate::family::VisionSpec), are not read: [`parse`] takes those from
+/// the class's entry.)
 const DEFAULTS: VisionConfig = VisionConfig {
     hidden_size: 768,
     intermediate_size: 3072,
