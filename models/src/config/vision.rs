@@ -119,11 +119,15 @@ fn integer_sqrt(n: usize) -> Option<usize> {
 /// `<start_of_image>`/`<end_of_image>`: both ids are its `<image>` token, the prompt's placeholder itself.
 pub(super) fn parse(top: &Fields<'_>, system: VisionSystem) -> Result<VisionConfig, ConfigError> {
     let spec = system.spec();
-    let tower = &spec.tower;
     let empty = Map::new();
-    let v = top
-        .object("vision_config")?
-        .unwrap_or_else(|| Fields::new(&empty, top.origin(), "vision_config."));
+    let given = top.object("vision_config")?;
+    // A `vision_config` object takes SiglipVisionConfig's defaults key by key; only an absent one is the class's
+    // whole default tower (transformers' `sub_configs_defaults`).
+    let tower = match given {
+        Some(_) => &VisionSystem::Gemma3.spec().tower,
+        None => &spec.tower,
+    };
+    let v = given.unwrap_or_else(|| Fields::new(&empty, top.origin(), "vision_config."));
     if let Some(mt) = v.str("model_type")? {
         if mt != "siglip_vision_model" {
             return Err(v.invalid("model_type", "\"siglip_vision_model\"", format!("{mt:?}")));
@@ -382,14 +386,22 @@ mod tests {
         assert_eq!(cfg.text_prefix, "language_model.model.");
         let v = cfg.vision_config.unwrap();
         assert_eq!(v.system, VisionSystem::PaliGemma);
-        assert_eq!(tower_sizes(&v), (1152, 4096, 27, 16));
+        // A vision_config object without the sizes takes SigLIP-base's (transformers too); released configs list them.
+        assert_eq!(tower_sizes(&v), (768, 3072, 12, 12));
         assert_eq!(
             (v.image_size, v.patch_size, v.mm_tokens_per_image),
-            (448, 14, 1024)
+            (448, 16, 784)
         );
         assert_eq!(
             (v.pool_kernel(), v.image_token_id, v.boi_token_id),
             (1, 257_152, 257_152)
+        );
+        let absent = parse(&set(paligemma2(), &["vision_config"], None)).unwrap();
+        let v = absent.vision_config.unwrap();
+        assert_eq!(tower_sizes(&v), (1152, 4096, 27, 16));
+        assert_eq!(
+            (v.image_size, v.patch_size, v.mm_tokens_per_image),
+            (224, 14, 256)
         );
 
         let v1 = set(

@@ -73,6 +73,8 @@ pub struct VisionSpec {
     pub first_position: i64,
     /// Whether the class's forward applies the text config's `final_logit_softcapping` (Gemma 3's never does).
     pub final_softcap: bool,
+    /// The tower when `vision_config` is absent altogether; a `vision_config` object takes `SiglipVisionConfig`'s
+    /// defaults (SigLIP-base, Gemma 3's entry) key by key, as transformers does.
     pub tower: TowerDefaults,
     /// `image_token_index` when absent.
     pub image_token_default: u32,
@@ -107,7 +109,7 @@ const GEMMA3_VISION: VisionSpec = VisionSpec {
     processor_files_required: false,
 };
 
-/// PaliGemmaConfig's `sub_configs_defaults` for the tower (So400m-like, 224 px) and its image token.
+/// PaliGemmaConfig's `sub_configs_defaults` for an absent tower (So400m-like, 224 px) and its image token.
 const PALIGEMMA: VisionSpec = VisionSpec {
     display: "PaliGemma",
     text_families: &[Family::Gemma, Family::Gemma2],
