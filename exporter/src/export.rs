@@ -302,7 +302,10 @@ fn write_export(
         .progress_chars("=> "),
     );
     // Portable exports keep their weights in `onnx/` (the transformers.js layout), the others beside the graphs.
-    let layout = Layout::of(opts.graph, opts.precision.kind(), vision.is_some());
+    // transformers.js's PaliGemma sessions are not verified against ours (positions, token types): a PaliGemma
+    // export keeps the plain layout.
+    let layout = Layout::of(opts.graph, opts.precision.kind(), vision.is_some())
+        .filter(|_| vision.as_ref().is_none_or(|p| p.config.system.is_default()));
     if layout.is_some() {
         let sub = dir.join(files::TRANSFORMERS_JS_DIR);
         fs::create_dir(&sub).map_err(|e| ExportError::io(&sub, e))?;

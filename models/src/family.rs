@@ -20,6 +20,9 @@
 
 use serde::{Deserialize, Serialize};
 
+mod vision;
+pub use vision::{Projector, TowerDefaults, VisionSpec, VisionSystem};
+
 /// The Gemma generation; decides the decoder-layer layout and which config fields matter (see [`Family::spec`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -58,6 +61,8 @@ pub struct ModelClass {
     pub architecture: &'static str,
     /// Text + vision tower (the text fields then live under `text_config`).
     pub multimodal: bool,
+    /// The image system of a multimodal class (`None` for text-only ones).
+    pub vision: Option<VisionSystem>,
     /// Tensor-name prefix of the text decoder in this class's checkpoints.
     pub text_prefix: &'static str,
 }
@@ -174,12 +179,23 @@ const OWNER_GEMMA3: &str = "Gemma 3";
 const GEMMA: FamilySpec = FamilySpec {
     id: "gemma",
     display: "Gemma 1",
-    classes: &[ModelClass {
-        model_type: "gemma",
-        architecture: "GemmaForCausalLM",
-        multimodal: false,
-        text_prefix: PREFIX_CAUSAL,
-    }],
+    classes: &[
+        ModelClass {
+            model_type: "gemma",
+            architecture: "GemmaForCausalLM",
+            multimodal: false,
+            vision: None,
+            text_prefix: PREFIX_CAUSAL,
+        },
+        // PaliGemma 1 and 2: the family is text_config.model_type's (VisionSpec::text_families).
+        ModelClass {
+            model_type: "paligemma",
+            architecture: "PaliGemmaForConditionalGeneration",
+            multimodal: true,
+            vision: Some(VisionSystem::PaliGemma),
+            text_prefix: PREFIX_CONDITIONAL,
+        },
+    ],
     defaults: ClassDefaults {
         vocab_size: None,
         num_attention_heads: None,
@@ -216,6 +232,7 @@ const GEMMA2: FamilySpec = FamilySpec {
         model_type: "gemma2",
         architecture: "Gemma2ForCausalLM",
         multimodal: false,
+        vision: None,
         text_prefix: PREFIX_CAUSAL,
     }],
     sandwich_norms: true,
@@ -247,12 +264,14 @@ const GEMMA3: FamilySpec = FamilySpec {
             model_type: "gemma3_text",
             architecture: "Gemma3ForCausalLM",
             multimodal: false,
+            vision: None,
             text_prefix: PREFIX_CAUSAL,
         },
         ModelClass {
             model_type: "gemma3",
             architecture: "Gemma3ForConditionalGeneration",
             multimodal: true,
+            vision: Some(VisionSystem::Gemma3),
             text_prefix: PREFIX_CONDITIONAL,
         },
         // A Gemma3ForConditionalGeneration under `model.` (see [`SHIELDGEMMA2`]); its names once unwrapped.
@@ -260,6 +279,7 @@ const GEMMA3: FamilySpec = FamilySpec {
             model_type: "shieldgemma2",
             architecture: "ShieldGemma2ForImageClassification",
             multimodal: true,
+            vision: Some(VisionSystem::Gemma3),
             text_prefix: PREFIX_CONDITIONAL,
         },
     ],
@@ -352,5 +372,15 @@ mod tests {
         assert_eq!(family, Family::Gemma3);
         assert!(class.multimodal && class.classifier() == Some(&SHIELDGEMMA2));
         assert!(Family::Gemma3.spec().classes[1].classifier().is_none());
+    }
+
+    #[test]
+    fn multimodal_classes_have_a_vision_system_whose_families_list_them() {
+        for (family, class) in ModelClass::all() {
+            assert_eq!(class.multimodal, class.vision.is_some(), "{class:?}");
+            if let Some(v) = class.vision {
+                assert_eq!(v.spec().text_families[0], family, "{class:?}");
+            }
+        }
     }
 }

@@ -49,6 +49,8 @@ pub struct Decoder {
     /// Names ONNX Runtime errors: "running the decoder", "running decoder_model_merged.onnx".
     context: &'static str,
     has_position_ids: bool,
+    /// Added to the positions [`run_after_cache`](Self::run_after_cache) makes: PaliGemma counts from 1.
+    first_position: i64,
     past_names: Vec<(String, String)>,
     present_names: Vec<(String, String)>,
 }
@@ -141,6 +143,10 @@ impl Decoder {
         portable.graph = GraphKind::Portable;
         portable.cpu = None;
         let mut decoder = Decoder::new(session, portable, dir.to_path_buf(), true);
+        decoder.first_position = manifest
+            .vision
+            .as_ref()
+            .map_or(0, |v| v.system.spec().first_position);
         decoder.check_embeds_graph(model)?;
         crate::integrity::check_graph_shapes(&decoder.session, manifest, model)?;
         Ok(decoder)
@@ -167,6 +173,7 @@ impl Decoder {
                 "running the decoder"
             },
             has_position_ids: false,
+            first_position: 0,
         }
     }
 
@@ -217,7 +224,7 @@ impl Decoder {
     }
 
     /// [`run`](Self::run) on one unpadded sequence after the batch-1 cache's positions (all-ones mask, positions
-    /// `past..past + s`).
+    /// `past..past + s`, plus the first position of the decoder on embeddings: 1 for PaliGemma).
     pub fn run_after_cache<R>(
         &mut self,
         tokens: TokenInput<'_>,
@@ -231,7 +238,8 @@ impl Decoder {
                 cache.batch()
             )));
         }
-        let (mask, pos) = mask_and_positions(tokens.dim().1, cache.len());
+        let (mask, mut pos) = mask_and_positions(tokens.dim().1, cache.len());
+        pos += self.first_position;
         let step = Step {
             tokens: tokens.reborrow(),
             attention_mask: mask.view(),

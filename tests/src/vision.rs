@@ -44,6 +44,8 @@ pub struct ImageModel {
     head_dim: usize,
     /// `<image_soft_token>`, from the manifest.
     pub image_token_id: i64,
+    /// The position id of the first token (1 for PaliGemma, from the manifest's `vision.system`).
+    pub first_position: i64,
 }
 
 fn run_err(what: &str) -> impl Fn(ort::Error) -> anyhow::Error + '_ {
@@ -71,7 +73,10 @@ impl ImageModel {
                 .map(|v| v as usize)
                 .context("manifest size")
         };
+        let system: gemma_models::family::VisionSystem =
+            serde_json::from_value(vision.get("system").cloned().unwrap_or("gemma3".into()))?;
         Ok(ImageModel {
+            first_position: system.spec().first_position,
             encoder: session("encoder")?,
             embed: session("embed_tokens")?,
             decoder: session("decoder_with_embeds")?,
@@ -158,7 +163,8 @@ impl ImageModel {
         let embeds = embeds.as_standard_layout();
         let tti = token_type_ids.as_standard_layout();
         let mask = Array2::<i64>::ones((batch, past + seq));
-        let pos = Array2::from_shape_fn((batch, seq), |(_, j)| (past + j) as i64);
+        let first = self.first_position;
+        let pos = Array2::from_shape_fn((batch, seq), |(_, j)| first + (past + j) as i64);
         let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = vec![
             (
                 "inputs_embeds".into(),

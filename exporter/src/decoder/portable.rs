@@ -24,6 +24,8 @@ pub struct Portable {
     past: Vec<(Value, Value)>,
     global: Option<LayerTables>,
     local: Option<LayerTables>,
+    /// PaliGemma's prefix-LM rule for `token_type_ids` instead of Gemma 3's image runs (`VisionSpec::prefix_lm`).
+    prefix_lm: bool,
 }
 
 impl Portable {
@@ -35,6 +37,10 @@ impl Portable {
             past: Vec::new(),
             global: None,
             local: None,
+            prefix_lm: cfg
+                .vision_config
+                .as_ref()
+                .is_some_and(|v| v.system.spec().prefix_lm),
         }
     }
 }
@@ -78,8 +84,12 @@ impl Backend for Portable {
         let blocks = inputs
             .token_type_ids
             .as_ref()
-            .map(|tt| masks::image_blocks(g, tt));
+            .map(|tt| match self.prefix_lm {
+                true => masks::prefix_block(g, tt),
+                false => masks::image_blocks(g, tt),
+            });
         let t = &self.text.t;
+        let prefix_lm = self.prefix_lm;
         let mut tables = |ty: LayerType| {
             t.layer_types.contains(&ty).then(|| {
                 let (label, window) = match ty {
@@ -88,7 +98,8 @@ impl Backend for Portable {
                 };
                 let pos = &inputs.position_ids;
                 let (cos, sin) = masks::rope_tables(g, pos, label, t.rope(ty), t.head_dim);
-                let mask = masks::attention_mask(g, inputs, window, blocks.as_ref(), label);
+                let blocks = blocks.as_ref();
+                let mask = masks::attention_mask(g, inputs, window, blocks, prefix_lm, label);
                 LayerTables { cos, sin, mask }
             })
         };

@@ -107,7 +107,7 @@ pub fn build_encoder(
         kernels: Kernels::PORTABLE,
     };
     let hidden = siglip::tower(&mut cx, &pixel_values, v, &plan.weights)?;
-    let features = projector::project(&mut cx, &hidden, v, &plan.weights)?;
+    let features = projector::project(&mut cx, &hidden, v, &plan.weights, cfg.text.hidden_size)?;
     cx.g.set_scope("");
     cx.g.output(
         &features,

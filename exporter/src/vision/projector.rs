@@ -1,3 +1,5 @@
+//! The multimodal projectors: SigLIP's last hidden state → image features in the text decoder's width.
+//!
 //! Gemma3MultiModalProjector (semantics §5.3), in transformers' exact order:
 //!
 //! ```text
@@ -6,16 +8,50 @@
 //!          → x @ mm_input_projection_weight ([D, H_text], stored [in, out]: not transposed) → [N, t·t, H_text]
 //! ```
 //!
-//! The features are not multiplied by sqrt(H_text): they replace the already scaled `<image_soft_token>` rows.
+//! PaliGemmaMultiModalProjector (semantics §8.1): one `nn.Linear` with bias per patch, `[N·T, D] → [N, T, H_text]`.
+//!
+//! Neither multiplies the features by sqrt(H_text): they replace already scaled embedding rows. (PaliGemma's
+//! `/ sqrt(H_text)` of transformers 4.x cancelled the decoder's `× sqrt(H_text)` of those days; 5.x scales inside
+//! the embedding and does neither.)
 
 use crate::builder::{Attr, Value};
 use crate::layers::Ctx;
 use crate::ExportError;
-use gemma_models::names::vision::VisionNames;
+use gemma_models::family::Projector;
+use gemma_models::names::vision::{self as tensor, VisionNames};
 use gemma_models::VisionConfig;
 
-/// `last_hidden_state` `[N·T, D]` → image features `[N, mm_tokens_per_image, H_text]`.
+/// `last_hidden_state` `[N·T, D]` → image features `[N, mm_tokens_per_image, H_text]`, by the projector of `v`'s
+/// vision system.
 pub fn project(
+    cx: &mut Ctx<'_>,
+    hidden: &Value,
+    v: &VisionConfig,
+    names: &VisionNames,
+    text_hidden: usize,
+) -> Result<Value, ExportError> {
+    match v.system.spec().projector {
+        Projector::PoolNormProject => pool_norm_project(cx, hidden, v, names),
+        Projector::Linear => linear(cx, hidden, v, text_hidden),
+    }
+}
+
+/// PaliGemmaMultiModalProjector: `x · Wᵀ + b` per patch, then `[N, T, H_text]`.
+fn linear(
+    cx: &mut Ctx<'_>,
+    hidden: &Value,
+    v: &VisionConfig,
+    text_hidden: usize,
+) -> Result<Value, ExportError> {
+    cx.g.set_scope("/multi_modal_projector");
+    let x = cx.linear_bias(hidden, tensor::PROJECTOR_LINEAR)?;
+    let t = v.num_patches() as i64;
+    let shape = cx.g.const_i64("features", &[-1, t, text_hidden as i64]);
+    Ok(cx.g.reshape("unflatten", &x, &shape))
+}
+
+/// Gemma3MultiModalProjector.
+fn pool_norm_project(
     cx: &mut Ctx<'_>,
     hidden: &Value,
     v: &VisionConfig,

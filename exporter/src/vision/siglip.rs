@@ -28,7 +28,7 @@ impl Ctx<'_> {
     }
 
     /// `x · Wᵀ + b` for an `nn.Linear` with bias: `x` `[M, in]`, `W` `[out, in]`, `b` `[out]`.
-    fn linear_bias(&mut self, x: &Value, prefix: &str) -> Result<Value, ExportError> {
+    pub(super) fn linear_bias(&mut self, x: &Value, prefix: &str) -> Result<Value, ExportError> {
         let w = self.weight(&format!("{prefix}.weight"))?;
         let b = self.weight(&format!("{prefix}.bias"))?;
         Ok(self

@@ -10,6 +10,7 @@
 //! | `gemma3_text` | `Gemma3ForCausalLM`              | Gemma3  | `model.`                 |
 //! | `gemma3`      | `Gemma3ForConditionalGeneration` | Gemma3  | `language_model.model.`  |
 //! | `shieldgemma2` | `ShieldGemma2ForImageClassification` | Gemma3 | `language_model.model.` once unwrapped |
+//! | `paligemma`   | `PaliGemmaForConditionalGeneration` | Gemma or Gemma2 (`text_config.model_type`) | `language_model.model.` |
 //!
 //! For Gemma3ForConditionalGeneration the text fields live under `text_config`, and most of them are usually
 //! absent (the gemma-3-4b config lists only six); the `Gemma3TextConfig` class defaults fill them in (semantics §10).
@@ -154,8 +155,8 @@ impl TextConfig {
 /// A whole `config.json`: the text decoder plus what surrounds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
-    /// Top-level `model_type`: "gemma", "gemma2", "gemma3_text" or "gemma3" (inferred from the architecture when
-    /// absent).
+    /// Top-level `model_type`: "gemma", "gemma2", "gemma3_text", "gemma3" or "paligemma" (inferred from the
+    /// architecture when absent).
     pub model_type: String,
     /// `architectures[0]`, inferred from `model_type` when absent.
     pub architecture: String,
@@ -210,8 +211,9 @@ impl ModelConfig {
             });
         };
         let top = Fields::new(map, origin, "");
-        let (family, class) = resolve_class(&top)?;
+        let (mut family, class) = resolve_class(&top)?;
         let conditional = class.multimodal;
+        let system = class.vision.map(|v| v.spec());
 
         // Multimodal configs nest the text fields; an absent text_config means "all class defaults".
         let empty = Map::new();
@@ -219,22 +221,32 @@ impl ModelConfig {
             let t = top
                 .object("text_config")?
                 .unwrap_or_else(|| Fields::new(&empty, origin, "text_config."));
-            // The text part is the family's text-only class.
-            let text_type = family.spec().classes[0].model_type;
+            // The text part is the text-only class of one of the system's families (the first when absent).
+            let families = system.map_or(&[][..], |v| v.text_families);
             if let Some(mt) = t.str("model_type")? {
-                if mt != text_type {
-                    return Err(t.invalid(
-                        "model_type",
-                        format!("{text_type:?}"),
-                        format!("{mt:?}"),
-                    ));
+                match families
+                    .iter()
+                    .find(|f| f.spec().classes[0].model_type == mt)
+                {
+                    Some(f) => family = *f,
+                    None => {
+                        let expected: Vec<String> = families
+                            .iter()
+                            .map(|f| format!("{:?}", f.spec().classes[0].model_type))
+                            .collect();
+                        return Err(t.invalid(
+                            "model_type",
+                            expected.join(" or "),
+                            format!("{mt:?}"),
+                        ));
+                    }
                 }
             }
             t
         } else {
             top.clone()
         };
-        let mut text = text::parse(&text_fields, &top, family, conditional)?;
+        let mut text = text::parse(&text_fields, &top, family, system)?;
         if class.classifier().is_some() && !text.tie_word_embeddings {
             // ShieldGemma2Config ties when its text config does, whatever its own (default False) flag says.
             text.tie_word_embeddings = text_fields.bool("tie_word_embeddings")?.unwrap_or(true);
@@ -274,7 +286,7 @@ impl ModelConfig {
             None
         };
         let vision_config = if conditional {
-            Some(vision::parse(&top)?)
+            Some(vision::parse(&top, class.vision.unwrap_or_default())?)
         } else {
             None
         };

@@ -8,7 +8,7 @@
 use super::fields::{describe, Fields};
 use super::{rope, Family, LayerType, TextConfig};
 use crate::error::ConfigError;
-use crate::family::{FamilySpec, LayerPattern, QueryScale, SoftCap};
+use crate::family::{FamilySpec, LayerPattern, QueryScale, SoftCap, VisionSpec};
 
 /// Sanity limits on the sizes, checked before anything is allocated from them. Each is far above every released
 /// Gemma (the largest: 62 layers, hidden 5376, intermediate 21504, 32 heads, head_dim 256, vocab 262208, 131072
@@ -28,12 +28,13 @@ pub mod limits {
 ///
 /// * `t`: the object holding the text fields (`text_config` for Gemma3ForConditionalGeneration, else the top level).
 /// * `top`: the top-level object (for `tie_word_embeddings`, which multimodal configs keep at the top).
-/// * `conditional`: whether the model is Gemma3ForConditionalGeneration, whose forward never soft-caps the logits.
+/// * `system`: the image system of a multimodal class (`None` for text-only ones): whether its forward applies the
+///   final soft-cap, and whether its config may set `use_bidirectional_attention` (PaliGemma's prefix-LM).
 pub(super) fn parse(
     t: &Fields<'_>,
     top: &Fields<'_>,
     family: Family,
-    conditional: bool,
+    system: Option<&VisionSpec>,
 ) -> Result<TextConfig, ConfigError> {
     let spec = family.spec();
     let defaults = &spec.defaults;
@@ -77,7 +78,7 @@ pub(super) fn parse(
     }
 
     check_activation(t, spec)?;
-    check_family_fields(t, spec)?;
+    check_family_fields(t, spec, system.is_some_and(|v| v.prefix_lm))?;
 
     let query_pre_attn_scalar = match spec.query_scale {
         QueryScale::HeadDim => head_dim as f64,
@@ -93,8 +94,9 @@ pub(super) fn parse(
     };
 
     let attn_logit_softcapping = soft_cap(t, "attn_logit_softcapping", &spec.attn_softcap)?;
-    // Gemma3ForConditionalGeneration's forward never caps the logits, whatever the config says (semantics §4.1).
-    let final_logit_softcapping = if conditional {
+    // Gemma3ForConditionalGeneration's forward never caps the logits, whatever the config says (semantics §4.1);
+    // PaliGemma's does.
+    let final_logit_softcapping = if system.is_some_and(|v| !v.final_softcap) {
         None
     } else {
         soft_cap(t, "final_logit_softcapping", &spec.final_softcap)?
@@ -246,7 +248,14 @@ fn check_activation(t: &Fields<'_>, spec: &FamilySpec) -> Result<(), ConfigError
 /// * A field of another generation (a Gemma 2 soft-cap in a `"gemma"` config, Gemma 3's `rope_local_base_freq` in a
 ///   `"gemma2"` one...) is ignored by transformers' class for this `model_type`, so the model would run without it:
 ///   almost always a config whose `model_type` / `architectures` name the wrong generation. Absent or `null` is fine.
-fn check_family_fields(t: &Fields<'_>, spec: &FamilySpec) -> Result<(), ConfigError> {
+///
+/// `prefix_lm`: PaliGemmaConfig sets `use_bidirectional_attention: true` on its text config; the class's own mask
+/// (semantics §8.3) decides the attention there, so the field is accepted.
+fn check_family_fields(
+    t: &Fields<'_>,
+    spec: &FamilySpec,
+    prefix_lm: bool,
+) -> Result<(), ConfigError> {
     for (key, expected) in [
         (
             "use_bidirectional_attention",
@@ -257,6 +266,9 @@ fn check_family_fields(t: &Fields<'_>, spec: &FamilySpec) -> Result<(), ConfigEr
             "false or null (Gemma's attention projections have no bias)",
         ),
     ] {
+        if prefix_lm && key == "use_bidirectional_attention" {
+            continue;
+        }
         if let Some(v) = t.value(key) {
             if v.as_bool() != Some(false) {
                 return Err(t.invalid(key, expected, describe(v)));

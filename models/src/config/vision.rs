@@ -1,10 +1,13 @@
-//! The image side of Gemma3ForConditionalGeneration: the SigLIP vision tower (`vision_config`) and the
-//! multimodal fields of the top level (`mm_tokens_per_image`, the image token ids). Spec §5, §10.
+//! The image side of Gemma3ForConditionalGeneration and PaliGemmaForConditionalGeneration: the SigLIP vision tower
+//! (`vision_config`) and the multimodal fields of the top level (`mm_tokens_per_image`, the image token ids).
+//! Spec §5, §8, §10.
 //!
-//! Defaults are those of transformers' `SiglipVisionConfig` (SigLIP-base: 768 wide, 12 layers, 224 px, patch 16)
-//! and `Gemma3Config` (256 soft tokens, boi 255999, eoi 256000, image token 262144), applied only where a key is
-//! absent, as transformers does. Released Gemma 3 configs spell out the So400m values (1152, 27 layers, 896 px,
-//! patch 14), so the SigLIP-base defaults only matter for hand-written configs.
+//! Tower defaults are the class's ([`VisionSpec::tower`](crate::family::VisionSpec)): for Gemma 3 those of
+//! transformers' `SiglipVisionConfig` (SigLIP-base: 768 wide, 12 layers, 224 px, patch 16), for PaliGemma
+//! `PaliGemmaConfig`'s So400m-like ones; the rest are `Gemma3Config`'s (256 soft tokens, boi 255999, eoi 256000,
+//! image token 262144), applied only where a key is absent, as transformers does. Released Gemma 3 configs spell
+//! out the So400m values (1152, 27 layers, 896 px, patch 14), so the SigLIP-base defaults only matter for
+//! hand-written configs.
 //!
 //! ```
 //! # use gemma_models::ModelConfig;
@@ -22,6 +25,7 @@ use serde_json::{Map, Value};
 
 use super::fields::{describe, Fields};
 use crate::error::ConfigError;
+use crate::family::{Projector, VisionSystem};
 
 /// SigLIP vision tower and projector sizes, with the image token ids of the text side.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,10 +52,15 @@ pub struct VisionConfig {
     pub eoi_token_id: u32,
     /// `<image_soft_token>` (`image_token_index`): the placeholders that image features replace.
     pub image_token_id: u32,
+    /// How features are projected and attended to (the class's [`VisionSystem`]).
+    #[serde(default, skip_serializing_if = "VisionSystem::is_default")]
+    pub system: VisionSystem,
 }
 
-/// The class defaults, applied to absent keys: `SiglipVisionConfig`'s (SigLIP-base patch16-224) for the tower,
-/// `Gemma3Config`'s for the soft tokens and the image token ids.
+/// Gemma 3's class defaults, applied to absent keys: `SiglipVisionConfig`'s (SigLIP-base patch16-224) for the
+/// channels and LayerNorm epsilon, `Gemma3Config`'s for the soft tokens and the image token ids. (Its tower sizes,
+/// the same as Gemma 3's [`VisionSpec::tower`](crate::family::VisionSpec), are not read: [`parse`] takes those from
+/// the class's entry.)
 const DEFAULTS: VisionConfig = VisionConfig {
     hidden_size: 768,
     intermediate_size: 3072,
@@ -65,6 +74,7 @@ const DEFAULTS: VisionConfig = VisionConfig {
     boi_token_id: 255_999,
     eoi_token_id: 256_000,
     image_token_id: 262_144,
+    system: VisionSystem::Gemma3,
 };
 /// Sanity limits (SigLIP in Gemma 3: 3 channels, 896 px, 256 tokens per image).
 const MAX_CHANNELS: usize = 16;
@@ -103,12 +113,21 @@ fn integer_sqrt(n: usize) -> Option<usize> {
     (r * r == n).then_some(r)
 }
 
-/// Parses `vision_config` (absent → all SigLIP defaults) and the multimodal fields of `top`.
-pub(super) fn parse(top: &Fields<'_>) -> Result<VisionConfig, ConfigError> {
+/// Parses `vision_config` (absent → the class's tower defaults) and the multimodal fields of `top`.
+///
+/// PaliGemma (semantics §8.1) has one feature per patch (`mm_tokens_per_image` = patches, no pooling) and no
+/// `<start_of_image>`/`<end_of_image>`: both ids are its `<image>` token, the prompt's placeholder itself.
+pub(super) fn parse(top: &Fields<'_>, system: VisionSystem) -> Result<VisionConfig, ConfigError> {
+    let spec = system.spec();
     let empty = Map::new();
-    let v = top
-        .object("vision_config")?
-        .unwrap_or_else(|| Fields::new(&empty, top.origin(), "vision_config."));
+    let given = top.object("vision_config")?;
+    // A `vision_config` object takes SiglipVisionConfig's defaults key by key; only an absent one is the class's
+    // whole default tower (transformers' `sub_configs_defaults`).
+    let tower = match given {
+        Some(_) => &VisionSystem::Gemma3.spec().tower,
+        None => &spec.tower,
+    };
+    let v = given.unwrap_or_else(|| Fields::new(&empty, top.origin(), "vision_config."));
     if let Some(mt) = v.str("model_type")? {
         if mt != "siglip_vision_model" {
             return Err(v.invalid("model_type", "\"siglip_vision_model\"", format!("{mt:?}")));
@@ -126,35 +145,41 @@ pub(super) fn parse(top: &Fields<'_>) -> Result<VisionConfig, ConfigError> {
     }
 
     use super::text::limits;
-    let hidden_size = v.bounded("hidden_size", Some(DEFAULTS.hidden_size), limits::HIDDEN)?;
+    let hidden_size = v.bounded("hidden_size", Some(tower.hidden_size), limits::HIDDEN)?;
     let intermediate_size = v.bounded(
         "intermediate_size",
-        Some(DEFAULTS.intermediate_size),
+        Some(tower.intermediate_size),
         limits::INTERMEDIATE,
     )?;
     let num_hidden_layers = v.bounded(
         "num_hidden_layers",
-        Some(DEFAULTS.num_hidden_layers),
+        Some(tower.num_hidden_layers),
         limits::LAYERS,
     )?;
     let num_attention_heads = v.bounded(
         "num_attention_heads",
-        Some(DEFAULTS.num_attention_heads),
+        Some(tower.num_attention_heads),
         limits::HEADS,
     )?;
     let num_channels = v.bounded("num_channels", Some(DEFAULTS.num_channels), MAX_CHANNELS)?;
     let image_size = v.at_most(
         "image_size",
-        square_size(&v, "image_size", DEFAULTS.image_size)?,
+        square_size(&v, "image_size", tower.image_size)?,
         MAX_IMAGE_SIZE,
     )?;
-    let patch_size = square_size(&v, "patch_size", DEFAULTS.patch_size)?;
+    let patch_size = square_size(&v, "patch_size", tower.patch_size)?;
     let layer_norm_eps = v.positive_f64("layer_norm_eps", Some(DEFAULTS.layer_norm_eps))?;
-    let mm_tokens_per_image = top.bounded(
-        "mm_tokens_per_image",
-        Some(DEFAULTS.mm_tokens_per_image),
-        MAX_MM_TOKENS,
-    )?;
+    let mm_tokens_per_image = match spec.projector {
+        Projector::PoolNormProject => top.bounded(
+            "mm_tokens_per_image",
+            Some(DEFAULTS.mm_tokens_per_image),
+            MAX_MM_TOKENS,
+        )?,
+        Projector::Linear => {
+            let p = image_size / patch_size.max(1);
+            v.at_most("image_size", p * p, MAX_MM_TOKENS)?
+        }
+    };
 
     if hidden_size % num_attention_heads != 0 {
         return Err(v.invalid(
@@ -186,6 +211,29 @@ pub(super) fn parse(top: &Fields<'_>) -> Result<VisionConfig, ConfigError> {
         }
     }
 
+    let image_token_id = token_id(
+        top,
+        "image_token_index",
+        "image_token_id",
+        spec.image_token_default,
+    )?;
+    let (boi_token_id, eoi_token_id) = match spec.projector {
+        Projector::Linear => (image_token_id, image_token_id),
+        Projector::PoolNormProject => (
+            token_id(
+                top,
+                "boi_token_index",
+                "boi_token_id",
+                DEFAULTS.boi_token_id,
+            )?,
+            token_id(
+                top,
+                "eoi_token_index",
+                "eoi_token_id",
+                DEFAULTS.eoi_token_id,
+            )?,
+        ),
+    };
     Ok(VisionConfig {
         hidden_size,
         intermediate_size,
@@ -196,24 +244,10 @@ pub(super) fn parse(top: &Fields<'_>) -> Result<VisionConfig, ConfigError> {
         patch_size,
         layer_norm_eps,
         mm_tokens_per_image,
-        boi_token_id: token_id(
-            top,
-            "boi_token_index",
-            "boi_token_id",
-            DEFAULTS.boi_token_id,
-        )?,
-        eoi_token_id: token_id(
-            top,
-            "eoi_token_index",
-            "eoi_token_id",
-            DEFAULTS.eoi_token_id,
-        )?,
-        image_token_id: token_id(
-            top,
-            "image_token_index",
-            "image_token_id",
-            DEFAULTS.image_token_id,
-        )?,
+        boi_token_id,
+        eoi_token_id,
+        image_token_id,
+        system,
     })
 }
 
@@ -326,6 +360,70 @@ mod tests {
         assert_eq!(v.head_dim(), 72);
         assert_eq!((v.patches_per_side(), v.num_patches()), (64, 4096));
         assert_eq!((v.tokens_per_side(), v.pool_kernel()), (16, 4));
+    }
+
+    /// google/paligemma2-3b-pt-448's multimodal fields, abridged (text sizes of the tiny fixture).
+    fn paligemma2() -> Value {
+        json!({
+            "architectures": ["PaliGemmaForConditionalGeneration"], "image_token_index": 257152,
+            "model_type": "paligemma", "projection_dim": 2304, "hidden_size": 2048,
+            "text_config": {"hidden_size": 48, "intermediate_size": 96, "model_type": "gemma2",
+                            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                            "vocab_size": 257216, "final_logit_softcapping": 30.0,
+                            "use_bidirectional_attention": true, "num_image_tokens": 1024},
+            "vision_config": {"image_size": 448, "model_type": "siglip_vision_model", "num_image_tokens": 1024,
+                              "projection_dim": 2304, "projector_hidden_act": "gelu_fast", "vision_use_head": false}
+        })
+    }
+
+    #[test]
+    fn paligemma_takes_its_family_from_text_config_and_its_tower_defaults() {
+        use crate::family::VisionSystem;
+        use crate::Family;
+        let cfg = parse(&paligemma2()).unwrap();
+        assert_eq!(cfg.text.family, Family::Gemma2);
+        assert_eq!(cfg.text.final_logit_softcapping, Some(30.0));
+        assert_eq!(cfg.text_prefix, "language_model.model.");
+        let v = cfg.vision_config.unwrap();
+        assert_eq!(v.system, VisionSystem::PaliGemma);
+        // A vision_config object without the sizes takes SigLIP-base's (transformers too); released configs list them.
+        assert_eq!(tower_sizes(&v), (768, 3072, 12, 12));
+        assert_eq!(
+            (v.image_size, v.patch_size, v.mm_tokens_per_image),
+            (448, 16, 784)
+        );
+        assert_eq!(
+            (v.pool_kernel(), v.image_token_id, v.boi_token_id),
+            (1, 257_152, 257_152)
+        );
+        let absent = parse(&set(paligemma2(), &["vision_config"], None)).unwrap();
+        let v = absent.vision_config.unwrap();
+        assert_eq!(tower_sizes(&v), (1152, 4096, 27, 16));
+        assert_eq!(
+            (v.image_size, v.patch_size, v.mm_tokens_per_image),
+            (224, 14, 256)
+        );
+
+        let v1 = set(
+            paligemma2(),
+            &["text_config", "model_type"],
+            Some(json!("gemma")),
+        );
+        let v1 = set(v1, &["text_config", "final_logit_softcapping"], None);
+        assert_eq!(parse(&v1).unwrap().text.family, Family::Gemma);
+        let bad = set(
+            paligemma2(),
+            &["text_config", "model_type"],
+            Some(json!("gemma3_text")),
+        );
+        assert!(err(&bad).contains("expected \"gemma\" or \"gemma2\""));
+        // Gemma 3's class still refuses bidirectional attention.
+        let g3 = set(
+            gemma3_4b(),
+            &["text_config", "use_bidirectional_attention"],
+            Some(json!(true)),
+        );
+        assert!(err(&g3).contains("use_bidirectional_attention"));
     }
 
     #[test]

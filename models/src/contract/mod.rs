@@ -27,7 +27,7 @@ pub use classifier::{select_policies, ClassifierSection, Policy};
 pub use manifest::{
     CpuSection, DType, FileFingerprint, GraphKind, LoraSection, Manifest, Precision,
 };
-pub use vision::{PreprocessConfig, PreprocessSection, VisionSection};
+pub use vision::{PreprocessConfig, PreprocessSection, VisionSection, PIL_BICUBIC, PIL_BILINEAR};
 
 /// The value of `format` in every manifest: tells an export folder's manifest from any other JSON file.
 pub const FORMAT: &str = "gemma-onnx";

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::family::VisionSystem;
+
 /// The `vision` section.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VisionSection {
@@ -34,6 +36,11 @@ pub struct VisionSection {
     /// `preprocess.onnx` and the image-processor settings it bakes in; absent in the oldest exports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preprocess: Option<PreprocessSection>,
+    /// The image system (`"paligemma"`; absent: Gemma 3): the prompt layout, the meaning of `token_type_ids`
+    /// (PaliGemma: 0 for the image + prompt prefix, which attends both ways, 1 for generated tokens) and the first
+    /// position id ([`crate::family::VisionSpec`]).
+    #[serde(default, skip_serializing_if = "VisionSystem::is_default")]
+    pub system: VisionSystem,
 }
 
 impl VisionSection {
@@ -54,6 +61,7 @@ impl VisionSection {
             eoi_token_id: v.eoi_token_id,
             image_token_id: v.image_token_id,
             preprocess: None,
+            system: v.system,
         }
     }
 
@@ -108,6 +116,9 @@ pub struct PreprocessConfig {
     pub pan_and_scan_min_crop_size: usize,
     pub pan_and_scan_max_num_crops: usize,
     pub pan_and_scan_min_ratio_to_activate: f64,
+    /// PIL's resample filter: 2 bilinear (Gemma 3, the default when absent) or 3 bicubic (SigLIP, PaliGemma).
+    #[serde(default = "bilinear", skip_serializing_if = "is_bilinear")]
+    pub resample: i64,
     /// The file the settings came from (`processor_config.json#image_processor`, `preprocessor_config.json`), or
     /// `None` for the built-in defaults.
     pub source: Option<String>,
@@ -127,7 +138,21 @@ impl PreprocessConfig {
             pan_and_scan_min_crop_size: 256,
             pan_and_scan_max_num_crops: 4,
             pan_and_scan_min_ratio_to_activate: 1.2,
+            resample: PIL_BILINEAR,
             source: None,
         }
     }
+}
+
+/// PIL's `Image.BILINEAR`.
+pub const PIL_BILINEAR: i64 = 2;
+/// PIL's `Image.BICUBIC`.
+pub const PIL_BICUBIC: i64 = 3;
+
+fn bilinear() -> i64 {
+    PIL_BILINEAR
+}
+
+fn is_bilinear(r: &i64) -> bool {
+    *r == PIL_BILINEAR
 }

@@ -1,5 +1,5 @@
-//! Safetensors tensor names of the image path of Gemma3ForConditionalGeneration: the SigLIP vision tower and
-//! Gemma3MultiModalProjector (semantics §5.1–§5.3).
+//! Safetensors tensor names of the image path of Gemma3ForConditionalGeneration and PaliGemmaForConditionalGeneration:
+//! the SigLIP vision tower, Gemma3MultiModalProjector (semantics §5.1–§5.3) and PaliGemma's one Linear (§8.1).
 //!
 //! Checkpoints name the tower `vision_tower.vision_model.*` (hub, transformers 4.x) or `vision_tower.*`
 //! (transformers 5.x `save_pretrained`); [`VisionNames::detect`] finds which. The projector is
@@ -17,6 +17,7 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::config::VisionConfig;
+use crate::family::Projector;
 
 /// Vision-tower prefixes, in the order [`VisionNames::detect`] tries them: hub (transformers 4.x), then 5.x.
 pub const TOWER_PREFIXES: [&str; 2] = ["vision_tower.vision_model.", "vision_tower."];
@@ -26,6 +27,9 @@ pub const PROJECTOR_PREFIX: &str = "multi_modal_projector.";
 pub const PROJECTOR_NORM: &str = "multi_modal_projector.mm_soft_emb_norm.weight";
 /// The projection `[D, H_text]`, a bare parameter stored `[in, out]` (not an `nn.Linear`).
 pub const PROJECTION: &str = "multi_modal_projector.mm_input_projection_weight";
+
+/// PaliGemmaMultiModalProjector's `nn.Linear` (`[H_text, D]` + bias `[H_text]`).
+pub const PROJECTOR_LINEAR: &str = "multi_modal_projector.linear";
 
 /// The patch embedding, a stride-p `nn.Conv2d` (`[D, C, p, p]` + bias).
 pub const PATCH_EMBEDDING: &str = "embeddings.patch_embedding";
@@ -142,8 +146,17 @@ impl VisionNames {
             biased(self.layer(l, FC2), vec![d, i], d);
         }
         biased(self.tower(POST_LAYERNORM), vec![d], d);
-        out.push((PROJECTOR_NORM.to_string(), vec![d]));
-        out.push((PROJECTION.to_string(), vec![d, text_hidden]));
+        match v.system.spec().projector {
+            Projector::PoolNormProject => {
+                out.push((PROJECTOR_NORM.to_string(), vec![d]));
+                out.push((PROJECTION.to_string(), vec![d, text_hidden]));
+            }
+            Projector::Linear => biased(
+                PROJECTOR_LINEAR.to_string(),
+                vec![text_hidden, d],
+                text_hidden,
+            ),
+        }
         out
     }
 }

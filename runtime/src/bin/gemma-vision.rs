@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use gemma_runtime::vision::detections::{self, is_detect_prompt};
 use gemma_runtime::vision::{DecodedImage, ImageLimits, VisionSection};
 use gemma_runtime::{GenerateOptions, Manifest, VisionGenerator, VisionOptions};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -80,14 +81,11 @@ struct DescribeArgs {
     images: Vec<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
-    /// The question or instruction, after the images ("-" reads it from stdin)
-    #[arg(
-        short = 'p',
-        long,
-        value_name = "TEXT",
-        default_value = "Describe this image."
-    )]
-    prompt: String,
+    /// The question or instruction, after the images ("-" reads it from stdin); PaliGemma takes its task
+    /// prompts ("caption en", "ocr", "answer en WHAT?", "detect cat ; dog")
+    /// [default: "Describe this image.", for PaliGemma "caption en"]
+    #[arg(short = 'p', long, value_name = "TEXT")]
+    prompt: Option<String>,
     /// Use the prompt as given instead of the chat template; it must hold one <start_of_image> per image
     #[arg(long)]
     raw: bool,
@@ -173,7 +171,6 @@ fn check_images_fit(
 }
 
 fn describe(args: DescribeArgs) -> Result<()> {
-    let prompt = cli::read_prompt(&args.prompt)?;
     let sampling = args.sampling.config()?;
     // Cheap checks first, so that a wrong folder or a bad image fails before the model loads.
     let dir = &args.model.model;
@@ -183,6 +180,13 @@ fn describe(args: DescribeArgs) -> Result<()> {
         .vision
         .clone()
         .ok_or_else(|| gemma_runtime::Error::NoVision { dir: dir.clone() })?;
+    let paligemma = section.system.spec().prefix_lm;
+    let default_prompt = if paligemma {
+        "caption en"
+    } else {
+        "Describe this image."
+    };
+    let prompt = cli::read_prompt(args.prompt.as_deref().unwrap_or(default_prompt))?;
     let limits = ImageLimits::default();
     check_images_fit(&args, &section, &manifest)?;
     check_image_pixels(&args, &limits)?;
@@ -255,8 +259,13 @@ fn describe(args: DescribeArgs) -> Result<()> {
         return Ok(());
     }
     let g = &out.generation;
+    // PaliGemma's `detect …` answers: boxes in pixels of the first image.
+    let detections = match (&out.images.first(), paligemma && is_detect_prompt(&prompt)) {
+        (Some(image), true) => Some(detections::parse(&g.text, image.width, image.height)),
+        _ => None,
+    };
     if args.json {
-        let obj = serde_json::json!({
+        let mut obj = serde_json::json!({
             "text": g.text,
             "token_ids": g.token_ids,
             "prompt_tokens": g.prompt_tokens,
@@ -268,9 +277,16 @@ fn describe(args: DescribeArgs) -> Result<()> {
             "pan_and_scan": options.pan_and_scan,
             "images": out.images,
         });
+        if let Some(d) = &detections {
+            obj["detections"] = serde_json::to_value(&d.objects)?;
+            obj["detection_notes"] = serde_json::to_value(&d.notes)?;
+        }
         outln!("{obj}");
     } else {
         outln!();
+        for line in detections.iter().flat_map(detections::describe) {
+            outln!("{line}");
+        }
         let why = cli::stop_words(g.stop_reason, "end of turn");
         let crops: Vec<String> = out.images.iter().map(|i| i.num_crops.to_string()).collect();
         let encode: f64 = out

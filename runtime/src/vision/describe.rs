@@ -7,6 +7,7 @@ use std::time::Instant;
 use image::RgbImage;
 
 use super::generate::{EncodedImage, VisionGenerator, VisionOptions};
+use super::paligemma;
 use super::processor::user_message;
 use crate::error::{Error, Result};
 use crate::generate::GenerationOutput;
@@ -63,9 +64,18 @@ impl VisionGenerator {
     ///
     /// Fails when the text's placeholders do not match `images` (a raw prompt with too few or too many, or a
     /// prompt that writes `<start_of_image>` itself).
+    ///
+    /// PaliGemma: `PaliGemmaProcessor`'s layout ([`paligemma::prompt_text`]), or the raw prompt.
     pub fn describe_text(&self, prompt: &str, images: usize, raw: bool) -> Result<(String, bool)> {
         let (text, chat) = if raw {
             (prompt.to_string(), false)
+        } else if self.prefix_lm() {
+            let bos = self
+                .text()
+                .tokenizer
+                .id_to_token(self.manifest().bos_token_id);
+            let text = paligemma::prompt_text(prompt, images, bos.as_deref().unwrap_or_default())?;
+            (text, false)
         } else {
             match self.text().chat_template.as_ref() {
                 Some(t) => {

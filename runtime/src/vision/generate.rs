@@ -8,6 +8,10 @@
 //!    never cut an image block (the bidirectional image mask only spans one chunk);
 //! 4. decode: each new token embedded through `embed_tokens.onnx`, `token_type_ids` 0, sampled and streamed with the
 //!    same [`Sampler`] and [`TextStream`](crate::TextStream) as text generation.
+//!
+//! PaliGemma (the manifest's `vision.system`, semantics §8) differs in three places: the prompt layout
+//! ([`paligemma`]), `token_type_ids` 0 on the whole prompt, prefilled in one step, and 1 on generated tokens (the
+//! prefix-LM mask), and positions counted from 1 (the decoder adds `first_position`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -17,6 +21,7 @@ use ndarray::{s, Array2, Array3, ArrayView3, ArrayView4};
 
 use super::graphs::{ImageGraphs, VisionSection};
 use super::image_file::{load_image, ImageLimits};
+use super::paligemma;
 use super::processor::{self, prefill_chunks, token_type_ids, ImageTokens};
 use crate::decoder::{LogitsMode, TokenInput};
 use crate::error::{Error, Result};
@@ -85,7 +90,8 @@ impl VisionGenerator {
         let section = manifest.vision.clone().ok_or_else(|| Error::NoVision {
             dir: dir.to_path_buf(),
         })?;
-        let (tokenizer, tokens) = processor::image_tokenizer(dir, section.mm_tokens_per_image)?;
+        let (tokenizer, tokens) =
+            processor::image_tokenizer_for(dir, section.mm_tokens_per_image, section.system)?;
         for (token, expected) in [
             (&tokens.boi, section.boi_token_id),
             (&tokens.eoi, section.eoi_token_id),
@@ -183,8 +189,26 @@ impl VisionGenerator {
         Ok((p.pixel_values, p.num_crops))
     }
 
-    /// Token ids of `text` with its placeholders expanded for `num_crops` ([`processor::prompt_ids`]).
+    /// Whether the export has PaliGemma's prefix-LM mask (its prompt layout, token types and positions).
+    pub fn prefix_lm(&self) -> bool {
+        self.section.system.spec().prefix_lm
+    }
+
+    /// The prompt's `token_type_ids`: 1 on Gemma 3's image tokens; 0 everywhere for PaliGemma (the prefix).
+    pub fn token_types(&self, ids: &[u32]) -> Vec<i64> {
+        if self.prefix_lm() {
+            return vec![0; ids.len()];
+        }
+        token_type_ids(ids, self.section.image_token_id)
+    }
+
+    /// Token ids of `text` with its placeholders expanded for `num_crops` ([`processor::prompt_ids`]; PaliGemma's
+    /// [`paligemma::prompt_ids`], without crops).
     pub fn prompt_ids(&self, text: &str, num_crops: &[usize], chat: bool) -> Result<Vec<u32>> {
+        if self.prefix_lm() {
+            let per = self.section.mm_tokens_per_image;
+            return paligemma::prompt_ids(&self.text.tokenizer, text, per);
+        }
         processor::prompt_ids(
             &self.text.tokenizer,
             &self.tokens,
@@ -210,7 +234,7 @@ impl VisionGenerator {
     pub fn prompt_logits(&mut self, ids: &[u32], features: ArrayView3<f32>) -> Result<Array2<f32>> {
         let mut cache = self.new_cache()?;
         let embeds = self.embed_with_features(ids, features)?;
-        let tt = token_type_ids(ids, self.section.image_token_id);
+        let tt = self.token_types(ids);
         let tt = Array2::from_shape_vec((1, tt.len()), tt).expect("shape matches");
         let tokens = TokenInput::Embeds {
             embeds: embeds.view(),
@@ -287,10 +311,15 @@ impl VisionGenerator {
                 features.shape()[0]
             )));
         }
-        let types = token_type_ids(ids, image);
+        let types = self.token_types(ids);
+        // PaliGemma's prefix attends to itself both ways: one step, whatever its length.
+        let chunks = match self.prefix_lm() {
+            true => vec![0..ids.len()],
+            false => prefill_chunks(&types, max_chunk),
+        };
         let mut logits = Vec::new();
         let mut used = 0;
-        for chunk in prefill_chunks(&types, max_chunk) {
+        for chunk in chunks {
             let part = &ids[chunk.clone()];
             let blocks = part.iter().filter(|&&t| t == image).count() / per;
             let embeds =
@@ -312,9 +341,15 @@ impl VisionGenerator {
         Ok(logits)
     }
 
-    /// One decode step: `token` (a text token: `token_type_ids` 0) after the cache; returns its logits.
+    /// One decode step: `token` (a generated token) after the cache; returns its logits.
     pub fn decode_step(&mut self, cache: &mut KvCache, token: u32) -> Result<Vec<f32>> {
-        decode_step(&mut self.graphs, cache, token)
+        let generated = self.generated_type();
+        decode_step(&mut self.graphs, cache, token, generated)
+    }
+
+    /// `token_type_ids` of a generated token: 0 (text) for Gemma 3, 1 (after the prefix) for PaliGemma.
+    fn generated_type(&self) -> i64 {
+        i64::from(self.prefix_lm())
     }
 
     /// Feeds `new_ids` (holding the soft tokens of `images`, in order) after what `cache` holds, in chunks that keep
@@ -350,6 +385,7 @@ impl VisionGenerator {
         }
         let first = sampler.sample(&logits);
         let ttft = start.elapsed().as_secs_f64();
+        let generated = self.generated_type();
         let graphs = &mut self.graphs;
         decode_loop(
             &self.text.tokenizer,
@@ -359,7 +395,7 @@ impl VisionGenerator {
             &mut out,
             &mut on_text,
             |token| {
-                let logits = decode_step(graphs, cache, token)?;
+                let logits = decode_step(graphs, cache, token, generated)?;
                 Ok(sampler.sample(&logits))
             },
         )?;
@@ -367,14 +403,19 @@ impl VisionGenerator {
     }
 }
 
-/// One text token after the cache (`token_type_ids` 0): its embedding through `embed_tokens.onnx`, then one step of
-/// the decoder on embeddings; returns its logits.
-fn decode_step(graphs: &mut ImageGraphs, cache: &mut KvCache, token: u32) -> Result<Vec<f32>> {
+/// One generated token after the cache (`token_type_ids` `token_type`): its embedding through `embed_tokens.onnx`,
+/// then one step of the decoder on embeddings; returns its logits.
+fn decode_step(
+    graphs: &mut ImageGraphs,
+    cache: &mut KvCache,
+    token: u32,
+    token_type: i64,
+) -> Result<Vec<f32>> {
     let embeds = graphs.embed(&[token])?;
-    let zero = Array2::<i64>::zeros((1, 1));
+    let types = Array2::<i64>::from_elem((1, 1), token_type);
     let tokens = TokenInput::Embeds {
         embeds: embeds.view(),
-        token_type_ids: zero.view(),
+        token_type_ids: types.view(),
     };
     graphs
         .decoder

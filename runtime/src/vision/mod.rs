@@ -1,4 +1,6 @@
-//! Images for Gemma 3 multimodal exports (Gemma3ForConditionalGeneration: Gemma 3 4B/12B/27B, MedGemma 4B...):
+//! Images for multimodal exports (Gemma3ForConditionalGeneration: Gemma 3 4B/12B/27B, MedGemma 4B...; and
+//! PaliGemmaForConditionalGeneration: PaliGemma 1 and 2, whose prompt layout is [`paligemma`]'s and whose `detect`
+//! answers [`detections`] parses):
 //!
 //! - [`image_file`]: image files → RGB (JPEG, PNG, WebP, GIF, BMP; alpha over white, grey → RGB), with decoding
 //!   limits that refuse decompression bombs from their header;
@@ -22,9 +24,11 @@
 
 pub mod classify;
 pub mod describe;
+pub mod detections;
 pub mod generate;
 pub mod graphs;
 pub mod image_file;
+pub mod paligemma;
 pub mod processor;
 
 pub use classify::{parse_policy_text, Classifier, Policy, PolicyScore};

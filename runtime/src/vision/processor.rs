@@ -19,6 +19,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::generate::with_single_bos;
 use crate::tokenizer::Tokenizer;
+use gemma_models::family::VisionSystem;
 
 /// Gemma 3's image token strings (`tokenizer.boi_token`, `eoi_token`, `image_token`) and the soft-token count.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +40,18 @@ pub const CROPS_INTRO: &str = "Here is the original image ";
 pub const CROPS_MIDDLE: &str = " and here are some crops to help you see better ";
 
 impl ImageTokens {
+    /// PaliGemma's: `<image>` is the placeholder and the soft token both, with no begin/end tokens (its expansion
+    /// is [`super::paligemma`]'s, not [`ImageTokens::expand`]).
+    pub fn paligemma(tokens_per_image: usize) -> ImageTokens {
+        let image = super::paligemma::IMAGE_TOKEN.to_string();
+        ImageTokens {
+            boi: image.clone(),
+            eoi: image.clone(),
+            soft: image,
+            tokens_per_image,
+        }
+    }
+
     /// The names Gemma 3's tokenizer gives the three tokens.
     pub fn gemma3(tokens_per_image: usize) -> ImageTokens {
         ImageTokens {
@@ -108,8 +121,22 @@ impl ImageTokens {
 /// are `tokenizer_config.json`'s `boi_token`, `eoi_token` and `image_token` (Gemma 3's names when absent), and any
 /// of them that tokenizer.json lacks is added as a special token at the next id. Gemma 3's tokenizer.json stops at
 /// id 262143, so this is where `<image_soft_token>` gets its id 262144.
+///
+/// PaliGemma's tokenizer holds its `<image>` already ([`image_tokenizer_for`]).
 pub fn image_tokenizer(dir: &Path, tokens_per_image: usize) -> Result<(Tokenizer, ImageTokens)> {
+    image_tokenizer_for(dir, tokens_per_image, VisionSystem::Gemma3)
+}
+
+/// [`image_tokenizer`] for the export's vision system.
+pub fn image_tokenizer_for(
+    dir: &Path,
+    tokens_per_image: usize,
+    system: VisionSystem,
+) -> Result<(Tokenizer, ImageTokens)> {
     let mut tokenizer = Tokenizer::from_dir(dir)?;
+    if system == VisionSystem::PaliGemma {
+        return Ok((tokenizer, ImageTokens::paligemma(tokens_per_image)));
+    }
     let mut tokens = ImageTokens::gemma3(tokens_per_image);
     let config_path = dir.join("tokenizer_config.json");
     if config_path.is_file() {

@@ -45,11 +45,16 @@ pub(super) fn rope_tables(
 /// current chunk. Keys from the past cache get block 0, so a block never spans chunks: the runtime must prefill
 /// each image whole in one chunk. Only the sequence length of the token input is read (`input_ids` or
 /// `inputs_embeds`).
+///
+/// With `block_overrides_window` (PaliGemma, semantics §8.3) the block term is or-ed in after the window, as
+/// transformers' `or_masks(sliding_window_causal, blockwise_overlay)` does:
+/// `allowed(i, j) = ((j ≤ i AND j > i − W) OR same_block(i, j)) AND key_not_padded(j)`.
 pub(super) fn attention_mask(
     g: &mut GraphBuilder,
     inputs: &Inputs,
     window: Option<usize>,
     blocks: Option<&Value>,
+    block_overrides_window: bool,
     label: &str,
 ) -> Value {
     let l = |s: &str| format!("mask_{label}/{s}");
@@ -67,6 +72,7 @@ pub(super) fn attention_mask(
     let qi = g.unsqueeze(&l("qi"), &q_idx, &ax1);
     let kj = g.unsqueeze(&l("kj"), &k_idx, &ax0);
     let mut allowed = g.op("LessOrEqual", &l("causal"), &[&kj, &qi], &[]);
+    let mut late_block = None;
     if let Some(blocks) = blocks {
         // Key block ids [B, T]: 0 for the `past` cached keys, then the chunk's own ids.
         let past_1 = g.unsqueeze(&l("past_1d"), &past, &ax0);
@@ -80,13 +86,20 @@ pub(super) fn attention_mask(
         let in_image = g.op("Greater", &l("in_image"), &[&qb, &zero], &[]);
         let same = g.op("And", &l("same_image"), &[&same, &in_image], &[]);
         let same = g.unsqueeze(&l("same_image_4d"), &same, &ax1);
-        allowed = g.op("Or", &l("causal_or_block"), &[&allowed, &same], &[]);
+        if block_overrides_window {
+            late_block = Some(same);
+        } else {
+            allowed = g.op("Or", &l("causal_or_block"), &[&allowed, &same], &[]);
+        }
     }
     if let Some(w) = window {
         let wv = g.scalar_i64("window", w as i64);
         let lo = g.op("Sub", &l("window_start"), &[&qi, &wv], &[]);
         let inside = g.op("Greater", &l("in_window"), &[&kj, &lo], &[]);
         allowed = g.op("And", &l("sliding"), &[&allowed, &inside], &[]);
+    }
+    if let Some(same) = late_block {
+        allowed = g.op("Or", &l("window_or_block"), &[&allowed, &same], &[]);
     }
     let keys = g.cast(&l("keys_bool"), &inputs.attention_mask, DataType::Bool);
     let ax12 = g.const_i64("axes_1_2", &[1, 2]);
@@ -117,4 +130,19 @@ pub(super) fn image_blocks(g: &mut GraphBuilder, token_type_ids: &Value) -> Valu
     let axis = g.scalar_i64("axis_1", 1);
     let run = g.op("CumSum", &l("run_index"), &[&starts, &axis], &[]);
     g.op("Mul", &l("blocks"), &[&run, &is_image], &[])
+}
+
+/// PaliGemma's prefix-LM block ids `[B, S]` int64 (semantics §8.3): 1 where `token_type_ids` is 0 (the image and
+/// prompt prefix, which attends to itself both ways), 0 elsewhere (generated tokens and a suffix: causal).
+/// transformers' `block_sequence_ids = where(token_type_ids == 0, 0, -1)`, shifted by one, on the prefill only;
+/// a decode step passes 1, which gives the causal mask transformers uses there.
+pub(super) fn prefix_block(g: &mut GraphBuilder, token_type_ids: &Value) -> Value {
+    let zero = g.scalar_i64("zero", 0);
+    let prefix = g.op(
+        "Equal",
+        "prefix_block/is_prefix",
+        &[token_type_ids, &zero],
+        &[],
+    );
+    g.cast("prefix_block/blocks", &prefix, DataType::Int64)
 }

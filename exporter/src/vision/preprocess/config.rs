@@ -16,8 +16,8 @@ pub const PROCESSOR_CONFIG_FILE: &str = "processor_config.json";
 /// `preprocessor_config.json`: the image processor's settings (hub checkpoints, transformers 4.x).
 pub const PREPROCESSOR_CONFIG_FILE: &str = "preprocessor_config.json";
 
-/// PIL's `Image.BILINEAR`, the only resample filter the graph implements (Gemma 3's).
-const PIL_BILINEAR: i64 = 2;
+use gemma_models::contract::PIL_BICUBIC;
+use gemma_models::family::{VisionSpec, VisionSystem};
 /// Largest output side accepted: far above any released model (896), small enough for int32 arithmetic.
 const MAX_SIDE: usize = 16384;
 /// The most Pan & Scan crops per image (Gemma 3 uses 4); each crop costs an encoder pass and 256 tokens.
@@ -49,29 +49,60 @@ pub trait ReadPreprocessConfig: Sized {
     fn validate(&self) -> Result<(), String>;
 }
 
+/// [`ReadPreprocessConfig::from_dir`] over `base` (the defaults of absent keys); `None` without either file.
+fn from_dir_over(
+    dir: &Path,
+    base: &PreprocessConfig,
+    spec: &VisionSpec,
+) -> Result<Option<PreprocessConfig>, ExportError> {
+    let processor = dir.join(PROCESSOR_CONFIG_FILE);
+    if processor.is_file() {
+        let v = read_json(&processor)?;
+        if let Some(nested) = v.get("image_processor") {
+            let source = format!("{PROCESSOR_CONFIG_FILE}#image_processor");
+            return from_json_over(nested, base.clone(), spec, &processor, &source).map(Some);
+        }
+    }
+    let preprocessor = dir.join(PREPROCESSOR_CONFIG_FILE);
+    if preprocessor.is_file() {
+        let v = read_json(&preprocessor)?;
+        let source = PREPROCESSOR_CONFIG_FILE;
+        return from_json_over(&v, base.clone(), spec, &preprocessor, source).map(Some);
+    }
+    Ok(None)
+}
+
 impl ReadPreprocessConfig for PreprocessConfig {
     fn from_dir(dir: &Path, default_size: usize) -> Result<PreprocessConfig, ExportError> {
-        let processor = dir.join(PROCESSOR_CONFIG_FILE);
-        if processor.is_file() {
-            let v = read_json(&processor)?;
-            if let Some(nested) = v.get("image_processor") {
-                let source = format!("{PROCESSOR_CONFIG_FILE}#image_processor");
-                return Self::from_json(nested, default_size, &processor, &source);
-            }
-        }
-        let preprocessor = dir.join(PREPROCESSOR_CONFIG_FILE);
-        if preprocessor.is_file() {
-            let v = read_json(&preprocessor)?;
-            return Self::from_json(&v, default_size, &preprocessor, PREPROCESSOR_CONFIG_FILE);
-        }
-        Ok(PreprocessConfig::gemma3_defaults(default_size))
+        let base = PreprocessConfig::gemma3_defaults(default_size);
+        Ok(from_dir_over(dir, &base, VisionSystem::Gemma3.spec())?.unwrap_or(base))
     }
 
+    /// The vision system decides the resample filter of a file that names none (SigLIP's is bicubic), and whether
+    /// the files may be absent (PaliGemma's may not: the error names the file looked for).
     fn for_checkpoint(
         dir: &Path,
         vision: &gemma_models::VisionConfig,
     ) -> Result<PreprocessConfig, ExportError> {
-        let c = Self::from_dir(dir, vision.image_size)?;
+        let spec = vision.system.spec();
+        let base = PreprocessConfig {
+            resample: spec.resample_default,
+            ..PreprocessConfig::gemma3_defaults(vision.image_size)
+        };
+        let c = match from_dir_over(dir, &base, spec)? {
+            Some(c) => c,
+            None if spec.processor_files_required => {
+                return Err(ExportError::ProcessorConfig {
+                    path: dir.join(PREPROCESSOR_CONFIG_FILE),
+                    reason: format!(
+                        "not found (nor {PROCESSOR_CONFIG_FILE}): a {} checkpoint needs its processor files \
+                         (save the processor with save_pretrained beside the model)",
+                        spec.display
+                    ),
+                })
+            }
+            None => base,
+        };
         let s = vision.image_size;
         if (c.height, c.width) != (s, s) {
             // `source` is "processor_config.json#image_processor" or "preprocessor_config.json" here (without
@@ -94,121 +125,142 @@ impl ReadPreprocessConfig for PreprocessConfig {
         path: &Path,
         source: &str,
     ) -> Result<PreprocessConfig, ExportError> {
-        let err = |reason: String| ExportError::ProcessorConfig {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let obj = v
-            .as_object()
-            .ok_or_else(|| err("expected a JSON object".into()))?;
-        let f = Fields { obj, err: &err };
-        let mut c = PreprocessConfig::gemma3_defaults(default_size);
-        c.source = Some(source.to_string());
-
-        if let Some(t) = f.str("image_processor_type")? {
-            if !t.starts_with("Gemma3ImageProcessor") {
-                return Err(err(format!(
-                    "image_processor_type is {t}; preprocess.onnx implements Gemma3ImageProcessor only"
-                )));
-            }
-        }
-        if f.bool("do_resize")? == Some(false) {
-            return Err(err(
-                "do_resize is false: Gemma 3 images must be resized to the encoder's size".into(),
-            ));
-        }
-        if f.bool("do_rescale")? == Some(false) {
-            return Err(err(
-                "do_rescale is false: unsupported (Gemma 3 rescales by 1/255)".into(),
-            ));
-        }
-        if let Some(r) = f.int("resample")? {
-            if r != PIL_BILINEAR {
-                return Err(err(format!(
-                    "resample is {r}; only {PIL_BILINEAR} (PIL BILINEAR, Gemma 3's filter) is implemented"
-                )));
-            }
-        }
-        if let Some(size) = obj.get("size").filter(|s| !s.is_null()) {
-            let (h, w) = parse_size(size).map_err(err)?;
-            c.height = h;
-            c.width = w;
-        }
-        if let Some(r) = f.num("rescale_factor")? {
-            c.rescale_factor = r;
-        }
-        if let Some(b) = f.bool("do_normalize")? {
-            c.do_normalize = b;
-        }
-        if let Some(m) = f.triple("image_mean")? {
-            c.image_mean = m;
-        }
-        if let Some(s) = f.triple("image_std")? {
-            c.image_std = s;
-        }
-        if let Some(b) = f.bool("do_pan_and_scan")? {
-            c.do_pan_and_scan = b;
-        }
-        if let Some(n) = f.int("pan_and_scan_min_crop_size")? {
-            c.pan_and_scan_min_crop_size =
-                positive(n, "pan_and_scan_min_crop_size").map_err(err)?;
-        }
-        if let Some(n) = f.int("pan_and_scan_max_num_crops")? {
-            c.pan_and_scan_max_num_crops =
-                positive(n, "pan_and_scan_max_num_crops").map_err(err)?;
-        }
-        if let Some(r) = f.num("pan_and_scan_min_ratio_to_activate")? {
-            c.pan_and_scan_min_ratio_to_activate = r;
-        }
-        c.validate().map_err(err)?;
-        Ok(c)
+        let base = PreprocessConfig::gemma3_defaults(default_size);
+        from_json_over(v, base, VisionSystem::Gemma3.spec(), path, source)
     }
 
     fn validate(&self) -> Result<(), String> {
-        for (name, side) in [("size.height", self.height), ("size.width", self.width)] {
-            if side == 0 || side > MAX_SIDE {
-                return Err(format!("{name} is {side}; expected 1..={MAX_SIDE}"));
-            }
+        validate(self)
+    }
+}
+
+/// [`ReadPreprocessConfig::from_json`] with `base` for absent keys, for the image processor class of `spec`.
+fn from_json_over(
+    v: &Value,
+    base: PreprocessConfig,
+    spec: &VisionSpec,
+    path: &Path,
+    source: &str,
+) -> Result<PreprocessConfig, ExportError> {
+    let err = |reason: String| ExportError::ProcessorConfig {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let obj = v
+        .as_object()
+        .ok_or_else(|| err("expected a JSON object".into()))?;
+    let f = Fields { obj, err: &err };
+    let mut c = base;
+    c.source = Some(source.to_string());
+
+    if let Some(t) = f.str("image_processor_type")? {
+        if !t.starts_with(spec.image_processor) {
+            return Err(err(format!(
+                "image_processor_type is {t}; preprocess.onnx implements {} only ({} checkpoints)",
+                spec.image_processor, spec.display
+            )));
         }
-        if !(self.rescale_factor.is_finite() && self.rescale_factor > 0.0) {
-            return Err(format!(
-                "rescale_factor is {}; expected a positive number",
-                self.rescale_factor
-            ));
+    }
+    if f.bool("do_resize")? == Some(false) {
+        return Err(err(
+            "do_resize is false: Gemma 3 images must be resized to the encoder's size".into(),
+        ));
+    }
+    if f.bool("do_rescale")? == Some(false) {
+        return Err(err(
+            "do_rescale is false: unsupported (Gemma 3 rescales by 1/255)".into(),
+        ));
+    }
+    if let Some(r) = f.int("resample")? {
+        let want = spec.resample_default;
+        if r != want {
+            let name = if want == PIL_BICUBIC {
+                "BICUBIC"
+            } else {
+                "BILINEAR"
+            };
+            return Err(err(format!(
+                "resample is {r}; only {want} (PIL {name}, {}'s filter) is implemented",
+                spec.display
+            )));
         }
-        if self.image_std.iter().any(|s| !s.is_finite() || *s == 0.0) {
-            return Err(format!(
-                "image_std is {:?}; expected non-zero numbers",
-                self.image_std
-            ));
+        c.resample = r;
+    }
+    if let Some(size) = obj.get("size").filter(|s| !s.is_null()) {
+        let (h, w) = parse_size(size).map_err(err)?;
+        c.height = h;
+        c.width = w;
+    }
+    if let Some(r) = f.num("rescale_factor")? {
+        c.rescale_factor = r;
+    }
+    if let Some(b) = f.bool("do_normalize")? {
+        c.do_normalize = b;
+    }
+    if let Some(m) = f.triple("image_mean")? {
+        c.image_mean = m;
+    }
+    if let Some(s) = f.triple("image_std")? {
+        c.image_std = s;
+    }
+    if let Some(b) = f.bool("do_pan_and_scan")? {
+        c.do_pan_and_scan = b;
+    }
+    if let Some(n) = f.int("pan_and_scan_min_crop_size")? {
+        c.pan_and_scan_min_crop_size = positive(n, "pan_and_scan_min_crop_size").map_err(err)?;
+    }
+    if let Some(n) = f.int("pan_and_scan_max_num_crops")? {
+        c.pan_and_scan_max_num_crops = positive(n, "pan_and_scan_max_num_crops").map_err(err)?;
+    }
+    if let Some(r) = f.num("pan_and_scan_min_ratio_to_activate")? {
+        c.pan_and_scan_min_ratio_to_activate = r;
+    }
+    validate(&c).map_err(err)?;
+    Ok(c)
+}
+
+/// Range checks, so that the graph never divides by zero or overflows its int32 sums.
+fn validate(c: &PreprocessConfig) -> Result<(), String> {
+    for (name, side) in [("size.height", c.height), ("size.width", c.width)] {
+        if side == 0 || side > MAX_SIDE {
+            return Err(format!("{name} is {side}; expected 1..={MAX_SIDE}"));
         }
-        if self.image_mean.iter().any(|m| !m.is_finite()) {
-            return Err(format!(
-                "image_mean is {:?}; expected numbers",
-                self.image_mean
-            ));
-        }
-        let r = self.pan_and_scan_min_ratio_to_activate;
-        if !(r.is_finite() && r > 0.0) {
-            return Err(format!(
-                "pan_and_scan_min_ratio_to_activate is {r}; expected a positive number"
-            ));
-        }
-        if self.pan_and_scan_max_num_crops > MAX_CROPS || self.pan_and_scan_min_crop_size > MAX_SIDE
-        {
-            return Err(format!(
+    }
+    if !(c.rescale_factor.is_finite() && c.rescale_factor > 0.0) {
+        return Err(format!(
+            "rescale_factor is {}; expected a positive number",
+            c.rescale_factor
+        ));
+    }
+    if c.image_std.iter().any(|s| !s.is_finite() || *s == 0.0) {
+        return Err(format!(
+            "image_std is {:?}; expected non-zero numbers",
+            c.image_std
+        ));
+    }
+    if c.image_mean.iter().any(|m| !m.is_finite()) {
+        return Err(format!(
+            "image_mean is {:?}; expected numbers",
+            c.image_mean
+        ));
+    }
+    let r = c.pan_and_scan_min_ratio_to_activate;
+    if !(r.is_finite() && r > 0.0) {
+        return Err(format!(
+            "pan_and_scan_min_ratio_to_activate is {r}; expected a positive number"
+        ));
+    }
+    if c.pan_and_scan_max_num_crops > MAX_CROPS || c.pan_and_scan_min_crop_size > MAX_SIDE {
+        return Err(format!(
                 "pan_and_scan_max_num_crops is {} and pan_and_scan_min_crop_size {}; the limits are {MAX_CROPS} \
                  crops and {MAX_SIDE} pixels",
-                self.pan_and_scan_max_num_crops, self.pan_and_scan_min_crop_size
+                c.pan_and_scan_max_num_crops, c.pan_and_scan_min_crop_size
             ));
-        }
-        if self.pan_and_scan_min_crop_size == 0 || self.pan_and_scan_max_num_crops == 0 {
-            return Err(
-                "pan_and_scan_min_crop_size and pan_and_scan_max_num_crops must be ≥ 1".into(),
-            );
-        }
-        Ok(())
     }
+    if c.pan_and_scan_min_crop_size == 0 || c.pan_and_scan_max_num_crops == 0 {
+        return Err("pan_and_scan_min_crop_size and pan_and_scan_max_num_crops must be ≥ 1".into());
+    }
+    Ok(())
 }
 
 fn read_json(path: &Path) -> Result<Value, ExportError> {

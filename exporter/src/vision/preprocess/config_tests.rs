@@ -117,3 +117,41 @@ fn nested_processor_config_wins_over_preprocessor_config() {
         PreprocessConfig::gemma3_defaults(56)
     );
 }
+
+#[test]
+fn paligemma_reads_the_siglip_processor_and_needs_it() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/paligemma/pg2-s48");
+    let cfg = gemma_models::ModelConfig::from_file(&fixture.join("config.json")).unwrap();
+    let v = cfg.vision_config.unwrap();
+    let c = PreprocessConfig::for_checkpoint(&fixture, &v).unwrap();
+    assert_eq!((c.height, c.width, c.resample), (48, 48, 3));
+    assert_eq!(
+        c.source.as_deref(),
+        Some("processor_config.json#image_processor")
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let err = PreprocessConfig::for_checkpoint(dir.path(), &v)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("preprocessor_config.json") && err.contains("PaliGemma"),
+        "{err}"
+    );
+    for (json, needle) in [
+        (
+            r#"{"resample": 2}"#,
+            "only 3 (PIL BICUBIC, PaliGemma's filter)",
+        ),
+        (
+            r#"{"image_processor_type": "Gemma3ImageProcessor"}"#,
+            "SiglipImageProcessor only",
+        ),
+    ] {
+        std::fs::write(dir.path().join(PREPROCESSOR_CONFIG_FILE), json).unwrap();
+        let err = PreprocessConfig::for_checkpoint(dir.path(), &v)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{err}");
+    }
+}

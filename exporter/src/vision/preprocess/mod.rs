@@ -218,7 +218,9 @@ fn one_image(
     let ends = b.op("Slice", "ends", &[&bx, &s2, &s4], &[]);
     let axes = ops::i64v(b, "hw_axes", &[0, 1]);
     let crop = b.op("Slice", "crop", &[image, &starts, &ends, &axes], &[]);
-    let chw = resample::resize(b, &format!("{scope}/resize"), &crop, cfg.height, cfg.width);
+    let filter = resample::Filter::from_pil(cfg.resample);
+    let size = (cfg.height, cfg.width);
+    let chw = resample::resize(b, &format!("{scope}/resize"), &crop, size, filter);
     // The PIL backend: float64(u8) · rescale_factor, cast to float32, then (x − mean) / std in float32.
     let x = b.cast("to_f64", &chw, DataType::Double);
     let factor = f64s(b, "rescale_factor", cfg.rescale_factor);

@@ -1,4 +1,5 @@
-//! Pillow's `Image.resize(size, BILINEAR)` on uint8 RGB, bit for bit, in standard ONNX ops.
+//! Pillow's `Image.resize(size, BILINEAR)` (and `BICUBIC`, [`Filter`]) on uint8 RGB, bit for bit, in standard ONNX
+//! ops.
 //!
 //! Why not ONNX `Resize` (opset 18+, `antialias=1`, linear, half_pixel)? ONNX Runtime 1.31 implements it with
 //! other filter bounds: on a 480×640 → 64×64 test image it differs from Pillow by up to 18 LSB (0.14 after
@@ -31,6 +32,26 @@ use crate::onnx::DataType;
 /// Fixed-point precision of Pillow's 8-bit resampling (`PRECISION_BITS = 32 − 8 − 2`).
 const PRECISION_BITS: u32 = 22;
 
+/// Pillow's resampling filter of a resize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    /// `Image.BILINEAR` (Gemma 3): the triangle, support 1.
+    Bilinear,
+    /// `Image.BICUBIC` (SigLIP, PaliGemma): Keys' cubic with `a = −0.5`, support 2. Its weights can be negative:
+    /// Pillow rounds those half away from zero (`(int)(−0.5 + k·2²²)`) and clips sums below 0 to 0.
+    Bicubic,
+}
+
+impl Filter {
+    /// The filter of PIL resample code `code` (2 or 3; anything else is bilinear, which the config refuses first).
+    pub fn from_pil(code: i64) -> Filter {
+        match code {
+            3 => Filter::Bicubic,
+            _ => Filter::Bilinear,
+        }
+    }
+}
+
 /// Resizes `x` (uint8 HWC `[h, w, 3]`, h, w ≥ 1) like Pillow and returns it planar, `[3, out_h, out_w]`;
 /// `scope` names the nodes.
 ///
@@ -38,7 +59,13 @@ const PRECISION_BITS: u32 = 22;
 /// contiguous rows and its weights broadcast over runs of `a·3` values, which is several times faster than
 /// gathering single bytes along the last axis or broadcasting over runs of 3 (uint8 transposes are cheap next
 /// to the int32 sums).
-pub fn resize(g: &mut GraphBuilder, scope: &str, x: &Value, out_h: usize, out_w: usize) -> Value {
+pub fn resize(
+    g: &mut GraphBuilder,
+    scope: &str,
+    x: &Value,
+    (out_h, out_w): (usize, usize),
+    filter: Filter,
+) -> Value {
     let prev = g.set_scope(scope);
     // Pillow's pass order: vertical first iff (h − S_h) > 0 && (h − S_h) > 2·(w − S_w).
     let shape = g.op("Shape", "shape", &[x], &[]);
@@ -69,17 +96,17 @@ pub fn resize(g: &mut GraphBuilder, scope: &str, x: &Value, out_h: usize, out_w:
     };
     let vscope = format!("{scope}/vertical_first");
     let then_branch = ops::branch(&vscope, DataType::Uint8, &dims, |b| {
-        let y = pass(b, &format!("{vscope}/rows"), x, out_h); // [S_h, w, 3]
+        let y = pass(b, &format!("{vscope}/rows"), x, out_h, filter); // [S_h, w, 3]
         let y = swap(b, "to_wh", &y, &[1, 0, 2]); // [w, S_h, 3]
-        let y = pass(b, &format!("{vscope}/cols"), &y, out_w); // [S_w, S_h, 3]
+        let y = pass(b, &format!("{vscope}/cols"), &y, out_w, filter); // [S_w, S_h, 3]
         swap(b, "to_chw", &y, &[2, 1, 0])
     });
     let hscope = format!("{scope}/horizontal_first");
     let else_branch = ops::branch(&hscope, DataType::Uint8, &dims, |b| {
         let y = swap(b, "to_wh", x, &[1, 0, 2]); // [w, h, 3]
-        let y = pass(b, &format!("{hscope}/cols"), &y, out_w); // [S_w, h, 3]
+        let y = pass(b, &format!("{hscope}/cols"), &y, out_w, filter); // [S_w, h, 3]
         let y = swap(b, "to_hw", &y, &[1, 0, 2]); // [h, S_w, 3]
-        let y = pass(b, &format!("{hscope}/rows"), &y, out_h); // [S_h, S_w, 3]
+        let y = pass(b, &format!("{hscope}/rows"), &y, out_h, filter); // [S_h, S_w, 3]
         swap(b, "to_chw", &y, &[2, 0, 1])
     });
     let out = g.op(
@@ -97,7 +124,7 @@ pub fn resize(g: &mut GraphBuilder, scope: &str, x: &Value, out_h: usize, out_w:
 
 /// One Pillow pass along axis 0 of `x` (uint8 `[n, a, 3]`) to `out_len`, skipped (as Pillow does) when `n` is
 /// already `out_len`: the arithmetic would give the identity anyway, and an 896×896 input costs ~5× less.
-fn pass(g: &mut GraphBuilder, scope: &str, x: &Value, out_len: usize) -> Value {
+fn pass(g: &mut GraphBuilder, scope: &str, x: &Value, out_len: usize, filter: Filter) -> Value {
     let prev = g.set_scope(scope);
     let shape = g.op("Shape", "shape", &[x], &[]);
     let axis0 = i64s(g, "axis0", 0);
@@ -111,7 +138,7 @@ fn pass(g: &mut GraphBuilder, scope: &str, x: &Value, out_len: usize) -> Value {
     });
     let resample_scope = format!("{scope}/resample");
     let resample = ops::branch(&resample_scope, DataType::Uint8, &dims, |b| {
-        resample_axis0(b, &resample_scope, x, &shape, &n, out_len)
+        resample_axis0(b, &resample_scope, x, (&shape, &n), out_len, filter)
     });
     let out = g.op(
         "If",
@@ -131,9 +158,9 @@ fn resample_axis0(
     g: &mut GraphBuilder,
     scope: &str,
     x: &Value,
-    shape: &Value,
-    n: &Value,
+    (shape, n): (&Value, &Value),
     out_len: usize,
+    filter: Filter,
 ) -> Value {
     let prev = g.set_scope(scope);
     let s = out_len as i64;
@@ -145,9 +172,16 @@ fn resample_axis0(
     let one = f64s(g, "one", 1.0);
     let half = f64s(g, "half", 0.5);
     let zero_d = f64s(g, "zero", 0.0);
-    // filterscale = support (the bilinear filter's support is 1).
+    // support = filterscale · the filter's support (1 for bilinear: filterscale itself).
     let fs = g.op("Max", "filterscale", &[&scale, &one], &[]);
     let inv_fs = g.op("Div", "inv_filterscale", &[&one, &fs], &[]);
+    let fs = match filter {
+        Filter::Bilinear => fs,
+        Filter::Bicubic => {
+            let two_d = f64s(g, "bicubic_support", 2.0);
+            g.op("Mul", "support", &[&fs, &two_d], &[])
+        }
+    };
     let ceil_fs = g.op("Ceil", "ceil_support", &[&fs], &[]);
     let ceil_fs = g.cast("ceil_support_i64", &ceil_fs, DataType::Int64);
     let two = i64s(g, "two", 2);
@@ -186,8 +220,13 @@ fn resample_axis0(
             let v = b.op("Mul", "scaled", &[&v, &inv_fs], &[]);
             let a = b.op("Abs", "abs", &[&v], &[]);
             let inside = b.op("Less", "inside", &[&a, &one], &[]);
-            let tri = b.op("Sub", "triangle", &[&one, &a], &[]);
-            let w = b.op("Where", "w_filter", &[&inside, &tri, &zero_d], &[]);
+            let w = match filter {
+                Filter::Bilinear => {
+                    let tri = b.op("Sub", "triangle", &[&one, &a], &[]);
+                    b.op("Where", "w_filter", &[&inside, &tri, &zero_d], &[])
+                }
+                Filter::Bicubic => bicubic(b, &a, &inside, &one, &zero_d),
+            };
             let valid = b.op("Less", "valid", &[&jd, &count], &[]);
             let w = b.op("Where", "w", &[&valid, &w, &zero_d], &[]);
             let ww = b.op("Add", "ww", &[&carried[0], &w], &[]);
@@ -199,8 +238,21 @@ fn resample_axis0(
     let k = g.op("Div", "normalized", &[weights, ww], &[]);
     let unit = f64s(g, "fixed_point_one", (1u64 << PRECISION_BITS) as f64);
     let k = g.op("Mul", "fixed_point", &[&k, &unit], &[]);
-    let k = g.op("Add", "round", &[&k, &half], &[]);
-    let k = g.op("Floor", "trunc", &[&k], &[]);
+    let k = match filter {
+        Filter::Bilinear => {
+            let k = g.op("Add", "round", &[&k, &half], &[]);
+            g.op("Floor", "trunc", &[&k], &[])
+        }
+        Filter::Bicubic => {
+            // (int)(k + 0.5) for k ≥ 0, (int)(k − 0.5) below: C's casts truncate toward zero.
+            let up = g.op("Add", "round", &[&k, &half], &[]);
+            let up = g.op("Floor", "trunc", &[&up], &[]);
+            let down = g.op("Sub", "round_negative", &[&k, &half], &[]);
+            let down = g.op("Ceil", "trunc_negative", &[&down], &[]);
+            let negative = g.op("Less", "negative", &[&k, &zero_d], &[]);
+            g.op("Where", "rounded", &[&negative, &down, &up], &[])
+        }
+    };
     let k = g.cast("coefficients", &k, DataType::Int32);
 
     // Σ_j k_j · x[min(xmin + j, n − 1)], starting from 2²¹ (rounding), in int32.
@@ -241,8 +293,40 @@ fn resample_axis0(
     let shift = i32s(g, "fixed_point_one_i32", 1 << PRECISION_BITS);
     let y = g.op("Div", "shift", &[&outs[0], &shift], &[]);
     let max = i32s(g, "max_u8", 255);
-    let y = g.op("Min", "clip", &[&y, &max], &[]);
+    let mut y = g.op("Min", "clip", &[&y, &max], &[]);
+    if filter == Filter::Bicubic {
+        let zero = i32s(g, "min_u8", 0);
+        y = g.op("Max", "clip_low", &[&y, &zero], &[]);
+    }
     let y = g.cast("to_u8", &y, DataType::Uint8);
     g.set_scope(prev);
     y
+}
+
+/// Pillow's `bicubic_filter` at `a = |x|` (float64, its operation order): `((1.5·a − 2.5)·a)·a + 1` below 1,
+/// `(((a − 5)·a + 8)·a − 4)·(−0.5)` below 2, else 0.
+fn bicubic(b: &mut GraphBuilder, a: &Value, below_one: &Value, one: &Value, zero: &Value) -> Value {
+    let c = |b: &mut GraphBuilder, name: &str, v: f64| f64s(b, name, v);
+    let (k15, k25) = (c(b, "cubic_1_5", 1.5), c(b, "cubic_2_5", 2.5));
+    let near = b.op("Mul", "near_1", &[&k15, a], &[]);
+    let near = b.op("Sub", "near_2", &[&near, &k25], &[]);
+    let near = b.op("Mul", "near_3", &[&near, a], &[]);
+    let near = b.op("Mul", "near_4", &[&near, a], &[]);
+    let near = b.op("Add", "near", &[&near, one], &[]);
+    let (k5, k8, k4, ka) = (
+        c(b, "cubic_5", 5.0),
+        c(b, "cubic_8", 8.0),
+        c(b, "cubic_4", 4.0),
+        c(b, "cubic_a", -0.5),
+    );
+    let far = b.op("Sub", "far_1", &[a, &k5], &[]);
+    let far = b.op("Mul", "far_2", &[&far, a], &[]);
+    let far = b.op("Add", "far_3", &[&far, &k8], &[]);
+    let far = b.op("Mul", "far_4", &[&far, a], &[]);
+    let far = b.op("Sub", "far_5", &[&far, &k4], &[]);
+    let far = b.op("Mul", "far", &[&far, &ka], &[]);
+    let two = c(b, "cubic_support", 2.0);
+    let below_two = b.op("Less", "inside_support", &[a, &two], &[]);
+    let outer = b.op("Where", "w_far", &[&below_two, &far, zero], &[]);
+    b.op("Where", "w_filter", &[below_one, &near, &outer], &[])
 }
