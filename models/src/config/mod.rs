@@ -9,6 +9,8 @@
 //! | `gemma2`      | `Gemma2ForCausalLM`              | Gemma2  | `model.`                 |
 //! | `gemma3_text` | `Gemma3ForCausalLM`              | Gemma3  | `model.`                 |
 //! | `gemma3`      | `Gemma3ForConditionalGeneration` | Gemma3  | `language_model.model.`  |
+//! | `gemma3n_text`| `Gemma3nForCausalLM`             | Gemma3n | `model.`                 |
+//! | `gemma3n`     | `Gemma3nForConditionalGeneration`| Gemma3n | `model.language_model.`  |
 //!
 //! For Gemma3ForConditionalGeneration the text fields live under `text_config`, and most of them are usually
 //! absent (the gemma-3-4b config lists only six); the `Gemma3TextConfig` class defaults fill them in (semantics §10).
@@ -21,6 +23,9 @@
 //! ```
 
 mod fields;
+mod gemma3n;
+#[cfg(test)]
+mod gemma3n_tests;
 mod ids;
 mod rope;
 #[cfg(test)]
@@ -28,6 +33,7 @@ mod tests;
 mod text;
 mod vision;
 
+pub use gemma3n::Gemma3nText;
 pub use vision::VisionConfig;
 
 use std::path::Path;
@@ -110,6 +116,10 @@ pub struct TextConfig {
     pub max_position_embeddings: usize,
     /// Whether the LM head reuses `embed_tokens` (true for every Google checkpoint, which then has no lm_head).
     pub tie_word_embeddings: bool,
+    /// Gemma 3n's own fields (semantics §11); `None` for the other families. With it, `intermediate_size` is the
+    /// largest of the per-layer widths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gemma3n: Option<Gemma3nText>,
 }
 
 impl TextConfig {
@@ -263,7 +273,8 @@ impl ModelConfig {
         } else {
             None
         };
-        let vision_config = if conditional {
+        // Gemma 3n's towers (MobileNetV5, the audio Conformer) are not SigLIP: their sections stay raw here.
+        let vision_config = if conditional && !family.spec().gemma3n_layers {
             Some(vision::parse(&top)?)
         } else {
             None
