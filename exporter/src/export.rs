@@ -257,6 +257,9 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
     if let Some(q) = opts.precision.quant() {
         q.validate().map_err(ExportError::Unsupported)?;
     }
+    if cfg.text.gemma3n.is_some() {
+        crate::gemma3n::check(opts, &cfg)?;
+    }
     // OUT is checked (never the source, --force only over an export) before anything is written.
     let destination = output::Destination::check(&opts.src, &opts.out, opts.force)?;
     if let Some(t) = &opts.triton {
@@ -317,9 +320,18 @@ fn write_export(
         GraphKind::Cpu => Box::new(decoder::cpu::OrtCpu::new(cfg)),
     };
     let ids = DecoderInput::InputIds;
-    decoder::build(&mut g, &mut w, ckpt, linear, ids, backend.as_mut())?;
     // The image graphs (file, graph name, graph). The two text ones reuse the weights model.onnx just wrote.
     let mut image_graphs = Vec::new();
+    let gemma3n = cfg.text.gemma3n.is_some();
+    if gemma3n {
+        // Gemma 3n: the decoder on embeddings is the manifest's `decoder`, beside its embedding graph.
+        crate::gemma3n::build_decoder(&mut g, &mut w, ckpt, cfg)?;
+        let mut e = GraphBuilder::new();
+        crate::gemma3n::build_embed_tokens(&mut e, &mut w, ckpt, cfg)?;
+        image_graphs.push((crate::gemma3n::EMBED_FILE, "gemma3n_embed_tokens", e));
+    } else {
+        decoder::build(&mut g, &mut w, ckpt, linear, ids, backend.as_mut())?;
+    }
     let mut vision_bytes = 0;
     if let Some(plan) = vision {
         let mut e = GraphBuilder::new();
@@ -378,18 +390,24 @@ fn write_export(
         dir
     };
     let quant_spec = opts.precision.quant().map(|q| q.spec());
+    let decoder_file = match gemma3n {
+        true => files::DECODER_WITH_EMBEDS_FILE,
+        false => files::DECODER_FILE,
+    };
     let mut manifest = manifest::new(
         cfg,
         gen_dir,
         opts.precision.kind(),
         quant_spec,
-        files::DECODER_FILE,
+        decoder_file,
     )?;
     manifest.source_format = Some(source.format.to_string());
     manifest.kept_source_blocks = kept_source_blocks;
     manifest.lora = lora.map(contract::LoraSection::new);
     manifest.allow_nonfinite = opts.allow_nonfinite;
-    if opts.graph == GraphKind::Cpu {
+    if gemma3n {
+        crate::gemma3n::fill_manifest(&mut manifest, cfg);
+    } else if opts.graph == GraphKind::Cpu {
         manifest.graph = GraphKind::Cpu;
         manifest.cpu = Some(contract::CpuSection::current());
     }
@@ -439,6 +457,9 @@ fn write_export(
             .map_err(|e| ExportError::io(&path, e))?;
     }
     let mut warnings = source.warnings.clone();
+    if gemma3n {
+        warnings.extend(crate::gemma3n::warnings(opts, cfg));
+    }
     if opts.transformers_js {
         warnings.extend(crate::transformers_js::write(
             dir, opts.graph, &manifest, &proto,
@@ -446,7 +467,9 @@ fn write_export(
     }
     manifest::fingerprint_files(&mut manifest, dir)?;
     manifest::write(&manifest, dir)?;
-    crate::genai::write(opts.graph, cfg, &manifest, dir)?;
+    if !gemma3n {
+        crate::genai::write(opts.graph, cfg, &manifest, dir)?;
+    }
     let report = ExportReport {
         out: dir.to_path_buf(),
         manifest,

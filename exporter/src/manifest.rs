@@ -52,6 +52,7 @@ pub fn new(
         cpu: None,
         vision: cfg.vision_config.as_ref().map(contract::VisionSection::new),
         lora: None,
+        gemma3n: None,
     })
 }
 

@@ -30,7 +30,9 @@ pub mod names;
 pub mod testing;
 
 pub use checkpoint::{Checkpoint, DType, LowRank, ReadAdjust, TensorView};
-pub use config::{Family, LayerType, ModelConfig, RopeParams, TextConfig, VisionConfig};
+pub use config::{
+    Family, Gemma3nText, LayerType, ModelConfig, RopeParams, TextConfig, VisionConfig,
+};
 pub use error::{CheckpointError, ConfigError};
 pub use family::FamilySpec;
 pub use lora::{LoraError, LoraSummary};

@@ -15,7 +15,7 @@ use crate::builder::Value;
 use crate::layers::{Ctx, NormKind};
 use gemma_models::{LayerType, ModelConfig};
 
-mod masks;
+pub(crate) mod masks;
 
 /// Standard ONNX ops, and the values every layer shares once [`Backend::begin`] has run.
 pub struct Portable {
@@ -88,7 +88,8 @@ impl Backend for Portable {
                 };
                 let pos = &inputs.position_ids;
                 let (cos, sin) = masks::rope_tables(g, pos, label, t.rope(ty), t.head_dim);
-                let mask = masks::attention_mask(g, inputs, window, blocks.as_ref(), label);
+                let io = (&inputs.tokens, &inputs.attention_mask);
+                let mask = masks::attention_mask(g, io, window, blocks.as_ref(), label);
                 LayerTables { cos, sin, mask }
             })
         };

@@ -83,6 +83,9 @@ pub struct Manifest {
     /// The LoRA adapter merged into the weights (`gemma-export --lora`); absent when none was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora: Option<LoraSection>,
+    /// Gemma 3n exports: the embedding graph and the KV layers of the decoder on embeddings; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gemma3n: Option<super::Gemma3nSection>,
 }
 
 fn version_1() -> u32 {

@@ -17,11 +17,13 @@
 //! (a new required field, a new value of an enum, a new meaning) raises the version.
 
 pub mod files;
+mod gemma3n;
 pub mod io;
 mod manifest;
 mod vision;
 
 pub use crate::config::{Family, LayerType};
+pub use gemma3n::Gemma3nSection;
 pub use manifest::{
     CpuSection, DType, FileFingerprint, GraphKind, LoraSection, Manifest, Precision,
 };
