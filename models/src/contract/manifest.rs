@@ -88,6 +88,16 @@ pub struct Manifest {
     pub gemma3n: Option<super::Gemma3nSection>,
 }
 
+impl Manifest {
+    /// The layers with a KV cache: the decoder's `past_key_values.{i}` for `i` below this. Every layer, except in
+    /// Gemma 3n exports, whose last layers reuse earlier layers' keys and values.
+    pub fn kv_layers(&self) -> usize {
+        self.gemma3n
+            .as_ref()
+            .map_or(self.num_layers, |n| n.kv_layers)
+    }
+}
+
 fn version_1() -> u32 {
     1
 }
