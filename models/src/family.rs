@@ -176,7 +176,7 @@ pub struct FamilySpec {
     pub foreign_fields: &'static [(&'static str, &'static str)],
     /// ONNX Runtime GenAI's `model.type` for the text decoder.
     pub genai_model_type: &'static str,
-    /// Gemma 3n's decoder (semantics §11): AltUp streams, Laurel blocks, per-layer inputs, KV sharing, Gaussian
+    /// Gemma 3n's decoder (semantics §12): AltUp streams, Laurel blocks, per-layer inputs, KV sharing, Gaussian
     /// top-k sparsity, RMSNorm gains `w` instead of `1 + w`, an unscaled v-norm. Its config fields are read into
     /// [`Gemma3nText`](crate::config::Gemma3nText) and its graphs are built by the exporter's `gemma3n` module.
     pub gemma3n_layers: bool,

@@ -38,7 +38,13 @@ fn runtime_logits() -> (Array3<f32>, Vec<ndarray::Array1<f32>>) {
     let ids = r.i64_2d("prefill.input_ids").unwrap();
     let (_tmp, out) = export_to_temp(&tiny_fixture(FIXTURE)).unwrap();
     let mut decoder = Decoder::open(&out, &parity_runtime()).unwrap();
-    assert_eq!(decoder.manifest().kv_layers(), 4, "layers 4 and 5 share");
+    let manifest = decoder.manifest();
+    assert_eq!(manifest.kv_layers(), 4, "layers 4 and 5 share");
+    assert_eq!(
+        manifest.format_version, 2,
+        "the family gemma3n is format_version 2"
+    );
+    assert_eq!(manifest.decoder, "decoder_model_merged.onnx");
     let mut cache = decoder.new_cache(1).unwrap();
     let all = LogitsMode::All;
     let prefill = decoder

@@ -1,4 +1,4 @@
-//! AltUp (semantics §11.2): the residual stream is `K` streams `[N, K, H]`. The embedding makes streams 1..K by
+//! AltUp (semantics §12.2): the residual stream is `K` streams `[N, K, H]`. The embedding makes streams 1..K by
 //! magnitude-matched projections; each layer computes on the active stream of a *prediction* mixed from all
 //! streams, then *corrects* every stream with its output; after the last layer the streams are projected back,
 //! magnitude-matched again, and averaged.

@@ -1,4 +1,4 @@
-//! One Gemma 3n decoder layer (semantics §11.4), on the AltUp streams `[N, K, H]`:
+//! One Gemma 3n decoder layer (semantics §12.4), on the AltUp streams `[N, K, H]`:
 //!
 //! ```text
 //! pred = predict(streams);  a = pred[active];  x = norm(a)
@@ -95,7 +95,7 @@ fn add_to_all_but_first(
     Ok(g.concat("streams", &[&parts[0], &rest], 1))
 }
 
-/// Self-attention of layer `l` on `x [N, H]` (semantics §11.5).
+/// Self-attention of layer `l` on `x [N, H]` (semantics §12.5).
 fn attention(
     cx: &mut Ctx<'_>,
     t: &TextConfig,
@@ -158,7 +158,7 @@ fn heads(
     Ok(cx.g.transpose("heads/transpose", &y, &[0, 2, 1, 3]))
 }
 
-/// The GeGLU MLP of layer `l`, with the Gaussian top-k of the gate on sparse layers (semantics §11.6):
+/// The GeGLU MLP of layer `l`, with the Gaussian top-k of the gate on sparse layers (semantics §12.6):
 /// `gate ← relu(gate − (mean + std · Φ⁻¹(s)))` over the last axis (population std).
 fn mlp(
     cx: &mut Ctx<'_>,

@@ -1,4 +1,4 @@
-//! Gemma 3n's text decoder as ONNX graphs (semantics §11), in the onnx-community / transformers.js layout:
+//! Gemma 3n's text decoder as ONNX graphs (semantics §12), in the onnx-community / transformers.js layout:
 //!
 //! | file | inputs → outputs |
 //! |---|---|
@@ -143,7 +143,7 @@ fn rms_norm(
     })
 }
 
-/// `embed_tokens.onnx`: `input_ids` → `inputs_embeds`, `per_layer_inputs` (semantics §11.1).
+/// `embed_tokens.onnx`: `input_ids` → `inputs_embeds`, `per_layer_inputs` (semantics §12.1).
 pub fn build_embed_tokens(
     g: &mut GraphBuilder,
     w: &mut WeightWriter,
@@ -200,7 +200,7 @@ pub(crate) struct Tables {
     pub local: Option<crate::attention::LayerTables>,
 }
 
-/// `decoder_model_merged.onnx` (semantics §11.2–§11.6).
+/// `decoder_model_merged.onnx` (semantics §12.2–§12.7).
 pub fn build_decoder(
     g: &mut GraphBuilder,
     w: &mut WeightWriter,

@@ -1,4 +1,4 @@
-//! Per-layer inputs (PLE, semantics §11.3): the token embedding projected to one `P`-wide input per layer,
+//! Per-layer inputs (PLE, semantics §12.3): the token embedding projected to one `P`-wide input per layer,
 //! normed, added to the per-layer embedding from `embed_tokens.onnx` and scaled by `1/sqrt(2)`; and, in each layer,
 //! the gate that mixes layer `l`'s input into the AltUp streams.
 

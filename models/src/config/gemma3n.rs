@@ -1,4 +1,4 @@
-//! The fields of `Gemma3nTextConfig` that no other Gemma has (semantics §11): per-layer intermediate sizes,
+//! The fields of `Gemma3nTextConfig` that no other Gemma has (semantics §12): per-layer intermediate sizes,
 //! activation sparsity, AltUp, Laurel, per-layer inputs and KV sharing, with transformers 5.24's defaults and
 //! checks, and our sanity limits.
 

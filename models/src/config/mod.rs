@@ -116,7 +116,7 @@ pub struct TextConfig {
     pub max_position_embeddings: usize,
     /// Whether the LM head reuses `embed_tokens` (true for every Google checkpoint, which then has no lm_head).
     pub tie_word_embeddings: bool,
-    /// Gemma 3n's own fields (semantics §11); `None` for the other families. With it, `intermediate_size` is the
+    /// Gemma 3n's own fields (semantics §12); `None` for the other families. With it, `intermediate_size` is the
     /// largest of the per-layer widths.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gemma3n: Option<Gemma3nText>,

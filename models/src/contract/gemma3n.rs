@@ -1,4 +1,4 @@
-//! The `gemma3n` section of the manifest: how a Gemma 3n export's text graphs fit together (semantics §11,
+//! The `gemma3n` section of the manifest: how a Gemma 3n export's text graphs fit together (semantics §12,
 //! docs/export-format.md).
 
 use serde::{Deserialize, Serialize};

@@ -14,7 +14,7 @@ use super::{Family, LayerType};
 pub struct Manifest {
     /// Always [`super::FORMAT`].
     pub format: String,
-    /// [`super::FORMAT_VERSION`] when written; absent (version 1) in the oldest exports.
+    /// [`super::format_version_for`] the family when written; absent (version 1) in the oldest exports.
     #[serde(default = "version_1")]
     pub format_version: u32,
     pub family: Family,

@@ -1,4 +1,4 @@
-//! Gemma 3n's text-decoder tensor names (semantics §11) beyond the Gemma 1–3 ones of [`super`]: the per-layer
+//! Gemma 3n's text-decoder tensor names (semantics §12) beyond the Gemma 1–3 ones of [`super`]: the per-layer
 //! embedding and projection, the AltUp (un)embedding projections, and each layer's AltUp, Laurel and per-layer
 //! input tensors. Layers that reuse another layer's keys and values have no `k_proj`, `v_proj` or `k_norm`.
 //!
