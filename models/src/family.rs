@@ -297,8 +297,6 @@ const GEMMA3: FamilySpec = FamilySpec {
     ..GEMMA2
 };
 
-const OWNER_GEMMA2_3_NOT_3N: &str = "Gemma 2/3 (not Gemma 3n)";
-
 /// Gemma 3n (`Gemma3nTextConfig`): Gemma 3's layer pattern (4:1 by default) and RoPE, with the pieces of
 /// [`FamilySpec::gemma3n_layers`]; unscaled attention and a final soft-cap that every class applies.
 const GEMMA3N: FamilySpec = FamilySpec {
@@ -332,10 +330,8 @@ const GEMMA3N: FamilySpec = FamilySpec {
         period: 5,
         period_configurable: false,
     },
-    foreign_fields: &[
-        ("query_pre_attn_scalar", OWNER_GEMMA2_3_NOT_3N),
-        ("attn_logit_softcapping", OWNER_GEMMA2),
-    ],
+    // Google's config.json lists `query_pre_attn_scalar` (256), which Gemma3nTextConfig ignores: not refused.
+    foreign_fields: &[("attn_logit_softcapping", OWNER_GEMMA2)],
     genai_model_type: "gemma3n",
     gemma3n_layers: true,
     ..GEMMA3

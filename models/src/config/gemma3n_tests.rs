@@ -128,6 +128,43 @@ fn refuses_inconsistent_gemma3n_fields() {
         assert!(msg.contains(expected), "{key}: {msg}");
     }
     let mut v = fixture_json();
-    v["query_pre_attn_scalar"] = json!(16);
+    v["attn_logit_softcapping"] = json!(50.0);
     assert!(parse(&v).is_err());
+}
+
+/// The text_config keys of google/gemma-3n-E4B's config.json (transformers 4.53 form, as other tools list them):
+/// one intermediate_size for all layers, the 4.x RoPE keys, and fields Gemma3nTextConfig ignores
+/// (`query_pre_attn_scalar`, `altup_lr_multiplier`).
+#[test]
+fn e4b_shaped_config_parses() {
+    let types: Vec<&str> = (0..35)
+        .map(|i| if (i + 1) % 5 == 0 { "full_attention" } else { "sliding_attention" })
+        .collect();
+    let sparsity: Vec<f64> = (0..35).map(|i| if i < 10 { 0.95 } else { 0.0 }).collect();
+    let v = json!({
+        "architectures": ["Gemma3nForConditionalGeneration"], "model_type": "gemma3n",
+        "audio_config": {"model_type": "gemma3n_audio"}, "vision_config": {"model_type": "gemma3n_vision"},
+        "text_config": {
+            "model_type": "gemma3n_text", "vocab_size": 262400, "vocab_size_per_layer_input": 262144,
+            "hidden_size": 2048, "hidden_size_per_layer_input": 256, "intermediate_size": 16384,
+            "num_hidden_layers": 35, "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 256,
+            "max_position_embeddings": 32768, "sliding_window": 512, "rms_norm_eps": 1e-6,
+            "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0, "rope_scaling": null,
+            "attention_bias": false, "attention_dropout": 0.0, "hidden_activation": "gelu_pytorch_tanh",
+            "final_logit_softcapping": 30.0, "altup_active_idx": 0, "altup_coef_clip": 120.0,
+            "altup_correct_scale": true, "altup_lr_multiplier": 1.0, "altup_num_inputs": 4, "laurel_rank": 64,
+            "num_kv_shared_layers": 15, "query_pre_attn_scalar": 256, "layer_types": types,
+            "activation_sparsity_pattern": sparsity, "torch_dtype": "bfloat16"
+        }
+    });
+    let cfg = parse(&v).unwrap();
+    let t = &cfg.text;
+    assert_eq!((t.attention_scale(), t.final_logit_softcapping), (1.0, Some(30.0)));
+    assert_eq!((t.rope_full.theta, t.rope_sliding.theta), (1e6, 1e4));
+    let n = t.gemma3n.as_ref().unwrap();
+    assert_eq!(n.kv_layers(35), 20);
+    assert_eq!(n.kv_source(&t.layer_types, 34), 19);
+    assert_eq!(n.kv_source(&t.layer_types, 33), 18);
+    let tensors = names::text_tensors(t, &cfg.text_prefix);
+    assert!(tensors.iter().all(|(n, _)| n.starts_with("model.language_model.")));
 }
