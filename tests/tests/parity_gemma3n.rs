@@ -8,14 +8,21 @@
 //! * each feature provably matters: the export matches the full model within 1e-4, and each "feature off"
 //!   reference of the fixture (sparsity, Laurel, PLE, AltUp, KV sharing, soft-cap) is more than 100× that away.
 //!
+//! * the same weights as a Gemma3nForConditionalGeneration checkpoint (`model.language_model.*`, towers beside)
+//!   export the same text decoder, with a note that the towers are not exported.
+//!
 //! The greedy ids through `gemma generate` are checked in `runtime/tests/gemma3n_cli.rs`.
 
 use gemma_runtime::ort_env::create_session;
 use gemma_runtime::{Decoder, LogitsMode, RuntimeOptions};
 use gemma_tests::vision::max_abs_diff;
-use gemma_tests::{export_to_temp, parity_runtime, tiny_fixture, Reference, FP32_TOLERANCE};
+use gemma_tests::{
+    export_to_temp, f32_tensor, parity_runtime, read_safetensors, tiny_fixture, write_safetensors,
+    Reference, FP32_TOLERANCE,
+};
 use ndarray::{s, Array2, Array3, Axis};
 use ort::value::TensorRef;
+use std::path::Path;
 
 const FIXTURE: &str = "gemma3n-text-f32";
 const FEATURES: [&str; 6] = [
@@ -34,10 +41,15 @@ fn reference() -> Reference {
 /// The prefill logits `[1, L, V]` of the export through the runtime's decoder, and the logits `[T, V]` of the
 /// cached decode steps that feed `decode.ids`.
 fn runtime_logits() -> (Array3<f32>, Vec<ndarray::Array1<f32>>) {
+    let (_tmp, out) = export_to_temp(&tiny_fixture(FIXTURE)).unwrap();
+    logits_of(&out)
+}
+
+/// [`runtime_logits`] of the export in `out`.
+fn logits_of(out: &Path) -> (Array3<f32>, Vec<ndarray::Array1<f32>>) {
     let r = reference();
     let ids = r.i64_2d("prefill.input_ids").unwrap();
-    let (_tmp, out) = export_to_temp(&tiny_fixture(FIXTURE)).unwrap();
-    let mut decoder = Decoder::open(&out, &parity_runtime()).unwrap();
+    let mut decoder = Decoder::open(out, &parity_runtime()).unwrap();
     let manifest = decoder.manifest();
     assert_eq!(manifest.kv_layers(), 4, "layers 4 and 5 share");
     assert_eq!(
@@ -133,6 +145,58 @@ fn each_feature_moves_the_logits() {
             "the export is as close to the model without {feature} ({d}) as to the model"
         );
     }
+}
+
+#[test]
+fn conditional_generation_checkpoint_exports_its_text_decoder() {
+    let src = tiny_fixture(FIXTURE);
+    let tmp = tempfile::tempdir().unwrap();
+    let cg = tmp.path().join("cg");
+    std::fs::create_dir(&cg).unwrap();
+    // Google's checkpoints keep k/v weights in the KV-shared layers (transformers ignores them) and the towers.
+    let mut tensors: Vec<_> = read_safetensors(&src.join("model.safetensors"))
+        .into_iter()
+        .map(|(name, dtype, shape, bytes)| {
+            let name = name.replacen("model.", "model.language_model.", 1);
+            (name, dtype, shape, bytes)
+        })
+        .collect();
+    for l in [4, 5] {
+        let name = format!("model.language_model.layers.{l}.self_attn.k_proj.weight");
+        tensors.push(f32_tensor(&name, &[32, 64], &[0.5; 32 * 64]));
+    }
+    tensors.push(f32_tensor(
+        "model.vision_tower.timm_model.conv_stem.conv.weight",
+        &[2],
+        &[1.0, 2.0],
+    ));
+    tensors.push(f32_tensor(
+        "model.audio_tower.subsample_conv_projection.weight",
+        &[2],
+        &[1.0, 2.0],
+    ));
+    write_safetensors(&cg.join("model.safetensors"), &tensors);
+    let text: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let config = serde_json::json!({
+        "architectures": ["Gemma3nForConditionalGeneration"], "model_type": "gemma3n",
+        "text_config": text, "vision_config": {"model_type": "gemma3n_vision"},
+        "audio_config": {"model_type": "gemma3n_audio"},
+    });
+    std::fs::write(cg.join("config.json"), config.to_string()).unwrap();
+
+    let (_out_tmp, out) = export_to_temp(&cg).unwrap();
+    let (prefill, _) = logits_of(&out);
+    let want = reference().f32_3d("prefill.logits").unwrap();
+    let d = max_abs_diff(prefill.view(), want.view());
+    assert!(d <= FP32_TOLERANCE, "prefill logits differ by {d}");
+    let manifest = Decoder::open(&out, &parity_runtime())
+        .unwrap()
+        .manifest()
+        .clone();
+    let section = manifest.gemma3n.unwrap();
+    assert_eq!(section.towers_not_exported, ["vision", "audio"]);
+    assert_eq!(manifest.architecture, "Gemma3nForConditionalGeneration");
 }
 
 fn argmax(row: ndarray::ArrayView1<f32>) -> i64 {
