@@ -3,13 +3,11 @@
 //! streams, then *corrects* every stream with its output; after the last layer the streams are projected back,
 //! magnitude-matched again, and averaged.
 
-use super::{n3_of, rms_norm, weight};
+use super::{n3_of, rms_norm, weight, Result, Text};
 use crate::builder::{Attr, Value};
 use crate::layers::Ctx;
-use crate::ExportError;
 use gemma_models::names::gemma3n::{self as n3, layer_suffix};
 use gemma_models::names::layer;
-use gemma_models::TextConfig;
 
 /// `sqrt(mean(x²))` over the last axis, `[N, 1]`; with `floor`, of `max(mean(x²), floor)`.
 fn magnitude(cx: &mut Ctx<'_>, x: &Value, floor: Option<f32>) -> Value {
@@ -42,12 +40,8 @@ fn stack_matched(cx: &mut Ctx<'_>, first: &Value, projected: Vec<Value>) -> Valu
 }
 
 /// The `K` streams `[N, K, H]` of the embeddings `x0 [N, H]`: `x0` and its `altup_projections`.
-pub(super) fn embed(
-    cx: &mut Ctx<'_>,
-    t: &TextConfig,
-    prefix: &str,
-    x0: &Value,
-) -> Result<Value, ExportError> {
+pub(super) fn embed(cx: &mut Ctx<'_>, tx: &Text, x0: &Value) -> Result<Value> {
+    let Text { t, prefix } = tx;
     cx.g.set_scope("/model/altup_projections");
     let k = n3_of(t).altup_num_inputs;
     let projected = (0..k - 1)
@@ -58,12 +52,8 @@ pub(super) fn embed(
 
 /// The hidden states `[N, H]` after the last layer: stream 0 and the `altup_unembed_projections` of the others,
 /// magnitude-matched to stream 0, averaged.
-pub(super) fn unembed(
-    cx: &mut Ctx<'_>,
-    t: &TextConfig,
-    prefix: &str,
-    streams: &Value,
-) -> Result<Value, ExportError> {
+pub(super) fn unembed(cx: &mut Ctx<'_>, tx: &Text, streams: &Value) -> Result<Value> {
+    let Text { t, prefix } = tx;
     cx.g.set_scope("/model/altup_unembed_projections");
     let k = n3_of(t).altup_num_inputs;
     let first = stream(cx, streams, 0);
@@ -87,13 +77,8 @@ pub(super) fn stream(cx: &mut Ctx<'_>, streams: &Value, i: usize) -> Value {
 }
 
 /// `tanh(router(norm(x) · fp32(1/H)))`: the router's `[N, K]` weights for `x [N, H]` of layer `l`.
-fn modalities(
-    cx: &mut Ctx<'_>,
-    t: &TextConfig,
-    prefix: &str,
-    l: usize,
-    x: &Value,
-) -> Result<Value, ExportError> {
+fn modalities(cx: &mut Ctx<'_>, tx: &Text, l: usize, x: &Value) -> Result<Value> {
+    let Text { t, prefix } = tx;
     let n = |s: &str| layer(prefix, l, s);
     let normed = rms_norm(cx, x, Some(&n(layer_suffix::ROUTER_NORM)), t.rms_norm_eps)?;
     let scale =
@@ -105,16 +90,11 @@ fn modalities(
 
 /// `predict`: stream `j` of the prediction is `x_j + Σᵢ A[j, i] · x_i`, with `A [N, K, K]` the
 /// `prediction_coefs` of the router's weights of the active stream.
-pub(super) fn predict(
-    cx: &mut Ctx<'_>,
-    t: &TextConfig,
-    prefix: &str,
-    l: usize,
-    streams: &Value,
-) -> Result<Value, ExportError> {
+pub(super) fn predict(cx: &mut Ctx<'_>, tx: &Text, l: usize, streams: &Value) -> Result<Value> {
+    let Text { t, prefix } = tx;
     let k = n3_of(t).altup_num_inputs as i64;
     let active = stream(cx, streams, n3_of(t).altup_active_idx);
-    let m = modalities(cx, t, prefix, l, &active)?;
+    let m = modalities(cx, tx, l, &active)?;
     let coefs = cx.linear(&m, &layer(prefix, l, layer_suffix::PREDICTION_COEFS))?;
     let g = &mut *cx.g;
     let square = g.const_i64("coefs_square", &[-1, k, k]);
@@ -127,12 +107,12 @@ pub(super) fn predict(
 /// the `correction_coefs` of the router's weights of the layer output `out [N, H]`.
 pub(super) fn correct(
     cx: &mut Ctx<'_>,
-    t: &TextConfig,
-    prefix: &str,
+    tx: &Text,
     l: usize,
     (predictions, out): (&Value, &Value),
-) -> Result<Value, ExportError> {
-    let m = modalities(cx, t, prefix, l, out)?;
+) -> Result<Value> {
+    let Text { t, prefix } = tx;
+    let m = modalities(cx, tx, l, out)?;
     let coefs = cx.linear(&m, &layer(prefix, l, layer_suffix::CORRECTION_COEFS))?;
     let active = stream(cx, predictions, n3_of(t).altup_active_idx);
     let g = &mut *cx.g;
@@ -148,13 +128,8 @@ pub(super) fn correct(
 }
 
 /// `correct_output_scale · x` (the active stream after correction), when `altup_correct_scale` is set.
-pub(super) fn scale_corrected(
-    cx: &mut Ctx<'_>,
-    t: &TextConfig,
-    prefix: &str,
-    l: usize,
-    x: Value,
-) -> Result<Value, ExportError> {
+pub(super) fn scale_corrected(cx: &mut Ctx<'_>, tx: &Text, l: usize, x: Value) -> Result<Value> {
+    let Text { t, prefix } = tx;
     if !n3_of(t).altup_correct_scale {
         return Ok(x);
     }

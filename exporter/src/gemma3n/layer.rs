@@ -10,11 +10,10 @@
 //! Attention: q/k RMSNorm (weights as is), an unscaled v-norm, RoPE, scaling 1. A KV-shared layer computes no keys
 //! or values: it attends to the present keys and values of the layer it shares with.
 
-use super::{altup, n3_of, ple, rms_norm, Tables};
+use super::{altup, n3_of, ple, rms_norm, Result, Tables, Text};
 use crate::attention::{AttentionSpec, LayerTables};
 use crate::builder::{Attr, Value};
 use crate::layers::{Ctx, MlpWeights};
-use crate::ExportError;
 use gemma_models::names::gemma3n::layer_suffix;
 use gemma_models::names::{layer as layer_name, suffix};
 use gemma_models::{LayerType, TextConfig};
@@ -31,17 +30,17 @@ pub(super) struct LayerIo<'a> {
 /// Layer `l` on `streams`; pushes its present key and value to `kv` when it has its own.
 pub(super) fn layer(
     cx: &mut Ctx<'_>,
-    t: &TextConfig,
-    prefix: &str,
+    tx: &Text,
     l: usize,
     streams: &Value,
     io: &LayerIo<'_>,
     kv: &mut Vec<(Value, Value)>,
-) -> Result<Value, ExportError> {
+) -> Result<Value> {
+    let Text { t, prefix } = tx;
     let n = |s: &str| layer_name(prefix, l, s);
     let eps = t.rms_norm_eps;
     cx.g.set_scope(format!("/model/layers.{l}/altup"));
-    let pred = altup::predict(cx, t, prefix, l, streams)?;
+    let pred = altup::predict(cx, tx, l, streams)?;
     let active = altup::stream(cx, &pred, n3_of(t).altup_active_idx);
     cx.g.set_scope(format!("/model/layers.{l}"));
     let x = rms_norm(cx, &active, Some(&n(suffix::INPUT_LAYERNORM)), eps)?;
@@ -53,7 +52,7 @@ pub(super) fn layer(
     let laurel = cx.g.op("Add", "laurel/residual", &[&x, &normed], &[]);
 
     cx.g.set_scope(format!("/model/layers.{l}/self_attn"));
-    let attn = attention(cx, t, prefix, l, &x, io, kv)?;
+    let attn = attention(cx, tx, l, &x, io, kv)?;
     cx.g.set_scope(format!("/model/layers.{l}"));
     let attn = rms_norm(cx, &attn, Some(&n(suffix::POST_ATTENTION_LAYERNORM)), eps)?;
     let g = &mut *cx.g;
@@ -64,28 +63,23 @@ pub(super) fn layer(
 
     let m = rms_norm(cx, &h, Some(&n(suffix::PRE_FEEDFORWARD_LAYERNORM)), eps)?;
     cx.g.set_scope(format!("/model/layers.{l}/mlp"));
-    let m = mlp(cx, t, prefix, l, &m)?;
+    let m = mlp(cx, tx, l, &m)?;
     cx.g.set_scope(format!("/model/layers.{l}"));
     let m = rms_norm(cx, &m, Some(&n(suffix::POST_FEEDFORWARD_LAYERNORM)), eps)?;
     let out = cx.g.op("Add", "residual_mlp", &[&h, &m], &[]);
 
     cx.g.set_scope(format!("/model/layers.{l}/altup"));
-    let corrected = altup::correct(cx, t, prefix, l, (&pred, &out))?;
+    let corrected = altup::correct(cx, tx, l, (&pred, &out))?;
     let first = altup::stream(cx, &corrected, n3_of(t).altup_active_idx);
-    let first = altup::scale_corrected(cx, t, prefix, l, first)?;
+    let first = altup::scale_corrected(cx, tx, l, first)?;
     cx.g.set_scope(format!("/model/layers.{l}/per_layer"));
     let input = ple::of_layer(cx, io.ple, l);
-    let add = ple::gate(cx, t, prefix, l, (&first, &input))?;
+    let add = ple::gate(cx, tx, l, (&first, &input))?;
     add_to_all_but_first(cx, &corrected, &add, n3_of(t).altup_num_inputs)
 }
 
 /// `streams[1:] += add` for `streams [N, K, H]` and `add [N, H]`.
-fn add_to_all_but_first(
-    cx: &mut Ctx<'_>,
-    streams: &Value,
-    add: &Value,
-    k: usize,
-) -> Result<Value, ExportError> {
+fn add_to_all_but_first(cx: &mut Ctx<'_>, streams: &Value, add: &Value, k: usize) -> Result<Value> {
     let g = &mut *cx.g;
     let split = g.const_i64("split_first", &[1, k as i64 - 1]);
     let parts = g.split("split_streams", streams, Some(&split), 1, 2);
@@ -98,13 +92,13 @@ fn add_to_all_but_first(
 /// Self-attention of layer `l` on `x [N, H]` (semantics §12.5).
 fn attention(
     cx: &mut Ctx<'_>,
-    t: &TextConfig,
-    prefix: &str,
+    tx: &Text,
     l: usize,
     x: &Value,
     io: &LayerIo<'_>,
     kv: &mut Vec<(Value, Value)>,
-) -> Result<Value, ExportError> {
+) -> Result<Value> {
+    let Text { t, prefix } = tx;
     let spec = AttentionSpec::of_layer(t, prefix, l);
     let tables = match spec.layer_type {
         LayerType::Full => io.tables.global.as_ref(),
@@ -148,7 +142,7 @@ fn heads(
     x: &Value,
     (proj, heads, norm): (&str, usize, Option<&str>),
     batch_seq: &Value,
-) -> Result<Value, ExportError> {
+) -> Result<Value> {
     let y = cx.linear(x, proj)?;
     let tail =
         cx.g.const_i64("heads_shape", &[heads as i64, t.head_dim as i64]);
@@ -160,13 +154,8 @@ fn heads(
 
 /// The GeGLU MLP of layer `l`, with the Gaussian top-k of the gate on sparse layers (semantics §12.6):
 /// `gate ← relu(gate − (mean + std · Φ⁻¹(s)))` over the last axis (population std).
-fn mlp(
-    cx: &mut Ctx<'_>,
-    t: &TextConfig,
-    prefix: &str,
-    l: usize,
-    x: &Value,
-) -> Result<Value, ExportError> {
+fn mlp(cx: &mut Ctx<'_>, tx: &Text, l: usize, x: &Value) -> Result<Value> {
+    let Text { t, prefix } = tx;
     let w = MlpWeights::of_layer(prefix, l);
     let sparsity = n3_of(t).activation_sparsity[l];
     let mut gate = cx.linear(x, &w.gate)?;

@@ -22,7 +22,7 @@ use crate::decoder::io::{
     PAST_SEQUENCE, POSITION_IDS, TOTAL_SEQUENCE,
 };
 use crate::decoder::portable::masks;
-use crate::decoder::DecoderInput;
+use crate::decoder::{DecoderInput, Text};
 use crate::layers::{Ctx, Kernels, LinearKind};
 use crate::onnx::DataType;
 use crate::weights::WeightWriter;
@@ -31,6 +31,9 @@ use gemma_models::names::{self, gemma3n as n3};
 use gemma_models::{Checkpoint, Gemma3nText, LayerType, ModelConfig, TextConfig};
 
 pub use gemma_models::contract::files::{DECODER_WITH_EMBEDS_FILE, EMBED_FILE};
+
+/// What the builders of this module return.
+type Result<T, E = ExportError> = std::result::Result<T, E>;
 /// The per-layer inputs of both graphs.
 pub use gemma_models::contract::io::PER_LAYER_INPUTS;
 
@@ -108,6 +111,12 @@ pub fn warnings(opts: &crate::ExportOptions, cfg: &ModelConfig) -> Vec<String> {
     out
 }
 
+/// `(H, P, L)`: the hidden size, the per-layer input width and the number of layers.
+fn sizes(t: &TextConfig) -> (usize, usize, usize) {
+    let p = n3_of(t).hidden_size_per_layer_input;
+    (t.hidden_size, p, t.num_hidden_layers)
+}
+
 /// A checkpoint tensor as a float32 initializer, as stored (written on first use).
 fn weight(cx: &mut Ctx<'_>, name: &str) -> Result<Value, ExportError> {
     if let Some(v) = cx.g.existing(name) {
@@ -151,12 +160,8 @@ pub fn build_embed_tokens(
     cfg: &ModelConfig,
 ) -> Result<(), ExportError> {
     let (t, prefix) = (&cfg.text, cfg.text_prefix.as_str());
+    let (h, p, layers) = sizes(t);
     let n = n3_of(t);
-    let (h, p, layers) = (
-        t.hidden_size,
-        n.hidden_size_per_layer_input,
-        t.num_hidden_layers,
-    );
     let ids = crate::decoder::io::token_input(g, DecoderInput::InputIds, h);
     let mut cx = Ctx {
         g,
@@ -207,14 +212,14 @@ pub fn build_decoder(
     ckpt: &Checkpoint,
     cfg: &ModelConfig,
 ) -> Result<(), ExportError> {
-    let (t, prefix) = (&cfg.text, cfg.text_prefix.as_str());
-    let n = n3_of(t);
-    let (h, p, layers) = (
-        t.hidden_size,
-        n.hidden_size_per_layer_input,
-        t.num_hidden_layers,
+    let tx = Text::of(cfg);
+    let (t, prefix) = (&tx.t, tx.prefix.as_str());
+    let (h, p, layers) = sizes(t);
+    let (nkv, hd, kv_layers) = (
+        t.num_key_value_heads,
+        t.head_dim,
+        n3_of(t).kv_layers(layers),
     );
-    let (nkv, hd) = (t.num_key_value_heads, t.head_dim);
 
     let embeds = crate::decoder::io::token_input(
         g,
@@ -236,7 +241,7 @@ pub fn build_decoder(
         &[BATCH.into(), SEQUENCE.into()],
     );
     let kv_dims = |len: &str| [BATCH.into(), nkv.into(), len.into(), hd.into()];
-    let past: Vec<(Value, Value)> = (0..n.kv_layers(layers))
+    let past: Vec<(Value, Value)> = (0..kv_layers)
         .map(|l| {
             let k = g.input(&past_key(l), DataType::Float, &kv_dims(PAST_SEQUENCE));
             let v = g.input(&past_value(l), DataType::Float, &kv_dims(PAST_SEQUENCE));
@@ -271,8 +276,8 @@ pub fn build_decoder(
         kernels: Kernels::PORTABLE,
     };
     let x0 = cx.flatten_rows(&embeds, h);
-    let ple = ple::project(&mut cx, t, prefix, &x0, &per_layer)?;
-    let mut streams = altup::embed(&mut cx, t, prefix, &x0)?;
+    let ple = ple::project(&mut cx, &tx, &x0, &per_layer)?;
+    let mut streams = altup::embed(&mut cx, &tx, &x0)?;
     let mut kv: Vec<(Value, Value)> = Vec::with_capacity(past.len());
     for l in 0..layers {
         let io = layer::LayerIo {
@@ -280,9 +285,9 @@ pub fn build_decoder(
             past: &past,
             ple: &ple,
         };
-        streams = layer::layer(&mut cx, t, prefix, l, &streams, &io, &mut kv)?;
+        streams = layer::layer(&mut cx, &tx, l, &streams, &io, &mut kv)?;
     }
-    let x = altup::unembed(&mut cx, t, prefix, &streams)?;
+    let x = altup::unembed(&mut cx, &tx, &streams)?;
     cx.g.set_scope("/model/norm");
     let x = rms_norm(
         &mut cx,

@@ -2,23 +2,16 @@
 //! normed, added to the per-layer embedding from `embed_tokens.onnx` and scaled by `1/sqrt(2)`; and, in each layer,
 //! the gate that mixes layer `l`'s input into the AltUp streams.
 
-use super::{rms_norm, Gemma3nText};
+use super::{rms_norm, Gemma3nText, Result, Text};
 use crate::builder::{Attr, Value};
 use crate::layers::Ctx;
-use crate::ExportError;
 use gemma_models::names::gemma3n::{self as n3, layer_suffix};
 use gemma_models::names::layer;
-use gemma_models::TextConfig;
 
 /// `project_per_layer_inputs`: `(norm(reshape(x0·Wᵀ · fp32(H^-0.5))) + per_layer) · rsqrt(2)` as `[N, L, P]`,
 /// from the embeddings `x0 [N, H]` and the graph input `per_layer [B, S, L, P]`.
-pub(super) fn project(
-    cx: &mut Ctx<'_>,
-    t: &TextConfig,
-    prefix: &str,
-    x0: &Value,
-    per_layer: &Value,
-) -> Result<Value, ExportError> {
+pub(super) fn project(cx: &mut Ctx<'_>, tx: &Text, x0: &Value, per_layer: &Value) -> Result<Value> {
+    let Text { t, prefix } = tx;
     let n: &Gemma3nText = super::n3_of(t);
     let (layers, p) = (
         t.num_hidden_layers as i64,
@@ -53,11 +46,11 @@ pub(super) fn of_layer(cx: &mut Ctx<'_>, ple: &Value, l: usize) -> Value {
 /// `first` is the corrected active stream (already scaled by `correct_output_scale` when the config says so).
 pub(super) fn gate(
     cx: &mut Ctx<'_>,
-    t: &TextConfig,
-    prefix: &str,
+    tx: &Text,
     l: usize,
     (first, input): (&Value, &Value),
-) -> Result<Value, ExportError> {
+) -> Result<Value> {
+    let Text { t, prefix } = tx;
     let n = |s: &str| layer(prefix, l, s);
     let gated = cx.linear(first, &n(layer_suffix::PER_LAYER_INPUT_GATE))?;
     let tanh = [("approximate", Attr::Str("tanh".into()))];
