@@ -8,17 +8,19 @@
 //! * each feature provably matters: the export matches the full model within 1e-4, and each "feature off"
 //!   reference of the fixture (sparsity, Laurel, PLE, AltUp, KV sharing, soft-cap) is more than 100× that away.
 //!
+//! * fp16, bf16 and int8 exports stay close (bounds below) and keep the greedy ids; int4 runs;
 //! * the same weights as a Gemma3nForConditionalGeneration checkpoint (`model.language_model.*`, towers beside)
 //!   export the same text decoder, with a note that the towers are not exported.
 //!
 //! The greedy ids through `gemma generate` are checked in `runtime/tests/gemma3n_cli.rs`.
 
+use gemma_exporter::{GraphKind, Precision};
 use gemma_runtime::ort_env::create_session;
 use gemma_runtime::{Decoder, LogitsMode, RuntimeOptions};
 use gemma_tests::vision::max_abs_diff;
 use gemma_tests::{
-    export_to_temp, f32_tensor, parity_runtime, read_safetensors, tiny_fixture, write_safetensors,
-    Reference, FP32_TOLERANCE,
+    export_precision_to_temp, export_to_temp, f32_tensor, parity_runtime, read_safetensors,
+    tiny_fixture, write_safetensors, Reference, FP32_TOLERANCE,
 };
 use ndarray::{s, Array2, Array3, Axis};
 use ort::value::TensorRef;
@@ -144,6 +146,42 @@ fn each_feature_moves_the_logits() {
             d > 100.0 * FP32_TOLERANCE,
             "the export is as close to the model without {feature} ({d}) as to the model"
         );
+    }
+}
+
+#[test]
+fn other_precisions_stay_close_and_keep_the_greedy_ids() {
+    let r = reference();
+    let want = r.f32_3d("prefill.logits").unwrap();
+    let ids = r.i64("decode.ids").unwrap();
+    // Logits of this random model have std 1.8; the AltUp router and coefficients stay fp32 at every precision.
+    for (precision, bound, greedy) in [
+        (Precision::Fp16, 0.1, true),
+        (Precision::Bf16, 0.5, true),
+        (Precision::INT8, 1.5, true),
+        (Precision::INT4, f32::INFINITY, false),
+    ] {
+        let src = tiny_fixture(FIXTURE);
+        let (_tmp, out) = export_precision_to_temp(&src, precision, GraphKind::Portable).unwrap();
+        let (prefill, steps) = logits_of(&out);
+        let d = max_abs_diff(prefill.view(), want.view());
+        eprintln!("{}: prefill max |Δlogit| = {d:.3}", precision.name());
+        assert!(
+            d <= bound && prefill.iter().all(|v| v.is_finite()),
+            "{}: {d}",
+            precision.name()
+        );
+        if greedy {
+            let last = prefill.index_axis(Axis(1), prefill.dim().1 - 1);
+            let mut got = vec![argmax(last.row(0))];
+            got.extend(steps.iter().map(|s| argmax(s.view())));
+            assert_eq!(
+                got[..ids.len()],
+                ids.iter().copied().collect::<Vec<_>>()[..],
+                "{}",
+                precision.name()
+            );
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! streams, then *corrects* every stream with its output; after the last layer the streams are projected back,
 //! magnitude-matched again, and averaged.
 
-use super::{n3_of, rms_norm, weight, Result, Text};
+use super::{linear_f32, n3_of, rms_norm, weight, Result, Text};
 use crate::builder::{Attr, Value};
 use crate::layers::Ctx;
 use gemma_models::names::gemma3n::{self as n3, layer_suffix};
@@ -84,7 +84,7 @@ fn modalities(cx: &mut Ctx<'_>, tx: &Text, l: usize, x: &Value) -> Result<Value>
     let scale =
         cx.g.scalar_f32("router_input_scale", (t.hidden_size as f32).powi(-1));
     let scaled = cx.g.op("Mul", "router/scale", &[&normed, &scale], &[]);
-    let routed = cx.linear(&scaled, &n(layer_suffix::MODALITY_ROUTER))?;
+    let routed = linear_f32(cx, &scaled, &n(layer_suffix::MODALITY_ROUTER))?;
     Ok(cx.g.op("Tanh", "router/tanh", &[&routed], &[]))
 }
 
@@ -95,7 +95,7 @@ pub(super) fn predict(cx: &mut Ctx<'_>, tx: &Text, l: usize, streams: &Value) ->
     let k = n3_of(t).altup_num_inputs as i64;
     let active = stream(cx, streams, n3_of(t).altup_active_idx);
     let m = modalities(cx, tx, l, &active)?;
-    let coefs = cx.linear(&m, &layer(prefix, l, layer_suffix::PREDICTION_COEFS))?;
+    let coefs = linear_f32(cx, &m, &layer(prefix, l, layer_suffix::PREDICTION_COEFS))?;
     let g = &mut *cx.g;
     let square = g.const_i64("coefs_square", &[-1, k, k]);
     let a = g.reshape("predict/coefs", &coefs, &square);
@@ -113,7 +113,7 @@ pub(super) fn correct(
 ) -> Result<Value> {
     let Text { t, prefix } = tx;
     let m = modalities(cx, tx, l, out)?;
-    let coefs = cx.linear(&m, &layer(prefix, l, layer_suffix::CORRECTION_COEFS))?;
+    let coefs = linear_f32(cx, &m, &layer(prefix, l, layer_suffix::CORRECTION_COEFS))?;
     let active = stream(cx, predictions, n3_of(t).altup_active_idx);
     let g = &mut *cx.g;
     let one = g.scalar_f32("one_f", 1.0);

@@ -7,7 +7,9 @@
 //!
 //! Only the first `L − num_kv_shared_layers` layers have a KV cache (`i` below that); the last layers attend to
 //! the present keys and values of the last earlier layer of their type, as transformers' `shared_kv_states` do.
-//! Both graphs read their weights from `model.onnx_data`. Float32 weights, standard ONNX ops (portable).
+//! Both graphs read their weights from `model.onnx_data`, stored at the export's precision (fp32, fp16/bf16, or
+//! int8/int4 through `MatMulNBits`/`GatherBlockQuantized`) except the tiny AltUp router and coefficients and the
+//! norms, always float32; standard ONNX ops otherwise (portable).
 //!
 //! The pieces: [`altup`] (the streams, predict/correct, the final unembedding), [`ple`] (per-layer inputs),
 //! `layer.rs` (one decoder layer: Laurel, attention with KV sharing, the sparse GeGLU MLP).
@@ -47,8 +49,8 @@ fn n3_of(t: &TextConfig) -> &Gemma3nText {
         .expect("gemma3n graphs are built for Gemma 3n configs only")
 }
 
-/// Refuses the options the Gemma 3n graphs cannot be built with yet: weights other than float32, `--triton` and
-/// `--transformers-js` (their folders are Gemma 1–3 text layouts).
+/// Refuses the options the Gemma 3n graphs cannot be built with yet: `--triton` and `--transformers-js` (their
+/// folders are Gemma 1–3 text layouts).
 pub fn check(opts: &crate::ExportOptions, cfg: &ModelConfig) -> Result<(), ExportError> {
     let refuse = |what: &str| {
         Err(ExportError::Unsupported(format!(
@@ -56,10 +58,6 @@ pub fn check(opts: &crate::ExportOptions, cfg: &ModelConfig) -> Result<(), Expor
             cfg.text.family.spec().display
         )))
     };
-    match opts.precision.linear_kind() {
-        LinearKind::GemmF32 => {}
-        _ => return refuse("--precision other than fp32"),
-    }
     if opts.triton.is_some() {
         return refuse("--triton");
     }
@@ -117,6 +115,15 @@ fn sizes(t: &TextConfig) -> (usize, usize, usize) {
     (t.hidden_size, p, t.num_hidden_layers)
 }
 
+/// `x · Wᵀ` with `W` kept in float32 whatever the export's precision: the AltUp router and coefficients, tiny
+/// (`[K, H]`, `[K·K, K]`, `[K, K]`) and amplified through every stream.
+fn linear_f32(cx: &mut Ctx<'_>, x: &Value, name: &str) -> Result<Value> {
+    let kernels = std::mem::replace(&mut cx.kernels, Kernels::PORTABLE);
+    let y = cx.linear(x, name);
+    cx.kernels = kernels;
+    y
+}
+
 /// A checkpoint tensor as a float32 initializer, as stored (written on first use).
 fn weight(cx: &mut Ctx<'_>, name: &str) -> Result<Value, ExportError> {
     if let Some(v) = cx.g.existing(name) {
@@ -158,6 +165,7 @@ pub fn build_embed_tokens(
     w: &mut WeightWriter,
     ckpt: &Checkpoint,
     cfg: &ModelConfig,
+    linear: LinearKind,
 ) -> Result<(), ExportError> {
     let (t, prefix) = (&cfg.text, cfg.text_prefix.as_str());
     let (h, p, layers) = sizes(t);
@@ -167,7 +175,10 @@ pub fn build_embed_tokens(
         g,
         w,
         ckpt,
-        kernels: Kernels::PORTABLE,
+        kernels: Kernels {
+            linear,
+            ..Kernels::PORTABLE
+        },
     };
     cx.g.set_scope("/model/embed_tokens");
     let emb = cx.scaled_embedding(&ids, &names::embed_tokens(prefix), h)?;
@@ -211,6 +222,7 @@ pub fn build_decoder(
     w: &mut WeightWriter,
     ckpt: &Checkpoint,
     cfg: &ModelConfig,
+    linear: LinearKind,
 ) -> Result<(), ExportError> {
     let tx = Text::of(cfg);
     let (t, prefix) = (&tx.t, tx.prefix.as_str());
@@ -273,7 +285,10 @@ pub fn build_decoder(
         g,
         w,
         ckpt,
-        kernels: Kernels::PORTABLE,
+        kernels: Kernels {
+            linear,
+            ..Kernels::PORTABLE
+        },
     };
     let x0 = cx.flatten_rows(&embeds, h);
     let ple = ple::project(&mut cx, &tx, &x0, &per_layer)?;
