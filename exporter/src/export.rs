@@ -325,9 +325,8 @@ fn write_export(
     let gemma3n = cfg.text.gemma3n.is_some();
     if gemma3n {
         // Gemma 3n: the decoder on embeddings is the manifest's `decoder`, beside its embedding graph.
-        crate::gemma3n::build_decoder(&mut g, &mut w, ckpt, cfg, linear)?;
         let mut e = GraphBuilder::new();
-        crate::gemma3n::build_embed_tokens(&mut e, &mut w, ckpt, cfg, linear)?;
+        crate::gemma3n::build((&mut g, &mut e), &mut w, ckpt, cfg, linear)?;
         image_graphs.push((crate::gemma3n::EMBED_FILE, "gemma3n_embed_tokens", e));
     } else {
         decoder::build(&mut g, &mut w, ckpt, linear, ids, backend.as_mut())?;

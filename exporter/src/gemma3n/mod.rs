@@ -103,27 +103,37 @@ fn rms_norm(
     })
 }
 
-/// `embed_tokens.onnx`: `input_ids` → `inputs_embeds`, `per_layer_inputs` (semantics §12.1).
-pub fn build_embed_tokens(
-    g: &mut GraphBuilder,
+/// Builds the two graphs of a Gemma 3n export: `decoder_model_merged.onnx` into `decoder`, then
+/// `embed_tokens.onnx` into `embed`, with `linear` storage, streaming the weights through `w` (the embedding table is
+/// written once, for the tied lm_head, and referenced by the embedding graph).
+pub fn build(
+    (decoder, embed): (&mut GraphBuilder, &mut GraphBuilder),
     w: &mut WeightWriter,
     ckpt: &Checkpoint,
     cfg: &ModelConfig,
     linear: LinearKind,
-) -> Result<(), ExportError> {
+) -> Result<()> {
+    let kernels = Kernels {
+        linear,
+        ..Kernels::PORTABLE
+    };
+    let mut cx = Ctx {
+        g: decoder,
+        w,
+        ckpt,
+        kernels,
+    };
+    build_decoder(&mut cx, cfg)?;
+    cx.g = embed;
+    build_embed_tokens(&mut cx, cfg)
+}
+
+/// `embed_tokens.onnx`: `input_ids` → `inputs_embeds`, `per_layer_inputs` (semantics §12.1).
+fn build_embed_tokens(cx: &mut Ctx<'_>, cfg: &ModelConfig) -> Result<()> {
     let (t, prefix) = (&cfg.text, cfg.text_prefix.as_str());
     let (h, p, layers) = sizes(t);
     let n = n3_of(t);
-    let ids = crate::decoder::io::token_input(g, DecoderInput::InputIds, h);
-    let mut cx = Ctx {
-        g,
-        w,
-        ckpt,
-        kernels: Kernels {
-            linear,
-            ..Kernels::PORTABLE
-        },
-    };
+    let ids = crate::decoder::io::token_input(cx.g, DecoderInput::InputIds, h);
     cx.g.set_scope("/model/embed_tokens");
     let emb = cx.scaled_embedding(&ids, &names::embed_tokens(prefix), h)?;
 
@@ -161,13 +171,8 @@ pub(crate) struct Tables {
 }
 
 /// `decoder_model_merged.onnx` (semantics §12.2–§12.7).
-pub fn build_decoder(
-    g: &mut GraphBuilder,
-    w: &mut WeightWriter,
-    ckpt: &Checkpoint,
-    cfg: &ModelConfig,
-    linear: LinearKind,
-) -> Result<(), ExportError> {
+fn build_decoder(cx: &mut Ctx<'_>, cfg: &ModelConfig) -> Result<()> {
+    let g = &mut *cx.g;
     let tx = Text::of(cfg);
     let (t, prefix) = (&tx.t, tx.prefix.as_str());
     let (h, p, layers) = sizes(t);
@@ -225,18 +230,9 @@ pub fn build_decoder(
         local,
     };
 
-    let mut cx = Ctx {
-        g,
-        w,
-        ckpt,
-        kernels: Kernels {
-            linear,
-            ..Kernels::PORTABLE
-        },
-    };
     let x0 = cx.flatten_rows(&embeds, h);
-    let ple = ple::project(&mut cx, &tx, &x0, &per_layer)?;
-    let mut streams = altup::embed(&mut cx, &tx, &x0)?;
+    let ple = ple::project(cx, &tx, &x0, &per_layer)?;
+    let mut streams = altup::embed(cx, &tx, &x0)?;
     let mut kv: Vec<(Value, Value)> = Vec::with_capacity(past.len());
     for l in 0..layers {
         let io = layer::LayerIo {
@@ -244,16 +240,11 @@ pub fn build_decoder(
             past: &past,
             ple: &ple,
         };
-        streams = layer::layer(&mut cx, &tx, l, &streams, &io, &mut kv)?;
+        streams = layer::layer(cx, &tx, l, &streams, &io, &mut kv)?;
     }
-    let x = altup::unembed(&mut cx, &tx, &streams)?;
+    let x = altup::unembed(cx, &tx, &streams)?;
     cx.g.set_scope("/model/norm");
-    let x = rms_norm(
-        &mut cx,
-        &x,
-        Some(&names::final_norm(prefix)),
-        t.rms_norm_eps,
-    )?;
+    let x = rms_norm(cx, &x, Some(&names::final_norm(prefix)), t.rms_norm_eps)?;
     let hidden = cx.g.const_i64("hidden_dim", &[h as i64]);
     let shape3 = cx.g.concat("hidden_3d", &[&tables.batch_seq, &hidden], 0);
     let x3 = cx.g.reshape("hidden_states", &x, &shape3);
