@@ -114,7 +114,7 @@ impl Ctx<'_> {
         spec: &AttentionSpec,
         io: &AttentionInputs<'_>,
     ) -> Result<AttentionOutputs, ExportError> {
-        let (nh, nkv, hd) = (spec.num_heads, spec.num_kv_heads, spec.head_dim);
+        let (nh, nkv) = (spec.num_heads, spec.num_kv_heads);
         let (q_norm, k_norm) = (spec.q_norm.as_deref(), spec.k_norm.as_deref());
         let q = self.heads(x, (&spec.q_proj, nh, q_norm), spec, io.batch_seq)?;
         let k = self.heads(x, (&spec.k_proj, nkv, k_norm), spec, io.batch_seq)?;
@@ -126,13 +126,31 @@ impl Ctx<'_> {
         let g = &mut *self.g;
         let present_key = g.concat("kv/key", &[&io.past.0, &k], 2);
         let present_value = g.concat("kv/value", &[&io.past.1, &v], 2);
+        let hidden = self.attend(&q, (&present_key, &present_value), spec, mask)?;
+        Ok(AttentionOutputs {
+            hidden,
+            present_key,
+            present_value,
+        })
+    }
 
+    /// Attention of the RoPE'd queries `q [B, nh, S, hd]` over all keys and values `[B, nkv, T, hd]` (past and
+    /// new) with the additive `mask [B, 1, S, T]`, then the output projection: `[N, H]`.
+    pub fn attend(
+        &mut self,
+        q: &Value,
+        (present_key, present_value): (&Value, &Value),
+        spec: &AttentionSpec,
+        mask: &Value,
+    ) -> Result<Value, ExportError> {
+        let (nh, nkv, hd) = (spec.num_heads, spec.num_kv_heads, spec.head_dim);
+        let g = &mut *self.g;
         // Grouped-query attention without repeating K/V: query head h = kv·rep + r, so [B, nh, S, hd] regroups
         // as [B, nkv, rep·S, hd] and each kv head meets its own queries in one MatMul.
         let grouped = g.const_i64("gqa_grouped", &[0, nkv as i64, -1, 0]);
         let per_head = g.const_i64("gqa_per_head", &[0, nh as i64, -1, 0]);
-        let qg = g.reshape("attn/q_grouped", &q, &grouped);
-        let kt = g.transpose("attn/k_t", &present_key, &[0, 1, 3, 2]);
+        let qg = g.reshape("attn/q_grouped", q, &grouped);
+        let kt = g.transpose("attn/k_t", present_key, &[0, 1, 3, 2]);
         let scores = g.op("MatMul", "attn/qk", &[&qg, &kt], &[]);
         let scores = g.reshape("attn/scores", &scores, &per_head);
         let scale = g.scalar_f32("attn_scaling", spec.scaling as f32);
@@ -149,16 +167,11 @@ impl Ctx<'_> {
             &[("axis", crate::builder::Attr::Int(-1))],
         );
         let probs = g.reshape("attn/probs_grouped", &probs, &grouped);
-        let ctx = g.op("MatMul", "attn/pv", &[&probs, &present_value], &[]);
+        let ctx = g.op("MatMul", "attn/pv", &[&probs, present_value], &[]);
         let ctx = g.reshape("attn/context", &ctx, &per_head);
         let ctx = g.transpose("attn/context_t", &ctx, &[0, 2, 1, 3]);
         let flat = g.const_i64("flat_heads", &[-1, (nh * hd) as i64]);
         let ctx = g.reshape("attn/context_flat", &ctx, &flat);
-        let hidden = self.linear(&ctx, &spec.o_proj)?;
-        Ok(AttentionOutputs {
-            hidden,
-            present_key,
-            present_value,
-        })
+        self.linear(&ctx, &spec.o_proj)
     }
 }

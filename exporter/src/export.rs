@@ -254,6 +254,9 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
     if let Some(q) = opts.precision.quant() {
         q.validate().map_err(ExportError::Unsupported)?;
     }
+    if cfg.text.gemma3n.is_some() {
+        crate::gemma3n::check(opts, &cfg)?;
+    }
     // OUT is checked (never the source, --force only over an export) before anything is written.
     let destination = output::Destination::check(&opts.src, &opts.out, opts.force)?;
     if let Some(t) = &opts.triton {
@@ -305,7 +308,9 @@ fn write_export(
     // transformers.js's PaliGemma sessions are not verified against ours (positions, token types): a PaliGemma
     // export keeps the plain layout.
     let layout = Layout::of(opts.graph, opts.precision.kind(), vision.is_some())
-        .filter(|_| vision.as_ref().is_none_or(|p| p.config.system.is_default()));
+        .filter(|_| vision.as_ref().is_none_or(|p| p.config.system.is_default()))
+        // Nor are Gemma 3n's (embed_tokens + decoder on inputs_embeds and per_layer_inputs).
+        .filter(|_| cfg.text.gemma3n.is_none());
     if layout.is_some() {
         let sub = dir.join(files::TRANSFORMERS_JS_DIR);
         fs::create_dir(&sub).map_err(|e| ExportError::io(&sub, e))?;
@@ -322,9 +327,17 @@ fn write_export(
         GraphKind::Cpu => Box::new(decoder::cpu::OrtCpu::new(cfg)),
     };
     let ids = DecoderInput::InputIds;
-    decoder::build(&mut g, &mut w, ckpt, linear, ids, backend.as_mut())?;
     // The image graphs (file, graph name, graph). The two text ones reuse the weights model.onnx just wrote.
     let mut image_graphs = Vec::new();
+    let gemma3n = cfg.text.gemma3n.is_some();
+    if gemma3n {
+        // Gemma 3n: the decoder on embeddings is the manifest's `decoder`, beside its embedding graph.
+        let mut e = GraphBuilder::new();
+        crate::gemma3n::build((&mut g, &mut e), &mut w, ckpt, cfg, linear)?;
+        image_graphs.push((crate::gemma3n::EMBED_FILE, "gemma3n_embed_tokens", e));
+    } else {
+        decoder::build(&mut g, &mut w, ckpt, linear, ids, backend.as_mut())?;
+    }
     let mut vision_bytes = 0;
     if let Some(plan) = vision {
         let mut e = GraphBuilder::new();
@@ -382,12 +395,16 @@ fn write_export(
         dir
     };
     let quant_spec = opts.precision.quant().map(|q| q.spec());
+    let decoder_file = match gemma3n {
+        true => files::DECODER_WITH_EMBEDS_FILE,
+        false => files::DECODER_FILE,
+    };
     let mut manifest = manifest::new(
         cfg,
         gen_dir,
         opts.precision.kind(),
         quant_spec,
-        files::DECODER_FILE,
+        decoder_file,
     )?;
     manifest.source_format = Some(source.format.to_string());
     manifest.kept_source_blocks = kept_source_blocks;
@@ -397,7 +414,9 @@ fn write_export(
         manifest.classifier = Some(crate::classifier::section(&opts.src, ids)?);
     }
     manifest.allow_nonfinite = opts.allow_nonfinite;
-    if opts.graph == GraphKind::Cpu {
+    if gemma3n {
+        crate::gemma3n::fill_manifest(&mut manifest, cfg);
+    } else if opts.graph == GraphKind::Cpu {
         manifest.graph = GraphKind::Cpu;
         manifest.cpu = Some(contract::CpuSection::current());
     }
@@ -447,19 +466,25 @@ fn write_export(
         fs::write(&path, serde_json::to_string_pretty(&gen).expect("json"))
             .map_err(|e| ExportError::io(&path, e))?;
     }
+    let mut warnings = source.warnings.clone();
+    if gemma3n {
+        warnings.extend(crate::gemma3n::warnings(opts, cfg));
+    }
     if let Some(layout) = &layout {
         crate::transformers_js::write(dir, layout, &manifest, &proto)?;
     }
     manifest::fingerprint_files(&mut manifest, dir)?;
     manifest::write(&manifest, dir)?;
-    crate::genai::write(opts.graph, cfg, &manifest, dir)?;
+    if !gemma3n {
+        crate::genai::write(opts.graph, cfg, &manifest, dir)?;
+    }
     let report = ExportReport {
         out: dir.to_path_buf(),
         manifest,
         weight_bytes,
         nodes,
         quantization,
-        warnings: source.warnings.clone(),
+        warnings,
         notes: Vec::new(),
     };
     // Triton's graph (the portable decoder: this export's own, or the one built beside the cpu graph), its data

@@ -8,6 +8,8 @@
 //! - [`decoder`]: the text decoder of Gemma 1, 2 and 3: one builder over a backend, portable (standard ops) or
 //!   ONNX Runtime's CPU contrib ops (in-place KV cache, last-position logits, fused ops).
 //! - [`vision`]: Gemma 3's SigLIP encoder + projector, the embedding graph and the decoder on `inputs_embeds`.
+//! - [`gemma3n`]: Gemma 3n's text decoder (AltUp, Laurel, per-layer inputs, KV sharing, sparsity) as
+//!   `embed_tokens.onnx` + `decoder_model_merged.onnx`.
 //! - [`quant`]: int8/int4 block quantization (`MatMulNBits`, `GatherBlockQuantized`); [`half`]: fp16/bf16 storage.
 //! - [`gguf`]: GGUF files as a source (config, tokenizer and generation config generated from the metadata).
 //! - [`export`]: the whole pipeline; [`output`]: the output folder (checks, temporary folder, atomic swap, clean-up

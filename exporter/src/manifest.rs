@@ -22,7 +22,7 @@ pub fn new(
     let t = &cfg.text;
     Ok(Manifest {
         format: contract::FORMAT.into(),
-        format_version: contract::FORMAT_VERSION,
+        format_version: contract::format_version_for(t.family),
         family: t.family,
         architecture: cfg.architecture.clone(),
         precision,
@@ -53,6 +53,7 @@ pub fn new(
         vision: cfg.vision_config.as_ref().map(contract::VisionSection::new),
         classifier: None,
         lora: None,
+        gemma3n: None,
     })
 }
 

@@ -33,11 +33,19 @@ pub enum Family {
     Gemma2,
     /// Gemma 3: Gemma 2's layout plus QK-norm, a 5:1 sliding pattern and per-layer-type RoPE; no soft-caps.
     Gemma3,
+    /// Gemma 3n: Gemma 3's attention (unscaled, with a v-norm) inside AltUp, with Laurel, per-layer inputs, KV
+    /// sharing and activation sparsity ([`FamilySpec::gemma3n_layers`]).
+    Gemma3n,
 }
 
 impl Family {
     /// Every family, oldest first (the order of the supported-class list in error messages).
-    pub const ALL: [Family; 3] = [Family::Gemma, Family::Gemma2, Family::Gemma3];
+    pub const ALL: [Family; 4] = [
+        Family::Gemma,
+        Family::Gemma2,
+        Family::Gemma3,
+        Family::Gemma3n,
+    ];
 
     /// The table entry of this family.
     pub fn spec(self) -> &'static FamilySpec {
@@ -45,6 +53,7 @@ impl Family {
             Family::Gemma => &GEMMA,
             Family::Gemma2 => &GEMMA2,
             Family::Gemma3 => &GEMMA3,
+            Family::Gemma3n => &GEMMA3N,
         }
     }
 }
@@ -53,6 +62,8 @@ impl Family {
 pub const PREFIX_CAUSAL: &str = "model.";
 /// Text prefix of Gemma3ForConditionalGeneration checkpoints as published and as saved by transformers 5.x.
 pub const PREFIX_CONDITIONAL: &str = "language_model.model.";
+/// Text prefix of Gemma3nForConditionalGeneration checkpoints (transformers' own module path).
+pub const PREFIX_MODEL_LANGUAGE: &str = "model.language_model.";
 
 /// One transformers model class (a `model_type` / `architectures[0]` pair of `config.json`).
 #[derive(Debug, PartialEq, Eq)]
@@ -100,6 +111,8 @@ pub enum QueryScale {
     HeadDim,
     /// `query_pre_attn_scalar^-0.5`, with this class default.
     PreAttnScalar { default: f64 },
+    /// No scaling (Gemma 3n: `scaling = 1.0`, the QK-norm sets the scale); `query_pre_attn_scalar` is not read.
+    Unit,
 }
 
 /// A soft-cap `c·tanh(x/c)` (semantics §3.2, §3.3, §4.1).
@@ -169,6 +182,10 @@ pub struct FamilySpec {
     pub foreign_fields: &'static [(&'static str, &'static str)],
     /// ONNX Runtime GenAI's `model.type` for the text decoder.
     pub genai_model_type: &'static str,
+    /// Gemma 3n's decoder (semantics §12): AltUp streams, Laurel blocks, per-layer inputs, KV sharing, Gaussian
+    /// top-k sparsity, RMSNorm gains `w` instead of `1 + w`, an unscaled v-norm. Its config fields are read into
+    /// [`Gemma3nText`](crate::config::Gemma3nText) and its graphs are built by the exporter's `gemma3n` module.
+    pub gemma3n_layers: bool,
 }
 
 const OWNER_GEMMA2: &str = "Gemma 2";
@@ -222,6 +239,7 @@ const GEMMA: FamilySpec = FamilySpec {
         ("_sliding_window_pattern", OWNER_GEMMA3),
     ],
     genai_model_type: "gemma",
+    gemma3n_layers: false,
 };
 
 /// Gemma 2 (`Gemma2Config`): Gemma 1 plus sandwich norms, both soft-caps and alternating sliding layers.
@@ -341,6 +359,49 @@ impl ModelClass {
     }
 }
 
+/// Gemma 3n (`Gemma3nTextConfig`): Gemma 3's layer pattern (4:1 by default) and RoPE, with the pieces of
+/// [`FamilySpec::gemma3n_layers`]; unscaled attention and a final soft-cap that every class applies.
+const GEMMA3N: FamilySpec = FamilySpec {
+    id: "gemma3n",
+    display: "Gemma 3n",
+    classes: &[
+        ModelClass {
+            model_type: "gemma3n_text",
+            architecture: "Gemma3nForCausalLM",
+            multimodal: false,
+            vision: None,
+            text_prefix: PREFIX_CAUSAL,
+        },
+        ModelClass {
+            model_type: "gemma3n",
+            architecture: "Gemma3nForConditionalGeneration",
+            multimodal: true,
+            // MobileNetV5, not SigLIP: not a vision system of this table (its towers are not exported yet).
+            vision: None,
+            text_prefix: PREFIX_MODEL_LANGUAGE,
+        },
+    ],
+    defaults: ClassDefaults {
+        vocab_size: Some(262_400),
+        num_attention_heads: Some(8),
+        num_key_value_heads: Some(2),
+        max_position_embeddings: 32_768,
+        ..GEMMA.defaults
+    },
+    query_scale: QueryScale::Unit,
+    final_softcap: SoftCap::Default(30.0),
+    layer_pattern: LayerPattern::Periodic {
+        window: 512,
+        period: 5,
+        period_configurable: false,
+    },
+    // Google's config.json lists `query_pre_attn_scalar` (256), which Gemma3nTextConfig ignores: not refused.
+    foreign_fields: &[("attn_logit_softcapping", OWNER_GEMMA2)],
+    genai_model_type: "gemma3n",
+    gemma3n_layers: true,
+    ..GEMMA3
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,7 +438,9 @@ mod tests {
     #[test]
     fn multimodal_classes_have_a_vision_system_whose_families_list_them() {
         for (family, class) in ModelClass::all() {
-            assert_eq!(class.multimodal, class.vision.is_some(), "{class:?}");
+            // Gemma 3n's towers are not SigLIP and not exported yet: its multimodal class has no vision system.
+            let siglip = class.multimodal && family != Family::Gemma3n;
+            assert_eq!(siglip, class.vision.is_some(), "{class:?}");
             if let Some(v) = class.vision {
                 assert_eq!(v.spec().text_families[0], family, "{class:?}");
             }

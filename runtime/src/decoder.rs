@@ -8,6 +8,10 @@
 //! - [`TokenInput::Embeds`]: `inputs_embeds` f32 `[b, s, hidden]` and `token_type_ids` i64 `[b, s]` (1 on image soft
 //!   tokens) into a multimodal export's `decoder_model_merged.onnx` ([`Decoder::open_on_embeds`]).
 //!
+//! A Gemma 3n export's decoder takes embeddings and per-layer inputs: [`Decoder::open`] then also opens its
+//! `embed_tokens.onnx`, and each [`TokenInput::Ids`] step runs it first and feeds its `inputs_embeds` and
+//! `per_layer_inputs` to the decoder (manifest `gemma3n`; only its first `kv_layers` layers have a KV cache).
+//!
 //! Graph I/O (Optimum / transformers.js names): besides the tokens, `attention_mask` i64 `[b, past + s]`,
 //! `position_ids` i64 `[b, s]` (optional in the portable graph), `past_key_values.{i}.key/value`; outputs `logits`
 //! `[b, s, vocab]` and `present.{i}.key/value`.
@@ -40,6 +44,8 @@ pub use ids::{ids_row, mask_and_positions, position_ids_from_mask, single_sequen
 
 pub struct Decoder {
     session: Session,
+    /// Gemma 3n: `embed_tokens.onnx`, run on the ids of each step before the decoder.
+    embed_tokens: Option<Session>,
     /// The export's manifest; for the decoder on embeddings, with `graph` portable (what its cache must look like).
     manifest: Manifest,
     dir: PathBuf,
@@ -123,7 +129,15 @@ impl Decoder {
         let manifest = manifest::load(&dir)?;
         let model = manifest::decoder_path(&dir, &manifest);
         let session = ort_env::create_session(&model, options)?;
+        let embed_tokens = match &manifest.gemma3n {
+            Some(n) => Some(ort_env::create_session(
+                &dir.join(&n.embed_tokens),
+                options,
+            )?),
+            None => None,
+        };
         let mut decoder = Decoder::new(session, manifest, dir, false);
+        decoder.embed_tokens = embed_tokens;
         decoder.check_ids_graph(&model)?;
         crate::integrity::check_graph_shapes(&decoder.session, &decoder.manifest, &model)?;
         Ok(decoder)
@@ -153,9 +167,10 @@ impl Decoder {
     }
 
     fn new(session: Session, manifest: Manifest, dir: PathBuf, embeds: bool) -> Decoder {
-        let layers = 0..manifest.num_layers;
+        let layers = 0..manifest.kv_layers();
         Decoder {
             session,
+            embed_tokens: None,
             graph: manifest.graph,
             past_names: layers
                 .clone()
@@ -288,11 +303,11 @@ impl Decoder {
                 cache.batch()
             )));
         }
-        if cache.num_layers() != self.manifest.num_layers {
+        if cache.num_layers() != self.manifest.kv_layers() {
             return Err(Error::InvalidArgument(format!(
                 "the KV cache has {} layers, the model {}",
                 cache.num_layers(),
-                self.manifest.num_layers
+                self.manifest.kv_layers()
             )));
         }
         if step.attention_mask.dim() != (batch, past + seq) {

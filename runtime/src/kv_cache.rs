@@ -94,9 +94,9 @@ impl KvCache {
         };
         cache.store = match manifest.graph {
             GraphKind::Portable => {
-                let mut keys = Vec::with_capacity(manifest.num_layers);
-                let mut values = Vec::with_capacity(manifest.num_layers);
-                for _ in 0..manifest.num_layers {
+                let mut keys = Vec::with_capacity(manifest.kv_layers());
+                let mut values = Vec::with_capacity(manifest.kv_layers());
+                for _ in 0..manifest.kv_layers() {
                     keys.push(cache.empty_value()?);
                     values.push(cache.empty_value()?);
                 }

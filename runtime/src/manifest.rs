@@ -157,6 +157,20 @@ fn validate(m: &Manifest, path: &Path) -> Result<()> {
     if m.decoder.is_empty() {
         return bad("decoder", "must name the decoder graph file".into());
     }
+    if let Some(n) = &m.gemma3n {
+        if n.kv_layers == 0 || n.kv_layers > m.num_layers {
+            let why = format!(
+                "must be 1..={} (num_layers), got {}",
+                m.num_layers, n.kv_layers
+            );
+            return bad("gemma3n.kv_layers", why);
+        }
+        if m.graph != GraphKind::Portable || n.embed_tokens.is_empty() {
+            let why =
+                "a Gemma 3n export has portable graphs and names its embed_tokens graph".into();
+            return bad("gemma3n", why);
+        }
+    }
     if m.graph == GraphKind::Cpu {
         if m.cpu.is_none() {
             return bad("cpu", "a \"cpu\" graph needs the `cpu` section".into());

@@ -15,7 +15,7 @@ use crate::builder::Value;
 use crate::layers::{Ctx, NormKind};
 use gemma_models::{LayerType, ModelConfig};
 
-mod masks;
+pub(crate) mod masks;
 
 /// Standard ONNX ops, and the values every layer shares once [`Backend::begin`] has run.
 pub struct Portable {
@@ -98,8 +98,8 @@ impl Backend for Portable {
                 };
                 let pos = &inputs.position_ids;
                 let (cos, sin) = masks::rope_tables(g, pos, label, t.rope(ty), t.head_dim);
-                let blocks = blocks.as_ref();
-                let mask = masks::attention_mask(g, inputs, window, blocks, prefix_lm, label);
+                let io = (&inputs.tokens, &inputs.attention_mask);
+                let mask = masks::attention_mask(g, io, window, blocks.as_ref(), prefix_lm, label);
                 LayerTables { cos, sin, mask }
             })
         };

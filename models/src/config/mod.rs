@@ -11,6 +11,8 @@
 //! | `gemma3`      | `Gemma3ForConditionalGeneration` | Gemma3  | `language_model.model.`  |
 //! | `shieldgemma2` | `ShieldGemma2ForImageClassification` | Gemma3 | `language_model.model.` once unwrapped |
 //! | `paligemma`   | `PaliGemmaForConditionalGeneration` | Gemma or Gemma2 (`text_config.model_type`) | `language_model.model.` |
+//! | `gemma3n_text`| `Gemma3nForCausalLM`             | Gemma3n | `model.`                 |
+//! | `gemma3n`     | `Gemma3nForConditionalGeneration`| Gemma3n | `model.language_model.`  |
 //!
 //! For Gemma3ForConditionalGeneration the text fields live under `text_config`, and most of them are usually
 //! absent (the gemma-3-4b config lists only six); the `Gemma3TextConfig` class defaults fill them in (semantics §10).
@@ -25,6 +27,9 @@
 mod classifier;
 mod fields;
 pub mod gemma3n_audio;
+mod gemma3n;
+#[cfg(test)]
+mod gemma3n_tests;
 mod ids;
 mod rope;
 #[cfg(test)]
@@ -33,6 +38,7 @@ mod text;
 mod vision;
 
 pub use classifier::ClassifierConfig;
+pub use gemma3n::Gemma3nText;
 pub use vision::VisionConfig;
 
 use std::path::Path;
@@ -115,6 +121,10 @@ pub struct TextConfig {
     pub max_position_embeddings: usize,
     /// Whether the LM head reuses `embed_tokens` (true for every Google checkpoint, which then has no lm_head).
     pub tie_word_embeddings: bool,
+    /// Gemma 3n's own fields (semantics §12); `None` for the other families. With it, `intermediate_size` is the
+    /// largest of the per-layer widths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gemma3n: Option<Gemma3nText>,
 }
 
 impl TextConfig {
@@ -285,7 +295,8 @@ impl ModelConfig {
         } else {
             None
         };
-        let vision_config = if conditional {
+        // Gemma 3n's towers (MobileNetV5, the audio Conformer) are not SigLIP: their sections stay raw here.
+        let vision_config = if conditional && !family.spec().gemma3n_layers {
             Some(vision::parse(&top, class.vision.unwrap_or_default())?)
         } else {
             None

@@ -6,7 +6,7 @@
 //! `hidden_size`) is required.
 
 use super::fields::{describe, Fields};
-use super::{rope, Family, LayerType, TextConfig};
+use super::{gemma3n, rope, Family, LayerType, TextConfig};
 use crate::error::ConfigError;
 use crate::family::{FamilySpec, LayerPattern, QueryScale, SoftCap, VisionSpec};
 
@@ -41,8 +41,14 @@ pub(super) fn parse(
 
     let vocab_size = t.bounded("vocab_size", defaults.vocab_size, limits::VOCAB)?;
     let hidden_size = t.bounded("hidden_size", None, limits::HIDDEN)?;
-    let intermediate_size = t.bounded("intermediate_size", None, limits::INTERMEDIATE)?;
     let num_hidden_layers = t.bounded("num_hidden_layers", None, limits::LAYERS)?;
+    // Gemma 3n: one width per layer (or one for all); the others: one number.
+    let (intermediate_size, per_layer_intermediate) = if spec.gemma3n_layers {
+        gemma3n::intermediate_sizes(t, num_hidden_layers)?
+    } else {
+        let i = t.bounded("intermediate_size", None, limits::INTERMEDIATE)?;
+        (i, Vec::new())
+    };
     let num_attention_heads = t.bounded(
         "num_attention_heads",
         defaults.num_attention_heads,
@@ -82,6 +88,7 @@ pub(super) fn parse(
 
     let query_pre_attn_scalar = match spec.query_scale {
         QueryScale::HeadDim => head_dim as f64,
+        QueryScale::Unit => 1.0,
         QueryScale::PreAttnScalar { default } => {
             t.positive_f64("query_pre_attn_scalar", Some(default))?
         }
@@ -95,7 +102,7 @@ pub(super) fn parse(
 
     let attn_logit_softcapping = soft_cap(t, "attn_logit_softcapping", &spec.attn_softcap)?;
     // Gemma3ForConditionalGeneration's forward never caps the logits, whatever the config says (semantics §4.1);
-    // PaliGemma's does.
+    // PaliGemma's and Gemma3nForConditionalGeneration's do.
     let final_logit_softcapping = if system.is_some_and(|v| !v.final_softcap) {
         None
     } else {
@@ -104,6 +111,10 @@ pub(super) fn parse(
 
     let layer_types = layer_types(t, spec, num_hidden_layers)?;
     let (rope_full, rope_sliding) = rope::resolve(t, &spec.rope)?;
+    let gemma3n = match spec.gemma3n_layers {
+        true => Some(gemma3n::parse(t, &layer_types, per_layer_intermediate)?),
+        false => None,
+    };
 
     // Multimodal configs keep tie_word_embeddings at the top level; fall back to the text object, then the default.
     let tie_word_embeddings = match top.bool("tie_word_embeddings")? {
@@ -130,6 +141,7 @@ pub(super) fn parse(
         final_logit_softcapping,
         max_position_embeddings,
         tie_word_embeddings,
+        gemma3n,
     })
 }
 

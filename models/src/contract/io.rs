@@ -11,6 +11,8 @@ pub const ATTENTION_MASK: &str = "attention_mask";
 pub const POSITION_IDS: &str = "position_ids";
 /// Decoder input (image path): 1 at image tokens, int64 `[batch, seq]`.
 pub const TOKEN_TYPE_IDS: &str = "token_type_ids";
+/// Gemma 3n: the per-layer inputs `[batch, seq, layers, P]` of `embed_tokens.onnx` and the decoder on embeddings.
+pub const PER_LAYER_INPUTS: &str = "per_layer_inputs";
 /// Decoder input, one-element int64 (`[]` or `[1]`): logits for this many trailing positions only (0 = all). The
 /// manifest names it (`cpu.logits_to_keep_input`, `portable_logits_to_keep_input`).
 pub const LOGITS_TO_KEEP: &str = "num_logits_to_keep";

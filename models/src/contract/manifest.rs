@@ -15,7 +15,7 @@ use super::{Family, LayerType};
 pub struct Manifest {
     /// Always [`super::FORMAT`].
     pub format: String,
-    /// [`super::FORMAT_VERSION`] when written; absent (version 1) in the oldest exports.
+    /// [`super::format_version_for`] the family when written; absent (version 1) in the oldest exports.
     #[serde(default = "version_1")]
     pub format_version: u32,
     pub family: Family,
@@ -87,6 +87,19 @@ pub struct Manifest {
     /// The LoRA adapter merged into the weights (`gemma-export --lora`); absent when none was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora: Option<LoraSection>,
+    /// Gemma 3n exports: the embedding graph and the KV layers of the decoder on embeddings; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gemma3n: Option<super::Gemma3nSection>,
+}
+
+impl Manifest {
+    /// The layers with a KV cache: the decoder's `past_key_values.{i}` for `i` below this. Every layer, except in
+    /// Gemma 3n exports, whose last layers reuse earlier layers' keys and values.
+    pub fn kv_layers(&self) -> usize {
+        self.gemma3n
+            .as_ref()
+            .map_or(self.num_layers, |n| n.kv_layers)
+    }
 }
 
 fn version_1() -> u32 {

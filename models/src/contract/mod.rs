@@ -10,7 +10,8 @@
 //!
 //! # Versions
 //!
-//! `format_version` is [`FORMAT_VERSION`] in what this code writes. A reader accepts every version from 1 up to
+//! `format_version` is the newest version a manifest's content needs ([`format_version_for`]: 2 for Gemma 3n, 1
+//! otherwise, so older readers keep reading every other export). A reader accepts every version from 1 up to
 //! [`FORMAT_VERSION`] (a manifest without the field is version 1) and refuses a newer one, naming both versions
 //! ([`check_format_version`]). Within one version, fields are only ever added as optional (absent in older
 //! exports, with a default), and readers ignore fields they do not know; a change an older reader would misread
@@ -18,12 +19,14 @@
 
 mod classifier;
 pub mod files;
+mod gemma3n;
 pub mod io;
 mod manifest;
 mod vision;
 
 pub use crate::config::{Family, LayerType};
 pub use classifier::{select_policies, ClassifierSection, Policy};
+pub use gemma3n::Gemma3nSection;
 pub use manifest::{
     CpuSection, DType, FileFingerprint, GraphKind, LoraSection, Manifest, Precision,
 };
@@ -32,8 +35,17 @@ pub use vision::{PreprocessConfig, PreprocessSection, VisionSection, PIL_BICUBIC
 /// The value of `format` in every manifest: tells an export folder's manifest from any other JSON file.
 pub const FORMAT: &str = "gemma-onnx";
 
-/// The `format_version` this code writes, and the newest one it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest `format_version` this code writes and reads. Version 2 added the family `gemma3n` and the manifest's
+/// `gemma3n` section.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The `format_version` a manifest of `family` is written with: the oldest that can express it.
+pub fn format_version_for(family: Family) -> u32 {
+    match family.spec().gemma3n_layers {
+        true => 2,
+        false => 1,
+    }
+}
 
 /// Why a manifest's `format_version` cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod gemma3n_audio;
+pub mod gemma3n;
 pub mod vision;
 
 use crate::checkpoint::Checkpoint;
@@ -20,10 +21,10 @@ use crate::config::{ModelConfig, TextConfig};
 use crate::error::CheckpointError;
 use crate::family::Family;
 
-pub use crate::family::{PREFIX_CAUSAL, PREFIX_CONDITIONAL};
-/// Every text prefix we know of, including transformers 5.x's in-memory naming (`model.language_model.`), in the
-/// order [`detect_text_prefix`] tries them.
-pub const TEXT_PREFIXES: [&str; 3] = [PREFIX_CAUSAL, PREFIX_CONDITIONAL, "model.language_model."];
+pub use crate::family::{PREFIX_CAUSAL, PREFIX_CONDITIONAL, PREFIX_MODEL_LANGUAGE};
+/// Every text prefix we know of, including transformers 5.x's in-memory naming (`model.language_model.`, also
+/// Gemma 3n's saved one), in the order [`detect_text_prefix`] tries them.
+pub const TEXT_PREFIXES: [&str; 3] = [PREFIX_CAUSAL, PREFIX_CONDITIONAL, PREFIX_MODEL_LANGUAGE];
 
 /// The token embedding `[vocab_size, hidden_size]`, also the LM head when tied.
 pub fn embed_tokens(prefix: &str) -> String {
@@ -128,8 +129,11 @@ pub fn layer_tensor_shape(cfg: &TextConfig, suffix: &str) -> Option<Vec<usize>> 
 }
 
 /// Every text-decoder tensor the config implies, with its expected shape: embeddings, all layers, final norm, and
-/// the LM head when untied.
+/// the LM head when untied (Gemma 3n's: [`gemma3n::text_tensors`]).
 pub fn text_tensors(cfg: &TextConfig, prefix: &str) -> Vec<(String, Vec<usize>)> {
+    if cfg.gemma3n.is_some() {
+        return gemma3n::text_tensors(cfg, prefix);
+    }
     let mut out = vec![(embed_tokens(prefix), vec![cfg.vocab_size, cfg.hidden_size])];
     for index in 0..cfg.num_hidden_layers {
         for suffix in layer_suffixes(cfg.family) {

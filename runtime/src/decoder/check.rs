@@ -36,10 +36,17 @@ impl Decoder {
             ))
         };
         let kv_type = element_type(self.manifest.kv_dtype);
-        let mut expected: Vec<(&str, Option<TensorElementType>)> = vec![
-            (io::INPUT_IDS, Some(TensorElementType::Int64)),
-            (io::ATTENTION_MASK, Some(TensorElementType::Int64)),
-        ];
+        let f32_type = Some(TensorElementType::Float32);
+        let mut expected: Vec<(&str, Option<TensorElementType>)> = match self.embed_tokens {
+            // Gemma 3n: the ids go through embed_tokens.onnx first.
+            Some(_) => vec![
+                (io::INPUTS_EMBEDS, f32_type),
+                (io::PER_LAYER_INPUTS, f32_type),
+                (io::POSITION_IDS, Some(TensorElementType::Int64)),
+            ],
+            None => vec![(io::INPUT_IDS, Some(TensorElementType::Int64))],
+        };
+        expected.push((io::ATTENTION_MASK, Some(TensorElementType::Int64)));
         if let Some(cpu) = &self.manifest.cpu {
             expected.push((io::POSITION_IDS, Some(TensorElementType::Int64)));
             expected.push((&cpu.logits_to_keep_input, Some(TensorElementType::Int64)));

@@ -33,6 +33,12 @@ impl Decoder {
             Vec::with_capacity(4 + 2 * self.manifest.num_layers);
         let (ids, embeds, types);
         match &step.tokens {
+            TokenInput::Ids(input_ids) if self.embed_tokens.is_some() => {
+                ids = input_ids.as_standard_layout();
+                for (name, value) in self.embed_ids(ids.view())? {
+                    inputs.push((name.into(), value.into()));
+                }
+            }
             TokenInput::Ids(input_ids) => {
                 ids = input_ids.as_standard_layout();
                 inputs.push((io::INPUT_IDS.into(), tensor_ref(&ids, ctx)?.into()));
@@ -116,6 +122,25 @@ impl Decoder {
         drop(outputs);
         cache.replace(keys, values, past + seq);
         Ok(result)
+    }
+
+    /// Gemma 3n: `embed_tokens.onnx` on `ids`, its `inputs_embeds` and `per_layer_inputs` by name.
+    fn embed_ids(&mut self, ids: ArrayView2<i64>) -> Result<[(&'static str, DynValue); 2]> {
+        const CTX: &str = "running embed_tokens.onnx";
+        let embed = self
+            .embed_tokens
+            .as_mut()
+            .expect("called for Gemma 3n decoders only");
+        let ids = TensorRef::from_array_view(ids).map_err(|e| Error::ort(CTX, e))?;
+        let mut out = embed
+            .run(ort::inputs![io::INPUT_IDS => ids])
+            .map_err(|e| Error::ort(CTX, e))?;
+        let mut take = |name: &'static str| {
+            out.remove(name)
+                .map(|v| (name, v))
+                .ok_or_else(|| Error::ort(CTX, format!("the graph produced no `{name}`")))
+        };
+        Ok([take(io::INPUTS_EMBEDS)?, take(io::PER_LAYER_INPUTS)?])
     }
 
     /// The cpu graph: binds the cache's buffers as both past inputs and present outputs (updated in place by the

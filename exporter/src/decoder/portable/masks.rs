@@ -1,7 +1,6 @@
 //! What the portable backend computes once per graph for each layer type: RoPE tables and the additive attention
 //! mask (causal, sliding window, padding, and Gemma 3's image blocks).
 
-use super::Inputs;
 use crate::builder::{GraphBuilder, Value};
 use crate::layers::{inv_freq, MASK_MIN};
 use crate::onnx::DataType;
@@ -10,7 +9,7 @@ use gemma_models::RopeParams;
 /// RoPE cos/sin tables for one layer type (semantics §1.3, §4.3), computed in the graph in float32 from
 /// `position_ids` exactly as transformers does: `ang = float(pos) * inv_freq`, `emb = concat(ang, ang)`, then cos
 /// and sin; shaped `[B, 1, S, hd]` to broadcast over heads.
-pub(super) fn rope_tables(
+pub(crate) fn rope_tables(
     g: &mut GraphBuilder,
     position_ids: &Value,
     label: &str,
@@ -43,15 +42,15 @@ pub(super) fn rope_tables(
 ///
 /// `blocks` is `[B, S]` int64 from [`image_blocks`]: 0 for text, k ≥ 1 for the k-th run of image tokens of the
 /// current chunk. Keys from the past cache get block 0, so a block never spans chunks: the runtime must prefill
-/// each image whole in one chunk. Only the sequence length of the token input is read (`input_ids` or
+/// each image whole in one chunk. Only the sequence length of the token input `tokens` is read (`input_ids` or
 /// `inputs_embeds`).
 ///
 /// With `block_overrides_window` (PaliGemma, semantics §8.3) the block term is or-ed in after the window, as
 /// transformers' `or_masks(sliding_window_causal, blockwise_overlay)` does:
 /// `allowed(i, j) = ((j ≤ i AND j > i − W) OR same_block(i, j)) AND key_not_padded(j)`.
-pub(super) fn attention_mask(
+pub(crate) fn attention_mask(
     g: &mut GraphBuilder,
-    inputs: &Inputs,
+    (tokens, attention_mask): (&Value, &Value),
     window: Option<usize>,
     blocks: Option<&Value>,
     block_overrides_window: bool,
@@ -60,8 +59,8 @@ pub(super) fn attention_mask(
     let l = |s: &str| format!("mask_{label}/{s}");
     let zero = g.scalar_i64("zero", 0);
     let one = g.scalar_i64("one", 1);
-    let ids_shape = g.shape(&l("ids_shape"), &inputs.tokens);
-    let mask_shape = g.shape(&l("mask_shape"), &inputs.attention_mask);
+    let ids_shape = g.shape(&l("ids_shape"), tokens);
+    let mask_shape = g.shape(&l("mask_shape"), attention_mask);
     let s = g.gather(&l("seq_len"), &ids_shape, &one, 0);
     let t = g.gather(&l("total_len"), &mask_shape, &one, 0);
     let past = g.op("Sub", &l("past_len"), &[&t, &s], &[]);
@@ -101,7 +100,7 @@ pub(super) fn attention_mask(
     if let Some(same) = late_block {
         allowed = g.op("Or", &l("window_or_block"), &[&allowed, &same], &[]);
     }
-    let keys = g.cast(&l("keys_bool"), &inputs.attention_mask, DataType::Bool);
+    let keys = g.cast(&l("keys_bool"), attention_mask, DataType::Bool);
     let ax12 = g.const_i64("axes_1_2", &[1, 2]);
     let keys = g.unsqueeze(&l("keys_4d"), &keys, &ax12);
     let allowed = g.op("And", &l("allowed"), &[&allowed, &keys], &[]);
