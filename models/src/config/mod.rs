@@ -231,8 +231,10 @@ impl ModelConfig {
             let t = top
                 .object("text_config")?
                 .unwrap_or_else(|| Fields::new(&empty, origin, "text_config."));
-            // The text part is the text-only class of one of the system's families (the first when absent).
-            let families = system.map_or(&[][..], |v| v.text_families);
+            // The text part is the text-only class of one of the system's families (the first when absent); a
+            // multimodal class without a vision system of the table (Gemma 3n) has its own family's.
+            let own = [family];
+            let families = system.map_or(&own[..], |v| v.text_families);
             if let Some(mt) = t.str("model_type")? {
                 match families
                     .iter()
