@@ -27,6 +27,7 @@ pub mod bench;
 pub mod chat_template;
 pub mod conversation;
 pub mod decoder;
+pub mod ep_support;
 pub mod error;
 pub mod fim;
 /// Entry points of the fuzz targets (`tests/fuzz`); the `fuzzing` feature.
