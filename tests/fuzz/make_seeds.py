@@ -29,6 +29,17 @@ def put(target, name, data):
         f.write(data)
 
 
+def put_variant(target, name, base, changes):
+    """`base` (a JSON object) with top-level `changes` applied (None removes the key), as a seed."""
+    c = json.loads(json.dumps(base))
+    for k, v in changes.items():
+        if v is None:
+            c.pop(k, None)
+        else:
+            c[k] = v
+    put(target, name, json.dumps(c))
+
+
 # --- safetensors --------------------------------------------------------------------------------------------------
 
 SIZES = {"F32": 4, "F16": 2, "BF16": 2, "I64": 8, "BOOL": 1, "U8": 1, "F64": 8, "F8_E4M3": 1}
@@ -140,13 +151,7 @@ def config_seeds():
     put(t, "multimodal", json.dumps(mm))
 
     def variant(name, **changes):
-        c = dict(base)
-        for k, v in changes.items():
-            if v is None:
-                c.pop(k, None)
-            else:
-                c[k] = v
-        put(t, name, json.dumps(c))
+        put_variant(t, name, base, changes)
 
     variant("layers-huge", num_hidden_layers=1000000000)
     variant("heads-zero", num_attention_heads=0)
@@ -345,13 +350,7 @@ def manifest_seeds():
     put(t, "vision", json.dumps(vision))
 
     def variant(name, base=m, **changes):
-        c = json.loads(json.dumps(base))
-        for k, v in changes.items():
-            if v is None:
-                c.pop(k, None)
-            else:
-                c[k] = v
-        put(t, name, json.dumps(c))
+        put_variant(t, name, base, changes)
 
     variant("format-other", format="onnx")
     variant("format-version-future", format_version=99)
