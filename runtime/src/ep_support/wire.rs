@@ -25,7 +25,7 @@ fn fields(mut buf: &[u8]) -> impl Iterator<Item = Result<(u64, Value<'_>), Strin
             let key = varint(&mut buf)?;
             let value = match key & 7 {
                 0 => Value::Varint(varint(&mut buf)?),
-                1 => Value::Fixed.skip(&mut buf, 8)?,
+                1 => advance(&mut buf, 8)?,
                 2 => {
                     let len = usize::try_from(varint(&mut buf)?).map_err(|_| "length overflow")?;
                     if len > buf.len() {
@@ -35,7 +35,7 @@ fn fields(mut buf: &[u8]) -> impl Iterator<Item = Result<(u64, Value<'_>), Strin
                     buf = rest;
                     Value::Bytes(bytes)
                 }
-                5 => Value::Fixed.skip(&mut buf, 4)?,
+                5 => advance(&mut buf, 4)?,
                 w => return Err(format!("unsupported protobuf wire type {w}")),
             };
             Ok((key >> 3, value))
@@ -47,14 +47,13 @@ fn fields(mut buf: &[u8]) -> impl Iterator<Item = Result<(u64, Value<'_>), Strin
     })
 }
 
-impl Value<'_> {
-    fn skip(self, buf: &mut &[u8], n: usize) -> Result<Self, String> {
-        if buf.len() < n {
-            return Err("a fixed-size field runs past the end".into());
-        }
-        *buf = &buf[n..];
-        Ok(self)
+/// Skips a fixed-size field of `n` bytes.
+fn advance<'a>(buf: &mut &'a [u8], n: usize) -> Result<Value<'a>, String> {
+    if buf.len() < n {
+        return Err("a fixed-size field runs past the end".into());
     }
+    *buf = &buf[n..];
+    Ok(Value::Fixed)
 }
 
 fn varint(buf: &mut &[u8]) -> Result<u64, String> {
