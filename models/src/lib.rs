@@ -22,6 +22,9 @@ pub mod error;
 pub mod family;
 pub mod files;
 pub mod fingerprint;
+/// Entry points of the fuzz targets (`tests/fuzz`); the `fuzzing` feature.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod gguf;
 pub mod lora;
 pub mod names;

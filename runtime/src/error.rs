@@ -22,6 +22,10 @@ pub enum Error {
     #[error("execution provider {provider}: {reason}")]
     ExecutionProvider { provider: String, reason: String },
 
+    /// The export has nodes the chosen execution provider cannot run ([`crate::ep_support`]).
+    #[error(transparent)]
+    EpSupport(#[from] crate::ep_support::EpSupportError),
+
     /// The folder has no `gemma-onnx.json`.
     #[error("not a gemma-onnx export folder: {} has no gemma-onnx.json; run gemma-export first", .dir.display())]
     NotAnExport { dir: PathBuf },

@@ -28,8 +28,12 @@ pub mod bench;
 pub mod chat_template;
 pub mod conversation;
 pub mod decoder;
+pub mod ep_support;
 pub mod error;
 pub mod fim;
+/// Entry points of the fuzz targets (`tests/fuzz`); the `fuzzing` feature.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub use gemma_models::fingerprint;
 pub mod generate;
 pub mod integrity;

@@ -291,6 +291,9 @@ pub struct RuntimeOptions {
     pub execution_provider: ExecutionProvider,
     /// Threads used inside one operator. `None`: all logical cores.
     pub intra_threads: Option<usize>,
+    /// Let ONNX Runtime run on the CPU the nodes a non-CPU provider cannot take (`--allow-fallback`). Off by
+    /// default: [`create_session`] then refuses such an export ([`crate::ep_support`]).
+    pub allow_fallback: bool,
 }
 
 impl RuntimeOptions {
@@ -305,6 +308,11 @@ impl RuntimeOptions {
 
     pub fn with_execution_provider(mut self, ep: ExecutionProvider) -> Self {
         self.execution_provider = ep;
+        self
+    }
+
+    pub fn with_allow_fallback(mut self, allow: bool) -> Self {
+        self.allow_fallback = allow;
         self
     }
 
@@ -323,10 +331,18 @@ impl RuntimeOptions {
 /// take the time, e.g. `GEMMA_ORT_PROFILE=/tmp/prof gemma bench -m DIR --repeat 1`.
 pub const PROFILE_ENV: &str = "GEMMA_ORT_PROFILE";
 
-/// Creates an ONNX Runtime session for `model` (loading the library first if needed).
+/// Creates an ONNX Runtime session for `model` (loading the library first if needed). With a non-CPU provider and
+/// without [`RuntimeOptions::allow_fallback`], the graph is first checked against the provider
+/// ([`crate::ep_support::check`]) and ONNX Runtime is told not to place any node on the CPU
+/// (`session.disable_cpu_ep_fallback`), so the session either runs wholly on the provider or is not created.
 pub fn create_session(model: &Path, options: &RuntimeOptions) -> Result<Session> {
     let env = environment()?;
-    let eps = options.execution_provider.dispatch()?;
+    let provider = options.execution_provider;
+    let eps = provider.dispatch()?;
+    let strict = provider != ExecutionProvider::Cpu && !options.allow_fallback;
+    if strict {
+        crate::ep_support::check(model, provider)?;
+    }
     let ctx = || format!("creating an ONNX Runtime session for {}", model.display());
     let builder = Session::builder(env)
         .map_err(|e| Error::ort(ctx(), e))?
@@ -344,6 +360,13 @@ pub fn create_session(model: &Path, options: &RuntimeOptions) -> Result<Session>
             .with_profiling(PathBuf::from(prefix))
             .map_err(|e| Error::ort(ctx(), e))?,
         None => builder,
+    };
+    let builder = if strict {
+        builder
+            .with_disable_cpu_fallback()
+            .map_err(|e| Error::ort(ctx(), e))?
+    } else {
+        builder
     };
     let mut builder = if eps.is_empty() {
         builder

@@ -27,6 +27,10 @@ pub struct ModelArgs {
     /// Execution provider: cpu, cuda, tensorrt, coreml (non-CPU ones need the matching cargo feature)
     #[arg(long = "ep", value_name = "EP", default_value = "cpu", value_parser = parse_ep)]
     pub execution_provider: ExecutionProvider,
+    /// With a non-CPU --ep: let ONNX Runtime run on the CPU the nodes that provider cannot (slower, and the
+    /// result is partly CPU). Without it such an export is refused, naming the nodes and the export to make instead
+    #[arg(long = "allow-fallback")]
+    pub allow_fallback: bool,
 }
 
 impl ModelArgs {
@@ -34,6 +38,7 @@ impl ModelArgs {
         RuntimeOptions::default()
             .with_threads(self.threads.map(usize::from))
             .with_execution_provider(self.execution_provider)
+            .with_allow_fallback(self.allow_fallback)
     }
 }
 
