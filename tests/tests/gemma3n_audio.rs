@@ -207,3 +207,40 @@ fn write_audio_graphs_exports_both_graphs_of_a_checkpoint_folder() -> Result<()>
     assert!(err < ENCODER_TOLERANCE, "max error {err}");
     Ok(())
 }
+
+#[test]
+fn gemma_export_writes_the_audio_graphs_and_records_them() -> Result<()> {
+    let (_tmp, out) = gemma_tests::export_to_temp(&fixture())?;
+    let options = RuntimeOptions::cpu().with_threads(Some(1));
+    // The runtime reads and validates the manifest.
+    let decoder = gemma_runtime::decoder::Decoder::open(&out, &options)?;
+    let manifest = decoder.manifest().clone();
+    let section = manifest.gemma3n.context("gemma3n section")?;
+    assert_eq!(section.towers_not_exported, ["vision"]);
+    let audio = section.audio.context("gemma3n.audio")?;
+    assert_eq!(
+        (audio.preprocess.as_str(), audio.encoder.as_str()),
+        ("preprocess_audio.onnx", "audio_encoder.onnx")
+    );
+    assert_eq!(
+        (audio.audio_token_id, audio.boa_token_id, audio.eoa_token_id),
+        (385, 252, 253)
+    );
+    assert_eq!(
+        (audio.soft_tokens, audio.sampling_rate, audio.max_samples),
+        (188, 16_000, 480_000)
+    );
+    for file in [
+        "preprocess_audio.onnx",
+        "audio_encoder.onnx",
+        "audio_encoder.onnx_data",
+    ] {
+        assert!(manifest.files.contains_key(file), "{file} fingerprinted");
+    }
+    let mut enc = AudioEncoder::open(&out, &options)?;
+    let rows = enc.encode_file(&fixture().join("clips/short.wav"))?;
+    let want = reference()?.f32("short.audio_features")?;
+    let err = max_abs_diff(rows.view().into_dyn(), want.index_axis(ndarray::Axis(0), 0));
+    assert!(err < ENCODER_TOLERANCE, "max error {err}");
+    Ok(())
+}
