@@ -30,6 +30,7 @@ pub mod conversation;
 pub mod decoder;
 pub mod error;
 pub mod fim;
+pub mod gemma3n_audio;
 pub use gemma_models::fingerprint;
 pub mod generate;
 pub mod integrity;
