@@ -11,6 +11,8 @@
 //! A Gemma 3n export's decoder takes embeddings and per-layer inputs: [`Decoder::open`] then also opens its
 //! `embed_tokens.onnx`, and each [`TokenInput::Ids`] step runs it first and feeds its `inputs_embeds` and
 //! `per_layer_inputs` to the decoder (manifest `gemma3n`; only its first `kv_layers` layers have a KV cache).
+//! A [`TokenInput::Gemma3nEmbeds`] step gives both itself: [`Decoder::embed`]'s output with audio rows written over
+//! the audio tokens (`crate::gemma3n_audio`, semantics §13.4).
 //!
 //! Graph I/O (Optimum / transformers.js names): besides the tokens, `attention_mask` i64 `[b, past + s]`,
 //! `position_ids` i64 `[b, s]` (optional in the portable graph), `past_key_values.{i}.key/value`; outputs `logits`
