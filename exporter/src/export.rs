@@ -382,6 +382,14 @@ fn write_export(
     };
     let weight_bytes = w.finish()? + vision_bytes;
     progress.finish_and_clear();
+    // Gemma 3n's audio graphs (semantics §13), in the staging folder like every other file.
+    let audio = match gemma3n && crate::gemma3n::exports_audio(&opts.src, cfg) {
+        true => {
+            let (a, features) = crate::gemma3n::write_audio_graphs(&opts.src, ckpt, dir)?;
+            Some(crate::gemma3n::audio_section(&a, &features))
+        }
+        false => None,
+    };
 
     let nodes = g.node_count();
     // Generated source files (GGUF) go in first, so the manifest reads their generation_config.json.
@@ -415,7 +423,7 @@ fn write_export(
     }
     manifest.allow_nonfinite = opts.allow_nonfinite;
     if gemma3n {
-        crate::gemma3n::fill_manifest(&mut manifest, cfg);
+        crate::gemma3n::fill_manifest(&mut manifest, &opts.src, cfg, audio);
     } else if opts.graph == GraphKind::Cpu {
         manifest.graph = GraphKind::Cpu;
         manifest.cpu = Some(contract::CpuSection::current());

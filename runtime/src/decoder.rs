@@ -11,6 +11,8 @@
 //! A Gemma 3n export's decoder takes embeddings and per-layer inputs: [`Decoder::open`] then also opens its
 //! `embed_tokens.onnx`, and each [`TokenInput::Ids`] step runs it first and feeds its `inputs_embeds` and
 //! `per_layer_inputs` to the decoder (manifest `gemma3n`; only its first `kv_layers` layers have a KV cache).
+//! A [`TokenInput::Gemma3nEmbeds`] step gives both itself: [`Decoder::embed`]'s output with audio rows written over
+//! the audio tokens (`crate::gemma3n_audio`, semantics §13.4).
 //!
 //! Graph I/O (Optimum / transformers.js names): besides the tokens, `attention_mask` i64 `[b, past + s]`,
 //! `position_ids` i64 `[b, s]` (optional in the portable graph), `past_key_values.{i}.key/value`; outputs `logits`
@@ -28,7 +30,7 @@
 use gemma_models::contract::io;
 use std::path::{Path, PathBuf};
 
-use ndarray::{ArrayView2, ArrayView3};
+use ndarray::{ArrayView2, ArrayView3, ArrayView4};
 use ort::session::Session;
 
 use crate::error::{Error, Result};
@@ -72,6 +74,12 @@ pub enum TokenInput<'a> {
         embeds: ArrayView3<'a, f32>,
         token_type_ids: ArrayView2<'a, i64>,
     },
+    /// Gemma 3n: `inputs_embeds` `[b, s, hidden]` and `per_layer_inputs` `[b, s, layers, P]` as
+    /// [`Decoder::embed`] gives them, audio soft-token rows replaced (`crate::gemma3n_audio`, semantics §13).
+    Gemma3nEmbeds {
+        embeds: ArrayView3<'a, f32>,
+        per_layer_inputs: ArrayView4<'a, f32>,
+    },
 }
 
 impl TokenInput<'_> {
@@ -79,7 +87,9 @@ impl TokenInput<'_> {
     pub fn dim(&self) -> (usize, usize) {
         match self {
             TokenInput::Ids(ids) => ids.dim(),
-            TokenInput::Embeds { embeds, .. } => (embeds.dim().0, embeds.dim().1),
+            TokenInput::Embeds { embeds, .. } | TokenInput::Gemma3nEmbeds { embeds, .. } => {
+                (embeds.dim().0, embeds.dim().1)
+            }
         }
     }
 
@@ -96,6 +106,13 @@ impl TokenInput<'_> {
             } => TokenInput::Embeds {
                 embeds: embeds.reborrow(),
                 token_type_ids: token_type_ids.reborrow(),
+            },
+            TokenInput::Gemma3nEmbeds {
+                embeds,
+                per_layer_inputs,
+            } => TokenInput::Gemma3nEmbeds {
+                embeds: embeds.reborrow(),
+                per_layer_inputs: per_layer_inputs.reborrow(),
             },
         }
     }
@@ -279,6 +296,21 @@ impl Decoder {
         }
         match (&step.tokens, self.embeds) {
             (TokenInput::Ids(_), false) => {}
+            (
+                TokenInput::Gemma3nEmbeds {
+                    per_layer_inputs, ..
+                },
+                false,
+            ) if self.embed_tokens.is_some() => {
+                let (b, s, layers, _) = per_layer_inputs.dim();
+                if (b, s, layers) != (batch, seq, self.manifest.num_layers) {
+                    return Err(Error::InvalidArgument(format!(
+                        "per_layer_inputs must be [{batch}, {seq}, {}, P], got {:?}",
+                        self.manifest.num_layers,
+                        per_layer_inputs.shape()
+                    )));
+                }
+            }
             (TokenInput::Embeds { token_type_ids, .. }, true) => {
                 if token_type_ids.dim() != (batch, seq) {
                     return Err(Error::InvalidArgument(format!(

@@ -34,6 +34,7 @@ pub mod fim;
 /// Entry points of the fuzz targets (`tests/fuzz`); the `fuzzing` feature.
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod gemma3n_audio;
 pub use gemma_models::fingerprint;
 pub mod generate;
 pub mod integrity;

@@ -170,6 +170,23 @@ fn validate(m: &Manifest, path: &Path) -> Result<()> {
                 "a Gemma 3n export has portable graphs and names its embed_tokens graph".into();
             return bad("gemma3n", why);
         }
+        if let Some(a) = &n.audio {
+            if a.preprocess.is_empty() || a.encoder.is_empty() || a.soft_tokens == 0 {
+                let why = "names its two graphs and has at least one soft token per clip".into();
+                return bad("gemma3n.audio", why);
+            }
+            let ids = [
+                ("gemma3n.audio.audio_token_id", a.audio_token_id),
+                ("gemma3n.audio.boa_token_id", a.boa_token_id),
+                ("gemma3n.audio.eoa_token_id", a.eoa_token_id),
+            ];
+            for (field, id) in ids {
+                if id as u64 >= vocab {
+                    let why = format!("token id {id} is outside the vocabulary ({vocab})");
+                    return bad(field, why);
+                }
+            }
+        }
     }
     if m.graph == GraphKind::Cpu {
         if m.cpu.is_none() {

@@ -207,3 +207,86 @@ fn write_audio_graphs_exports_both_graphs_of_a_checkpoint_folder() -> Result<()>
     assert!(err < ENCODER_TOLERANCE, "max error {err}");
     Ok(())
 }
+
+#[test]
+fn gemma_export_writes_the_audio_graphs_and_records_them() -> Result<()> {
+    let (_tmp, out) = gemma_tests::export_to_temp(&fixture())?;
+    let options = RuntimeOptions::cpu().with_threads(Some(1));
+    // The runtime reads and validates the manifest.
+    let decoder = gemma_runtime::decoder::Decoder::open(&out, &options)?;
+    let manifest = decoder.manifest().clone();
+    let section = manifest.gemma3n.context("gemma3n section")?;
+    assert_eq!(section.towers_not_exported, ["vision"]);
+    let audio = section.audio.context("gemma3n.audio")?;
+    assert_eq!(
+        (audio.preprocess.as_str(), audio.encoder.as_str()),
+        ("preprocess_audio.onnx", "audio_encoder.onnx")
+    );
+    assert_eq!(
+        (audio.audio_token_id, audio.boa_token_id, audio.eoa_token_id),
+        (385, 252, 253)
+    );
+    assert_eq!(
+        (audio.soft_tokens, audio.sampling_rate, audio.max_samples),
+        (188, 16_000, 480_000)
+    );
+    for file in [
+        "preprocess_audio.onnx",
+        "audio_encoder.onnx",
+        "audio_encoder.onnx_data",
+    ] {
+        assert!(manifest.files.contains_key(file), "{file} fingerprinted");
+    }
+    let mut enc = AudioEncoder::open(&out, &options)?;
+    let rows = enc.encode_file(&fixture().join("clips/short.wav"))?;
+    let want = reference()?.f32("short.audio_features")?;
+    let err = max_abs_diff(rows.view().into_dyn(), want.index_axis(ndarray::Axis(0), 0));
+    assert!(err < ENCODER_TOLERANCE, "max error {err}");
+    Ok(())
+}
+
+/// Audio + text prefill on the export against the full model's logits (`audio_prompt_reference.safetensors`):
+/// `embed_tokens.onnx`, the "odd" clip's rows over the audio tokens, then the decoder.
+#[test]
+fn an_audio_prompt_prefills_as_transformers() -> Result<()> {
+    let (_tmp, out) = gemma_tests::export_to_temp(&fixture())?;
+    let options = RuntimeOptions::cpu().with_threads(Some(1));
+    let mut decoder = gemma_runtime::decoder::Decoder::open(&out, &options)?;
+    let audio = decoder.manifest().gemma3n.clone().context("gemma3n")?.audio;
+    let token = audio.context("gemma3n.audio")?.audio_token_id;
+    let mut enc = AudioEncoder::open(&out, &options)?;
+    let clip = enc.encode_file(&fixture().join("clips/odd.wav"))?;
+    let r = Reference::open(&fixture().join("audio_prompt_reference.safetensors"))?;
+    let ids = r.i64_2d("input_ids")?;
+    let prompt = gemma_runtime::gemma3n_audio::prompt_embeds(
+        &mut decoder,
+        ids.view(),
+        token,
+        std::slice::from_ref(&clip),
+    )?;
+    let mut cache = decoder.new_cache(1)?;
+    let logits = decoder.run_after_cache(
+        prompt.input(),
+        &mut cache,
+        gemma_runtime::LogitsMode::All,
+        |l| l.to_owned(),
+    )?;
+    let want = r.f32("logits")?;
+    let err = max_abs_diff(logits.view().into_dyn(), want.view());
+    println!(
+        "audio prompt of {} ids: logits max |error| {err:.2e}",
+        ids.ncols()
+    );
+    assert!(err < 1e-4, "max error {err}");
+    // The clip matters: without its rows the logits move.
+    let (plain, _) = decoder.embed(ids.view())?;
+    assert!(max_abs_diff(plain.view().into_dyn(), prompt.embeds.view().into_dyn()) > 0.1);
+    // Audio tokens and clip rows must agree.
+    let none = gemma_runtime::gemma3n_audio::prompt_embeds(&mut decoder, ids.view(), token, &[]);
+    assert!(none
+        .err()
+        .context("no clips")?
+        .to_string()
+        .contains("audio tokens"));
+    Ok(())
+}

@@ -26,7 +26,8 @@ mod layer;
 mod options;
 mod ple;
 
-pub use options::{check, fill_manifest, warnings};
+pub use audio_encoder::write_audio_graphs;
+pub use options::{audio_section, check, exports_audio, fill_manifest, warnings};
 
 use crate::builder::{Attr, GraphBuilder, Value};
 use crate::decoder::io::{

@@ -1,8 +1,11 @@
-//! What a Gemma 3n export does differently in the pipeline of `export.rs`: the options it refuses, its manifest
-//! section, and what the user is told.
+//! What a Gemma 3n export does differently in the pipeline of `export.rs`: the options it refuses, whether it
+//! writes the audio graphs, its manifest section, and what the user is told.
+
+use std::path::Path;
 
 use crate::ExportError;
-use gemma_models::contract::GraphKind;
+use gemma_models::config::gemma3n_audio::{AudioFeatureConfig, Gemma3nAudioConfig};
+use gemma_models::contract::{files, Gemma3nAudioSection, Gemma3nSection, GraphKind};
 use gemma_models::ModelConfig;
 
 /// Refuses the options the Gemma 3n graphs cannot be built with yet: `--triton` (its folder is a Gemma 1–3 text
@@ -20,26 +23,65 @@ pub fn check(opts: &crate::ExportOptions, cfg: &ModelConfig) -> Result<(), Expor
     Ok(())
 }
 
-/// The towers of a multimodal Gemma 3n checkpoint, which the export leaves out.
-fn towers_not_exported(cfg: &ModelConfig) -> Vec<String> {
-    ["vision", "audio"]
-        .into_iter()
-        .filter(|t| {
-            cfg.raw
-                .get(format!("{t}_config"))
-                .is_some_and(|v| !v.is_null())
-        })
-        .map(str::to_string)
-        .collect()
+/// Whether `cfg` names the tower `t` (`"vision"`, `"audio"`): a non-null `{t}_config`.
+fn has_tower(cfg: &ModelConfig, t: &str) -> bool {
+    cfg.raw
+        .get(format!("{t}_config"))
+        .is_some_and(|v| !v.is_null())
+}
+
+/// Whether the export writes the audio graphs of the checkpoint folder `src`: it has an audio tower and the
+/// feature extractor's settings (`preprocessor_config.json` or `processor_config.json`).
+pub fn exports_audio(src: &Path, cfg: &ModelConfig) -> bool {
+    has_tower(cfg, "audio")
+        && ["preprocessor_config.json", "processor_config.json"]
+            .iter()
+            .any(|f| src.join(f).is_file())
+}
+
+/// The towers of a multimodal Gemma 3n checkpoint in `src`, which the export leaves out.
+fn towers_not_exported(src: &Path, cfg: &ModelConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    if has_tower(cfg, "vision") {
+        out.push("vision".to_string());
+    }
+    if has_tower(cfg, "audio") && !exports_audio(src, cfg) {
+        out.push("audio".to_string());
+    }
+    out
+}
+
+/// The manifest's record of the audio graphs written by `write_audio_graphs`.
+pub fn audio_section(
+    cfg: &Gemma3nAudioConfig,
+    features: &AudioFeatureConfig,
+) -> Gemma3nAudioSection {
+    Gemma3nAudioSection {
+        preprocess: files::PREPROCESS_AUDIO_FILE.into(),
+        encoder: files::AUDIO_ENCODER_FILE.into(),
+        audio_token_id: cfg.audio_token_id,
+        boa_token_id: cfg.boa_token_id,
+        eoa_token_id: cfg.eoa_token_id,
+        soft_tokens: cfg.soft_tokens,
+        sampling_rate: features.sampling_rate as u32,
+        max_samples: features.max_length,
+    }
 }
 
 /// Sets what a Gemma 3n export's manifest says differently: portable graphs without `num_logits_to_keep`, and
-/// the `gemma3n` section.
-pub fn fill_manifest(manifest: &mut gemma_models::contract::Manifest, cfg: &ModelConfig) {
+/// the `gemma3n` section (with `audio` when the audio graphs were written).
+pub fn fill_manifest(
+    manifest: &mut gemma_models::contract::Manifest,
+    src: &Path,
+    cfg: &ModelConfig,
+    audio: Option<Gemma3nAudioSection>,
+) {
     manifest.graph = GraphKind::Portable;
     manifest.portable_logits_to_keep_input = None;
-    manifest.gemma3n =
-        gemma_models::contract::Gemma3nSection::new(&cfg.text, towers_not_exported(cfg));
+    manifest.gemma3n = Gemma3nSection::new(&cfg.text, towers_not_exported(src, cfg));
+    if let Some(section) = manifest.gemma3n.as_mut() {
+        section.audio = audio;
+    }
 }
 
 /// What the user should know about a Gemma 3n export, one line each.
@@ -52,12 +94,23 @@ pub fn warnings(opts: &crate::ExportOptions, cfg: &ModelConfig) -> Vec<String> {
                 .to_string(),
         );
     }
-    let towers = towers_not_exported(cfg);
+    let towers = towers_not_exported(&opts.src, cfg);
     if !towers.is_empty() {
+        let audio = match exports_audio(&opts.src, cfg) {
+            true => "text and audio",
+            false => "text-only",
+        };
         out.push(format!(
-            "Gemma 3n: the {} tower(s) are not exported yet; the export is text-only",
+            "Gemma 3n: the {} tower(s) are not exported yet; the export is {audio}",
             towers.join(" and ")
         ));
+    }
+    if has_tower(cfg, "audio") && !exports_audio(&opts.src, cfg) {
+        out.push(
+            "Gemma 3n: no preprocessor_config.json (or processor_config.json) beside the checkpoint: \
+             the audio graphs are left out"
+                .to_string(),
+        );
     }
     out
 }

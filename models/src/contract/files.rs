@@ -22,6 +22,11 @@ pub const EMBED_FILE: &str = "embed_tokens.onnx";
 pub const DECODER_WITH_EMBEDS_FILE: &str = "decoder_model_merged.onnx";
 /// Image path: the image processor as a graph (manifest `vision.preprocess.file`).
 pub const PREPROCESS_FILE: &str = "preprocess.onnx";
+/// Gemma 3n audio path: the feature extractor as a graph (manifest `gemma3n.audio.preprocess`).
+pub const PREPROCESS_AUDIO_FILE: &str = "preprocess_audio.onnx";
+/// Gemma 3n audio path: the audio tower and embedder (manifest `gemma3n.audio.encoder`), beside its
+/// `audio_encoder.onnx_data`.
+pub const AUDIO_ENCODER_FILE: &str = "audio_encoder.onnx";
 
 /// transformers.js's folder of ONNX files (its `from_pretrained` default `subfolder`). Portable exports (but bf16)
 /// keep their weights there, once: the top-level graphs reference them as `onnx/NAME.onnx_data` (a subfolder path,

@@ -21,6 +21,30 @@ pub struct Gemma3nSection {
     /// export is text-only on purpose; empty for Gemma3nForCausalLM checkpoints.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub towers_not_exported: Vec<String>,
+    /// The audio graphs, when the checkpoint has an audio tower (semantics §13).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio: Option<Gemma3nAudioSection>,
+}
+
+/// Gemma 3n's audio path: `preprocess` turns a mono waveform into log-mel features and their mask, `encoder` turns
+/// those into the `soft_tokens` rows that replace a clip's audio tokens in the prompt, laid out as
+/// `boa_token_id`, `audio_token_id` × `soft_tokens`, `eoa_token_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gemma3nAudioSection {
+    /// The feature extractor graph (`preprocess_audio.onnx`).
+    pub preprocess: String,
+    /// The audio tower graph (`audio_encoder.onnx`, weights in `audio_encoder.onnx_data`).
+    pub encoder: String,
+    /// The prompt token each audio row replaces.
+    pub audio_token_id: u32,
+    /// The tokens around a clip's audio tokens.
+    pub boa_token_id: u32,
+    pub eoa_token_id: u32,
+    /// Audio tokens (and encoder rows) per clip (`audio_soft_tokens_per_image`).
+    pub soft_tokens: usize,
+    /// The sample rate the graphs take (Hz) and the longest clip in samples (the extractor's `max_length`).
+    pub sampling_rate: u32,
+    pub max_samples: usize,
 }
 
 impl Gemma3nSection {
@@ -32,6 +56,7 @@ impl Gemma3nSection {
             kv_layers: n.kv_layers(t.num_hidden_layers),
             hidden_size_per_layer_input: n.hidden_size_per_layer_input,
             towers_not_exported,
+            audio: None,
         })
     }
 }

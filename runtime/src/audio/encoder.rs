@@ -17,9 +17,8 @@ use super::AudioError;
 use crate::ort_env::create_session;
 use crate::{Error, RuntimeOptions};
 
-/// The graph files in an export folder.
-pub const PREPROCESS_AUDIO_FILE: &str = "preprocess_audio.onnx";
-pub const AUDIO_ENCODER_FILE: &str = "audio_encoder.onnx";
+/// The graph files in an export folder (the manifest's `gemma3n.audio` names them).
+pub use gemma_models::contract::files::{AUDIO_ENCODER_FILE, PREPROCESS_AUDIO_FILE};
 /// The metadata key holding the feature extractor settings.
 const SETTINGS_KEY: &str = "gemma_onnx.preprocess_audio_config";
 

@@ -4,7 +4,7 @@
 use gemma_models::contract::io;
 use std::borrow::Cow;
 
-use ndarray::{s, ArrayView2, ArrayView3, CowArray, Ix3};
+use ndarray::{s, Array3, Array4, ArrayView2, ArrayView3, CowArray, Ix3};
 use ort::memory::MemoryInfo;
 use ort::session::{SessionInputValue, SessionOutputs};
 use ort::value::{DynValue, Tensor, TensorRef};
@@ -31,7 +31,7 @@ impl Decoder {
         let pos = step.position_ids.as_standard_layout();
         let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
             Vec::with_capacity(4 + 2 * self.manifest.num_layers);
-        let (ids, embeds, types);
+        let (ids, embeds, types, per_layer);
         match &step.tokens {
             TokenInput::Ids(input_ids) if self.embed_tokens.is_some() => {
                 ids = input_ids.as_standard_layout();
@@ -52,6 +52,17 @@ impl Decoder {
                 let embeds = TensorRef::from_array_view(embeds.view()).map_err(e)?;
                 inputs.push((io::INPUTS_EMBEDS.into(), embeds.into()));
                 inputs.push((io::TOKEN_TYPE_IDS.into(), tensor_ref(&types, ctx)?.into()));
+            }
+            TokenInput::Gemma3nEmbeds {
+                embeds: e_view,
+                per_layer_inputs,
+            } => {
+                embeds = e_view.as_standard_layout();
+                per_layer = per_layer_inputs.as_standard_layout();
+                let embeds = TensorRef::from_array_view(embeds.view()).map_err(e)?;
+                let per_layer = TensorRef::from_array_view(per_layer.view()).map_err(e)?;
+                inputs.push((io::INPUTS_EMBEDS.into(), embeds.into()));
+                inputs.push((io::PER_LAYER_INPUTS.into(), per_layer.into()));
             }
         }
         inputs.push((io::ATTENTION_MASK.into(), tensor_ref(&mask, ctx)?.into()));
@@ -122,6 +133,30 @@ impl Decoder {
         drop(outputs);
         cache.replace(keys, values, past + seq);
         Ok(result)
+    }
+
+    /// Gemma 3n: `embed_tokens.onnx` on `ids` `[b, s]` → `inputs_embeds` `[b, s, hidden]` and `per_layer_inputs`
+    /// `[b, s, layers, P]`, to be edited (audio rows) and run as [`TokenInput::Gemma3nEmbeds`].
+    pub fn embed(&mut self, ids: ArrayView2<i64>) -> Result<(Array3<f32>, Array4<f32>)> {
+        const CTX: &str = "running embed_tokens.onnx";
+        if self.embed_tokens.is_none() {
+            return Err(Error::InvalidArgument(
+                "only Gemma 3n exports have an embed_tokens graph for the decoder".into(),
+            ));
+        }
+        let ids = ids.as_standard_layout();
+        let [(_, embeds), (_, per_layer)] = self.embed_ids(ids.view())?;
+        let array = |v: &DynValue| -> Result<ndarray::ArrayD<f32>> {
+            Ok(v.try_extract_array::<f32>()
+                .map_err(|e| Error::ort(CTX, e))?
+                .to_owned())
+        };
+        let shape_err = |e: ndarray::ShapeError| Error::ort(CTX, e.to_string());
+        let embeds = array(&embeds)?.into_dimensionality().map_err(shape_err)?;
+        let per_layer = array(&per_layer)?
+            .into_dimensionality()
+            .map_err(shape_err)?;
+        Ok((embeds, per_layer))
     }
 
     /// Gemma 3n: `embed_tokens.onnx` on `ids`, its `inputs_embeds` and `per_layer_inputs` by name.
