@@ -29,8 +29,8 @@ use gemma_models::config::gemma3n_audio::{AudioFeatureConfig, Gemma3nAudioConfig
 use gemma_models::names::gemma3n_audio as names;
 use gemma_models::Checkpoint;
 
-/// The file name in an export folder.
-pub const AUDIO_ENCODER_FILE: &str = "audio_encoder.onnx";
+/// The file name in an export folder (the contract's).
+pub use gemma_models::contract::files::AUDIO_ENCODER_FILE;
 
 /// Writes `preprocess_audio.onnx` and `audio_encoder.onnx` (+ `audio_encoder.onnx_data`) into `out` for the
 /// Gemma 3n checkpoint folder `src` (its `config.json` and feature extractor settings) and its tensors `ckpt`.

@@ -24,8 +24,8 @@ use crate::onnx::{self, DataType};
 use crate::ExportError;
 use gemma_models::config::gemma3n_audio::AudioFeatureConfig;
 
-/// The file name in an export folder.
-pub const PREPROCESS_AUDIO_FILE: &str = "preprocess_audio.onnx";
+/// The file name in an export folder (the contract's).
+pub use gemma_models::contract::files::PREPROCESS_AUDIO_FILE;
 
 /// Builds the feature extraction model for `cfg`.
 pub fn build_preprocess_audio(cfg: &AudioFeatureConfig) -> onnx::ModelProto {
