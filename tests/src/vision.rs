@@ -16,6 +16,18 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// Largest |a − b| over two arrays of the same shape.
+/// A committed image as RGB uint8 `[h, w, 3]`.
+pub fn load_rgb(path: &Path) -> Result<Array3<u8>> {
+    let img = image::open(path)
+        .with_context(|| path.display().to_string())?
+        .to_rgb8();
+    let (w, h) = img.dimensions();
+    Ok(Array3::from_shape_vec(
+        (h as usize, w as usize, 3),
+        img.into_raw(),
+    )?)
+}
+
 pub fn max_abs_diff<D: ndarray::Dimension>(
     a: ndarray::ArrayView<f32, D>,
     b: ndarray::ArrayView<f32, D>,

@@ -8,13 +8,13 @@
 //!   tell the two masks apart;
 //! - a checkpoint without its processor files is refused, naming the file.
 
-use anyhow::{Context, Result};
-use gemma_tests::vision::{max_abs_diff, ImageModel};
+use anyhow::Result;
+use gemma_tests::vision::{load_rgb, max_abs_diff, ImageModel};
 use gemma_tests::*;
 use ndarray::{s, Array2, Array3, Array4, Axis};
 use ort::session::Session;
 use ort::value::Tensor;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const FIXTURES: [&str; 4] = ["pg1-s32", "pg1-s48", "pg2-s32", "pg2-s48"];
 const IMAGES: [&str; 2] = ["landscape-480x640.png", "tiny-20x30.png"];
@@ -22,17 +22,6 @@ const TOL: f32 = 1e-4;
 
 fn fixture(name: &str) -> PathBuf {
     fixtures_dir().join("paligemma").join(name)
-}
-
-fn load_rgb(path: &Path) -> Result<Array3<u8>> {
-    let img = image::open(path)
-        .with_context(|| path.display().to_string())?
-        .to_rgb8();
-    let (w, h) = img.dimensions();
-    Ok(Array3::from_shape_vec(
-        (h as usize, w as usize, 3),
-        img.into_raw(),
-    )?)
 }
 
 fn preprocess(session: &mut Session, image: &Array3<u8>) -> Result<Array4<f32>> {

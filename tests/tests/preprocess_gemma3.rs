@@ -12,11 +12,12 @@ use gemma_exporter::vision::preprocess::{
     build_preprocess_graph, write_preprocess, PreprocessConfig, ReadPreprocessConfig,
 };
 use gemma_runtime::{ort_env, RuntimeOptions};
+use gemma_tests::vision::load_rgb;
 use gemma_tests::{fixtures_dir, Reference};
 use ndarray::{s, Array2, Array3, Array4, ArrayView4};
 use ort::session::Session;
 use ort::value::Tensor;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The committed images (see `PREPROCESS_IMAGES` in the fixture script).
 const IMAGES: &[&str] = &[
@@ -36,18 +37,6 @@ const LSB: f32 = 2.0 / 255.0;
 
 fn images_dir() -> PathBuf {
     fixtures_dir().join("images")
-}
-
-/// A committed PNG as RGB uint8 `[h, w, 3]`.
-fn load_rgb(path: &Path) -> Result<Array3<u8>> {
-    let img = image::open(path)
-        .with_context(|| path.display().to_string())?
-        .to_rgb8();
-    let (w, h) = img.dimensions();
-    Ok(Array3::from_shape_vec(
-        (h as usize, w as usize, 3),
-        img.into_raw(),
-    )?)
 }
 
 /// `preprocess.onnx` for `cfg`, written to a temp folder and loaded through the runtime's session setup.
