@@ -34,7 +34,8 @@ pub mod testing;
 
 pub use checkpoint::{Checkpoint, DType, LowRank, ReadAdjust, TensorView};
 pub use config::{
-    ClassifierConfig, Family, Gemma3nText, LayerType, ModelConfig, RopeParams, TextConfig, VisionConfig,
+    ClassifierConfig, Family, Gemma3nText, LayerType, ModelConfig, RopeParams, TextConfig,
+    VisionConfig,
 };
 pub use error::{CheckpointError, ConfigError};
 pub use family::FamilySpec;

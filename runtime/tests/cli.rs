@@ -88,7 +88,9 @@ fn missing_library_lists_the_paths_tried() {
     let err = assert_clean_failure(&o);
     assert!(err.contains("/nonexistent/libonnxruntime.so"), "{err}");
     assert!(
-        err.contains("run `scripts/setup-ort` (or set ORT_DYLIB_PATH to libonnxruntime.so 1.31 or 1.32)"),
+        err.contains(
+            "run `scripts/setup-ort` (or set ORT_DYLIB_PATH to libonnxruntime.so 1.31 or 1.32)"
+        ),
         "{err}"
     );
 

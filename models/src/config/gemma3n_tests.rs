@@ -138,7 +138,13 @@ fn refuses_inconsistent_gemma3n_fields() {
 #[test]
 fn e4b_shaped_config_parses() {
     let types: Vec<&str> = (0..35)
-        .map(|i| if (i + 1) % 5 == 0 { "full_attention" } else { "sliding_attention" })
+        .map(|i| {
+            if (i + 1) % 5 == 0 {
+                "full_attention"
+            } else {
+                "sliding_attention"
+            }
+        })
         .collect();
     let sparsity: Vec<f64> = (0..35).map(|i| if i < 10 { 0.95 } else { 0.0 }).collect();
     let v = json!({
@@ -159,12 +165,17 @@ fn e4b_shaped_config_parses() {
     });
     let cfg = parse(&v).unwrap();
     let t = &cfg.text;
-    assert_eq!((t.attention_scale(), t.final_logit_softcapping), (1.0, Some(30.0)));
+    assert_eq!(
+        (t.attention_scale(), t.final_logit_softcapping),
+        (1.0, Some(30.0))
+    );
     assert_eq!((t.rope_full.theta, t.rope_sliding.theta), (1e6, 1e4));
     let n = t.gemma3n.as_ref().unwrap();
     assert_eq!(n.kv_layers(35), 20);
     assert_eq!(n.kv_source(&t.layer_types, 34), 19);
     assert_eq!(n.kv_source(&t.layer_types, 33), 18);
     let tensors = names::text_tensors(t, &cfg.text_prefix);
-    assert!(tensors.iter().all(|(n, _)| n.starts_with("model.language_model.")));
+    assert!(tensors
+        .iter()
+        .all(|(n, _)| n.starts_with("model.language_model.")));
 }

@@ -26,8 +26,8 @@
 
 mod classifier;
 mod fields;
-pub mod gemma3n_audio;
 mod gemma3n;
+pub mod gemma3n_audio;
 #[cfg(test)]
 mod gemma3n_tests;
 mod ids;

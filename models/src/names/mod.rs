@@ -12,8 +12,8 @@
 //! assert_eq!(names::embed_tokens("language_model.model."), "language_model.model.embed_tokens.weight");
 //! ```
 
-pub mod gemma3n_audio;
 pub mod gemma3n;
+pub mod gemma3n_audio;
 pub mod vision;
 
 use crate::checkpoint::Checkpoint;
