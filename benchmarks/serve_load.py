@@ -180,20 +180,38 @@ def main():
     if a.llama_python:
         port = 18081
         cmd = [a.llama_python, "-m", "llama_cpp.server", "--model", a.gguf, "--port", str(port),
-               "--n_threads", str(a.threads), "--n_ctx", "2048", "--verbose", "False"]
+               "--n_threads", str(a.threads), "--n_ctx", "2048", "--verbose", "False",
+               # The Q4_K_M GGUF carries no chat template; without this llama-cpp-python falls back to a Llama 2
+               # prompt, on which Gemma answers with end-of-turn at once (0 tokens per request).
+               "--chat_format", "gemma",
+               # By default a new request interrupts the one being generated: concurrent clients would then each
+               # get a few tokens. Queue them instead, as a server must.
+               "--interrupt_requests", "False"]
         servers.append(("llama.cpp server", cmd, f"http://127.0.0.1:{port}/v1"))
-    print("| server | clients | tok/s | TTFT p50 (s) | TTFT p95 (s) | requests | errors |")
-    print("|---|---|---|---|---|---|---|")
-    for name, cmd, base in servers:
-        proc = start(cmd, base) if cmd else None
-        try:
-            for n in [int(x) for x in a.clients.split(",")]:
+    # Every server is started first, then each client count visits every server in turn: the rows of one client
+    # count are measured back to back, so a change in the machine's load hits both servers alike.
+    procs = []
+    try:
+        for name, cmd, base in servers:
+            procs.append(start(cmd, base) if cmd else None)
+        rows = {name: [] for name, _, _ in servers}
+        for n in [int(x) for x in a.clients.split(",")]:
+            for name, cmd, base in servers:
                 r = load(base, "gemma", n, a.seconds, a.max_tokens, a.api_key)
-                print(f"| {name} | {n} | {r['tok_s']:.1f} | {r['ttft_p50']:.3f} | {r['ttft_p95']:.3f} | "
-                      f"{r['requests']} | {r['errors']} |", flush=True)
+                if r["requests"] and not r["tok_s"]:
+                    sys.exit(f"{name} generated no tokens at all ({r['requests']} requests): check its chat format")
+                rows[name].append(f"| {name} | {n} | {r['tok_s']:.1f} | {r['ttft_p50']:.3f} | "
+                                  f"{r['ttft_p95']:.3f} | {r['requests']} | {r['errors']} |")
+                print(f"[serve_load] {rows[name][-1]}", file=sys.stderr, flush=True)
+        print("| server | clients | tok/s | TTFT p50 (s) | TTFT p95 (s) | requests | errors |")
+        print("|---|---|---|---|---|---|---|")
+        for name, _, _ in servers:
+            print("\n".join(rows[name]), flush=True)
+        for (name, cmd, base), proc in zip(servers, procs):
             if a.rss_requests and proc:
                 rss_over_requests(base, "gemma", proc.pid, a.rss_requests, a.api_key)
-        finally:
+    finally:
+        for proc in procs:
             if proc:
                 proc.terminate()
                 proc.wait(30)
