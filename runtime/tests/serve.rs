@@ -78,23 +78,7 @@ fn concurrent_equals_solo(graph: gemma_exporter::GraphKind) {
     let bodies = mixed_requests();
     let solo: Vec<String> = bodies.iter().map(|b| server.chat_text(b)).collect();
     for round in 0..3 {
-        let together: Vec<String> = std::thread::scope(|s| {
-            let handles: Vec<_> = bodies
-                .iter()
-                .enumerate()
-                .map(|(i, b)| {
-                    let server = &server;
-                    s.spawn(move || {
-                        if (i + round) % 2 == 0 {
-                            server.chat_stream(b).0
-                        } else {
-                            server.chat_text(b)
-                        }
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
+        let together = server.chat_together(&bodies, round);
         assert_eq!(together, solo, "round {round}");
     }
     assert!(!server.log().contains("panicked"), "{}", server.log());

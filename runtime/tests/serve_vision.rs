@@ -116,20 +116,7 @@ fn concurrent_image_requests_equal_solo() {
         .collect();
     let solo: Vec<String> = bodies.iter().map(|b| server.chat_text(b)).collect();
     for round in 0..2 {
-        let together: Vec<String> = std::thread::scope(|s| {
-            let handles: Vec<_> = bodies
-                .iter()
-                .enumerate()
-                .map(|(i, b)| {
-                    let server = &server;
-                    s.spawn(move || match (i + round) % 2 {
-                        0 => server.chat_stream(b).0,
-                        _ => server.chat_text(b),
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
+        let together = server.chat_together(&bodies, round);
         assert_eq!(together, solo, "round {round}");
     }
     assert!(!server.log().contains("panicked"), "{}", server.log());

@@ -6,7 +6,7 @@
 //! `gemma chat` puts it (folded into the first user message when the template refuses a system role) and images go
 //! with their user message.
 
-use ndarray::{Array2, Array3, ArrayView3};
+use ndarray::{Array2, Array3};
 
 use super::api::Prompt;
 use crate::conversation::{ChatModel, ChatOptions, Conversation, Media};
@@ -14,6 +14,7 @@ use crate::decoder::{Decoder, TokenInput};
 use crate::error::{Error, Result};
 use crate::generate::Generator;
 use crate::kv_cache::KvCache;
+use crate::sampling::Sampler;
 use crate::tokenizer::Tokenizer;
 use crate::vision::EncodedImage;
 
@@ -33,14 +34,13 @@ pub trait Engine: ChatModel {
     fn image(&mut self, bytes: &[u8]) -> Result<Media>;
     /// The image blocks `[blocks, tokens, hidden]` of `images`, in order; `None` on a text model.
     fn features(&self, images: &[&EncodedImage]) -> Result<Option<Array3<f32>>>;
-    /// Feeds `ids` (whose image soft tokens take `features`) into the empty batch-1 `cache`, then hands the last
-    /// position's logits to `sample`, whose token is returned.
+    /// Feeds the prompt (its image soft tokens take its features) into the empty batch-1 `cache`, then samples the
+    /// token after it from the last position's logits.
     fn prefill(
         &mut self,
-        ids: &[u32],
-        features: Option<ArrayView3<f32>>,
+        prompt: &Encoded,
         cache: &mut KvCache,
-        sample: &mut dyn FnMut(&[f32]) -> u32,
+        sampler: &mut Sampler,
     ) -> Result<u32>;
     /// The inputs of a batched step on `tokens`, one generated token per row.
     fn step_tokens(&mut self, tokens: &[u32]) -> Result<StepTokens>;
@@ -168,14 +168,8 @@ impl Engine for Generator {
         Ok(None)
     }
 
-    fn prefill(
-        &mut self,
-        ids: &[u32],
-        _features: Option<ArrayView3<f32>>,
-        cache: &mut KvCache,
-        sample: &mut dyn FnMut(&[f32]) -> u32,
-    ) -> Result<u32> {
-        Generator::decoder(self).forward_tokens_with(ids, cache, sample)
+    fn prefill(&mut self, p: &Encoded, cache: &mut KvCache, s: &mut Sampler) -> Result<u32> {
+        Generator::decoder(self).forward_tokens_with(&p.ids, cache, |row| s.sample(row))
     }
 
     fn step_tokens(&mut self, tokens: &[u32]) -> Result<StepTokens> {

@@ -149,20 +149,19 @@ fn start<'t, M: Engine>(
 ) -> Result<Option<(Sequence<'t>, KvCache)>, ApiError> {
     let r = job.request;
     let prompt = gen.encode(&r.prompt).map_err(api_error)?;
-    let (ids, stop_ids) = (prompt.ids, prompt.stop_ids);
+    let ids = &prompt.ids;
     let model = gen.model();
     let ctx = limits.ctx.min(model.text().max_positions);
     let max_new = reply_budget(ids.len(), r.max_tokens, ctx)?;
     let decoder = model.decoder();
-    check_prompt(&ids, 0, max_new, ctx, decoder.vocab_size()).map_err(api_error)?;
+    check_prompt(ids, 0, max_new, ctx, decoder.vocab_size()).map_err(api_error)?;
     let mut sampler = Sampler::new(r.sampling.clone()).map_err(api_error)?;
     // Sized for the whole run, as `gemma generate` sizes it.
     let mut cache = decoder
         .new_cache_with_capacity(1, ids.len() + max_new)
         .map_err(api_error)?;
-    let features = prompt.features.as_ref().map(|f| f.view());
     let first = model
-        .prefill(&ids, features, &mut cache, &mut |row| sampler.sample(row))
+        .prefill(&prompt, &mut cache, &mut sampler)
         .map_err(api_error)?;
     let _ = job.events.send(Event::Started {
         prompt_tokens: ids.len(),
@@ -171,7 +170,7 @@ fn start<'t, M: Engine>(
         job.events,
         sampler,
         tokenizer.stream(true),
-        stop_ids,
+        prompt.stop_ids.clone(),
         r.stop,
         max_new,
         ids.len(),

@@ -5,13 +5,14 @@
 
 use std::path::Path;
 
-use ndarray::{Array3, ArrayView3};
+use ndarray::Array3;
 
-use super::engine::{Engine, StepTokens};
+use super::engine::{Encoded, Engine, StepTokens};
 use crate::conversation::Media;
 use crate::decoder::Decoder;
 use crate::error::Result;
 use crate::kv_cache::KvCache;
+use crate::sampling::Sampler;
 use crate::tokenizer::Tokenizer;
 use crate::vision::generate::DEFAULT_PREFILL_CHUNK;
 use crate::vision::processor::image_tokenizer_for;
@@ -45,17 +46,11 @@ impl Engine for VisionGenerator {
         self.stack_features(images).map(Some)
     }
 
-    fn prefill(
-        &mut self,
-        ids: &[u32],
-        features: Option<ArrayView3<f32>>,
-        cache: &mut KvCache,
-        sample: &mut dyn FnMut(&[f32]) -> u32,
-    ) -> Result<u32> {
+    fn prefill(&mut self, p: &Encoded, cache: &mut KvCache, s: &mut Sampler) -> Result<u32> {
         let none = self.stack_features(&[])?;
-        let features = features.unwrap_or(none.view());
-        let logits = VisionGenerator::prefill(self, cache, ids, features, DEFAULT_PREFILL_CHUNK)?;
-        Ok(sample(&logits))
+        let features = p.features.as_ref().unwrap_or(&none).view();
+        let logits = self.prefill(cache, &p.ids, features, DEFAULT_PREFILL_CHUNK)?;
+        Ok(s.sample(&logits))
     }
 
     fn step_tokens(&mut self, tokens: &[u32]) -> Result<StepTokens> {
