@@ -3,6 +3,9 @@
 //! - an image request equals the library's `Conversation` on the same image;
 //! - concurrent image requests (one or two images, images in an earlier turn, none, a system message, seeded
 //!   sampling) are decoded in one batch and each equals its solo result.
+//!
+//! PaliGemma 2 (`../tests/fixtures/paligemma`, no chat template: a user message is prompted as `gemma-vision
+//! describe` prompts it; prefix-LM token types, positions from 1): the same, and the text equals `describe`'s.
 
 mod common;
 #[path = "common/serve.rs"]
@@ -119,6 +122,70 @@ fn concurrent_image_requests_equal_solo() {
         let together = server.chat_together(&bodies, round);
         assert_eq!(together, solo, "round {round}");
     }
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}
+
+/// PaliGemma has no chat template: one user message with its images is prompted as `gemma-vision describe` does,
+/// and concurrent requests each equal their solo result.
+#[test]
+fn paligemma_requests_are_batched_and_equal_describe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pg2");
+    gemma_exporter::export(&gemma_exporter::ExportOptions::new(
+        fixtures().join("paligemma/pg2-s32"),
+        dir.clone(),
+    ))
+    .unwrap();
+    let land = fixtures().join("images/landscape-480x640.png");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gemma-vision"))
+        .args([
+            "describe",
+            land.to_str().unwrap(),
+            "-m",
+            dir.to_str().unwrap(),
+        ])
+        .args(["-p", "caption en", "-n", "5", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let described: Value = serde_json::from_slice(&o.stdout).unwrap();
+
+    let server = Server::start(&dir, &["--max-batch", "8"]);
+    let user = |parts: Vec<Value>| json!([{"role": "user", "content": parts}]);
+    let land = || image_part("landscape-480x640.png");
+    let messages = [
+        user(vec![land(), text_part("caption en")]),
+        user(vec![image_part("tiny-20x30.png"), text_part("caption en")]),
+        user(vec![
+            land(),
+            image_part("portrait-1000x300.png"),
+            text_part("detect cat"),
+        ]),
+        user(vec![text_part("answer en why")]),
+        user(vec![image_part("portrait-1000x300.png"), text_part("ocr")]),
+    ];
+    let bodies: Vec<Value> = messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let mut body = json!({"messages": m, "max_tokens": 5 + 2 * i, "temperature": 0});
+            if i == 4 {
+                body["temperature"] = json!(1.5);
+                body["seed"] = json!(7);
+            }
+            body
+        })
+        .collect();
+    let solo: Vec<String> = bodies.iter().map(|b| server.chat_text(b)).collect();
+    assert_eq!(json!(solo[0]), described["text"]);
+    for round in 0..2 {
+        assert_eq!(server.chat_together(&bodies, round), solo, "round {round}");
+    }
+    // Without a template, only one user message can be prompted.
+    let two =
+        json!({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]});
+    let r = server.post("/v1/chat/completions", &two);
+    assert_eq!(r.status, 400, "{}", r.body);
     assert!(!server.log().contains("panicked"), "{}", server.log());
 }
 

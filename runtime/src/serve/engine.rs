@@ -9,6 +9,7 @@
 use ndarray::{Array2, Array3};
 
 use super::api::Prompt;
+use crate::chat_template::Message;
 use crate::conversation::{ChatModel, ChatOptions, Conversation, Media};
 use crate::decoder::{Decoder, TokenInput};
 use crate::error::{Error, Result};
@@ -32,6 +33,9 @@ pub trait Engine: ChatModel {
     fn raw_prompt(&self, text: &str) -> Result<Vec<u32>>;
     /// Decodes and encodes the bytes of an image; a text model refuses it.
     fn image(&mut self, bytes: &[u8]) -> Result<Media>;
+    /// Without a chat template: the tokens and stop tokens of one user message `text` with `images`, as
+    /// `gemma-vision describe` prompts (PaliGemma's layout); a text model refuses it.
+    fn untemplated(&self, text: &str, images: &[&EncodedImage]) -> Result<(Vec<u32>, Vec<u32>)>;
     /// The image blocks `[blocks, tokens, hidden]` of `images`, in order; `None` on a text model.
     fn features(&self, images: &[&EncodedImage]) -> Result<Option<Array3<f32>>>;
     /// Feeds the prompt (its image soft tokens take its features) into the empty batch-1 `cache`, then samples the
@@ -126,7 +130,7 @@ impl<M: Engine> Served<M> {
         };
         let conv = match self {
             Served::Chat(c) => c,
-            Served::Plain(m) => return Err(m.no_chat_template()),
+            Served::Plain(m) => return untemplated(m, messages, images),
         };
         let media = images
             .iter()
@@ -143,6 +147,32 @@ impl<M: Engine> Served<M> {
             stop_ids: model.text().chat_stop_token_ids(),
         })
     }
+}
+
+/// A chat request to a model without a chat template: one user message, prompted as `gemma-vision describe` does.
+fn untemplated<M: Engine>(
+    model: &mut M,
+    messages: &[Message],
+    images: &[Vec<Vec<u8>>],
+) -> Result<Encoded> {
+    let ([message], [bytes]) = (messages, images) else {
+        return Err(model.no_chat_template());
+    };
+    if message.role != "user" {
+        return Err(model.no_chat_template());
+    }
+    let mut own = Vec::with_capacity(bytes.len());
+    for b in bytes {
+        let Media::Image(image) = model.image(b)?;
+        own.push(image);
+    }
+    let refs: Vec<&EncodedImage> = own.iter().collect();
+    let (ids, stop_ids) = model.untemplated(&message.content, &refs)?;
+    Ok(Encoded {
+        features: model.features(&refs)?,
+        ids,
+        stop_ids,
+    })
 }
 
 impl Engine for Generator {
@@ -162,6 +192,10 @@ impl Engine for Generator {
         Err(Error::NoVision {
             dir: self.decoder_dir().to_path_buf(),
         })
+    }
+
+    fn untemplated(&self, _: &str, _: &[&EncodedImage]) -> Result<(Vec<u32>, Vec<u32>)> {
+        Err(self.no_chat_template())
     }
 
     fn features(&self, _images: &[&EncodedImage]) -> Result<Option<Array3<f32>>> {

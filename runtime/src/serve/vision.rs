@@ -42,6 +42,15 @@ impl Engine for VisionGenerator {
         Ok(Media::Image(self.encode_image(&image, false)?))
     }
 
+    fn untemplated(&self, text: &str, images: &[&EncodedImage]) -> Result<(Vec<u32>, Vec<u32>)> {
+        let (text, chat) = self.describe_text(text, images.len(), false)?;
+        let crops: Vec<usize> = images.iter().map(|i| i.num_crops).collect();
+        Ok((
+            self.prompt_ids(&text, &crops, chat)?,
+            self.stop_token_ids(chat),
+        ))
+    }
+
     fn features(&self, images: &[&EncodedImage]) -> Result<Option<Array3<f32>>> {
         self.stack_features(images).map(Some)
     }
