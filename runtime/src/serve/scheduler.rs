@@ -1,8 +1,9 @@
 //! The scheduler: one thread owns the model and answers every request, decoding the active ones together.
 //!
-//! Continuous batching, on text and multimodal exports alike (an [`Engine`]): between two steps, waiting requests join (each prefilled alone into its
-//! own batch-1 cache, which samples its first token) and finished or abandoned ones leave; then one decode step
-//! of the decoder runs on every active sequence at once, one token each. When the set of sequences changes, their
+//! Continuous batching, on text and multimodal exports alike (an [`Engine`]): between two steps, waiting requests
+//! join (each prefilled alone, with its images, into its own batch-1 cache, which samples its first token) and
+//! finished or abandoned ones leave; then one decode step of the decoder runs on every active sequence at once, one
+//! token each. When the set of sequences changes, their
 //! KV rows are gathered into one left-padded batch cache ([`KvCache::gather`]); each row's `attention_mask` masks
 //! its padding and its `position_ids` are its own positions, so a sequence computes what it computes alone.
 //! A lone sequence keeps its own cache (no copy): it runs exactly what `gemma generate` runs.
