@@ -226,6 +226,25 @@ impl<M: ChatModel> Conversation<M> {
     /// answered by [`respond`](Self::respond). Roles must be `user` / `assistant` after the optional system message;
     /// the template checks their order.
     pub fn set_messages(&mut self, messages: &[Message]) -> Result<()> {
+        self.set_messages_with_media(messages, Vec::new())
+    }
+
+    /// [`set_messages`](Self::set_messages) where `media[i]` (if given) goes with `messages[i]`, a user message
+    /// (`gemma serve` takes images in any user message of a request).
+    pub fn set_messages_with_media(
+        &mut self,
+        messages: &[Message],
+        mut media: Vec<Vec<Media>>,
+    ) -> Result<()> {
+        media.resize_with(messages.len(), Vec::new);
+        if let Some(i) =
+            (0..messages.len()).find(|&i| !media[i].is_empty() && messages[i].role != "user")
+        {
+            return Err(Error::InvalidArgument(format!(
+                "message {i} has role {:?}: only user messages may carry images",
+                messages[i].role
+            )));
+        }
         let mut rest = messages;
         if let Some(first) = messages.first().filter(|m| m.role == "system") {
             let system_options = ChatOptions {
@@ -249,11 +268,13 @@ impl<M: ChatModel> Conversation<M> {
                 m.role
             )));
         }
+        let skipped = messages.len() - rest.len();
         self.turns = rest
             .iter()
-            .map(|m| Turn {
+            .zip(media.into_iter().skip(skipped))
+            .map(|(m, media)| Turn {
                 message: m.clone(),
-                media: Vec::new(),
+                media,
             })
             .collect();
         self.forget_cache()

@@ -3,7 +3,10 @@
 //! - 8 concurrent requests (different lengths, greedy and seeded sampling) each equal their solo result, on the
 //!   portable graph and on the cpu graph (in-place KV buffers);
 //! - every bad request is a 4xx OpenAI error object, and the server stays up; `--api-key`; SIGTERM exits cleanly;
-//! - an image request on the tiny multimodal export equals the library's `Conversation` on the same image.
+//! - a system message on the Gemma 2 template (no system role) is folded into the first user message, as `gemma chat`
+//!   does.
+//!
+//! Multimodal exports: `serve_vision.rs`.
 
 mod common;
 #[path = "common/serve.rs"]
@@ -12,7 +15,6 @@ mod serve_support;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use gemma_runtime::{ChatOptions, Conversation, GenerateOptions, RuntimeOptions, VisionGenerator};
 use serde_json::{json, Value};
 use serve_support::Server;
 
@@ -76,23 +78,7 @@ fn concurrent_equals_solo(graph: gemma_exporter::GraphKind) {
     let bodies = mixed_requests();
     let solo: Vec<String> = bodies.iter().map(|b| server.chat_text(b)).collect();
     for round in 0..3 {
-        let together: Vec<String> = std::thread::scope(|s| {
-            let handles: Vec<_> = bodies
-                .iter()
-                .enumerate()
-                .map(|(i, b)| {
-                    let server = &server;
-                    s.spawn(move || {
-                        if (i + round) % 2 == 0 {
-                            server.chat_stream(b).0
-                        } else {
-                            server.chat_text(b)
-                        }
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
+        let together = server.chat_together(&bodies, round);
         assert_eq!(together, solo, "round {round}");
     }
     assert!(!server.log().contains("panicked"), "{}", server.log());
@@ -269,75 +255,29 @@ fn a_client_that_hangs_up_frees_its_slot() {
     assert!(!server.log().contains("panicked"), "{}", server.log());
 }
 
-const VISION_FIXTURE: &str = "cg-mqa-bf16-sharded-hf4";
-
-/// An image as a data: URI on the tiny multimodal export: the library's conversation on the same image file gives
-/// the same reply.
+/// The Gemma 2 template raises an exception for a system message; the server folds it into the first user message
+/// as `gemma chat` does (system text, a blank line, the user's text), also after earlier turns.
 #[test]
-fn image_request_on_a_vision_export() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("onnx");
-    gemma_exporter::export(&gemma_exporter::ExportOptions::new(
-        fixtures().join("tiny").join(VISION_FIXTURE),
-        dir.clone(),
-    ))
-    .unwrap();
-    write_tokenizer(
-        &dir,
-        &[
-            (253, "<start_of_image>"),
-            (254, "<end_of_image>"),
-            (255, "<image_soft_token>"),
-        ],
-    );
-    let doc: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("chat/templates.json")).unwrap(),
-    )
-    .unwrap();
-    let config = json!({"bos_token": "<bos>", "eos_token": "<eos>", "chat_template": doc["templates"]["gemma3"]});
-    std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).unwrap();
-    let image = fixtures().join("images/landscape-480x640.png");
-    let bytes = std::fs::read(&image).unwrap();
-
-    let gen = VisionGenerator::open(&dir, &RuntimeOptions::cpu().with_threads(Some(1))).unwrap();
-    let options = ChatOptions {
-        generate: GenerateOptions {
-            max_new_tokens: 8,
-            ..GenerateOptions::default()
-        },
-        ..ChatOptions::default()
-    };
-    let mut conv = Conversation::new(gen, options).unwrap();
-    conv.add_image(&image).unwrap();
-    let expected = conv.send("w20 w21", |_| {}).unwrap().output.text;
-
+fn a_system_message_is_folded_on_a_template_without_system_role() {
+    let (_tmp, dir) = tiny(gemma_exporter::GraphKind::Cpu);
+    let expected = cli_text(&dir, "w30 w31\n\nw10 w11", 10);
     let server = Server::start(&dir, &[]);
-    let url = format!("data:image/png;base64,{}", base64(&bytes));
-    let body = json!({"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "w20 w21"}]}],
-        "max_tokens": 8, "temperature": 0});
+    let mut body = chat_body("w10 w11", 10);
+    body["messages"] =
+        json!([{"role": "system", "content": "w30 w31"}, {"role": "user", "content": "w10 w11"}]);
     assert_eq!(server.chat_text(&body), expected);
     assert_eq!(server.chat_stream(&body).0, expected);
-    let bad = json!({"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]});
-    let r = server.post("/v1/chat/completions", &bad);
+    // Several turns: only the first user message takes the system text.
+    body["messages"] = json!([{"role": "system", "content": "w30"}, {"role": "user", "content": "w10"},
+                              {"role": "assistant", "content": "w12"}, {"role": "user", "content": "w11"}]);
+    let folded = json!([{"role": "user", "content": "w30\n\nw10"}, {"role": "assistant", "content": "w12"},
+                        {"role": "user", "content": "w11"}]);
+    let mut plain = body.clone();
+    plain["messages"] = folded;
+    assert_eq!(server.chat_text(&body), server.chat_text(&plain));
+    // A system message anywhere but first is the client's mistake.
+    body["messages"] =
+        json!([{"role": "user", "content": "w10"}, {"role": "system", "content": "w30"}]);
+    let r = server.post("/v1/chat/completions", &body);
     assert_eq!(r.status, 400, "{}", r.body);
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in bytes.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }

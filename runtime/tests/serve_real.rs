@@ -219,23 +219,7 @@ fn server_equals_the_cli_and_concurrent_equals_solo() {
         })
         .collect();
     let solo: Vec<String> = bodies.iter().map(|b| server.chat_text(b)).collect();
-    let together: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = bodies
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                let server = &server;
-                s.spawn(move || {
-                    if i % 2 == 0 {
-                        server.chat_stream(b).0
-                    } else {
-                        server.chat_text(b)
-                    }
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let together = server.chat_together(&bodies, 0);
     for (i, (t, s)) in together.iter().zip(&solo).enumerate() {
         assert_eq!(t, s, "request {i}");
     }

@@ -80,6 +80,14 @@ impl<M: ChatModel> Conversation<M> {
         serde_json::Value::Array(out)
     }
 
+    /// The conversation as it stands, rendered for an empty cache without generating: its tokens and the images
+    /// whose blocks they hold, in order. `gemma serve` prefills and decodes it in its own batch; unlike
+    /// [`respond`](Self::respond) nothing is left out to fit the context, and the last message may be any role.
+    pub fn prompt(&self) -> Result<(Vec<u32>, Vec<&EncodedImage>)> {
+        let (_, ids) = self.render(&self.turns)?;
+        Ok((ids, self.turns.iter().flat_map(Turn::images).collect()))
+    }
+
     /// The rendered text (with the generation prompt) and its tokens (one BOS, no special tokens added, images
     /// expanded to their blocks).
     pub(super) fn render(&self, turns: &[Turn]) -> Result<(String, Vec<u32>)> {

@@ -3,14 +3,16 @@
 //! - [`api`]: the request objects and their validation.
 //! - [`reply`]: the response and chunk objects, the error object.
 //! - [`http`]: routes, SSE streaming, `--api-key`, per-request logs (axum on a small tokio runtime).
-//! - [`scheduler`]: the thread that owns the model; continuous batching on text exports.
+//! - [`scheduler`]: the thread that owns the model; continuous batching.
+//! - [`engine`]: what the scheduler needs of a model (text exports here), and how a request's prompt is built.
 //! - [`sequence`]: one reply in progress (sampling, stop tokens, stop strings, streaming text).
-//! - [`vision`]: multimodal exports, one request at a time through [`Conversation`](crate::Conversation).
+//! - [`vision`]: multimodal exports as an engine.
 //!
 //! The listener is bound before the model loads, so `/health` answers 503 until the model is ready. Ctrl-C or
 //! SIGTERM stops accepting connections, gives in-flight requests [`ServeOptions::grace`] to finish, then returns.
 
 pub mod api;
+pub mod engine;
 pub mod http;
 pub mod reply;
 pub mod scheduler;
@@ -27,6 +29,7 @@ use std::time::Duration;
 use crate::generate::Generator;
 use crate::ort_env::RuntimeOptions;
 use crate::vision::VisionGenerator;
+use engine::Served;
 use scheduler::{Job, Limits};
 
 /// How to serve.
@@ -117,10 +120,12 @@ pub fn serve(
             type Engine = Box<dyn FnOnce(Receiver<Job>) -> crate::Result<()>>;
             let engine: crate::Result<Engine> = if vision {
                 VisionGenerator::open(&dir, &runtime_options)
-                    .map(|g| Box::new(move |jobs| vision::run_vision(g, jobs, limits)) as Engine)
+                    .and_then(Served::new)
+                    .map(|g| Box::new(move |jobs| scheduler::run(g, jobs, limits)) as Engine)
             } else {
                 Generator::open(&dir, &runtime_options)
-                    .map(|g| Box::new(move |jobs| scheduler::run_text(g, jobs, limits)) as Engine)
+                    .and_then(Served::new)
+                    .map(|g| Box::new(move |jobs| scheduler::run(g, jobs, limits)) as Engine)
             };
             match engine {
                 Ok(run) => {

@@ -1,25 +1,26 @@
 //! The scheduler: one thread owns the model and answers every request, decoding the active ones together.
 //!
-//! Continuous batching on a text export: between two steps, waiting requests join (each prefilled alone into its
-//! own batch-1 cache, which samples its first token) and finished or abandoned ones leave; then one decode step
-//! of the decoder runs on every active sequence at once, one token each. When the set of sequences changes, their
+//! Continuous batching, on text and multimodal exports alike (an [`Engine`]): between two steps, waiting requests
+//! join (each prefilled alone, with its images, into its own batch-1 cache, which samples its first token) and
+//! finished or abandoned ones leave; then one decode step of the decoder runs on every active sequence at once, one
+//! token each. When the set of sequences changes, their
 //! KV rows are gathered into one left-padded batch cache ([`KvCache::gather`]); each row's `attention_mask` masks
 //! its padding and its `position_ids` are its own positions, so a sequence computes what it computes alone.
 //! A lone sequence keeps its own cache (no copy): it runs exactly what `gemma generate` runs.
 //!
 //! The memory budget is `max_batch` slots of at most `ctx` positions each: more requests wait in a queue (FIFO).
-//! A multimodal export answers one request at a time ([`super::vision`]).
 
 use std::collections::VecDeque;
 use std::sync::mpsc::Receiver;
 
 use ndarray::{s, Array2};
 
-use super::api::{ApiError, Prompt, Request};
+use super::api::{ApiError, Request};
+use super::engine::{Engine, Served};
 use super::sequence::{Event, Events, Sequence};
-use crate::decoder::{LogitsMode, Step, TokenInput};
+use crate::decoder::{LogitsMode, Step};
 use crate::error::{Error, Result};
-use crate::generate::{check_prompt, Generator};
+use crate::generate::check_prompt;
 use crate::kv_cache::{KvCache, RowSource};
 use crate::manifest::Manifest;
 use crate::sampling::Sampler;
@@ -77,11 +78,11 @@ pub fn reply_budget(
     Ok(max_new)
 }
 
-/// The text export's scheduler loop; returns when every sender of `jobs` is gone and the work is done.
-pub fn run_text(mut gen: Generator, jobs: Receiver<Job>, limits: Limits) -> Result<()> {
-    // The text streams borrow a tokenizer while the generator's decoder runs: a second copy of it.
-    let tokenizer = Tokenizer::from_dir(gen.decoder_dir())?;
-    let manifest = gen.decoder().manifest().clone();
+/// The scheduler loop; returns when every sender of `jobs` is gone and the work is done.
+pub fn run<M: Engine>(mut gen: Served<M>, jobs: Receiver<Job>, limits: Limits) -> Result<()> {
+    // The text streams borrow a tokenizer while the model runs: a second copy of it.
+    let tokenizer = gen.model_ref().stream_tokenizer()?;
+    let manifest = gen.model().decoder().manifest().clone();
     let mut queue: VecDeque<Job> = VecDeque::new();
     let mut rows: Vec<Sequence<'_>> = Vec::new();
     let mut cache: Option<KvCache> = None;
@@ -129,7 +130,7 @@ pub fn run_text(mut gen: Generator, jobs: Receiver<Job>, limits: Limits) -> Resu
             continue;
         }
         let batch_cache = cache.as_mut().expect("rows have a cache");
-        if let Err(e) = step(&mut gen, &mut rows, batch_cache) {
+        if let Err(e) = step(gen.model(), &mut rows, batch_cache) {
             let err = api_error(e);
             for r in rows.drain(..) {
                 let _ = r.events.send(Event::Failed(err.clone()));
@@ -141,34 +142,27 @@ pub fn run_text(mut gen: Generator, jobs: Receiver<Job>, limits: Limits) -> Resu
 
 /// Encodes and checks `job`, prefills it alone and samples its first token: the new sequence and its batch-1
 /// cache, or `None` when the reply ended at once (or the client left).
-fn start<'t>(
-    gen: &mut Generator,
+fn start<'t, M: Engine>(
+    gen: &mut Served<M>,
     tokenizer: &'t Tokenizer,
     job: Job,
     limits: Limits,
 ) -> Result<Option<(Sequence<'t>, KvCache)>, ApiError> {
     let r = job.request;
-    let (ids, stop_ids) = match &r.prompt {
-        Prompt::Chat { messages, .. } => (
-            gen.encode_chat(messages).map_err(api_error)?,
-            gen.chat_stop_token_ids(),
-        ),
-        Prompt::Raw(text) => (
-            gen.encode_prompt(text).map_err(api_error)?,
-            gen.stop_token_ids().to_vec(),
-        ),
-    };
-    let ctx = limits.ctx.min(gen.max_positions());
+    let prompt = gen.encode(&r.prompt).map_err(api_error)?;
+    let ids = &prompt.ids;
+    let model = gen.model();
+    let ctx = limits.ctx.min(model.text().max_positions);
     let max_new = reply_budget(ids.len(), r.max_tokens, ctx)?;
-    let decoder = gen.decoder();
-    check_prompt(&ids, 0, max_new, ctx, decoder.vocab_size()).map_err(api_error)?;
+    let decoder = model.decoder();
+    check_prompt(ids, 0, max_new, ctx, decoder.vocab_size()).map_err(api_error)?;
     let mut sampler = Sampler::new(r.sampling.clone()).map_err(api_error)?;
     // Sized for the whole run, as `gemma generate` sizes it.
     let mut cache = decoder
         .new_cache_with_capacity(1, ids.len() + max_new)
         .map_err(api_error)?;
-    let first = decoder
-        .forward_tokens_with(&ids, &mut cache, |row| sampler.sample(row))
+    let first = model
+        .prefill(&prompt, &mut cache, &mut sampler)
         .map_err(api_error)?;
     let _ = job.events.send(Event::Started {
         prompt_tokens: ids.len(),
@@ -177,7 +171,7 @@ fn start<'t>(
         job.events,
         sampler,
         tokenizer.stream(true),
-        stop_ids,
+        prompt.stop_ids.clone(),
         r.stop,
         max_new,
         ids.len(),
@@ -236,19 +230,21 @@ fn regroup<'t>(
 }
 
 /// One decode step on every row: feeds each row's last token at its own position, samples the next.
-fn step(gen: &mut Generator, rows: &mut [Sequence<'_>], cache: &mut KvCache) -> Result<()> {
+fn step<M: Engine>(model: &mut M, rows: &mut [Sequence<'_>], cache: &mut KvCache) -> Result<()> {
     let t = cache.len();
     let n = rows.len();
-    let ids = Array2::from_shape_fn((n, 1), |(b, _)| rows[b].next as i64);
+    let next: Vec<u32> = rows.iter().map(|r| r.next).collect();
+    let tokens = model.step_tokens(&next)?;
     let mask = Array2::from_shape_fn((n, t + 1), |(b, j)| i64::from(j + rows[b].len >= t));
-    let pos = Array2::from_shape_fn((n, 1), |(b, _)| rows[b].len as i64);
+    let first = model.first_position();
+    let pos = Array2::from_shape_fn((n, 1), |(b, _)| rows[b].len as i64 + first);
     let step = Step {
-        tokens: TokenInput::Ids(ids.view()),
+        tokens: tokens.view(),
         attention_mask: mask.view(),
         position_ids: pos.view(),
         logits: LogitsMode::Last,
     };
-    let tokens = gen.decoder().run(&step, cache, |logits| {
+    let tokens = model.decoder().run(&step, cache, |logits| {
         rows.iter_mut()
             .enumerate()
             .map(|(b, r)| {

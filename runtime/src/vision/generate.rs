@@ -347,6 +347,18 @@ impl VisionGenerator {
         decode_step(&mut self.graphs, cache, token, generated)
     }
 
+    /// The inputs of generated `tokens`, one per row of a batched step (`gemma serve`): their embeddings
+    /// `[n, 1, hidden]` and token types `[n, 1]`, each row what [`decode_step`](Self::decode_step) feeds alone.
+    pub(crate) fn embed_generated(&mut self, tokens: &[u32]) -> Result<(Array3<f32>, Array2<i64>)> {
+        let embeds = self.graphs.embed(tokens)?;
+        let shape = (tokens.len(), 1, embeds.shape()[2]);
+        let embeds = embeds
+            .into_shape_with_order(shape)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let types = Array2::from_elem((tokens.len(), 1), self.generated_type());
+        Ok((embeds, types))
+    }
+
     /// `token_type_ids` of a generated token: 0 (text) for Gemma 3, 1 (after the prefix) for PaliGemma.
     fn generated_type(&self) -> i64 {
         i64::from(self.prefix_lm())

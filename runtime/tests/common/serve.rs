@@ -153,6 +153,24 @@ impl Server {
         (text, data)
     }
 
+    /// The reply texts of `bodies` sent all at once, one thread each: request `i` streamed when `i + round` is
+    /// even, not streamed otherwise.
+    pub fn chat_together(&self, bodies: &[Value], round: usize) -> Vec<String> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = bodies
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    s.spawn(move || match (i + round) % 2 {
+                        0 => self.chat_stream(b).0,
+                        _ => self.chat_text(b),
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
     /// SIGTERM, then the exit status within 30 s.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         unsafe_kill(self.child.id());
