@@ -158,7 +158,7 @@ fn check_config(dir: &Path, m: &Manifest) -> Result<()> {
 }
 
 /// The manifest's sizes against the shapes ONNX Runtime reports for `session`'s inputs and outputs: the KV inputs
-/// `[batch, num_kv_heads, seq, head_dim]`, `logits` `[batch, seq, vocab_size]`, and `inputs_embeds`
+/// and outputs `[batch, num_kv_heads, seq, head_dim]`, `logits` `[batch, seq, vocab_size]`, and `inputs_embeds`
 /// `[batch, seq, hidden_size]` where the graph has it. Symbolic dimensions are not compared.
 pub fn check_graph_shapes(session: &Session, m: &Manifest, graph: &Path) -> Result<()> {
     let manifest_path = graph.parent().unwrap_or(Path::new(".")).join(MANIFEST_FILE);
@@ -212,7 +212,18 @@ pub fn check_graph_shapes(session: &Session, m: &Manifest, graph: &Path) -> Resu
     }
     for output in session.outputs() {
         let shape = output.dtype().tensor_shape();
-        match output.name() {
+        let name = output.name();
+        if name.starts_with(io::PRESENT_PREFIX) {
+            // Where the KV inputs leave these axes open (Gemma 2's portable graph), the outputs still fix them.
+            checks.push((
+                "num_kv_heads",
+                name.to_string(),
+                m.num_kv_heads,
+                dim(shape, 1),
+            ));
+            checks.push(("head_dim", name.to_string(), m.head_dim, dim(shape, 3)));
+        }
+        match name {
             io::LOGITS => {
                 checks.push(("vocab_size", io::LOGITS.into(), m.vocab_size, dim(shape, 2)))
             }

@@ -62,6 +62,13 @@ pub trait Backend {
     /// type `ty`.
     fn kv_length_dim(&self, ty: LayerType, present: bool) -> &'static str;
 
+    /// Whether the KV inputs declare their head and head-size axes symbolic (`past_num_key_value_heads`,
+    /// `past_head_dim`) instead of fixed. Only where a consumer feeds an empty past of the wrong width (see
+    /// [`crate::decoder::portable`]); a past with rows must still have the right shape.
+    fn open_past_head_dims(&self) -> bool {
+        false
+    }
+
     /// The value of `num_logits_to_keep` when a run does not feed it, or `None` when the input is required.
     fn logits_to_keep_default(&self) -> Option<i64>;
 

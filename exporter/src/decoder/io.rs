@@ -23,6 +23,9 @@ pub const TOTAL_SEQUENCE: &str = "total_sequence_length";
 /// The portable graph's past keys and values.
 pub const PAST_SEQUENCE: &str = "past_sequence_length";
 const KEPT_SEQUENCE: &str = "kept_sequence_length";
+/// The KV inputs' head and head-size axes where [`Backend::open_past_head_dims`] leaves them open.
+const PAST_HEADS: &str = "past_num_key_value_heads";
+const PAST_HEAD_DIM: &str = "past_head_dim";
 
 /// What the decoder graph takes as its tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +98,11 @@ pub(super) fn declare_inputs(
         .iter()
         .enumerate()
         .map(|(l, &ty)| {
-            let dims = kv_dims(nkv, hd, backend.kv_length_dim(ty, false));
+            let mut dims = kv_dims(nkv, hd, backend.kv_length_dim(ty, false));
+            if backend.open_past_head_dims() {
+                dims[1] = PAST_HEADS.into();
+                dims[3] = PAST_HEAD_DIM.into();
+            }
             let k = g.input(&past_key(l), DataType::Float, &dims);
             let v = g.input(&past_value(l), DataType::Float, &dims);
             (k, v)

@@ -13,7 +13,7 @@ use super::{Backend, Begun, Text};
 use crate::attention::{AttentionInputs, AttentionOutputs, AttentionSpec, LayerTables};
 use crate::builder::Value;
 use crate::layers::{Ctx, NormKind};
-use gemma_models::{LayerType, ModelConfig};
+use gemma_models::{Family, LayerType, ModelConfig};
 
 pub(crate) mod masks;
 
@@ -64,6 +64,14 @@ impl Backend for Portable {
         } else {
             PAST_SEQUENCE
         }
+    }
+
+    /// Gemma 2 only: optimum-onnx 0.1.0 sizes the empty KV cache of model types it does not list, `gemma2` among
+    /// them, from `num_attention_heads` and `hidden_size / num_attention_heads`, which are not Gemma 2's KV
+    /// heads and head size. With those axes symbolic ONNX Runtime takes that empty past, and `Concat` (past,
+    /// new) ignores an input with no elements, so the first step runs and every later one feeds back `present`.
+    fn open_past_head_dims(&self) -> bool {
+        self.text.t.family == Family::Gemma2
     }
 
     fn logits_to_keep_default(&self) -> Option<i64> {
