@@ -25,6 +25,8 @@ pub mod audio_preprocess;
 mod layer;
 mod options;
 mod ple;
+mod vision_blocks;
+pub mod vision_encoder;
 
 pub use audio_encoder::write_audio_graphs;
 pub use options::{audio_section, check, exports_audio, fill_manifest, warnings};

@@ -28,6 +28,7 @@ mod classifier;
 mod fields;
 mod gemma3n;
 pub mod gemma3n_audio;
+pub mod gemma3n_vision;
 #[cfg(test)]
 mod gemma3n_tests;
 mod ids;
