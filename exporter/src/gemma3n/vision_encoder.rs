@@ -26,9 +26,42 @@ use crate::onnx::{self, DataType};
 use crate::weights::WeightWriter;
 use crate::ExportError;
 use gemma_models::config::gemma3n_vision::Gemma3nVisionConfig;
+use gemma_models::contract::files::ENCODER_FILE;
 use gemma_models::contract::io::{IMAGE_FEATURES, PIXEL_VALUES};
 use gemma_models::names::gemma3n_vision as names;
 use gemma_models::Checkpoint;
+
+use crate::vision::preprocess::{gemma3n_from_dir, write_preprocess, PreprocessConfig};
+
+/// The released checkpoints' image side (their `preprocessor_config.json`), used when the file gives none.
+const DEFAULT_IMAGE_SIZE: usize = 768;
+
+/// Writes `preprocess.onnx` and `vision_encoder.onnx` (+ `vision_encoder.onnx_data`) into `out` for the Gemma 3n
+/// checkpoint folder `src` (its `config.json` and image processor settings) and its tensors `ckpt`. The image
+/// processor (SiglipImageProcessor: a resize to its `size`, rescale, optional normalize) is Gemma 3's
+/// `preprocess.onnx` without Pan & Scan; its size must be square.
+pub fn write_vision_graphs(
+    src: &Path,
+    ckpt: &Checkpoint,
+    out: &Path,
+) -> Result<(Gemma3nVisionConfig, PreprocessConfig), ExportError> {
+    let cfg = Gemma3nVisionConfig::from_file(&src.join("config.json"))?;
+    let pre = gemma3n_from_dir(src, DEFAULT_IMAGE_SIZE)?;
+    if pre.height != pre.width || pre.do_pan_and_scan {
+        return Err(ExportError::ProcessorConfig {
+            path: src.join(pre.source.as_deref().unwrap_or_default().split('#').next().unwrap_or("")),
+            reason: format!(
+                "Gemma 3n's image processor must resize to a square without Pan & Scan, found {}x{}{}",
+                pre.height,
+                pre.width,
+                if pre.do_pan_and_scan { " with Pan & Scan" } else { "" }
+            ),
+        });
+    }
+    write_preprocess(out, &pre)?;
+    write_vision_encoder(ckpt, &cfg, pre.height, &out.join(ENCODER_FILE))?;
+    Ok((cfg, pre))
+}
 
 /// Builds `vision_encoder.onnx` at `path` (weights in `path` + `_data`) for `image_size`² inputs.
 pub fn write_vision_encoder(
