@@ -42,12 +42,19 @@ pub fn exports_audio(src: &Path, cfg: &ModelConfig) -> bool {
             .any(|f| src.join(f).is_file())
 }
 
-/// Whether the export writes the image graphs of `src`: it has a vision tower and the image processor's settings.
+/// Whether the export writes the image graphs of `src`: it has a vision tower and the image processor's settings
+/// (an `image_processor` object in `processor_config.json`, or `preprocessor_config.json` naming an
+/// `image_processor_type`; the audio feature extractor's file alone is not one).
 pub fn exports_vision(src: &Path, cfg: &ModelConfig) -> bool {
+    let has_key = |file: &str, key: &str| {
+        gemma_models::files::read_regular_to_string(&src.join(file), gemma_models::files::MAX_JSON_BYTES)
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .is_some_and(|v| v.get(key).is_some())
+    };
     has_tower(cfg, "vision")
-        && ["preprocessor_config.json", "processor_config.json"]
-            .iter()
-            .any(|f| src.join(f).is_file())
+        && (has_key("processor_config.json", "image_processor")
+            || has_key("preprocessor_config.json", "image_processor_type"))
 }
 
 /// The towers of a multimodal Gemma 3n checkpoint in `src`, which the export leaves out.
