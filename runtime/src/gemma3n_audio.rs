@@ -25,6 +25,7 @@ pub fn prompt_embeds(
     clips: &[Array2<f32>],
 ) -> Result<Gemma3nPrompt> {
     let part = SoftTokens {
+        kind: "audio",
         token_id: audio_token_id,
         rows: clips,
     };

@@ -24,6 +24,8 @@ use gemma_models::contract::{io, Gemma3nVisionSection};
 
 /// The rows of one modality's attachments, in prompt order, and the placeholder token they replace.
 pub struct SoftTokens<'a> {
+    /// The modality in messages (`"image"`, `"audio"`).
+    pub kind: &'static str,
     pub token_id: u32,
     /// One `[soft_tokens, hidden]` matrix per attachment.
     pub rows: &'a [Array2<f32>],
@@ -52,8 +54,10 @@ pub fn prompt_embeds(
         let rows: usize = part.rows.iter().map(|c| c.nrows()).sum();
         if positions.len() != rows {
             return Err(Error::InvalidArgument(format!(
-                "the prompt has {} soft tokens (id {token}) but the attachments give {rows} rows",
-                positions.len()
+                "the prompt has {} {} tokens (id {token}) but the {} attachments give {rows} rows",
+                positions.len(),
+                part.kind,
+                part.kind
             )));
         }
         let mut at = positions.iter();
@@ -95,6 +99,7 @@ pub fn attachments_embeds(
             Error::InvalidArgument("this Gemma 3n export has no image graphs".into())
         })?;
         parts.push(SoftTokens {
+            kind: "image",
             token_id: v.image_token_id,
             rows: images,
         });
@@ -104,6 +109,7 @@ pub fn attachments_embeds(
             Error::InvalidArgument("this Gemma 3n export has no audio graphs".into())
         })?;
         parts.push(SoftTokens {
+            kind: "audio",
             token_id: a.audio_token_id,
             rows: clips,
         });

@@ -161,7 +161,7 @@ fn image_and_audio_prompts_match_transformers() -> Result<()> {
     let e = attachments_embeds(&mut decoder, ids.view(), &two, &[])
         .err()
         .context("2 images")?;
-    assert!(e.to_string().contains("soft tokens"), "{e}");
+    assert!(e.to_string().contains("image tokens"), "{e}");
     Ok(())
 }
 
