@@ -47,10 +47,13 @@ pub fn exports_audio(src: &Path, cfg: &ModelConfig) -> bool {
 /// `image_processor_type`; the audio feature extractor's file alone is not one).
 pub fn exports_vision(src: &Path, cfg: &ModelConfig) -> bool {
     let has_key = |file: &str, key: &str| {
-        gemma_models::files::read_regular_to_string(&src.join(file), gemma_models::files::MAX_JSON_BYTES)
-            .ok()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .is_some_and(|v| v.get(key).is_some())
+        gemma_models::files::read_regular_to_string(
+            &src.join(file),
+            gemma_models::files::MAX_JSON_BYTES,
+        )
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .is_some_and(|v| v.get(key).is_some())
     };
     has_tower(cfg, "vision")
         && (has_key("processor_config.json", "image_processor")

@@ -28,9 +28,9 @@ mod classifier;
 mod fields;
 mod gemma3n;
 pub mod gemma3n_audio;
-pub mod gemma3n_vision;
 #[cfg(test)]
 mod gemma3n_tests;
+pub mod gemma3n_vision;
 mod ids;
 mod rope;
 #[cfg(test)]
