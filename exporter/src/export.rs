@@ -390,6 +390,13 @@ fn write_export(
         }
         false => None,
     };
+    let images = match gemma3n && crate::gemma3n::exports_vision(&opts.src, cfg) {
+        true => {
+            let (v, pre) = crate::gemma3n::write_vision_graphs(&opts.src, ckpt, dir)?;
+            Some(crate::gemma3n::vision_section(&v, &pre))
+        }
+        false => None,
+    };
 
     let nodes = g.node_count();
     // Generated source files (GGUF) go in first, so the manifest reads their generation_config.json.
@@ -423,7 +430,7 @@ fn write_export(
     }
     manifest.allow_nonfinite = opts.allow_nonfinite;
     if gemma3n {
-        crate::gemma3n::fill_manifest(&mut manifest, &opts.src, cfg, audio);
+        crate::gemma3n::fill_manifest(&mut manifest, &opts.src, cfg, (audio, images));
     } else if opts.graph == GraphKind::Cpu {
         manifest.graph = GraphKind::Cpu;
         manifest.cpu = Some(contract::CpuSection::current());

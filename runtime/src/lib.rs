@@ -35,6 +35,7 @@ pub mod fim;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod gemma3n_audio;
+pub mod gemma3n_prompt;
 pub use gemma_models::fingerprint;
 pub mod generate;
 pub mod integrity;

@@ -121,11 +121,14 @@ pub fn build_audio_encoder(
 
     cx.g.set_scope("/embed_audio");
     let (d, h, eps) = (cfg.hidden_size, cfg.text_hidden_size, cfg.rms_norm_eps);
-    let soft = param(&mut cx, names::SOFT_NORM, &[d])?;
-    let x = conformer::rms(&mut cx, &x, Some(&soft), eps);
+    let emb = embed_soft(
+        &mut cx,
+        &x,
+        (names::SOFT_NORM, names::PROJECTION),
+        (d, h),
+        eps,
+    )?;
     let proj = param(&mut cx, names::PROJECTION, &[h, d])?;
-    let x = conformer::linear(&mut cx, &x, &proj);
-    let emb = conformer::rms(&mut cx, &x, None, eps);
 
     // The padding rows: text id vocab_size − 1 through the hard-token path, [1, 1, H].
     cx.g.set_scope("/embed_audio/padding");
@@ -159,6 +162,22 @@ pub fn build_audio_encoder(
         &["batch".into(), cfg.soft_tokens.into(), h.into()],
     );
     Ok(())
+}
+
+/// Gemma3nMultimodalEmbedder on soft tokens `x` `[.., D]` (the audio and the vision embedder alike): RMSNorm with
+/// the `soft_norm` gain, the `projection` `[H, D]` to the text width, RMSNorm without gain → `[.., H]`.
+pub(super) fn embed_soft(
+    cx: &mut Ctx<'_>,
+    x: &Value,
+    (soft_norm, projection): (&str, &str),
+    (d, h): (usize, usize),
+    eps: f64,
+) -> Result<Value, ExportError> {
+    let soft = param(cx, soft_norm, &[d])?;
+    let x = conformer::rms(cx, x, Some(&soft), eps);
+    let proj = param(cx, projection, &[h, d])?;
+    let x = conformer::linear(cx, &x, &proj);
+    Ok(conformer::rms(cx, &x, None, eps))
 }
 
 /// A checkpoint tensor as an initializer, after checking its shape.

@@ -22,12 +22,18 @@ mod altup;
 mod audio_conformer;
 pub mod audio_encoder;
 pub mod audio_preprocess;
+mod hard_tokens;
 mod layer;
 mod options;
 mod ple;
+mod vision_blocks;
+pub mod vision_encoder;
 
 pub use audio_encoder::write_audio_graphs;
-pub use options::{audio_section, check, exports_audio, fill_manifest, warnings};
+pub use options::{
+    audio_section, check, exports_audio, exports_vision, fill_manifest, vision_section, warnings,
+};
+pub use vision_encoder::write_vision_graphs;
 
 use crate::builder::{Attr, GraphBuilder, Value};
 use crate::decoder::io::{
@@ -143,6 +149,7 @@ fn build_embed_tokens(cx: &mut Ctx<'_>, cfg: &ModelConfig) -> Result<()> {
     let ids = crate::decoder::io::token_input(cx.g, DecoderInput::InputIds, h);
     cx.g.set_scope("/model/embed_tokens");
     let emb = cx.scaled_embedding(&ids, &names::embed_tokens(prefix), h)?;
+    let emb = hard_tokens::replace(cx, &ids, emb, cfg)?;
 
     cx.g.set_scope("/model/embed_tokens_per_layer");
     // Ids outside the per-layer table look up row 0 (get_per_layer_inputs).

@@ -5,7 +5,10 @@ use std::path::Path;
 
 use crate::ExportError;
 use gemma_models::config::gemma3n_audio::{AudioFeatureConfig, Gemma3nAudioConfig};
-use gemma_models::contract::{files, Gemma3nAudioSection, Gemma3nSection, GraphKind};
+use gemma_models::config::gemma3n_vision::Gemma3nVisionConfig;
+use gemma_models::contract::{
+    files, Gemma3nAudioSection, Gemma3nSection, Gemma3nVisionSection, GraphKind, PreprocessConfig,
+};
 use gemma_models::ModelConfig;
 
 /// Refuses the options the Gemma 3n graphs cannot be built with yet: `--triton` (its folder is a Gemma 1–3 text
@@ -39,10 +42,28 @@ pub fn exports_audio(src: &Path, cfg: &ModelConfig) -> bool {
             .any(|f| src.join(f).is_file())
 }
 
+/// Whether the export writes the image graphs of `src`: it has a vision tower and the image processor's settings
+/// (an `image_processor` object in `processor_config.json`, or `preprocessor_config.json` naming an
+/// `image_processor_type`; the audio feature extractor's file alone is not one).
+pub fn exports_vision(src: &Path, cfg: &ModelConfig) -> bool {
+    let has_key = |file: &str, key: &str| {
+        gemma_models::files::read_regular_to_string(
+            &src.join(file),
+            gemma_models::files::MAX_JSON_BYTES,
+        )
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .is_some_and(|v| v.get(key).is_some())
+    };
+    has_tower(cfg, "vision")
+        && (has_key("processor_config.json", "image_processor")
+            || has_key("preprocessor_config.json", "image_processor_type"))
+}
+
 /// The towers of a multimodal Gemma 3n checkpoint in `src`, which the export leaves out.
 fn towers_not_exported(src: &Path, cfg: &ModelConfig) -> Vec<String> {
     let mut out = Vec::new();
-    if has_tower(cfg, "vision") {
+    if has_tower(cfg, "vision") && !exports_vision(src, cfg) {
         out.push("vision".to_string());
     }
     if has_tower(cfg, "audio") && !exports_audio(src, cfg) {
@@ -68,19 +89,33 @@ pub fn audio_section(
     }
 }
 
+/// The manifest's record of the image graphs written by `write_vision_graphs`.
+pub fn vision_section(cfg: &Gemma3nVisionConfig, pre: &PreprocessConfig) -> Gemma3nVisionSection {
+    Gemma3nVisionSection {
+        preprocess: files::PREPROCESS_FILE.into(),
+        encoder: files::ENCODER_FILE.into(),
+        image_token_id: cfg.image_token_id,
+        boi_token_id: cfg.boi_token_id,
+        eoi_token_id: cfg.eoi_token_id,
+        soft_tokens: cfg.soft_tokens,
+        image_size: pre.height,
+    }
+}
+
 /// Sets what a Gemma 3n export's manifest says differently: portable graphs without `num_logits_to_keep`, and
-/// the `gemma3n` section (with `audio` when the audio graphs were written).
+/// the `gemma3n` section (with `audio` and `vision` when those graphs were written).
 pub fn fill_manifest(
     manifest: &mut gemma_models::contract::Manifest,
     src: &Path,
     cfg: &ModelConfig,
-    audio: Option<Gemma3nAudioSection>,
+    (audio, vision): (Option<Gemma3nAudioSection>, Option<Gemma3nVisionSection>),
 ) {
     manifest.graph = GraphKind::Portable;
     manifest.portable_logits_to_keep_input = None;
     manifest.gemma3n = Gemma3nSection::new(&cfg.text, towers_not_exported(src, cfg));
     if let Some(section) = manifest.gemma3n.as_mut() {
         section.audio = audio;
+        section.vision = vision;
     }
 }
 
@@ -96,19 +131,26 @@ pub fn warnings(opts: &crate::ExportOptions, cfg: &ModelConfig) -> Vec<String> {
     }
     let towers = towers_not_exported(&opts.src, cfg);
     if !towers.is_empty() {
-        let audio = match exports_audio(&opts.src, cfg) {
-            true => "text and audio",
-            false => "text-only",
+        let audio = match (
+            exports_audio(&opts.src, cfg),
+            exports_vision(&opts.src, cfg),
+        ) {
+            (true, true) => "text, images and audio",
+            (true, false) => "text and audio",
+            (false, true) => "text and images",
+            (false, false) => "text-only",
         };
         out.push(format!(
             "Gemma 3n: the {} tower(s) are not exported yet; the export is {audio}",
             towers.join(" and ")
         ));
     }
-    if has_tower(cfg, "audio") && !exports_audio(&opts.src, cfg) {
+    if (has_tower(cfg, "audio") || has_tower(cfg, "vision"))
+        && !(exports_audio(&opts.src, cfg) || exports_vision(&opts.src, cfg))
+    {
         out.push(
             "Gemma 3n: no preprocessor_config.json (or processor_config.json) beside the checkpoint: \
-             the audio graphs are left out"
+             the audio and image graphs are left out"
                 .to_string(),
         );
     }

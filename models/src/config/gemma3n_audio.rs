@@ -121,7 +121,7 @@ impl Gemma3nAudioConfig {
     }
 }
 
-fn read(path: &Path) -> Result<String, ConfigError> {
+pub(super) fn read(path: &Path) -> Result<String, ConfigError> {
     crate::files::read_regular_to_string(path, crate::files::MAX_JSON_BYTES).map_err(|source| {
         ConfigError::Io {
             path: path.to_path_buf(),
@@ -130,7 +130,7 @@ fn read(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
-fn object(s: &str, origin: &Path) -> Result<Map<String, Value>, ConfigError> {
+pub(super) fn object(s: &str, origin: &Path) -> Result<Map<String, Value>, ConfigError> {
     match serde_json::from_str::<Value>(s) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(v) => Err(ConfigError::Json {
@@ -230,7 +230,7 @@ fn parse(top: &Fields<'_>) -> Result<Gemma3nAudioConfig, ConfigError> {
     Ok(cfg)
 }
 
-fn id(top: &Fields<'_>, key: &str, default: u32) -> Result<u32, ConfigError> {
+pub(super) fn id(top: &Fields<'_>, key: &str, default: u32) -> Result<u32, ConfigError> {
     match top.token_ids(key)? {
         None => Ok(default),
         Some(ids) if ids.len() == 1 => Ok(ids[0]),

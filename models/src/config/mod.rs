@@ -30,6 +30,7 @@ mod gemma3n;
 pub mod gemma3n_audio;
 #[cfg(test)]
 mod gemma3n_tests;
+pub mod gemma3n_vision;
 mod ids;
 mod rope;
 #[cfg(test)]

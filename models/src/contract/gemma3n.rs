@@ -24,6 +24,27 @@ pub struct Gemma3nSection {
     /// The audio graphs, when the checkpoint has an audio tower (semantics §13).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio: Option<Gemma3nAudioSection>,
+    /// The image graphs, when the checkpoint has a vision tower (docs/gemma3n-vision.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vision: Option<Gemma3nVisionSection>,
+}
+
+/// Gemma 3n's image path: `preprocess` (Gemma 3's `preprocess.onnx` contract: a decoded RGB image in,
+/// `pixel_values` out) and `encoder` (`vision_encoder.onnx`: `pixel_values` → `image_features`, the
+/// `soft_tokens` rows that replace an image's tokens), laid out as `boi_token_id`, `image_token_id` ×
+/// `soft_tokens`, `eoi_token_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gemma3nVisionSection {
+    pub preprocess: String,
+    /// The vision tower graph (weights in `vision_encoder.onnx_data`).
+    pub encoder: String,
+    pub image_token_id: u32,
+    pub boi_token_id: u32,
+    pub eoi_token_id: u32,
+    /// Image tokens (and encoder rows) per image (`vision_soft_tokens_per_image`).
+    pub soft_tokens: usize,
+    /// The side of the square `pixel_values` the encoder takes.
+    pub image_size: usize,
 }
 
 /// Gemma 3n's audio path: `preprocess` turns a mono waveform into log-mel features and their mask, `encoder` turns
@@ -57,6 +78,7 @@ impl Gemma3nSection {
             hidden_size_per_layer_input: n.hidden_size_per_layer_input,
             towers_not_exported,
             audio: None,
+            vision: None,
         })
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod gemma3n;
 pub mod gemma3n_audio;
+pub mod gemma3n_vision;
 pub mod vision;
 
 use crate::checkpoint::Checkpoint;

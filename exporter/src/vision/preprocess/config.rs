@@ -49,11 +49,43 @@ pub trait ReadPreprocessConfig: Sized {
     fn validate(&self) -> Result<(), String>;
 }
 
+/// What a processor file is checked against: the image processor class and its only resample filter.
+pub struct ProcessorRules<'a> {
+    /// The model in messages.
+    pub display: &'a str,
+    /// The `image_processor_type` prefix accepted.
+    pub image_processor: &'a str,
+    pub resample_default: i64,
+}
+
+impl<'a> From<&'a VisionSpec> for ProcessorRules<'a> {
+    fn from(spec: &'a VisionSpec) -> Self {
+        ProcessorRules {
+            display: spec.display,
+            image_processor: spec.image_processor,
+            resample_default: spec.resample_default,
+        }
+    }
+}
+
+/// Gemma 3n's image processor (docs/gemma3n-vision.md): SiglipImageProcessor, which is Gemma 3's without Pan &
+/// Scan, bilinear in the released checkpoints. Read as [`ReadPreprocessConfig::from_dir`] does, defaults
+/// `default_size` and Gemma 3's.
+pub fn gemma3n_from_dir(dir: &Path, default_size: usize) -> Result<PreprocessConfig, ExportError> {
+    let rules = ProcessorRules {
+        display: "Gemma 3n",
+        image_processor: "SiglipImageProcessor",
+        resample_default: 2,
+    };
+    let base = PreprocessConfig::gemma3_defaults(default_size);
+    Ok(from_dir_over(dir, &base, &rules)?.unwrap_or(base))
+}
+
 /// [`ReadPreprocessConfig::from_dir`] over `base` (the defaults of absent keys); `None` without either file.
 fn from_dir_over(
     dir: &Path,
     base: &PreprocessConfig,
-    spec: &VisionSpec,
+    spec: &ProcessorRules<'_>,
 ) -> Result<Option<PreprocessConfig>, ExportError> {
     let processor = dir.join(PROCESSOR_CONFIG_FILE);
     if processor.is_file() {
@@ -75,7 +107,7 @@ fn from_dir_over(
 impl ReadPreprocessConfig for PreprocessConfig {
     fn from_dir(dir: &Path, default_size: usize) -> Result<PreprocessConfig, ExportError> {
         let base = PreprocessConfig::gemma3_defaults(default_size);
-        Ok(from_dir_over(dir, &base, VisionSystem::Gemma3.spec())?.unwrap_or(base))
+        Ok(from_dir_over(dir, &base, &VisionSystem::Gemma3.spec().into())?.unwrap_or(base))
     }
 
     /// The vision system decides the resample filter of a file that names none (SigLIP's is bicubic), and whether
@@ -89,7 +121,7 @@ impl ReadPreprocessConfig for PreprocessConfig {
             resample: spec.resample_default,
             ..PreprocessConfig::gemma3_defaults(vision.image_size)
         };
-        let c = match from_dir_over(dir, &base, spec)? {
+        let c = match from_dir_over(dir, &base, &spec.into())? {
             Some(c) => c,
             None if spec.processor_files_required => {
                 return Err(ExportError::ProcessorConfig {
@@ -126,7 +158,7 @@ impl ReadPreprocessConfig for PreprocessConfig {
         source: &str,
     ) -> Result<PreprocessConfig, ExportError> {
         let base = PreprocessConfig::gemma3_defaults(default_size);
-        from_json_over(v, base, VisionSystem::Gemma3.spec(), path, source)
+        from_json_over(v, base, &VisionSystem::Gemma3.spec().into(), path, source)
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -138,7 +170,7 @@ impl ReadPreprocessConfig for PreprocessConfig {
 fn from_json_over(
     v: &Value,
     base: PreprocessConfig,
-    spec: &VisionSpec,
+    spec: &ProcessorRules<'_>,
     path: &Path,
     source: &str,
 ) -> Result<PreprocessConfig, ExportError> {

@@ -30,7 +30,8 @@ mod ops;
 mod resample;
 
 pub use config::{
-    PreprocessConfig, ReadPreprocessConfig, PREPROCESSOR_CONFIG_FILE, PROCESSOR_CONFIG_FILE,
+    gemma3n_from_dir, PreprocessConfig, ReadPreprocessConfig, PREPROCESSOR_CONFIG_FILE,
+    PROCESSOR_CONFIG_FILE,
 };
 
 use crate::builder::{model, Attr, Dim, GraphBuilder, Value};
