@@ -23,8 +23,8 @@ enum PrecisionArg {
     /// about a quarter of its size, and much faster. Measurements: docs/benchmarks.md.
     Int8,
     /// int8 with the MLP's gate_proj 4-bit (asymmetric, blocks of 32): the smallest mix within 1% of fp32's
-    /// quality on the real Gemma 3 270M (the 4-bit table of `--quant-spec emb=4a` is smaller and faster, at +1.8%);
-    /// all-4-bit is `--quant-spec all=4a`. Measurements: docs/benchmarks.md.
+    /// quality on the real Gemma 3 270M (`--quant-spec all=8s,emb=4a`, the 4-bit table, is smaller and faster at
+    /// +1.8%); all-4-bit is `--quant-spec all=4a`. Measurements: docs/benchmarks.md.
     Int4,
 }
 
