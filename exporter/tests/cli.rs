@@ -218,7 +218,7 @@ fn every_precision_exports_and_is_recorded() {
         ("fp16", &[][..], None),
         ("bf16", &[][..], None),
         ("int8", &[][..], Some("emb=8s64,")),
-        ("int4", &[][..], Some("emb=4a,")),
+        ("int4", &[][..], Some("gate=4a,")),
         (
             "int4",
             &["--block-size", "16", "--quant-spec", "all=4a,down=8s-rtn"][..],

@@ -222,18 +222,17 @@ impl QuantConfig {
         }
     }
 
-    /// The default of `--precision int4` (spec `all=8s,emb=4a`): the tied embedding/lm_head in 4 bits, asymmetric,
-    /// blocks of 32, scales and zero points searched; every projection of the layers in 8 bits, symmetric, blocks of
-    /// 32; int8 activations inside the MatMuls.
+    /// The default of `--precision int4` (spec `all=8s,emb=8s64,gate=4a`): [`int8`](Self::int8) with the MLP's
+    /// `gate_proj` in 4 bits, asymmetric, blocks of 32, scales and zero points searched.
     ///
-    /// Chosen on the real Gemma 3 270M by mean NLL, size and decode speed: no 4-bit-class mix stays within 1% of
-    /// fp32's NLL there, so `int4` is the size and speed choice and `int8` the quality one. The layers stay 8-bit
-    /// because, per byte saved, a 4-bit layer class costs far more NLL than the 4-bit table (63% of that model's
-    /// weights); the table is in blocks of 32, not 16, because ONNX Runtime's int8-activation kernel runs 4-bit
-    /// blocks of 16 at half the speed. The measurements: docs/benchmarks.md, "Choosing the quantized defaults".
+    /// The smallest mix measured within 1% of fp32's mean NLL on the real Gemma 3 270M (+0.59%, 271 MiB; `int8`
+    /// +0.06%, 280 MiB). The tied embedding/lm_head must stay 8-bit for that: in 4 bits the lm_head alone costs
+    /// +1.5% and the lookup +0.3% (the previous default, `all=8s,emb=4a`, 212 MiB, measured +1.8%). `gate_proj` in 4
+    /// bits costs +0.5 points; adding `v_proj` (+1.2% in all) or taking `q/k/v` instead (+1.3%) passes 1%, and the
+    /// other classes cost more per byte. The measurements: docs/benchmarks.md, "Choosing the quantized defaults".
     pub const fn int4() -> QuantConfig {
-        let mut q = QuantConfig::uniform(TensorScheme::new(8, true, Rounding::Search));
-        q.schemes[Role::Embedding as usize] = TensorScheme::new(4, false, Rounding::Search);
+        let mut q = QuantConfig::int8();
+        q.schemes[Role::GateProj as usize] = TensorScheme::new(4, false, Rounding::Search);
         q
     }
 
@@ -467,10 +466,10 @@ mod tests {
         let int4 = QuantConfig::int4().spec();
         assert_eq!(
             int4,
-            "q=8s,k=8s,v=8s,o=8s,gate=8s,up=8s,down=8s,emb=4a,block=32,acc=4,imp=none"
+            "q=8s,k=8s,v=8s,o=8s,gate=4a,up=8s,down=8s,emb=8s64,block=32,acc=4,imp=none"
         );
         assert_eq!(
-            QuantConfig::int8().parse_spec("emb=4a").unwrap(),
+            QuantConfig::int8().parse_spec("gate=4a").unwrap(),
             QuantConfig::int4()
         );
         assert_eq!(QuantConfig::int4().parse_spec(&c.spec()).unwrap(), c);
