@@ -80,6 +80,16 @@ impl Generator {
         &mut self.decoder
     }
 
+    /// The export's gemma-onnx.json.
+    pub fn manifest(&self) -> &crate::manifest::Manifest {
+        self.decoder.manifest()
+    }
+
+    /// The text side and the decoder at once (a decode loop streams with the one while stepping the other).
+    pub(crate) fn text_and_decoder(&mut self) -> (&ModelText, &mut Decoder) {
+        (&self.text, &mut self.decoder)
+    }
+
     /// The tokenizer, chat template, stop tokens, BOS and positions.
     pub fn text(&self) -> &ModelText {
         &self.text

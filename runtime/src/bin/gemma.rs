@@ -5,8 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+/// `gemma generate --image/--audio`: prompts with attachments.
+#[path = "gemma/attachments.rs"]
+mod attachments;
 /// `gemma chat`: its arguments, and the choice between the terminal conversation and `--messages`. (A file beside
 /// this one would be taken for a binary of its own, hence the subfolder.)
 #[path = "gemma/chat_command.rs"]
@@ -86,6 +89,10 @@ Examples:
   echo \"Summarise: ...\" | gemma generate -m gemma-3-270m-onnx --chat -p -
   gemma generate -m gemma-3-270m-onnx -p \"Hi\" --json | jq .decode_tokens_per_s
 
+  # Gemma 3n: a question about a clip; Gemma 3 4B and up: about an image (one user turn of the chat template)
+  gemma generate -m gemma-3n-e2b-it-onnx --audio speech.wav -p \"Transcribe this clip.\"
+  gemma generate -m gemma-3-4b-it-onnx --image photo.jpg -p \"What is in this picture?\" --json
+
   # CodeGemma fill-in-the-middle: the code before and after the cursor; prints the middle
   gemma generate -m codegemma-2b-onnx \\
       --fim-prefix $'def add(a, b):\\n    ' --fim-suffix $'\\n\\nprint(add(1, 2))'
@@ -121,6 +128,12 @@ struct GenerateArgs {
         required_unless_present_any = ["fim_prefix", "fim_suffix"]
     )]
     prompt: Option<String>,
+    #[arg(long = "image", value_name = "FILE", help = attachments::IMAGE_HELP,
+          conflicts_with_all = ["fim_prefix", "fim_suffix"])]
+    images: Vec<PathBuf>,
+    #[arg(long = "audio", value_name = "FILE", help = attachments::AUDIO_HELP,
+          conflicts_with_all = ["fim_prefix", "fim_suffix"])]
+    audio: Vec<PathBuf>,
     /// CodeGemma fill-in-the-middle: the code before the cursor (the model writes what goes between)
     #[arg(long = "fim-prefix", value_name = "TEXT", conflicts_with_all = ["prompt", "chat"])]
     fim_prefix: Option<String>,
@@ -202,9 +215,11 @@ struct PerplexityArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The matches too: the order of `generate`'s --image and --audio values is only there.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
-        Command::Generate(args) => run_generate(args),
+        Command::Generate(args) => run_generate(args, matches.subcommand_matches("generate")),
         Command::Perplexity(args) => run_perplexity(args),
         Command::Bench(args) => run_bench(args),
         Command::Chat(args) => chat_command::run(args),
@@ -213,7 +228,7 @@ fn main() -> ExitCode {
     cli::exit_status(result)
 }
 
-fn run_generate(args: GenerateArgs) -> Result<()> {
+fn run_generate(args: GenerateArgs, matches: Option<&ArgMatches>) -> Result<()> {
     let prompt = match args.prompt.as_deref() {
         Some(p) => cli::read_prompt(p)?,
         None => String::new(),
@@ -225,36 +240,20 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
         sampling,
         stop: Some(stop),
     };
-
-    let mut generator = Generator::open(&args.model.model, &args.model.runtime_options())
-        .with_context(|| format!("opening {}", args.model.model.display()))?;
-    let fim = args.fim_prefix.is_some() || args.fim_suffix.is_some();
-    let (prompt_ids, stop_ids) = if fim {
-        generator.encode_fim(
-            args.fim_prefix.as_deref().unwrap_or(""),
-            args.fim_suffix.as_deref().unwrap_or(""),
-        )?
-    } else if args.chat {
-        (
-            generator.encode_chat(&[Message::user(prompt)])?,
-            generator.chat_stop_token_ids(),
-        )
-    } else {
-        (
-            generator.encode_prompt(&prompt)?,
-            generator.stop_token_ids().to_vec(),
-        )
-    };
-
-    let stop_ids = if args.ignore_eos {
-        Vec::new()
-    } else {
-        stop_ids
-    };
+    let attached = attachments::in_order(&args.images, &args.audio, matches);
     let mut text_out = cli::TextOut::new(args.json);
-    let out = generator.generate_from_ids_until(&prompt_ids, &stop_ids, &options, |delta| {
-        text_out.write(delta)
-    })?;
+    let out = if attached.is_empty() {
+        generate_text(&args, &prompt, &options, |delta| text_out.write(delta))?
+    } else {
+        attachments::generate(
+            &args.model,
+            &prompt,
+            &attached,
+            args.ignore_eos,
+            &options,
+            |delta| text_out.write(delta),
+        )?
+    };
     if !text_out.finish()? {
         return Ok(());
     }
@@ -282,6 +281,41 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A text prompt (plain, `--chat` or fill-in-the-middle) on any export.
+fn generate_text(
+    args: &GenerateArgs,
+    prompt: &str,
+    options: &GenerateOptions,
+    on_text: impl FnMut(&str),
+) -> Result<gemma_runtime::GenerationOutput> {
+    let mut generator = Generator::open(&args.model.model, &args.model.runtime_options())
+        .with_context(|| format!("opening {}", args.model.model.display()))?;
+    let fim = args.fim_prefix.is_some() || args.fim_suffix.is_some();
+    let (prompt_ids, stop_ids) = if fim {
+        generator.encode_fim(
+            args.fim_prefix.as_deref().unwrap_or(""),
+            args.fim_suffix.as_deref().unwrap_or(""),
+        )?
+    } else if args.chat {
+        (
+            generator.encode_chat(&[Message::user(prompt)])?,
+            generator.chat_stop_token_ids(),
+        )
+    } else {
+        (
+            generator.encode_prompt(prompt)?,
+            generator.stop_token_ids().to_vec(),
+        )
+    };
+
+    let stop_ids = if args.ignore_eos {
+        Vec::new()
+    } else {
+        stop_ids
+    };
+    Ok(generator.generate_from_ids_until(&prompt_ids, &stop_ids, options, on_text)?)
 }
 
 fn run_perplexity(args: PerplexityArgs) -> Result<()> {
