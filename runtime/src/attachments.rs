@@ -33,6 +33,8 @@ use crate::kv_cache::KvCache;
 use crate::ort_env::RuntimeOptions;
 use crate::sampling::Sampler;
 
+mod chat;
+
 /// What an attachment is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -56,6 +58,17 @@ impl AttachmentKind {
 pub struct Attachment {
     pub kind: AttachmentKind,
     pub path: PathBuf,
+}
+
+/// An audio clip ready for a prompt.
+#[derive(Clone, Debug)]
+pub struct EncodedAudio {
+    /// `audio_features` `[S, hidden]`: the rows that replace the clip's audio tokens.
+    pub rows: Array2<f32>,
+    /// The clip's length at the model's rate.
+    pub seconds: f64,
+    /// The file was not mono at the model's rate: it was mixed down and/or resampled.
+    pub converted: bool,
 }
 
 /// Why an attachment could not be used.
@@ -187,15 +200,16 @@ impl Gemma3nGenerator {
             ))
         })?;
         let rendered = template.render_value(&messages, true)?;
-        let expanded = self.expand(&rendered, kinds)?;
+        let expanded = self.expand(&rendered, Some(kinds))?;
         Ok(crate::generate::with_single_bos(
             text.tokenizer.encode(&expanded, false)?,
             text.bos_token_id,
         ))
     }
 
-    /// `text` with each placeholder replaced by its full sequence, left to right; their kinds must be `kinds`.
-    fn expand(&self, text: &str, kinds: &[AttachmentKind]) -> Result<String> {
+    /// `text` with each placeholder replaced by its full sequence, left to right; their kinds must be `kinds` when
+    /// given.
+    fn expand(&self, text: &str, kinds: Option<&[AttachmentKind]>) -> Result<String> {
         let audio = self.audio.as_ref();
         let placeholder = |kind: AttachmentKind| match kind {
             AttachmentKind::Audio => audio.map(|a| (a.placeholder.as_str(), a.sequence.as_str())),
@@ -219,7 +233,7 @@ impl Gemma3nGenerator {
             rest = &rest[at + p.len()..];
         }
         out.push_str(rest);
-        if found != kinds {
+        if let Some(kinds) = kinds.filter(|&k| k != found) {
             return Err(Error::InvalidArgument(format!(
                 "the rendered prompt has attachment placeholders {found:?} but the attachments are {kinds:?}: the \
                  chat template must write one placeholder per attachment, and the prompt none"
@@ -228,12 +242,12 @@ impl Gemma3nGenerator {
         Ok(out)
     }
 
-    /// `audio_features` `[S, hidden]` of each WAV file (read, converted if need be), the clips of one prompt padded
-    /// to the longest as `Gemma3nAudioFeatureExtractor` batches them ([`AudioEncoder::encode_padded`]).
+    /// Each WAV file read (converted if need be) and encoded, the clips of one prompt padded to the longest as
+    /// `Gemma3nAudioFeatureExtractor` batches them ([`AudioEncoder::encode_padded`]).
     pub fn encode_audio(
         &mut self,
         paths: &[&Path],
-    ) -> std::result::Result<Vec<Array2<f32>>, AttachmentError> {
+    ) -> std::result::Result<Vec<EncodedAudio>, AttachmentError> {
         let dir = self.dir().to_path_buf();
         let Some(audio) = self.audio.as_mut() else {
             return match paths.first() {
@@ -246,14 +260,21 @@ impl Gemma3nGenerator {
         };
         let mut clips = Vec::with_capacity(paths.len());
         for path in paths {
-            clips.push(audio.encoder.read(path)?.samples);
+            clips.push(audio.encoder.read(path)?);
         }
-        let longest = clips.iter().map(Vec::len).max().unwrap_or(0);
-        let mut rows = Vec::with_capacity(paths.len());
-        for (path, samples) in paths.iter().zip(clips) {
-            rows.push(audio.encoder.encode_padded(path, samples, longest)?);
+        let longest = clips.iter().map(|c| c.samples.len()).max().unwrap_or(0);
+        let rate = f64::from(audio.encoder.limits.rate);
+        let mut encoded = Vec::with_capacity(paths.len());
+        for (path, clip) in paths.iter().zip(clips) {
+            let (seconds, converted) = (clip.samples.len() as f64 / rate, clip.converted);
+            let rows = audio.encoder.encode_padded(path, clip.samples, longest)?;
+            encoded.push(EncodedAudio {
+                rows,
+                seconds,
+                converted,
+            });
         }
-        Ok(rows)
+        Ok(encoded)
     }
 
     /// The decoder inputs of a prompt: the embeddings of `ids` with the soft tokens filled, the clips' rows over
@@ -262,7 +283,7 @@ impl Gemma3nGenerator {
         &mut self,
         ids: &[u32],
         images: &[PathBuf],
-        clips: &[Array2<f32>],
+        clips: &[&EncodedAudio],
     ) -> Result<Gemma3nPrompt> {
         if let Some(path) = images.first() {
             return Err(Error::InvalidArgument(
@@ -279,7 +300,8 @@ impl Gemma3nGenerator {
             None => u32::MAX,
         };
         let ids = crate::decoder::ids_row(ids);
-        prompt_embeds(self.generator.decoder(), ids.view(), token, clips)
+        let rows: Vec<Array2<f32>> = clips.iter().map(|c| c.rows.clone()).collect();
+        prompt_embeds(self.generator.decoder(), ids.view(), token, &rows)
     }
 
     /// Feeds `ids` (whose audio tokens take `clips`' rows, in order) after what `cache` holds, in one step, then
@@ -288,7 +310,7 @@ impl Gemma3nGenerator {
         &mut self,
         cache: &mut KvCache,
         ids: &[u32],
-        clips: &[Array2<f32>],
+        clips: &[&EncodedAudio],
         stop_ids: &[u32],
         options: &GenerateOptions,
         mut on_text: impl FnMut(&str),

@@ -155,6 +155,7 @@ fn gemma3n(
     let ids = gen.prompt_ids(prompt, &kinds)?;
     let paths: Vec<&std::path::Path> = attachments.iter().map(|a| a.path.as_path()).collect();
     let clips = gen.encode_audio(&paths).context("--audio")?;
+    let clips: Vec<_> = clips.iter().collect();
     let stops = if ignore_eos {
         Vec::new()
     } else {
