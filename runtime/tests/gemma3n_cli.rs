@@ -163,12 +163,48 @@ fn audio_prompts_give_transformers_greedy_ids_and_bad_attachments_fail() {
         assert_eq!(keys(&v), keys(&plain), "{case}");
     }
 
+    // `gemma chat`: a clip by `/audio` (or `--audio`) goes with the next message, whose reply is the same greedy ids
+    // (the turn renders the same prompt); the cache is reused on the next turn.
+    let odd = clip("odd");
+    let want_text = "w81 w126 w126 w84 w405";
+    let stdin = format!("/audio {}\nw155 w213\nw5\n", odd.display());
+    let o = gemma(&["chat", "-m", model, "-n", "5", "-v"], Some(&stdin));
+    let o = success(&o);
+    let (text, err) = (common::stdout(o), common::stderr(o));
+    assert_eq!(text.lines().next(), Some(want_text), "{err}");
+    assert!(
+        err.contains("odd.wav attached") && err.contains("cached tokens reused, 8 prefilled"),
+        "{err}"
+    );
+    let o = gemma(
+        &[
+            "chat",
+            "-m",
+            model,
+            "-n",
+            "5",
+            "--audio",
+            odd.to_str().unwrap(),
+        ],
+        Some("w155 w213\n"),
+    );
+    assert_eq!(common::stdout(success(&o)).lines().next(), Some(want_text));
+    let o = gemma(
+        &["chat", "-m", model, "-n", "2"],
+        Some("/audio missing.wav\n/image x.png\n"),
+    );
+    let o = success(&o);
+    let err = common::stderr(o);
+    assert!(
+        err.contains("missing.wav") && err.contains("x.png: the Gemma 3n export"),
+        "{err}"
+    );
+
     // Refused, exit code 1, one line naming the flag and the file.
     let png = fixtures().join("images/landscape-480x640.png");
     let empty = write_wav(&tmp.path().join("empty.wav"), 0);
     let long = write_wav(&tmp.path().join("long.wav"), 16_000 * 31);
     let config = src.join("config.json");
-    let odd = clip("odd");
     for (flag, file, needle) in [
         ("--audio", config.as_path(), "not a WAV"),
         ("--audio", png.as_path(), "not a WAV"),
