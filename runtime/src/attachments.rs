@@ -23,12 +23,10 @@ use gemma_models::contract::Gemma3nAudioSection;
 use ndarray::{s, Array2};
 
 use crate::audio::{AudioEncoder, AudioError};
-use crate::decoder::LogitsMode;
+use crate::decoder::{Decoder, LogitsMode};
 use crate::error::{Error, Result};
 use crate::gemma3n_audio::{prompt_embeds, Gemma3nPrompt};
-use crate::generate::{
-    check_prompt, decode_loop, rate, GenerateOptions, GenerationOutput, Generator,
-};
+use crate::generate::{GenerateOptions, GenerationOutput, Generator};
 use crate::kv_cache::KvCache;
 use crate::ort_env::RuntimeOptions;
 use crate::sampling::Sampler;
@@ -313,40 +311,15 @@ impl Gemma3nGenerator {
         clips: &[&EncodedAudio],
         stop_ids: &[u32],
         options: &GenerateOptions,
-        mut on_text: impl FnMut(&str),
+        on_text: impl FnMut(&str),
     ) -> Result<GenerationOutput> {
-        let (text, decoder) = self.generator.text_and_decoder();
-        let vocab = decoder.vocab_size();
-        check_prompt(
-            ids,
-            cache.len(),
-            options.max_new_tokens,
-            text.max_positions,
-            vocab,
-        )?;
-        let mut sampler = Sampler::new(options.sampling.clone())?;
-        let mut out = GenerationOutput::new(ids.len());
-        if options.max_new_tokens == 0 {
-            return Ok(out);
-        }
-        let start = std::time::Instant::now();
         let prompt = self.prompt_input(ids, &[], clips)?;
-        let decoder = self.generator.decoder();
-        let first = decoder.run_after_cache(prompt.input(), cache, LogitsMode::Last, |l| {
-            sampler.sample(&l.slice(s![0, -1, ..]).to_vec())
-        })?;
-        out.prefill_seconds = start.elapsed().as_secs_f64();
-        out.prefill_tokens_per_s = rate(ids.len(), out.prefill_seconds);
-        let (text, decoder) = self.generator.text_and_decoder();
-        decode_loop(
-            &text.tokenizer,
-            first,
-            stop_ids,
-            options,
-            &mut out,
-            &mut on_text,
-            |token| decoder.forward_tokens_with(&[token], cache, |row| sampler.sample(row)),
-        )?;
-        Ok(out)
+        let prefill = |decoder: &mut Decoder, cache: &mut KvCache, sampler: &mut Sampler| {
+            decoder.run_after_cache(prompt.input(), cache, LogitsMode::Last, |l| {
+                sampler.sample(&l.slice(s![0, -1, ..]).to_vec())
+            })
+        };
+        self.generator
+            .continue_with_prefill(cache, ids, stop_ids, options, on_text, prefill)
     }
 }

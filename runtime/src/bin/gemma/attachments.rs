@@ -14,9 +14,7 @@ use anyhow::{Context, Result};
 use clap::ArgMatches;
 use gemma_runtime::attachments::{Attachment, AttachmentKind, Gemma3nGenerator};
 use gemma_runtime::vision::EncodedImage;
-use gemma_runtime::{
-    GenerateOptions, GenerationOutput, RuntimeOptions, VisionGenerator, VisionOptions,
-};
+use gemma_runtime::{GenerateOptions, GenerationOutput, VisionGenerator, VisionOptions};
 
 use crate::cli::ModelArgs;
 
@@ -87,15 +85,24 @@ pub fn generate(
         gemma_runtime::manifest::load(dir).with_context(|| format!("opening {}", dir.display()))?;
     let runtime = model.runtime_options();
     if manifest.gemma3n.is_some() {
-        return gemma3n(
-            dir,
-            &runtime,
-            prompt,
-            attachments,
-            ignore_eos,
-            options,
-            on_text,
-        );
+        // Every attachment checked before any file is read; the errors name the file, the context the flag.
+        let mut gen = Gemma3nGenerator::open(dir, &runtime)
+            .with_context(|| format!("opening {}", dir.display()))?;
+        for a in attachments {
+            gen.check(a).context(flag(a.kind))?;
+        }
+        let kinds: Vec<AttachmentKind> = attachments.iter().map(|a| a.kind).collect();
+        let ids = gen.prompt_ids(prompt, &kinds)?;
+        let paths: Vec<&std::path::Path> = attachments.iter().map(|a| a.path.as_path()).collect();
+        let clips = gen.encode_audio(&paths).context("--audio")?;
+        let clips: Vec<_> = clips.iter().collect();
+        let stops = if ignore_eos {
+            Vec::new()
+        } else {
+            gen.generator().chat_stop_token_ids()
+        };
+        let mut cache = gen.generator().new_cache()?;
+        return Ok(gen.continue_generation(&mut cache, &ids, &clips, &stops, options, on_text)?);
     }
     if let Some(a) = attachments.iter().find(|a| a.kind == AttachmentKind::Audio) {
         anyhow::bail!(
@@ -133,34 +140,4 @@ pub fn generate(
     let (out, _) =
         gen.continue_generation(&mut cache, &ids, &refs, &stops, &vision_options, on_text)?;
     Ok(out)
-}
-
-/// The Gemma 3n path: every attachment checked, then the clips encoded, then generation.
-fn gemma3n(
-    dir: &std::path::Path,
-    runtime: &RuntimeOptions,
-    prompt: &str,
-    attachments: &[Attachment],
-    ignore_eos: bool,
-    options: &GenerateOptions,
-    on_text: impl FnMut(&str),
-) -> Result<GenerationOutput> {
-    let mut gen = Gemma3nGenerator::open(dir, runtime)
-        .with_context(|| format!("opening {}", dir.display()))?;
-    // The errors name the file; the context names the flag.
-    for a in attachments {
-        gen.check(a).context(flag(a.kind))?;
-    }
-    let kinds: Vec<AttachmentKind> = attachments.iter().map(|a| a.kind).collect();
-    let ids = gen.prompt_ids(prompt, &kinds)?;
-    let paths: Vec<&std::path::Path> = attachments.iter().map(|a| a.path.as_path()).collect();
-    let clips = gen.encode_audio(&paths).context("--audio")?;
-    let clips: Vec<_> = clips.iter().collect();
-    let stops = if ignore_eos {
-        Vec::new()
-    } else {
-        gen.generator().chat_stop_token_ids()
-    };
-    let mut cache = gen.generator().new_cache()?;
-    Ok(gen.continue_generation(&mut cache, &ids, &clips, &stops, options, on_text)?)
 }
