@@ -31,6 +31,7 @@
 
 use std::path::Path;
 
+use crate::attachments::EncodedAudio;
 use crate::chat_template::Message;
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, GenerationOutput, Generator};
@@ -92,12 +93,14 @@ pub struct TurnReport {
     pub render_work: RenderWork,
 }
 
-/// What a user turn carries besides its text. Images today; the enum stays open for other kinds (audio).
+/// What a user turn carries besides its text.
 #[non_exhaustive]
 #[derive(Clone, Debug)]
 pub enum Media {
     /// An image, encoded when attached.
     Image(EncodedImage),
+    /// An audio clip (Gemma 3n), encoded when attached.
+    Audio(EncodedAudio),
 }
 
 /// One message of the conversation and what it carries.
@@ -110,8 +113,16 @@ pub struct Turn {
 
 impl Turn {
     fn images(&self) -> impl Iterator<Item = &EncodedImage> {
-        self.media.iter().map(|m| match m {
-            Media::Image(image) => image,
+        self.media.iter().filter_map(|m| match m {
+            Media::Image(image) => Some(image),
+            Media::Audio(_) => None,
+        })
+    }
+
+    fn clips(&self) -> impl Iterator<Item = &EncodedAudio> {
+        self.media.iter().filter_map(|m| match m {
+            Media::Audio(clip) => Some(clip),
+            Media::Image(_) => None,
         })
     }
 }
@@ -194,7 +205,7 @@ impl<M: ChatModel> Conversation<M> {
         &mut self.options
     }
 
-    /// Images attached and waiting for the next user message.
+    /// Images and clips attached and waiting for the next user message.
     pub fn pending_images(&self) -> usize {
         self.pending.len()
     }
@@ -207,6 +218,14 @@ impl<M: ChatModel> Conversation<M> {
             .encode_image_file(path, self.options.pan_and_scan)?;
         self.pending.push(Media::Image(image));
         Ok(report)
+    }
+
+    /// Reads and encodes the WAV file at `path` and attaches it to the next user message. A model without audio
+    /// refuses it.
+    pub fn add_audio(&mut self, path: &Path) -> Result<()> {
+        let clip = self.model.encode_audio_file(path)?;
+        self.pending.push(Media::Audio(clip));
+        Ok(())
     }
 
     /// Attaches `media`, already encoded, to the next user message (`gemma serve` decodes images from request
@@ -323,11 +342,15 @@ impl<M: ChatModel> Conversation<M> {
         let reused = self.cached_ids.len();
         let blocks = self.model.image_blocks();
         let new_images = render::uncached_images(&self.turns[dropped..], &self.cached_ids, blocks);
+        let clip_blocks = self.model.audio_blocks();
+        let new_clips =
+            render::uncached_clips(&self.turns[dropped..], &self.cached_ids, clip_blocks);
 
         let result = self.model.continue_turn(
             &mut self.cache,
             &feed,
             &new_images,
+            &new_clips,
             &self.stop_ids,
             &self.options,
             &mut on_text,

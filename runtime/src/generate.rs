@@ -80,6 +80,11 @@ impl Generator {
         &mut self.decoder
     }
 
+    /// The export's gemma-onnx.json.
+    pub fn manifest(&self) -> &crate::manifest::Manifest {
+        self.decoder.manifest()
+    }
+
     /// The tokenizer, chat template, stop tokens, BOS and positions.
     pub fn text(&self) -> &ModelText {
         &self.text
@@ -233,7 +238,25 @@ impl Generator {
         prompt_ids: &[u32],
         stop_ids: &[u32],
         options: &GenerateOptions,
+        on_text: impl FnMut(&str),
+    ) -> Result<GenerationOutput> {
+        // The sampler reads ONNX Runtime's logits row in place (no copy of the vocabulary-wide row per token).
+        let prefill = |decoder: &mut Decoder, cache: &mut KvCache, sampler: &mut Sampler| {
+            decoder.forward_tokens_with(prompt_ids, cache, |row| sampler.sample(row))
+        };
+        self.continue_with_prefill(cache, prompt_ids, stop_ids, options, on_text, prefill)
+    }
+
+    /// [`continue_generation`](Self::continue_generation) whose prefill is `prefill`: it feeds `prompt_ids` (or their
+    /// embeddings: Gemma 3n's audio prompts) after `cache` and returns the first token the sampler picks.
+    pub(crate) fn continue_with_prefill(
+        &mut self,
+        cache: &mut KvCache,
+        prompt_ids: &[u32],
+        stop_ids: &[u32],
+        options: &GenerateOptions,
         mut on_text: impl FnMut(&str),
+        prefill: impl FnOnce(&mut Decoder, &mut KvCache, &mut Sampler) -> Result<u32>,
     ) -> Result<GenerationOutput> {
         check_prompt(
             prompt_ids,
@@ -248,10 +271,7 @@ impl Generator {
             return Ok(out);
         }
         let start = Instant::now();
-        // The sampler reads ONNX Runtime's logits row in place (no copy of the vocabulary-wide row per token).
-        let first = self
-            .decoder
-            .forward_tokens_with(prompt_ids, cache, |row| sampler.sample(row))?;
+        let first = prefill(&mut self.decoder, cache, &mut sampler)?;
         out.prefill_seconds = start.elapsed().as_secs_f64();
         out.prefill_tokens_per_s = rate(prompt_ids.len(), out.prefill_seconds);
         let decoder = &mut self.decoder;

@@ -23,6 +23,7 @@
 //! ```
 
 pub mod alloc_budget;
+pub mod attachments;
 pub mod audio;
 pub mod bench;
 pub mod chat_template;

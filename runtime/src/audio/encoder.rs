@@ -83,9 +83,25 @@ impl AudioEncoder {
 
     /// `audio_features` `[S, H]` of a waveform at the model's rate; `origin` names it in errors.
     pub fn encode(&mut self, origin: &Path, samples: Vec<f32>) -> Result<Array2<f32>, AudioError> {
-        let samples = check_length(origin, samples, &self.limits)?;
         let n = samples.len();
-        let wave = Array2::from_shape_vec((1, n), samples).expect("one row of n samples");
+        self.encode_padded(origin, samples, n)
+    }
+
+    /// [`encode`](Self::encode) of a clip padded with `padding_value` to `padded_len` samples (no fewer than it
+    /// has), its padded frames masked: the clip's row of a batch whose longest clip has `padded_len` samples, as the
+    /// feature extractor pads the clips of one prompt together (its padding reaches the shorter clips' rows through
+    /// the subsampling convolutions, so a clip alone and a clip in a batch differ slightly).
+    pub fn encode_padded(
+        &mut self,
+        origin: &Path,
+        samples: Vec<f32>,
+        padded_len: usize,
+    ) -> Result<Array2<f32>, AudioError> {
+        let mut samples = check_length(origin, samples, &self.limits)?;
+        let n = samples.len();
+        let total = padded_len.clamp(n, self.limits.max_samples.max(n));
+        samples.resize(total, self.settings.padding_value as f32);
+        let wave = Array2::from_shape_vec((1, total), samples).expect("one row of samples");
         let ort = |what: &str| {
             let context = format!("running {what} on {}", origin.display());
             move |e: ort::Error| AudioError::Runtime(Error::ort(context, e))
@@ -98,11 +114,17 @@ impl AudioEncoder {
             .try_extract_array::<f32>()
             .map_err(ort(PREPROCESS_AUDIO_FILE))?
             .to_owned();
-        let mask = out["input_features_mask"]
+        let mut mask = out["input_features_mask"]
             .try_extract_array::<bool>()
             .map_err(ort(PREPROCESS_AUDIO_FILE))?
             .to_owned();
         drop(out);
+        // Frame i is the clip's while it starts inside it (`attention_mask[::hop_length]`; batch 1, so the flat
+        // index is the frame).
+        let hop = self.settings.hop_length;
+        for (i, m) in mask.iter_mut().enumerate() {
+            *m &= i.saturating_mul(hop) < n;
+        }
         let out = self
             .encoder
             .run(ort::inputs![

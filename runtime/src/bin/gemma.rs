@@ -5,8 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+/// `gemma generate --image/--audio`: prompts with attachments.
+#[path = "gemma/attachments.rs"]
+mod attachments;
 /// `gemma chat`: its arguments, and the choice between the terminal conversation and `--messages`. (A file beside
 /// this one would be taken for a binary of its own, hence the subfolder.)
 #[path = "gemma/chat_command.rs"]
@@ -16,13 +19,16 @@ mod chat_command;
 mod chat_repl;
 #[path = "shared/cli.rs"]
 mod cli;
+/// `gemma generate`: its arguments and the run.
+#[path = "gemma/generate_command.rs"]
+mod generate_command;
 /// `gemma serve`: the OpenAI-compatible server.
 #[path = "gemma/serve_command.rs"]
 mod serve_command;
+use cli::ModelArgs;
 #[allow(unused_imports)]
 use cli::{errln, errout, out, outln};
-use cli::{ModelArgs, SamplingArgs};
-use gemma_runtime::{perplexity, GenerateOptions, Generator, Message, Tokenizer};
+use gemma_runtime::{perplexity, Tokenizer};
 
 const ABOUT: &str = "Run Gemma models exported by gemma-export with ONNX Runtime";
 
@@ -62,8 +68,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate text from a prompt, streamed to stdout as it is produced
-    #[command(after_help = GENERATE_EXAMPLES)]
-    Generate(GenerateArgs),
+    #[command(after_help = generate_command::GENERATE_EXAMPLES)]
+    Generate(generate_command::GenerateArgs),
     /// Perplexity of a text file (teacher-forced, non-overlapping windows)
     #[command(after_help = PERPLEXITY_EXAMPLES)]
     Perplexity(PerplexityArgs),
@@ -78,29 +84,6 @@ enum Command {
     Serve(serve_command::ServeArgs),
 }
 
-const GENERATE_EXAMPLES: &str = "\
-Examples:
-  gemma generate -m gemma-3-270m-onnx -p \"Once upon a time\"
-  gemma generate -m gemma-3-270m-onnx --chat -p \"What is 2+2?\" -n 64
-  gemma generate -m gemma-3-270m-onnx -p \"Once upon a time\" --temperature 0.8 --top-p 0.9 --seed 1
-  echo \"Summarise: ...\" | gemma generate -m gemma-3-270m-onnx --chat -p -
-  gemma generate -m gemma-3-270m-onnx -p \"Hi\" --json | jq .decode_tokens_per_s
-
-  # CodeGemma fill-in-the-middle: the code before and after the cursor; prints the middle
-  gemma generate -m codegemma-2b-onnx \\
-      --fim-prefix $'def add(a, b):\\n    ' --fim-suffix $'\\n\\nprint(add(1, 2))'
-  gemma generate -m codegemma-2b-onnx -n 64 \\
-      --fim-prefix \"$(cat before.py)\" --fim-suffix \"$(cat after.py)\"
-
-Stops at an end-of-sequence token (gemma-onnx.json's eos_token_ids and generation_config.json's \
-eos_token_id) or after --max-new-tokens; with --chat also at the tokenizer's <end_of_turn>, with \
---fim-* also at <|file_separator|> (and the other FIM tokens); --ignore-eos stops only after \
---max-new-tokens. The FIM prompt is \
-<bos><|fim_prefix|>PREFIX<|fim_suffix|>SUFFIX<|fim_middle|>, the ids of those tokens looked up in \
-tokenizer.json (if it lacks them, an error names them: only CodeGemma's tokenizer has them). \
-Ctrl-C stops generation early and still prints the statistics. \
-Statistics go to stderr (stdout has only the generated text), or into the object with --json.";
-
 const PERPLEXITY_EXAMPLES: &str = "\
 Examples:
   gemma perplexity -m gemma-3-270m-onnx --text wiki.txt
@@ -108,47 +91,6 @@ Examples:
 
 The text is tokenized with a leading <bos> and cut into consecutive windows of --context tokens; each \
 window is scored from scratch. perplexity = exp(mean NLL over every predicted token).";
-
-#[derive(Args)]
-struct GenerateArgs {
-    #[command(flatten)]
-    model: ModelArgs,
-    /// The prompt ("-" reads it from stdin)
-    #[arg(
-        short = 'p',
-        long,
-        value_name = "PROMPT",
-        required_unless_present_any = ["fim_prefix", "fim_suffix"]
-    )]
-    prompt: Option<String>,
-    /// CodeGemma fill-in-the-middle: the code before the cursor (the model writes what goes between)
-    #[arg(long = "fim-prefix", value_name = "TEXT", conflicts_with_all = ["prompt", "chat"])]
-    fim_prefix: Option<String>,
-    /// CodeGemma fill-in-the-middle: the code after the cursor
-    #[arg(long = "fim-suffix", value_name = "TEXT", conflicts_with_all = ["prompt", "chat"])]
-    fim_suffix: Option<String>,
-    /// Most tokens to generate
-    #[arg(
-        short = 'n',
-        long = "max-new-tokens",
-        value_name = "MAX_NEW",
-        default_value_t = 128
-    )]
-    max_new_tokens: usize,
-    #[command(flatten)]
-    sampling: SamplingArgs,
-    /// Wrap the prompt as one user message in the model's chat template
-    #[arg(long)]
-    chat: bool,
-    /// Print one JSON object at the end (text, token_ids, prompt_tokens, prefill_tokens_per_s,
-    /// decode_tokens_per_s) instead of streaming
-    #[arg(long)]
-    json: bool,
-    /// Do not stop at end-of-sequence (or end-of-turn, FIM) tokens: always generate --max-new-tokens tokens
-    /// (soak and memory tests, benchmarks of long outputs)
-    #[arg(long = "ignore-eos")]
-    ignore_eos: bool,
-}
 
 const BENCH_EXAMPLES: &str = "\
 Examples:
@@ -202,86 +144,19 @@ struct PerplexityArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The matches too: the order of `generate`'s --image and --audio values is only there.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
-        Command::Generate(args) => run_generate(args),
+        Command::Generate(args) => {
+            generate_command::run(args, matches.subcommand_matches("generate"))
+        }
         Command::Perplexity(args) => run_perplexity(args),
         Command::Bench(args) => run_bench(args),
         Command::Chat(args) => chat_command::run(args),
         Command::Serve(args) => serve_command::run(args),
     };
     cli::exit_status(result)
-}
-
-fn run_generate(args: GenerateArgs) -> Result<()> {
-    let prompt = match args.prompt.as_deref() {
-        Some(p) => cli::read_prompt(p)?,
-        None => String::new(),
-    };
-    let sampling = args.sampling.config()?;
-    let stop = cli::stop_on_ctrl_c();
-    let options = GenerateOptions {
-        max_new_tokens: args.max_new_tokens,
-        sampling,
-        stop: Some(stop),
-    };
-
-    let mut generator = Generator::open(&args.model.model, &args.model.runtime_options())
-        .with_context(|| format!("opening {}", args.model.model.display()))?;
-    let fim = args.fim_prefix.is_some() || args.fim_suffix.is_some();
-    let (prompt_ids, stop_ids) = if fim {
-        generator.encode_fim(
-            args.fim_prefix.as_deref().unwrap_or(""),
-            args.fim_suffix.as_deref().unwrap_or(""),
-        )?
-    } else if args.chat {
-        (
-            generator.encode_chat(&[Message::user(prompt)])?,
-            generator.chat_stop_token_ids(),
-        )
-    } else {
-        (
-            generator.encode_prompt(&prompt)?,
-            generator.stop_token_ids().to_vec(),
-        )
-    };
-
-    let stop_ids = if args.ignore_eos {
-        Vec::new()
-    } else {
-        stop_ids
-    };
-    let mut text_out = cli::TextOut::new(args.json);
-    let out = generator.generate_from_ids_until(&prompt_ids, &stop_ids, &options, |delta| {
-        text_out.write(delta)
-    })?;
-    if !text_out.finish()? {
-        return Ok(());
-    }
-
-    if args.json {
-        let obj = serde_json::json!({
-            "text": out.text,
-            "token_ids": out.token_ids,
-            "prompt_tokens": out.prompt_tokens,
-            "generated_tokens": out.token_ids.len(),
-            "stop_reason": out.stop_reason,
-            "prefill_tokens_per_s": out.prefill_tokens_per_s,
-            "decode_tokens_per_s": out.decode_tokens_per_s,
-        });
-        outln!("{obj}");
-    } else {
-        outln!();
-        let why = cli::stop_words(out.stop_reason, "end of sequence");
-        errln!(
-            "[{} prompt tokens, {:.1} tok/s prefill | {} generated, {:.1} tok/s decode | stop: {why}]",
-            out.prompt_tokens,
-            out.prefill_tokens_per_s,
-            out.token_ids.len(),
-            out.decode_tokens_per_s
-        );
-    }
-    Ok(())
 }
 
 fn run_perplexity(args: PerplexityArgs) -> Result<()> {

@@ -1,10 +1,12 @@
-//! [`ChatModel`]: what a [`Conversation`](super::Conversation) needs of the model it talks to. Two models implement
-//! it: [`Generator`] (a text export, `model.onnx`) and [`VisionGenerator`] (a multimodal export, whose user turns may
-//! carry images; `decoder_model_merged.onnx` on embeddings).
+//! [`ChatModel`]: what a [`Conversation`](super::Conversation) needs of the model it talks to. Three models implement
+//! it: [`Generator`] (a text export, `model.onnx`), [`VisionGenerator`] (a multimodal export, whose user turns may
+//! carry images; `decoder_model_merged.onnx` on embeddings) and
+//! [`Gemma3nGenerator`](crate::attachments::Gemma3nGenerator) (whose user turns may carry audio clips).
 
 use std::path::Path;
 
 use super::ChatOptions;
+use crate::attachments::EncodedAudio;
 use crate::error::{Error, Result};
 use crate::generate::{with_single_bos, GenerationOutput, Generator};
 use crate::kv_cache::KvCache;
@@ -16,6 +18,9 @@ pub trait ChatModel {
     /// Whether user turns may carry images: they are then rendered as lists of content items (the images, then the
     /// text) and `gemma chat` takes `/image PATH`.
     const SEES_IMAGES: bool;
+    /// Whether user turns may carry audio clips (rendered as content items too); `gemma chat` then takes
+    /// `/audio PATH`.
+    const HEARS_AUDIO: bool = false;
 
     /// The tokenizer, chat template, stop tokens, BOS and positions.
     fn text(&self) -> &ModelText;
@@ -28,19 +33,32 @@ pub trait ChatModel {
     /// Token ids of a rendered conversation (one BOS), whose image placeholders take the blocks of images with
     /// `num_crops` crops each, in order.
     fn encode_rendered(&self, text: &str, num_crops: &[usize]) -> Result<Vec<u32>>;
+    /// `<audio_soft_token>`'s id and the soft tokens of one clip; `None` for a model without audio.
+    fn audio_blocks(&self) -> Option<(u32, usize)> {
+        None
+    }
+    /// Reads and encodes a WAV file; a model without audio refuses it.
+    fn encode_audio_file(&mut self, path: &Path) -> Result<EncodedAudio> {
+        Err(Error::InvalidArgument(format!(
+            "{}: this model takes no audio (only Gemma 3n exports of checkpoints with an audio tower do)",
+            path.display()
+        )))
+    }
     /// Reads and encodes an image file; a text model refuses it with [`Error::NoVision`].
     fn encode_image_file(
         &mut self,
         path: &Path,
         pan_and_scan: bool,
     ) -> Result<(EncodedImage, ImageReport)>;
-    /// Feeds `feed` (whose soft tokens take `new_images`' blocks, in order) after what `cache` holds, then generates
-    /// the reply until a token of `stop_ids` or `max_new_tokens`, streaming its text.
+    /// Feeds `feed` (whose soft tokens take `new_images`' blocks and `new_clips`' rows, in order) after what `cache`
+    /// holds, then generates the reply until a token of `stop_ids` or `max_new_tokens`, streaming its text.
+    #[allow(clippy::too_many_arguments)]
     fn continue_turn(
         &mut self,
         cache: &mut KvCache,
         feed: &[u32],
         new_images: &[&EncodedImage],
+        new_clips: &[&EncodedAudio],
         stop_ids: &[u32],
         options: &ChatOptions,
         on_text: &mut dyn FnMut(&str),
@@ -89,6 +107,7 @@ impl ChatModel for Generator {
         cache: &mut KvCache,
         feed: &[u32],
         _new_images: &[&EncodedImage],
+        _new_clips: &[&EncodedAudio],
         stop_ids: &[u32],
         options: &ChatOptions,
         on_text: &mut dyn FnMut(&str),
@@ -139,6 +158,7 @@ impl ChatModel for VisionGenerator {
         cache: &mut KvCache,
         feed: &[u32],
         new_images: &[&EncodedImage],
+        _new_clips: &[&EncodedAudio],
         stop_ids: &[u32],
         options: &ChatOptions,
         on_text: &mut dyn FnMut(&str),

@@ -1,6 +1,7 @@
 //! What a turn of a [`Conversation`] feeds: the conversation rendered by the chat template and tokenized, and how
 //! much of it the KV cache already holds (the three cases of the parent module's docs).
-use super::{ChatModel, ChatOptions, Conversation, Turn};
+use super::{ChatModel, ChatOptions, Conversation, Media, Turn};
+use crate::attachments::EncodedAudio;
 use crate::chat_template::Message;
 use crate::error::{Error, Result};
 use crate::model_text::ModelText;
@@ -49,6 +50,38 @@ pub(super) fn uncached_images<'a>(
     images[cached..].to_vec()
 }
 
+/// The clips of `turns` whose audio blocks (`per` soft tokens `soft` each) the cache does not hold yet, in order.
+pub(super) fn uncached_clips<'a>(
+    turns: &'a [Turn],
+    cached_ids: &[u32],
+    blocks: Option<(u32, usize)>,
+) -> Vec<&'a EncodedAudio> {
+    let clips: Vec<&EncodedAudio> = turns.iter().flat_map(Turn::clips).collect();
+    let cached = blocks.map_or(0, |(soft, per)| {
+        cached_ids.iter().filter(|&&t| t == soft).count() / per.max(1)
+    });
+    clips[cached.min(clips.len())..].to_vec()
+}
+
+/// A user message as a list of content items: its media in order (`{"type": "image"}`, `{"type": "audio"}`), then
+/// its text (left out when empty).
+fn media_message(media: &[Media], text: &str) -> serde_json::Value {
+    if media.iter().all(|m| matches!(m, Media::Image(_))) {
+        return user_message(media.len(), text);
+    }
+    let mut content: Vec<serde_json::Value> = media
+        .iter()
+        .map(|m| match m {
+            Media::Image(_) => serde_json::json!({"type": "image"}),
+            Media::Audio(_) => serde_json::json!({"type": "audio"}),
+        })
+        .collect();
+    if !text.is_empty() {
+        content.push(serde_json::json!({"type": "text", "text": text}));
+    }
+    serde_json::json!({"role": "user", "content": content})
+}
+
 impl<M: ChatModel> Conversation<M> {
     /// The template's messages: the system prompt first (or folded into the first user message), then `turns`; on
     /// a model that sees images a user message is a list of items, its images then its text.
@@ -71,8 +104,8 @@ impl<M: ChatModel> Conversation<M> {
                 }
                 None => content.clone(),
             };
-            out.push(if M::SEES_IMAGES && role == "user" {
-                user_message(turn.media.len(), &content)
+            out.push(if (M::SEES_IMAGES || M::HEARS_AUDIO) && role == "user" {
+                media_message(&turn.media, &content)
             } else {
                 serde_json::json!({"role": role, "content": content})
             });
@@ -135,9 +168,11 @@ impl<M: ChatModel> Conversation<M> {
             ));
             return Ok((ids[cached..].to_vec(), false));
         }
-        // The rest of the text may be tokenized on its own only when it holds no new image.
+        // The rest of the text may be tokenized on its own only when it holds no new image or clip.
         let no_new_image =
-            uncached_images(&self.turns, &self.cached_ids, self.model.image_blocks()).is_empty();
+            uncached_images(&self.turns, &self.cached_ids, self.model.image_blocks()).is_empty()
+                && uncached_clips(&self.turns, &self.cached_ids, self.model.audio_blocks())
+                    .is_empty();
         if let Some(rest) = text
             .strip_prefix(self.cached_text.as_str())
             .filter(|rest| !rest.is_empty() && no_new_image)

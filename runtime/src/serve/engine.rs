@@ -163,7 +163,11 @@ fn untemplated<M: Engine>(
     }
     let mut own = Vec::with_capacity(bytes.len());
     for b in bytes {
-        let Media::Image(image) = model.image(b)?;
+        let Media::Image(image) = model.image(b)? else {
+            return Err(Error::InvalidArgument(
+                "gemma serve takes images, not audio".into(),
+            ));
+        };
         own.push(image);
     }
     let refs: Vec<&EncodedImage> = own.iter().collect();

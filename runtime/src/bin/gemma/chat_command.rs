@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use gemma_runtime::attachments::Gemma3nGenerator;
 use gemma_runtime::{
     ChatOptions, Conversation, GenerateOptions, Generator, Message, VisionGenerator,
 };
@@ -29,6 +30,10 @@ Examples:
   > What is in this picture?
   > /image other.png
   > And how does this one differ?
+
+  # Gemma 3n: let it hear clips (--audio, or /audio PATH during the conversation)
+  gemma chat -m gemma-3n-e2b-it-onnx --audio question.wav
+  > Answer the question in this clip.
 
   # One reply to a conversation in a file, as text or as JSON
   echo '[{\"role\": \"user\", \"content\": \"Name three rivers.\"}]' > conv.json
@@ -65,6 +70,12 @@ pub struct ChatArgs {
     /// conversation, `/image PATH` attaches an image to your next message
     #[arg(long = "image", value_name = "PATH", conflicts_with = "messages")]
     images: Vec<PathBuf>,
+    /// Let the model hear this WAV clip with your first message (repeatable; Gemma 3n exports with an audio tower).
+    /// In the conversation, `/audio PATH` attaches a clip to your next message. Mono 16 kHz 16-bit PCM or float
+    /// WAV is used as it is; stereo is averaged and other rates resampled (rubato), which then differs slightly from
+    /// a Python pipeline
+    #[arg(long = "audio", value_name = "PATH", conflicts_with = "messages")]
+    audio: Vec<PathBuf>,
     /// With images: Pan & Scan, up to 4 extra crops of a long image so that details survive the resize
     #[arg(long = "pan-and-scan")]
     pan_and_scan: bool,
@@ -139,6 +150,27 @@ pub fn run(args: ChatArgs) -> Result<()> {
     };
     let runtime = args.model.runtime_options();
     let open_error = || format!("opening {}", dir.display());
+    // A Gemma 3n export chats through its audio graphs, so that `/audio PATH` works at any turn.
+    let manifest = gemma_runtime::manifest::load(dir).with_context(open_error)?;
+    if file_messages.is_none() && manifest.gemma3n.is_some() {
+        let generator = Gemma3nGenerator::open(dir, &runtime).with_context(open_error)?;
+        let mut conversation = Conversation::new(generator, options)?;
+        for path in &args.images {
+            conversation.add_image(path).context("--image")?;
+        }
+        for path in &args.audio {
+            conversation.add_audio(path).context("--audio")?;
+            chat_repl::note_audio(path, &conversation);
+        }
+        return chat_repl::run(&mut conversation, dir, args.verbose, &stop, &replying);
+    }
+    if let Some(path) = args.audio.first() {
+        bail!(
+            "--audio: {}: the model in {} takes no audio: only Gemma 3n exports of checkpoints with an audio tower do",
+            path.display(),
+            dir.display()
+        );
+    }
     // A multimodal export chats through its image graphs, so that `/image PATH` works at any turn.
     if file_messages.is_none()
         && (!args.images.is_empty()

@@ -1,6 +1,6 @@
 //! `gemma chat` in the terminal: one line per user turn, replies streamed, the KV cache kept between turns by
 //! [`Conversation`]. On a multimodal export `/image PATH` attaches an image to the next message (`--image` to the
-//! first one).
+//! first one); on a Gemma 3n export `/audio PATH` attaches a WAV clip (`--audio` to the first one).
 //!
 //! Plain stdin lines rather than a line-editor crate: it works the same in a terminal, in a pipe and in tests, and
 //! the terminal's own line editing (backspace, Ctrl-U, Ctrl-W) is there. Ctrl-C during a reply sets the
@@ -31,6 +31,8 @@ pub fn run<M: ChatModel>(
     if tty {
         let images = if M::SEES_IMAGES {
             " (images: /image PATH attaches one to your next message)"
+        } else if M::HEARS_AUDIO {
+            " (audio: /audio PATH attaches a WAV clip to your next message)"
         } else {
             ""
         };
@@ -45,8 +47,8 @@ pub fn run<M: ChatModel>(
             Input::Quit => return Ok(()),
             Input::Reset => {
                 conversation.reset()?;
-                if M::SEES_IMAGES {
-                    errln!("(conversation and images cleared)");
+                if M::SEES_IMAGES || M::HEARS_AUDIO {
+                    errln!("(conversation and attachments cleared)");
                 } else {
                     errln!("(conversation cleared)");
                 }
@@ -57,7 +59,7 @@ pub fn run<M: ChatModel>(
         if let Some(path) = text
             .trim()
             .strip_prefix("/image")
-            .filter(|_| M::SEES_IMAGES)
+            .filter(|_| M::SEES_IMAGES || M::HEARS_AUDIO)
         {
             let path = path.trim();
             if path.is_empty() {
@@ -66,6 +68,22 @@ pub fn run<M: ChatModel>(
             }
             match conversation.add_image(path.as_ref()) {
                 Ok(report) => note_image(&report, conversation.pending_images()),
+                Err(e) => errln!("error: {e:#}"),
+            }
+            continue;
+        }
+        if let Some(path) = text
+            .trim()
+            .strip_prefix("/audio")
+            .filter(|_| M::HEARS_AUDIO)
+        {
+            let path = path.trim();
+            if path.is_empty() {
+                errln!("usage: /audio PATH (the WAV clip goes with your next message)");
+                continue;
+            }
+            match conversation.add_audio(path.as_ref()) {
+                Ok(()) => note_audio(path.as_ref(), conversation),
                 Err(e) => errln!("error: {e:#}"),
             }
             continue;
@@ -164,6 +182,15 @@ pub fn note_image(r: &ImageReport, pending: usize) {
         r.width,
         r.height,
         r.preprocess_seconds + r.encode_seconds
+    );
+}
+
+/// The clip just attached (the last pending one).
+pub fn note_audio<M: ChatModel>(path: &Path, conversation: &Conversation<M>) {
+    let pending = conversation.pending_images();
+    errln!(
+        "(clip {} attached; {pending} attachment(s) waiting for your next message)",
+        path.display()
     );
 }
 

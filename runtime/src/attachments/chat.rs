@@ -1,0 +1,100 @@
+//! [`ChatModel`] for [`Gemma3nGenerator`]: a [`Conversation`](crate::Conversation) whose user turns may carry audio
+//! clips (`gemma chat`'s `/audio PATH`), each encoded alone when attached.
+
+use std::path::Path;
+
+use super::{AttachmentError, AttachmentKind, EncodedAudio, Gemma3nGenerator};
+use crate::conversation::{ChatModel, ChatOptions};
+use crate::error::{Error, Result};
+use crate::generate::{with_single_bos, GenerationOutput};
+use crate::kv_cache::KvCache;
+use crate::model_text::ModelText;
+use crate::vision::{EncodedImage, ImageReport};
+
+/// A library error for the conversation's typed [`Result`].
+fn runtime_error(e: AttachmentError) -> Error {
+    match e {
+        AttachmentError::Runtime(e) => e,
+        other => Error::InvalidArgument(other.to_string()),
+    }
+}
+
+impl ChatModel for Gemma3nGenerator {
+    const SEES_IMAGES: bool = false;
+    const HEARS_AUDIO: bool = true;
+
+    fn text(&self) -> &ModelText {
+        self.generator.text()
+    }
+
+    fn no_chat_template(&self) -> Error {
+        Error::InvalidArgument(format!(
+            "{} has no chat template, so it cannot chat; use `gemma generate` with a plain prompt",
+            self.dir().display()
+        ))
+    }
+
+    fn new_cache(&self) -> Result<KvCache> {
+        self.generator.new_cache()
+    }
+
+    fn image_blocks(&self) -> Option<(u32, usize)> {
+        None
+    }
+
+    fn audio_blocks(&self) -> Option<(u32, usize)> {
+        let a = self.audio.as_ref()?;
+        Some((a.section.audio_token_id, a.section.soft_tokens))
+    }
+
+    fn encode_rendered(&self, text: &str, _num_crops: &[usize]) -> Result<Vec<u32>> {
+        let expanded = self.expand(text, None)?;
+        let model = self.generator.text();
+        Ok(with_single_bos(
+            model.tokenizer.encode(&expanded, false)?,
+            model.bos_token_id,
+        ))
+    }
+
+    fn encode_audio_file(&mut self, path: &Path) -> Result<EncodedAudio> {
+        let mut clips = self.encode_audio(&[path]).map_err(runtime_error)?;
+        Ok(clips.remove(0))
+    }
+
+    fn encode_image_file(&mut self, path: &Path, _: bool) -> Result<(EncodedImage, ImageReport)> {
+        let image = super::Attachment {
+            kind: AttachmentKind::Image,
+            path: path.to_path_buf(),
+        };
+        Err(runtime_error(self.check(&image).err().unwrap_or_else(
+            || {
+                Error::InvalidArgument(format!(
+                    "{}: `gemma chat` takes no images on Gemma 3n yet; `gemma generate --image` does",
+                    path.display()
+                ))
+                .into()
+            },
+        )))
+    }
+
+    fn continue_turn(
+        &mut self,
+        cache: &mut KvCache,
+        feed: &[u32],
+        _new_images: &[&EncodedImage],
+        new_clips: &[&EncodedAudio],
+        stop_ids: &[u32],
+        options: &ChatOptions,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<GenerationOutput> {
+        self.continue_generation(
+            cache,
+            feed,
+            &[],
+            new_clips,
+            stop_ids,
+            &options.generate,
+            on_text,
+        )
+    }
+}
