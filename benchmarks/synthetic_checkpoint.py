@@ -96,7 +96,14 @@ with open(os.path.join(a.out, "config.json"), "w") as f:
 tok_dir = a.tokenizer_dir or subprocess.run(
     [os.path.join(HERE, "..", "scripts", "get-model"), "--hf"], capture_output=True, text=True, check=True
 ).stdout.strip().splitlines()[-1]
-for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"):
+for name in ("tokenizer.json", "tokenizer.model"):
     if os.path.exists(os.path.join(tok_dir, name)):
         shutil.copy(os.path.join(tok_dir, name), a.out)
+# The 270M's tokenizer_config.json names an image token that its tokenizer.json lacks, so transformers appends it
+# as id 262144, past the 1B's embedding (llama.cpp's converter asserts every id has a row): text-only, as the 1B.
+tok_config = json.load(open(os.path.join(tok_dir, "tokenizer_config.json")))
+for key in ("image_token", "boi_token", "eoi_token"):
+    tok_config.pop(key, None)
+with open(os.path.join(a.out, "tokenizer_config.json"), "w") as f:
+    json.dump(tok_config, f, indent=2, ensure_ascii=False)
 print(f"{a.out}: {total / 1e9:.2f} GB of bf16 weights ({a.size} shapes, {L} layers)")
