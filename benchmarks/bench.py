@@ -131,7 +131,17 @@ def gemma_onnx(a, bins, entries, model, ort=None, label=None):
         secs = rss = None
         if not ort:
             cmd = [bins["export"], model["hf"], "-o", out_dir, "--precision", base, "--force", "-q"]
-            _, secs, rss = run(cmd + (["--quant-spec", spec] if spec else []))
+            cmd += ["--quant-spec", spec] if spec else []
+            # The export's own record (bench-export.json): --reuse-exports takes an export made by the same
+            # command, with its time and peak RSS, instead of exporting again.
+            record = os.path.join(out_dir, "bench-export.json")
+            old = json.load(open(record)) if a.reuse_exports and os.path.exists(record) else {}
+            if old.get("cmd") == cmd:
+                secs, rss = old["seconds"], old["peak_rss_bytes"]
+                log(f"reusing {out_dir} (exported in {secs:.0f} s)")
+            else:
+                _, secs, rss = run(cmd)
+                json.dump({"cmd": cmd, "seconds": secs, "peak_rss_bytes": rss}, open(record, "w"))
         size = sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir) if f.startswith("model"))
         threads = ["--threads", str(a.threads)]
         entries.append({
@@ -334,6 +344,8 @@ def main():
                    help="gemma-onnx precisions also run on GenAI's onnxruntime wheel (none: skip)")
     p.add_argument("--skip", nargs="*", default=[], choices=["gemma-onnx", "genai", "llama"])
     p.add_argument("--rebuild", action="store_true", help="rebuild the GenAI models even if cached")
+    p.add_argument("--reuse-exports", action="store_true",
+                   help="keep an export made by the same command (with its recorded time and peak RSS)")
     p.add_argument("--baseline", metavar="DIR",
                    help="also measure another build's gemma-export and gemma (a folder holding both), in the same "
                         "rounds: before/after figures of a change from one run")
