@@ -277,6 +277,7 @@ def measure(a, entries):
             for row in out["rows"]:
                 flat[f"prefill_{row['prompt_tokens']}_tokens_per_s"] = row["prefill_tokens_per_s"]
             res["rounds"].append(flat)
+            log(f"{res['size']} {res['engine']} {res['precision']}: {json.dumps(flat)}")
     for res in results:
         rounds = res["rounds"]
         for key in rounds[0]:

@@ -138,15 +138,19 @@ def llama_model(path, threads, logits_all, n_ctx):
 def llama_speed(a):
     llm = llama_model(a.model, a.threads, False, max(a.prompt_tokens) + a.gen_tokens + 8)
 
+    # Without logits_all, llama-cpp-python leaves `scores` unwritten: the last position's logits come from the
+    # context (the one output row of the last eval).
+    last_logits = lambda: np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+
     def run(prompt, gen):
         llm.reset()
         t0 = time.perf_counter()
         llm.eval(prompt)
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        tok = int(np.argmax(last_logits()))
         t1 = time.perf_counter()
         for _ in range(gen - 1):
             llm.eval([tok])
-            tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            tok = int(np.argmax(last_logits()))
         t2 = time.perf_counter()
         return t1 - t0, t2 - t1
 
