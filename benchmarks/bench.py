@@ -112,7 +112,7 @@ def baseline_bins(a):
     return bins
 
 
-def gemma_onnx(a, bins, entries, ort=None, label=None):
+def gemma_onnx(a, bins, entries, model, ort=None, label=None):
     """Every precision with the project's ONNX Runtime (scripts/setup-ort; exported here), or with `ort` =
     (library, version): the same exports on another ONNX Runtime. `label` names another build (the baseline):
     its rows and exports are kept apart from this tree's."""
@@ -123,37 +123,53 @@ def gemma_onnx(a, bins, entries, ort=None, label=None):
     if ort:
         env["ORT_DYLIB_PATH"] = ort[0]
         engine = f"{name} on ORT {ort[1]}"
-    for prec in (a.peer_ort_precisions if ort else a.precisions or precisions(bins["export"])):
+    for prec in (a.peer_ort_precisions if ort else model["precisions"] or precisions(bins["export"])):
         # `int4:emb=4a` = --precision int4 --quant-spec emb=4a
         base, _, spec = prec.partition(":")
-        out_dir = os.path.join(a.work, re.sub(r"[^A-Za-z0-9_.-]+", "_", name) + "-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", prec))
+        out_dir = os.path.join(a.work, model["prefix"] + re.sub(r"[^A-Za-z0-9_.-]+", "_", name) + "-"
+                               + re.sub(r"[^A-Za-z0-9_.-]+", "_", prec))
         secs = rss = None
         if not ort:
-            cmd = [bins["export"], a.hf, "-o", out_dir, "--precision", base, "--force", "-q"]
-            _, secs, rss = run(cmd + (["--quant-spec", spec] if spec else []))
+            cmd = [bins["export"], model["hf"], "-o", out_dir, "--precision", base, "--force", "-q"]
+            cmd += ["--quant-spec", spec] if spec else []
+            # The export's own record (bench-export.json): --reuse-exports takes an export made by the same
+            # command, with its time and peak RSS, instead of exporting again.
+            record = os.path.join(out_dir, "bench-export.json")
+            old = json.load(open(record)) if a.reuse_exports and os.path.exists(record) else {}
+            if old.get("cmd") == cmd:
+                secs, rss = old["seconds"], old["peak_rss_bytes"]
+                log(f"reusing {out_dir} (exported in {secs:.0f} s)")
+            else:
+                _, secs, rss = run(cmd)
+                json.dump({"cmd": cmd, "seconds": secs, "peak_rss_bytes": rss}, open(record, "w"))
         size = sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir) if f.startswith("model"))
         threads = ["--threads", str(a.threads)]
         entries.append({
-            "engine": engine, "precision": prec, "env": env, "model_bytes": size,
+            "size": model["size"], "engine": engine, "precision": prec, "env": env, "model_bytes": size,
             "export_seconds": secs, "export_peak_rss_bytes": rss,
-            "speed": [bins["gemma"], "bench", "-m", out_dir, *threads, "--prompt-tokens", str(a.prompt_tokens),
+            "speed": [bins["gemma"], "bench", "-m", out_dir, *threads,
+                      "--prompt-tokens", ",".join(map(str, a.prompt_tokens)),
                       "--gen-tokens", str(a.gen_tokens), "--repeat", "1", "--json"],
-            "nll": [bins["gemma"], "perplexity", "-m", out_dir, *threads, "--context", str(a.context), "--json",
-                    "--text", os.path.join(ROOT, "tests/fixtures/real/perplexity.txt")],
+            "nll": model["nll"] and [bins["gemma"], "perplexity", "-m", out_dir, *threads, "--context", str(a.context),
+                                     "--json", "--text", os.path.join(ROOT, "tests/fixtures/real/perplexity.txt")],
         })
 
 
-def genai(a, entries):
+def genai(a, entries, model):
     builder = [a.venv_python, os.path.join(HERE, "genai_build.py")]
     ort_version = peer_ort_library(a)[1]
     peers = [a.venv_python, os.path.join(HERE, "peers.py")]
     for prec in a.genai_precisions:
-        out_dir = os.path.join(a.work, f"genai-{prec}")
+        out_dir = os.path.join(a.work, f"{model['prefix']}genai-{prec}")
         secs = rss = None
         if not os.path.exists(os.path.join(out_dir, "genai_config.json")) or a.rebuild:
-            _, secs, rss = run(builder + ["-i", a.hf, "-o", out_dir, "-p", prec, "-e", "cpu",
-                                          "-c", os.path.join(a.work, "genai-cache")],
-                               stderr_to=os.path.join(a.work, f"genai-{prec}-build.log"))
+            try:
+                _, secs, rss = run(builder + ["-i", model["hf"], "-o", out_dir, "-p", prec, "-e", "cpu",
+                                              "-c", os.path.join(a.work, "genai-cache")],
+                                   stderr_to=os.path.join(a.work, f"{model['prefix']}genai-{prec}-build.log"))
+            except SystemExit as e:  # noted in the table's log, the other engines still run
+                log(f"ORT GenAI's builder failed at {model['size']} {prec}: {e}")
+                continue
         cfg_path = os.path.join(out_dir, "genai_config.json")
         cfg = json.load(open(cfg_path))
         cfg["model"]["decoder"].setdefault("session_options", {})["intra_op_num_threads"] = a.threads
@@ -161,24 +177,81 @@ def genai(a, entries):
         size = sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir) if "onnx" in f)
         common = ["--model", out_dir, "--threads", str(a.threads)]
         entries.append({
-            "engine": f"ORT GenAI 0.18 on ORT {ort_version}", "precision": prec, "env": None, "model_bytes": size,
+            "size": model["size"], "engine": f"ORT GenAI 0.18 on ORT {ort_version}", "precision": prec, "env": None,
+            "model_bytes": size,
             "export_seconds": secs, "export_peak_rss_bytes": rss,
-            "speed": peers + ["genai-speed", *common, "--prompt-tokens", str(a.prompt_tokens),
+            "speed": peers + ["genai-speed", *common, "--prompt-tokens", *map(str, a.prompt_tokens),
                               "--gen-tokens", str(a.gen_tokens), "--repeat", "1"],
-            "nll": peers + ["genai-nll", *common, "--tokens", a.tokens_file, "--context", str(a.context)],
+            "nll": model["nll"] and peers + ["genai-nll", *common, "--tokens", a.tokens_file, "--context",
+                                             str(a.context)],
         })
 
 
-def llama(a, entries):
+def llama(a, entries, model):
     peers = [a.venv_python, os.path.join(HERE, "peers.py")]
-    common = ["--model", a.gguf, "--threads", str(a.threads)]
-    entries.append({
-        "engine": "llama.cpp (llama-cpp-python)", "precision": "Q4_K_M", "env": None,
-        "model_bytes": os.path.getsize(a.gguf), "export_seconds": None, "export_peak_rss_bytes": None,
-        "speed": peers + ["llama-speed", *common, "--prompt-tokens", str(a.prompt_tokens),
-                          "--gen-tokens", str(a.gen_tokens), "--repeat", "1"],
-        "nll": peers + ["llama-nll", *common, "--tokens", a.tokens_file, "--context", str(a.context)],
-    })
+    # OpenMP threads that spin at every barrier stall for a whole time slice whenever the machine has more runnable
+    # threads than cores (a shared machine): passive waiting (the default here) keeps llama.cpp 10x faster there.
+    env = dict(os.environ, OMP_WAIT_POLICY=a.omp_wait_policy)
+    for quant, gguf in model["ggufs"]:
+        common = ["--model", gguf, "--threads", str(a.threads)]
+        entries.append({
+            "size": model["size"], "engine": "llama.cpp (llama-cpp-python)", "precision": quant, "env": env,
+            "model_bytes": os.path.getsize(gguf), "export_seconds": model["gguf_seconds"].get(quant),
+            "export_peak_rss_bytes": model["gguf_rss"].get(quant),
+            "speed": peers + ["llama-speed", *common, "--prompt-tokens", *map(str, a.prompt_tokens),
+                              "--gen-tokens", str(a.gen_tokens), "--repeat", "1"],
+            "nll": model["nll"] and peers + ["llama-nll", *common, "--tokens", a.tokens_file, "--context",
+                                             str(a.context)],
+        })
+
+
+def synthetic(a, size):
+    """The synthetic checkpoint of `size` (benchmarks/synthetic_checkpoint.py: the real shapes, random weights) and
+    its llama.cpp GGUFs, made once under WORK/synthetic: the converter llama-cpp-python's sdist vendors
+    (convert_hf_to_gguf.py, to bf16), then llama-cpp-python's quantize API; the bf16 GGUF is deleted after."""
+    d = os.path.join(a.work, "synthetic", f"gemma-3-{size}")
+    if not os.path.exists(os.path.join(d, "config.json")):
+        run([a.venv_python, os.path.join(HERE, "synthetic_checkpoint.py"), d, "--size", size,
+             "--tokenizer-dir", a.hf], capture=False)
+    ggufs, seconds, rss = [], {}, {}
+    bf16 = f"{d}-bf16.gguf"
+    for quant in a.llama_quants:
+        gguf = f"{d}-{quant}.gguf"
+        if not os.path.exists(gguf):
+            if not os.path.exists(bf16):
+                if not a.converter:
+                    raise SystemExit("--converter: the convert_hf_to_gguf.py of llama-cpp-python's sdist is needed")
+                _, secs, peak = run([a.venv_python, a.converter, d, "--outtype", "bf16", "--outfile", bf16 + ".part"],
+                                    stderr_to=f"{d}-convert.log")
+                os.rename(bf16 + ".part", bf16)
+                seconds["convert"], rss["convert"] = secs, peak
+            _, secs, peak = run([a.venv_python, os.path.join(HERE, "peers.py"), "llama-quantize", "--model", bf16,
+                                 "--out", gguf, "--type", quant, "--threads", str(a.threads)],
+                                stderr_to=f"{gguf}.log")
+            seconds[quant], rss[quant] = secs + seconds.get("convert", 0), max(peak, rss.get("convert", 0))
+        ggufs.append((quant, gguf))
+    if os.path.exists(bf16):
+        os.remove(bf16)
+    return d, ggufs, seconds, rss
+
+
+def models(a):
+    """The checkpoints to measure, one per --sizes entry: `270m` is the real model (--hf, and --gguf for
+    llama.cpp, with NLL), `1b` and `4b` synthetic ones (speed, size and memory only). Our fp32 export of the 4B
+    (17 GB) is left out unless --fp32-4b."""
+    out = []
+    for size in a.sizes:
+        if size == "270m":
+            out.append({"size": size, "hf": a.hf, "ggufs": [("Q4_K_M", a.gguf)], "gguf_seconds": {}, "gguf_rss": {},
+                        "nll": True, "prefix": "", "precisions": a.precisions})
+            continue
+        hf, ggufs, secs, rss = synthetic(a, size)
+        precs = a.precisions or precisions(a.export_bin)
+        if size == "4b" and not a.fp32_4b:
+            precs = [p for p in precs if p.partition(":")[0] not in ("fp32", "fp16", "bf16")]
+        out.append({"size": size, "hf": hf, "ggufs": ggufs, "gguf_seconds": secs, "gguf_rss": rss, "nll": False,
+                    "prefix": f"{size}-", "precisions": precs})
+    return out
 
 
 def measure(a, entries):
@@ -188,7 +261,7 @@ def measure(a, entries):
     expected = len(json.load(open(a.tokens_file)))
     results = []
     for e in entries:
-        nll = last_json(run(e["nll"], env=e["env"])[0])
+        nll = last_json(run(e["nll"], env=e["env"])[0]) if e["nll"] else {"mean_nll": None, "predicted": None}
         if "tokens" in nll and nll["tokens"] != expected:
             raise SystemExit(f"{e['engine']} scored {nll['tokens']} tokens, the peers {expected}")
         results.append({k: v for k, v in e.items() if k not in ("speed", "nll", "env")}
@@ -197,49 +270,70 @@ def measure(a, entries):
         log(f"speed round {r + 1}/{a.rounds}")
         for e, res in zip(entries, results):
             out = last_json(run(e["speed"], env=e["env"])[0])
-            if "rows" in out:  # gemma bench
-                row = out["rows"][0]
-                out = {"prefill_tokens_per_s": row["prefill_tokens_per_s"],
-                       "decode_tokens_per_s": row["decode_tokens_per_s"], "peak_rss_bytes": out["peak_rss_bytes"]}
-            res["rounds"].append(out)
+            # gemma bench and peers.py alike: one row per prompt length; decode and TTFT from the first length.
+            flat = {"decode_tokens_per_s": out["rows"][0]["decode_tokens_per_s"],
+                    "time_to_first_token_ms": out["rows"][0]["time_to_first_token_ms"],
+                    "peak_rss_bytes": out["peak_rss_bytes"]}
+            for row in out["rows"]:
+                flat[f"prefill_{row['prompt_tokens']}_tokens_per_s"] = row["prefill_tokens_per_s"]
+            res["rounds"].append(flat)
+            log(f"{res['size']} {res['engine']} {res['precision']}: {json.dumps(flat)}")
     for res in results:
         rounds = res["rounds"]
-        for key in ("prefill_tokens_per_s", "decode_tokens_per_s", "peak_rss_bytes"):
+        for key in rounds[0]:
             res[key] = statistics.median(x[key] for x in rounds)
     return results
 
 
 def table(results, info, a):
-    ref = next((r["mean_nll"] for r in results if r["engine"].startswith("gemma-onnx") and r["precision"] == "fp32"),
-               None)
     mib = lambda b: "–" if b is None else f"{b / 2**20:.0f}"
+    predicted = next((r["predicted"] for r in results if r["predicted"]), None)
     lines = [
         f"{info['date']}, {info['cpu']}, {info['logical_cores']} logical cores, {a.threads} threads; "
-        f"load average at start {info['load_average'][0]:.2f}; prompt {a.prompt_tokens} tokens, "
-        f"{a.gen_tokens} generated, median of {a.rounds} rounds; NLL over {results[0]['predicted'] if results else 0} "
-        f"predicted tokens of tests/fixtures/real/perplexity.txt (windows of {a.context}).",
+        f"load average {info['load_average'][0]:.2f} at start, {info['load_average_end'][0]:.2f} at the end; "
+        f"prompts of {', '.join(map(str, a.prompt_tokens))} tokens, {a.gen_tokens} generated (decode and TTFT at the "
+        f"{a.prompt_tokens[0]}-token prompt), median of {a.rounds} interleaved rounds"
+        + (f"; NLL over {predicted} predicted tokens of tests/fixtures/real/perplexity.txt (windows of {a.context}), "
+           "real 270M only (synthetic weights are no quality test)." if predicted else "."),
         "",
-        "| engine | precision | prefill tok/s | decode tok/s | peak RSS MiB | mean NLL | vs our fp32 | model MiB "
-        "| export s / peak MiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| size | engine | precision | " + " | ".join(f"prefill {n} tok/s" for n in a.prompt_tokens)
+        + " | decode tok/s | TTFT ms | peak RSS MiB | mean NLL | vs our fp32 | model MiB | export s / peak MiB |",
+        "|---" * (10 + len(a.prompt_tokens)) + "|",
     ]
     for r in results:
-        rel = "–" if ref is None else f"{100 * (r['mean_nll'] / ref - 1):+.2f}%"
+        ref = next((x["mean_nll"] for x in results if x["size"] == r["size"]
+                    and x["engine"].startswith("gemma-onnx") and x["precision"] == "fp32"), None)
+        nll = "–" if r["mean_nll"] is None else f"{r['mean_nll']:.4f}"
+        rel = "–" if ref is None or r["mean_nll"] is None else f"{100 * (r['mean_nll'] / ref - 1):+.2f}%"
         exp = "–" if r.get("export_seconds") is None else f"{r['export_seconds']:.1f} / {mib(r['export_peak_rss_bytes'])}"
+        prefill = " | ".join(f"{r[f'prefill_{n}_tokens_per_s']:.0f}" for n in a.prompt_tokens)
         lines.append(
-            f"| {r['engine']} | {r['precision']} | {r['prefill_tokens_per_s']:.0f} | {r['decode_tokens_per_s']:.1f} "
-            f"| {mib(r['peak_rss_bytes'])} | {r['mean_nll']:.4f} | {rel} | {mib(r['model_bytes'])} | {exp} |")
+            f"| {r['size']} | {r['engine']} | {r['precision']} | {prefill} | {r['decode_tokens_per_s']:.1f} "
+            f"| {r['time_to_first_token_ms']:.0f} | {mib(r['peak_rss_bytes'])} | {nll} | {rel} "
+            f"| {mib(r['model_bytes'])} | {exp} |")
     return "\n".join(lines)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--hf", required=True, help="Hugging Face checkpoint folder of Gemma 3 270M")
+    p.add_argument("--hf", required=True, help="Hugging Face checkpoint folder of Gemma 3 270M (also the tokenizer "
+                   "of the synthetic sizes)")
+    p.add_argument("--sizes", type=lambda s: s.split(","), default=["270m"],
+                   help="comma-separated: 270m (the real model), 1b, 4b (synthetic checkpoints with the real shapes, "
+                        "made under WORK/synthetic) [270m]")
+    p.add_argument("--converter", help="convert_hf_to_gguf.py of llama-cpp-python's sdist (for 1b/4b)")
+    p.add_argument("--llama-quants", nargs="*", default=["Q8_0", "Q4_K_M"],
+                   help="llama.cpp quantizations of the synthetic sizes [Q8_0 Q4_K_M]")
+    p.add_argument("--fp32-4b", action="store_true", help="also export and run our fp32/fp16/bf16 at 4b (17 GB)")
+    p.add_argument("--omp-wait-policy", default="PASSIVE",
+                   help="OMP_WAIT_POLICY for llama.cpp (an OpenMP build) [PASSIVE: spinning threads stall on a "
+                        "machine with more runnable threads than cores]")
     p.add_argument("--gguf", required=True, help="Q4_K_M GGUF of the same model")
     p.add_argument("--work", required=True, help="folder for exports and peer models (outside the repo)")
     p.add_argument("--venv-python", required=True, help="python of the venv with the peer engines")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--prompt-tokens", type=int, default=128)
+    p.add_argument("--prompt-tokens", type=int, nargs="+", default=[128, 1024],
+                   help="prompt lengths; decode and TTFT are taken at the first [128 1024]")
     p.add_argument("--gen-tokens", type=int, default=128)
     p.add_argument("--rounds", type=int, default=3, help="speed rounds over all engines (medians reported)")
     p.add_argument("--context", type=int, default=512)
@@ -251,6 +345,8 @@ def main():
                    help="gemma-onnx precisions also run on GenAI's onnxruntime wheel (none: skip)")
     p.add_argument("--skip", nargs="*", default=[], choices=["gemma-onnx", "genai", "llama"])
     p.add_argument("--rebuild", action="store_true", help="rebuild the GenAI models even if cached")
+    p.add_argument("--reuse-exports", action="store_true",
+                   help="keep an export made by the same command (with its recorded time and peak RSS)")
     p.add_argument("--baseline", metavar="DIR",
                    help="also measure another build's gemma-export and gemma (a folder holding both), in the same "
                         "rounds: before/after figures of a change from one run")
@@ -263,6 +359,7 @@ def main():
     run(["cargo", "build", "--release", "-q", "-p", "gemma-exporter", "-p", "gemma-runtime"], capture=False)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     bins = {"export": os.path.join(target, "release", "gemma-export"), "gemma": os.path.join(target, "release", "gemma")}
+    a.export_bin = bins["export"]
 
     # The token ids every engine scores: what `gemma perplexity` scores (one BOS, then the text).
     a.tokens_file = os.path.join(a.work, "perplexity-tokens.json")
@@ -272,17 +369,18 @@ def main():
          "--text", text, "--bos", str(bos), "--tokens", a.tokens_file])
 
     entries = []
-    if "gemma-onnx" not in a.skip:
-        gemma_onnx(a, bins, entries)
-        if a.baseline or a.baseline_rev:
-            gemma_onnx(a, baseline_bins(a), entries, label=f"baseline {a.baseline_rev or a.baseline}")
-    if "genai" not in a.skip:
-        genai(a, entries)
-        if "gemma-onnx" not in a.skip and a.peer_ort_precisions:
-            # The same exports on GenAI's ONNX Runtime, to compare the graphs on one ORT version.
-            gemma_onnx(a, bins, entries, ort=peer_ort_library(a))
-    if "llama" not in a.skip:
-        llama(a, entries)
+    for model in models(a):
+        if "gemma-onnx" not in a.skip:
+            gemma_onnx(a, bins, entries, model)
+            if a.baseline or a.baseline_rev:
+                gemma_onnx(a, baseline_bins(a), entries, model, label=f"baseline {a.baseline_rev or a.baseline}")
+        if "genai" not in a.skip:
+            genai(a, entries, model)
+            if "gemma-onnx" not in a.skip and a.peer_ort_precisions and model["nll"]:
+                # The same exports on GenAI's ONNX Runtime, to compare the graphs on one ORT version.
+                gemma_onnx(a, bins, entries, model, ort=peer_ort_library(a))
+        if "llama" not in a.skip:
+            llama(a, entries, model)
     results = measure(a, entries)
     info["load_average_end"] = os.getloadavg()
     out = os.path.join(a.work, f"results-{a.threads}threads.json")

@@ -7,11 +7,13 @@ measurement per process, so that the peak RSS it prints is that engine's alone. 
     python peers.py genai-nll    --model GENAI_DIR --threads 2 --tokens TOKENS.json --context 512
     python peers.py llama-speed  --model MODEL.gguf --threads 2 --prompt-tokens 128 --gen-tokens 128 --repeat 3
     python peers.py llama-nll    --model MODEL.gguf --threads 2 --tokens TOKENS.json --context 512
+    python peers.py llama-quantize --model MODEL-bf16.gguf --out MODEL-Q8_0.gguf --type Q8_0 --threads 2
     python peers.py tokens       --model tokenizer.json --text TEXT --bos 2 --tokens TOKENS.json
 
 Speed: a deterministic synthetic prompt (the same ids `gemma bench` uses: BOS, then a fixed LCG sequence), greedy
 decoding of --gen-tokens tokens; prefill tok/s = prompt / prefill seconds; decode tok/s = (gen − 1) / seconds of
-the remaining steps; medians over --repeat runs after one untimed warm-up run.
+the remaining steps; time to first token = the prompt's forward pass and the first pick; one row per --prompt-tokens
+length (shaped like `gemma bench --json`), medians over --repeat runs after one untimed warm-up run.
 NLL: the token ids in TOKENS.json (what `gemma perplexity` scores: the text with one BOS, cut into windows of
 --context tokens, each scored from scratch), mean over every predicted token of −log softmax(logits)[next] in
 float64.
@@ -74,9 +76,8 @@ def genai_speed(a):
     og, model, vocab = genai_model(a.model, a.threads)
     cfg = json.load(open(f"{a.model}/genai_config.json"))
     bos = cfg["model"].get("bos_token_id", 2)
-    prompt = synthetic_prompt(a.prompt_tokens, vocab, bos)
 
-    def run(gen):
+    def run(prompt, gen):
         params = og.GeneratorParams(model)
         # GenAI sizes its KV buffers by max_length, and its sliding layers need at least the window (512).
         params.set_search_options(max_length=max(len(prompt) + gen, MIN_GENAI_LENGTH), do_sample=False)
@@ -89,13 +90,24 @@ def genai_speed(a):
         t2 = time.perf_counter()
         return t1 - t0, t2 - t1
 
-    run(8)
-    runs = [run(a.gen_tokens) for _ in range(a.repeat)]
-    print(json.dumps({
-        "prefill_tokens_per_s": statistics.median(a.prompt_tokens / p for p, _ in runs),
-        "decode_tokens_per_s": statistics.median((a.gen_tokens - 1) / d for _, d in runs),
-        "peak_rss_bytes": peak_rss_bytes(),
-    }))
+    print(json.dumps(speed_rows(a, lambda n: synthetic_prompt(n, vocab, bos), run)))
+
+
+def speed_rows(a, prompt_of, run):
+    """One row per --prompt-tokens length, shaped like `gemma bench --json`: prefill tok/s, decode tok/s and time to
+    first token (the prompt's forward pass and the first pick), medians over --repeat runs after a warm-up."""
+    rows = []
+    for n in a.prompt_tokens:
+        prompt = prompt_of(n)
+        run(prompt, 8)
+        runs = [run(prompt, a.gen_tokens) for _ in range(a.repeat)]
+        rows.append({
+            "prompt_tokens": n,
+            "prefill_tokens_per_s": statistics.median(n / p for p, _ in runs),
+            "decode_tokens_per_s": statistics.median((a.gen_tokens - 1) / d for _, d in runs),
+            "time_to_first_token_ms": statistics.median(p * 1e3 for p, _ in runs),
+        })
+    return {"rows": rows, "peak_rss_bytes": peak_rss_bytes()}
 
 
 def genai_nll(a):
@@ -124,28 +136,37 @@ def llama_model(path, threads, logits_all, n_ctx):
 
 
 def llama_speed(a):
-    llm = llama_model(a.model, a.threads, False, a.prompt_tokens + a.gen_tokens + 8)
-    prompt = synthetic_prompt(a.prompt_tokens, llm.n_vocab(), llm.token_bos())
+    llm = llama_model(a.model, a.threads, False, max(a.prompt_tokens) + a.gen_tokens + 8)
 
-    def run(gen):
+    # Without logits_all, llama-cpp-python leaves `scores` unwritten: the last position's logits come from the
+    # context (the one output row of the last eval).
+    last_logits = lambda: np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+
+    def run(prompt, gen):
         llm.reset()
         t0 = time.perf_counter()
         llm.eval(prompt)
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        tok = int(np.argmax(last_logits()))
         t1 = time.perf_counter()
         for _ in range(gen - 1):
             llm.eval([tok])
-            tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            tok = int(np.argmax(last_logits()))
         t2 = time.perf_counter()
         return t1 - t0, t2 - t1
 
-    run(8)
-    runs = [run(a.gen_tokens) for _ in range(a.repeat)]
-    print(json.dumps({
-        "prefill_tokens_per_s": statistics.median(a.prompt_tokens / p for p, _ in runs),
-        "decode_tokens_per_s": statistics.median((a.gen_tokens - 1) / d for _, d in runs),
-        "peak_rss_bytes": peak_rss_bytes(),
-    }))
+    print(json.dumps(speed_rows(a, lambda n: synthetic_prompt(n, llm.n_vocab(), llm.token_bos()), run)))
+
+
+def llama_quantize(a):
+    """llama-cpp-python's quantize API (llama_model_quantize) from --model (a bf16/f16 GGUF) to --out."""
+    import ctypes
+    import llama_cpp
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = {"Q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, "Q4_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
+                    "Q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0}[a.type]
+    params.nthread = a.threads
+    if llama_cpp.llama_model_quantize(a.model.encode(), a.out.encode(), ctypes.byref(params)) != 0:
+        raise SystemExit(f"llama_model_quantize failed: {a.model} -> {a.out} ({a.type})")
 
 
 def llama_nll(a):
@@ -173,19 +194,21 @@ def tokens(a):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["genai-speed", "genai-nll", "llama-speed", "llama-nll", "tokens"])
+    p.add_argument("mode", choices=["genai-speed", "genai-nll", "llama-speed", "llama-nll", "llama-quantize", "tokens"])
     p.add_argument("--model", required=True)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--prompt-tokens", type=int, default=128)
+    p.add_argument("--prompt-tokens", type=int, nargs="+", default=[128])
     p.add_argument("--gen-tokens", type=int, default=128)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--tokens")
     p.add_argument("--context", type=int, default=512)
     p.add_argument("--text")
     p.add_argument("--bos", type=int, default=2)
+    p.add_argument("--out", help="llama-quantize: the GGUF to write")
+    p.add_argument("--type", default="Q4_K_M", help="llama-quantize: Q8_0, Q4_K_M or Q4_0")
     a = p.parse_args()
     {"genai-speed": genai_speed, "genai-nll": genai_nll, "llama-speed": llama_speed, "llama-nll": llama_nll,
-     "tokens": tokens}[a.mode](a)
+     "llama-quantize": llama_quantize, "tokens": tokens}[a.mode](a)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark on this machine, in one invocation: gemma-onnx at every precision `gemma-export --help`
 # lists, ONNX Runtime GenAI 0.18 (models built by its own builder from the same checkpoint) and llama.cpp
-# (llama-cpp-python on the Q4_K_M GGUF), all with the same thread count. Prints one markdown table: prefill tok/s,
-# decode tok/s, peak RSS, mean NLL on tests/fixtures/real/perplexity.txt (the same token ids for every engine), model
-# size, export time and peak RSS. Raw numbers go to $GEMMA_BENCH_WORK/results-<threads>threads.json. The latest figures
-# and how to read them: docs/benchmarks.md.
+# (llama-cpp-python on the Q4_K_M GGUF), all with the same thread count. Prints one markdown table: prefill tok/s at
+# 128 and 1024 prompt tokens, decode tok/s, time to first token, peak RSS, mean NLL on tests/fixtures/real/perplexity.txt
+# (the same token ids for every engine; real 270M only), model size, export time and peak RSS. Raw numbers go to
+# $GEMMA_BENCH_WORK/results-<threads>threads.json. The latest figures and how to read them: docs/benchmarks.md.
+# `--sizes 270m,1b,4b` adds synthetic checkpoints with the real 1B and 4B shapes (benchmarks/synthetic_checkpoint.py),
+# which llama.cpp runs at Q8_0 and Q4_K_M: converted by the convert_hf_to_gguf.py that llama-cpp-python's sdist
+# vendors (downloaded once into ~/.cache), quantized by llama-cpp-python's quantize API.
 #
-#   benchmarks/run.sh                      # everything, 2 threads
+#   benchmarks/run.sh                      # everything, 2 threads, the real 270M
+#   benchmarks/run.sh --sizes 270m,1b,4b --genai-precisions int4 --rounds 2
 #   THREADS=4 benchmarks/run.sh --skip llama
 #   benchmarks/run.sh --precisions fp32 int4 --genai-precisions int4 --rounds 5
 #
@@ -53,9 +57,29 @@ skipped=" $(printf '%s\n' "$@" | sed -n '/^--skip$/,/^--/p' | grep -v '^--' | tr
     "$venv/bin/pip" install -q torch
   fi
 }
+# Not GGML_NATIVE: on a CPU that advertises AMX, the native build crashed at the first decode step; these are the
+# instruction sets of x86-64 AVX-512 machines, without AMX.
+llama_version=0.3.36
 [[ $skipped == *" llama "* ]] || "$py" -c 'import llama_cpp' 2>/dev/null || {
   echo "[bench] building llama-cpp-python from source (compiles llama.cpp; ~15 min on 2 cores, once)" >&2
-  CMAKE_ARGS="-DGGML_NATIVE=ON" "$venv/bin/pip" install -q "llama-cpp-python==0.3.*"
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON \
+-DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" \
+    "$venv/bin/pip" install -q "llama-cpp-python==$llama_version"
 }
+# The synthetic sizes: llama.cpp's converter from the same sdist, with its requirements (torch is borrowed above).
+converter=()
+if [[ $skipped != *" llama "* ]] && printf '%s\n' "$@" | grep -qE '(^|,)(1b|4b)(,|$)'; then
+  sdist=$HOME/.cache/llama-cpp-python-sdist
+  script=$sdist/llama_cpp_python-$llama_version/vendor/llama.cpp/convert_hf_to_gguf.py
+  [[ -f $script ]] || {
+    echo "[bench] downloading llama-cpp-python $llama_version's sdist for convert_hf_to_gguf.py" >&2
+    "$venv/bin/pip" download -q --no-deps --no-binary :all: "llama-cpp-python==$llama_version" -d "$sdist"
+    tar -xzf "$sdist/llama_cpp_python-$llama_version.tar.gz" -C "$sdist"
+  }
+  "$py" -c 'import sentencepiece, safetensors, torch, transformers' 2>/dev/null \
+    || "$venv/bin/pip" install -q sentencepiece safetensors transformers protobuf
+  converter=(--converter "$script")
+fi
 
-exec python3 benchmarks/bench.py --hf "$hf" --gguf "$gguf" --work "$work" --venv-python "$py" --threads "$threads" "$@"
+exec python3 benchmarks/bench.py --hf "$hf" --gguf "$gguf" --work "$work" --venv-python "$py" --threads "$threads" \
+  "${converter[@]}" "$@"

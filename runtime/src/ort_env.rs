@@ -331,6 +331,26 @@ impl RuntimeOptions {
 /// take the time, e.g. `GEMMA_ORT_PROFILE=/tmp/prof gemma bench -m DIR --repeat 1`.
 pub const PROFILE_ENV: &str = "GEMMA_ORT_PROFILE";
 
+/// Environment variable: `key=value` session config entries of ONNX Runtime, separated by `;`, added to every
+/// session, for measuring session options without a rebuild (docs/benchmarks.md), e.g.
+/// `GEMMA_ORT_CONFIG="session.intra_op.allow_spinning=0" gemma bench -m DIR`.
+pub const CONFIG_ENV: &str = "GEMMA_ORT_CONFIG";
+
+/// The entries of [`CONFIG_ENV`]; an entry without `=` is an error (a typo would otherwise measure nothing).
+fn config_entries(value: &str) -> Result<Vec<(&str, &str)>> {
+    value
+        .split(';')
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            e.split_once('=')
+                .map(|(k, v)| (k.trim(), v.trim()))
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!("{CONFIG_ENV}: `{e}` is not key=value"))
+                })
+        })
+        .collect()
+}
+
 /// Creates an ONNX Runtime session for `model` (loading the library first if needed). With a non-CPU provider and
 /// without [`RuntimeOptions::allow_fallback`], the graph is first checked against the provider
 /// ([`crate::ep_support::check`]) and ONNX Runtime is told not to place any node on the CPU
@@ -361,6 +381,14 @@ pub fn create_session(model: &Path, options: &RuntimeOptions) -> Result<Session>
             .map_err(|e| Error::ort(ctx(), e))?,
         None => builder,
     };
+    let mut builder = builder;
+    if let Some(config) = std::env::var(CONFIG_ENV).ok().filter(|v| !v.is_empty()) {
+        for (key, value) in config_entries(&config)? {
+            builder = builder
+                .with_config_entry(key, value)
+                .map_err(|e| Error::ort(ctx(), e))?;
+        }
+    }
     let builder = if strict {
         builder
             .with_disable_cpu_fallback()
@@ -381,4 +409,20 @@ pub fn create_session(model: &Path, options: &RuntimeOptions) -> Result<Session>
     // Loading has pre-packed the weights: the file pages it touched need not stay resident.
     crate::resident::trim_weight_mappings();
     Ok(session)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_entries_are_key_value_pairs() {
+        let got = config_entries("session.intra_op.allow_spinning=0; a.b = 1;").unwrap();
+        assert_eq!(
+            got,
+            vec![("session.intra_op.allow_spinning", "0"), ("a.b", "1")]
+        );
+        assert!(config_entries("allow_spinning").is_err());
+        assert!(config_entries("").unwrap().is_empty());
+    }
 }
