@@ -333,7 +333,7 @@ fn write_export(
     if gemma3n {
         // Gemma 3n: the decoder on embeddings is the manifest's `decoder`, beside its embedding graph.
         let mut e = GraphBuilder::new();
-        crate::gemma3n::build((&mut g, &mut e), &mut w, ckpt, cfg, linear)?;
+        crate::gemma3n::build((&mut g, &mut e), &mut w, ckpt, cfg, (linear, opts.graph))?;
         image_graphs.push((crate::gemma3n::EMBED_FILE, "gemma3n_embed_tokens", e));
     } else {
         decoder::build(&mut g, &mut w, ckpt, linear, ids, backend.as_mut())?;
@@ -423,7 +423,7 @@ fn write_export(
     }
     manifest.allow_nonfinite = opts.allow_nonfinite;
     if gemma3n {
-        crate::gemma3n::fill_manifest(&mut manifest, &opts.src, cfg, audio);
+        crate::gemma3n::fill_manifest(&mut manifest, (&opts.src, opts.graph), cfg, audio);
     } else if opts.graph == GraphKind::Cpu {
         manifest.graph = GraphKind::Cpu;
         manifest.cpu = Some(contract::CpuSection::current());

@@ -33,7 +33,7 @@ use crate::ops::skip_simplified_layer_norm::skip_simplified_layer_norm;
 use crate::ExportError;
 use gemma_models::{LayerType, ModelConfig};
 
-mod shared;
+pub(crate) mod shared;
 use shared::Shared;
 
 /// ONNX Runtime's CPU contrib ops, and the values every layer shares once [`Backend::begin`] has run.
@@ -134,6 +134,7 @@ impl Backend for OrtCpu {
             scale: spec.scaling as f32,
             softcap: spec.softcap.map(|c| c as f32),
             local_window: spec.window,
+            window_cache: true,
         };
         let (out, present_key, present_value) =
             group_query_attention(cx.g, "attn", &inputs, &attrs);

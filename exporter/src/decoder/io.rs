@@ -22,7 +22,8 @@ const SEQUENCE: &str = "sequence_length";
 pub const TOTAL_SEQUENCE: &str = "total_sequence_length";
 /// The portable graph's past keys and values.
 pub const PAST_SEQUENCE: &str = "past_sequence_length";
-const KEPT_SEQUENCE: &str = "kept_sequence_length";
+/// The `logits` positions kept (`num_logits_to_keep`).
+pub const KEPT_SEQUENCE: &str = "kept_sequence_length";
 
 /// What the decoder graph takes as its tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

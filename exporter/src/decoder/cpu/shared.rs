@@ -6,14 +6,14 @@
 //! - RoPE: one row of cos/sin per token of this chunk, computed in float32 from `position_ids` like transformers,
 //!   indexed `0 .. B·S` by `RotaryEmbedding`.
 
-use super::Inputs;
+use super::{DecoderInput, Inputs};
 use crate::builder::{GraphBuilder, Value};
 use crate::layers::{inv_freq, MASK_MIN};
 use crate::onnx::DataType;
 use gemma_models::{LayerType, RopeParams, TextConfig};
 
 /// See the module documentation.
-pub(super) struct Shared {
+pub(crate) struct Shared {
     pub batch_seq: Value,
     pub seqlens_k: Value,
     pub total_len: Value,
@@ -35,9 +35,13 @@ impl Shared {
 }
 
 /// Computes the shared values of one step.
-pub(super) fn values(g: &mut GraphBuilder, t: &TextConfig, inputs: &Inputs) -> Shared {
+pub(crate) fn values(g: &mut GraphBuilder, t: &TextConfig, inputs: &Inputs) -> Shared {
     let (ids, mask) = (&inputs.tokens, &inputs.attention_mask);
-    let batch_seq = g.shape("batch_seq", ids);
+    // `[B, S]`: the shape of `input_ids`, the first two dims of `inputs_embeds` (Gemma 3n).
+    let batch_seq = match inputs.kind {
+        DecoderInput::InputIds => g.shape("batch_seq", ids),
+        DecoderInput::InputsEmbeds { .. } => g.shape_range("batch_seq", ids, None, 2),
+    };
     let batch = g.shape_range("batch", ids, Some(0), 1);
     let seq = g.shape_range("seq", ids, Some(1), 2);
     let total = g.shape_range("total", mask, Some(1), 2);
