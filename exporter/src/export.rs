@@ -306,11 +306,11 @@ fn write_export(
     );
     // Portable exports keep their weights in `onnx/` (the transformers.js layout), the others beside the graphs.
     // transformers.js's PaliGemma sessions are not verified against ours (positions, token types): a PaliGemma
-    // export keeps the plain layout.
-    let layout = Layout::of(opts.graph, opts.precision.kind(), vision.is_some())
-        .filter(|_| vision.as_ref().is_none_or(|p| p.config.system.is_default()))
-        // Nor are Gemma 3n's (embed_tokens + decoder on inputs_embeds and per_layer_inputs).
-        .filter(|_| cfg.text.gemma3n.is_none());
+    // export keeps the plain layout. Gemma 3n's text weights are named for transformers.js's `decoder_model_merged`
+    // session, as with images.
+    let sessions = vision.is_some() || cfg.text.gemma3n.is_some();
+    let layout = Layout::of(opts.graph, opts.precision.kind(), sessions)
+        .filter(|_| vision.as_ref().is_none_or(|p| p.config.system.is_default()));
     if layout.is_some() {
         let sub = dir.join(files::TRANSFORMERS_JS_DIR);
         fs::create_dir(&sub).map_err(|e| ExportError::io(&sub, e))?;
