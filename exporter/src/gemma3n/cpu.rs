@@ -13,7 +13,6 @@ use crate::attention::AttentionSpec;
 use crate::builder::Value;
 use crate::decoder::cpu::shared::Shared;
 use crate::layers::Ctx;
-use crate::ops::group_query_attention::{group_query_attention, GqaAttributes, GqaInputs};
 use crate::ops::rotary_embedding::rotary_embedding;
 use gemma_models::contract::window_sized_kv;
 use gemma_models::TextConfig;
@@ -61,25 +60,14 @@ pub(super) fn attention(
             .expect("the cpu graph records every KV layer's new keys");
         (new, (src.key.clone(), src.value.clone()))
     };
-    let inputs = GqaInputs {
-        query: &q,
-        key: &new.0,
-        value: &new.1,
-        past_key: &past.0,
-        past_value: &past.1,
-        seqlens_k: &s.seqlens_k,
-        total_sequence_length: &s.total_len,
-        attention_bias: &s.bias,
-    };
-    let attrs = GqaAttributes {
-        num_heads: nh,
-        kv_num_heads: nkv,
-        scale: spec.scaling as f32,
-        softcap: spec.softcap.map(|c| c as f32),
-        local_window: spec.window,
-        window_cache: window_sized_kv(&t.layer_types, kv_layers, source),
-    };
-    let (out, present_key, present_value) = group_query_attention(cx.g, "attn", &inputs, &attrs);
+    let window_cache = window_sized_kv(&t.layer_types, kv_layers, source);
+    let (out, present_key, present_value) = s.attention(
+        cx.g,
+        &spec,
+        [&q, &new.0, &new.1],
+        (&past.0, &past.1),
+        window_cache,
+    );
     if source == l {
         kv.push(LayerKv {
             key: present_key,

@@ -7,9 +7,11 @@
 //!   indexed `0 .. B·S` by `RotaryEmbedding`.
 
 use super::{DecoderInput, Inputs};
+use crate::attention::AttentionSpec;
 use crate::builder::{GraphBuilder, Value};
 use crate::layers::{inv_freq, MASK_MIN};
 use crate::onnx::DataType;
+use crate::ops::group_query_attention::{group_query_attention, GqaAttributes, GqaInputs};
 use gemma_models::{LayerType, RopeParams, TextConfig};
 
 /// See the module documentation.
@@ -31,6 +33,38 @@ impl Shared {
             LayerType::Sliding => self.local_rope.as_ref(),
         }
         .expect("tables exist for every layer type in use")
+    }
+
+    /// `GroupQueryAttention` of the layer `spec` on `q` and the new `[k, v]` after the `past` buffers, with this
+    /// step's lengths and bias: `(output, present_key, present_value)`. `window_cache`: a sliding layer's buffer is
+    /// window-sized (see [`GqaAttributes::window_cache`]).
+    pub fn attention(
+        &self,
+        g: &mut GraphBuilder,
+        spec: &AttentionSpec,
+        [q, k, v]: [&Value; 3],
+        (past_key, past_value): (&Value, &Value),
+        window_cache: bool,
+    ) -> (Value, Value, Value) {
+        let inputs = GqaInputs {
+            query: q,
+            key: k,
+            value: v,
+            past_key,
+            past_value,
+            seqlens_k: &self.seqlens_k,
+            total_sequence_length: &self.total_len,
+            attention_bias: &self.bias,
+        };
+        let attrs = GqaAttributes {
+            num_heads: spec.num_heads,
+            kv_num_heads: spec.num_kv_heads,
+            scale: spec.scaling as f32,
+            softcap: spec.softcap.map(|c| c as f32),
+            local_window: spec.window,
+            window_cache,
+        };
+        group_query_attention(g, "attn", &inputs, &attrs)
     }
 }
 
