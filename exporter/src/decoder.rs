@@ -24,7 +24,7 @@ use gemma_models::{names, Checkpoint, ModelConfig};
 
 mod backend;
 pub mod cpu;
-mod head;
+pub(crate) mod head;
 pub mod io;
 mod layer;
 pub mod portable;

@@ -306,11 +306,11 @@ fn write_export(
     );
     // Portable exports keep their weights in `onnx/` (the transformers.js layout), the others beside the graphs.
     // transformers.js's PaliGemma sessions are not verified against ours (positions, token types): a PaliGemma
-    // export keeps the plain layout.
-    let layout = Layout::of(opts.graph, opts.precision.kind(), vision.is_some())
-        .filter(|_| vision.as_ref().is_none_or(|p| p.config.system.is_default()))
-        // Nor are Gemma 3n's (embed_tokens + decoder on inputs_embeds and per_layer_inputs).
-        .filter(|_| cfg.text.gemma3n.is_none());
+    // export keeps the plain layout. Gemma 3n's text weights are named for transformers.js's `decoder_model_merged`
+    // session, as with images.
+    let sessions = vision.is_some() || cfg.text.gemma3n.is_some();
+    let layout = Layout::of(opts.graph, opts.precision.kind(), sessions)
+        .filter(|_| vision.as_ref().is_none_or(|p| p.config.system.is_default()));
     if layout.is_some() {
         let sub = dir.join(files::TRANSFORMERS_JS_DIR);
         fs::create_dir(&sub).map_err(|e| ExportError::io(&sub, e))?;
@@ -333,7 +333,7 @@ fn write_export(
     if gemma3n {
         // Gemma 3n: the decoder on embeddings is the manifest's `decoder`, beside its embedding graph.
         let mut e = GraphBuilder::new();
-        crate::gemma3n::build((&mut g, &mut e), &mut w, ckpt, cfg, linear)?;
+        crate::gemma3n::build((&mut g, &mut e), &mut w, ckpt, cfg, (linear, opts.graph))?;
         image_graphs.push((crate::gemma3n::EMBED_FILE, "gemma3n_embed_tokens", e));
     } else {
         decoder::build(&mut g, &mut w, ckpt, linear, ids, backend.as_mut())?;
@@ -430,7 +430,7 @@ fn write_export(
     }
     manifest.allow_nonfinite = opts.allow_nonfinite;
     if gemma3n {
-        crate::gemma3n::fill_manifest(&mut manifest, &opts.src, cfg, (audio, images));
+        crate::gemma3n::fill_manifest(&mut manifest, (&opts.src, opts.graph), cfg, (audio, images));
     } else if opts.graph == GraphKind::Cpu {
         manifest.graph = GraphKind::Cpu;
         manifest.cpu = Some(contract::CpuSection::current());

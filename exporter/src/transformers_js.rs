@@ -24,7 +24,8 @@
 //! A Gemma 3 vision export gets the image-text-to-text sessions instead of `model{suffix}.onnx`: the text weights
 //! are `onnx/decoder_model_merged{suffix}.onnx_data` (transformers.js's decoder session), the image encoder's
 //! `onnx/vision_encoder{suffix}.onnx_data`, the decoder gets the same shift, and the processor files are added
-//! ([`vision`]). The cpu graph (in-place KV buffers, contrib attention) is not a transformers.js model, and
+//! ([`vision`]). A Gemma 3n export gets Gemma 3n's sessions (`embed_tokens`, `decoder_model_merged`,
+//! `audio_encoder`; `gemma3n.rs`), with `dtype` given per session. The cpu graph (in-place KV buffers, contrib attention) is not a transformers.js model, and
 //! transformers.js has no bf16 `dtype`: those exports keep `model.onnx_data` at the top and get no `onnx/` folder.
 
 use crate::builder::inline_tensor;
@@ -35,6 +36,7 @@ use prost::Message;
 use std::fs;
 use std::path::Path;
 
+mod gemma3n;
 mod vision;
 
 /// The key of config.json that transformers.js reads its settings from.
@@ -89,8 +91,9 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// The layout of a `graph` export at `precision` (`vision`: a Gemma 3 vision export), or `None` when the export
-    /// is no transformers.js model (the cpu graph, bf16) and keeps its data at the top.
+    /// The layout of a `graph` export at `precision` (`vision`: a Gemma 3 vision or a Gemma 3n export, whose text
+    /// weights are the `decoder_model_merged` session's), or `None` when the export is no transformers.js model (the
+    /// cpu graph, bf16) and keeps its data at the top.
     pub fn of(graph: GraphKind, precision: Precision, vision: bool) -> Option<Layout> {
         let (dtype, suffix) = dtype(precision)?;
         (graph == GraphKind::Portable).then_some(Layout {
@@ -134,21 +137,34 @@ pub fn write(
     decoder: &ModelProto,
 ) -> Result<(), ExportError> {
     // (session file name without suffix, graph, whether it is the decoder that takes `position_ids`)
-    let mut graphs = match &manifest.vision {
-        None => vec![(DECODER_SESSION, decoder.clone(), true)],
-        Some(v) => vision::graphs(dir, v)?,
+    let mut graphs = match (&manifest.vision, &manifest.gemma3n) {
+        (Some(v), _) => vision::graphs(dir, v)?,
+        (None, Some(n)) => gemma3n::graphs(dir, n, decoder)?,
+        (None, None) => vec![(DECODER_SESSION, decoder.clone(), true)],
+    };
+    // Gemma 3n's float32 audio encoder is named for its own `dtype`.
+    let dtype_of = |session: &str| match session {
+        gemma3n::AUDIO_SESSION => ("fp32", ""),
+        _ => (layout.dtype, layout.suffix),
     };
     let mut external = serde_json::Map::new();
     for (session, proto, _) in &mut graphs {
-        let file = format!("{session}{}.onnx", layout.suffix);
+        let file = format!("{session}{}.onnx", dtype_of(session).1);
         // transformers.js loads `{file}_data` for the files listed; a graph that reads another session's data
         // (`embed_tokens`) is left out, and ONNX Runtime finds that file beside it.
         if beside(proto).contains(&format!("{file}_data")) {
             external.insert(file, 1.into());
         }
     }
+    let dtype: serde_json::Value = match manifest.gemma3n {
+        None => layout.dtype.into(),
+        Some(_) => graphs
+            .iter()
+            .map(|(session, _, _)| (session.to_string(), dtype_of(session).0))
+            .collect(),
+    };
     let settings = serde_json::json!({
-        "dtype": layout.dtype,
+        "dtype": dtype,
         "use_external_data_format": external,
     });
     let model_type = add_to_config(&dir.join(files::CONFIG_FILE), &settings)?;
@@ -160,7 +176,7 @@ pub fn write(
         if is_decoder && ONE_BASED_POSITION_TYPES.contains(&model_type.as_str()) {
             positions_from_one(&mut proto);
         }
-        let path = sub.join(format!("{session}{}.onnx", layout.suffix));
+        let path = sub.join(format!("{session}{}.onnx", dtype_of(session).1));
         fs::write(&path, proto.encode_to_vec()).map_err(|e| ExportError::io(&path, e))?;
     }
     Ok(())

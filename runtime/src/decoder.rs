@@ -21,11 +21,14 @@
 //! Two graph kinds (manifest `graph`):
 //! - **portable**: the past is `[b, nkv, past, hd]` and the present `[b, nkv, past + s, hd]`, a new tensor each step
 //!   that replaces the cache; logits come for every position, or for the last one only when the export has the
-//!   optional `num_logits_to_keep` input. The decoder on embeddings is always portable.
+//!   optional `num_logits_to_keep` input. The image decoder on embeddings is always portable; Gemma 3n's decoder
+//!   (on embeddings and per-layer inputs) is either kind.
 //! - **cpu**: the KV tensors are preallocated buffers `[b, nkv, capacity, hd]` that this module binds (ONNX Runtime
 //!   I/O binding) as both the past input and the present output, so the graph updates them in place; the extra
 //!   input `num_logits_to_keep` makes the graph compute logits for the last position only when that is all the
 //!   caller wants ([`LogitsMode::Last`]). A step with cached context and several new tokens needs batch 1.
+//!   Gemma 3n: buffers for the `kv_layers` only; a sliding layer whose keys the shared layers read keeps every
+//!   position (`Manifest::window_sized_kv`).
 
 use gemma_models::contract::io;
 use std::path::{Path, PathBuf};

@@ -16,7 +16,7 @@ use ort::memory::Allocator;
 use ort::value::{DynValue, Tensor};
 
 use crate::error::{Error, Result};
-use crate::manifest::{DType, GraphKind, LayerType, Manifest};
+use crate::manifest::{DType, GraphKind, Manifest};
 
 mod rows;
 pub use rows::RowSource;
@@ -105,9 +105,10 @@ impl KvCache {
             GraphKind::Cpu => {
                 let global = positions.clamp(1, manifest.max_position_embeddings.max(1));
                 let window = manifest.sliding_window.unwrap_or(0);
-                let mut layers = Vec::with_capacity(manifest.num_layers);
-                for ty in &manifest.layer_types {
-                    let sliding = *ty == LayerType::Sliding;
+                let mut layers = Vec::with_capacity(manifest.kv_layers());
+                for l in 0..manifest.kv_layers() {
+                    // Gemma 3n: a sliding layer whose keys later layers share keeps them all.
+                    let sliding = manifest.window_sized_kv(l);
                     let capacity = if sliding {
                         sliding_capacity(window)
                     } else {

@@ -210,7 +210,8 @@ fn write_audio_graphs_exports_both_graphs_of_a_checkpoint_folder() -> Result<()>
 
 #[test]
 fn gemma_export_writes_the_audio_graphs_and_records_them() -> Result<()> {
-    let (_tmp, out) = gemma_tests::export_to_temp(&fixture())?;
+    // The default export (cpu graph, so the plain layout; portable ones move the data into onnx/).
+    let (_tmp, out) = gemma_tests::export_with_to_temp(&fixture(), |o| o)?;
     let options = RuntimeOptions::cpu().with_threads(Some(1));
     // The runtime reads and validates the manifest.
     let decoder = gemma_runtime::decoder::Decoder::open(&out, &options)?;
@@ -249,7 +250,17 @@ fn gemma_export_writes_the_audio_graphs_and_records_them() -> Result<()> {
 /// `embed_tokens.onnx`, the "odd" clip's rows over the audio tokens, then the decoder.
 #[test]
 fn an_audio_prompt_prefills_as_transformers() -> Result<()> {
-    let (_tmp, out) = gemma_tests::export_to_temp(&fixture())?;
+    audio_prompt_prefills_as_transformers(gemma_exporter::GraphKind::Portable)
+}
+
+/// The same on the cpu decoder graph (in-place KV buffers).
+#[test]
+fn an_audio_prompt_prefills_as_transformers_on_the_cpu_graph() -> Result<()> {
+    audio_prompt_prefills_as_transformers(gemma_exporter::GraphKind::Cpu)
+}
+
+fn audio_prompt_prefills_as_transformers(graph: gemma_exporter::GraphKind) -> Result<()> {
+    let (_tmp, out) = gemma_tests::export_graph_to_temp(&fixture(), graph)?;
     let options = RuntimeOptions::cpu().with_threads(Some(1));
     let mut decoder = gemma_runtime::decoder::Decoder::open(&out, &options)?;
     let audio = decoder.manifest().gemma3n.clone().context("gemma3n")?.audio;
@@ -274,7 +285,7 @@ fn an_audio_prompt_prefills_as_transformers() -> Result<()> {
     let want = r.f32("logits")?;
     let err = max_abs_diff(logits.view().into_dyn(), want.view());
     println!(
-        "audio prompt of {} ids: logits max |error| {err:.2e}",
+        "audio prompt of {} ids ({graph:?} graph): logits max |error| {err:.2e}",
         ids.ncols()
     );
     assert!(err < 1e-4, "max error {err}");

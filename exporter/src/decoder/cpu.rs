@@ -27,13 +27,12 @@ use super::{Backend, Begun, Residual, Text};
 use crate::attention::{AttentionOutputs, AttentionSpec};
 use crate::builder::Value;
 use crate::layers::{Ctx, NormKind};
-use crate::ops::group_query_attention::{group_query_attention, GqaAttributes, GqaInputs};
 use crate::ops::rotary_embedding::rotary_embedding;
 use crate::ops::skip_simplified_layer_norm::skip_simplified_layer_norm;
 use crate::ExportError;
 use gemma_models::{LayerType, ModelConfig};
 
-mod shared;
+pub(crate) mod shared;
 use shared::Shared;
 
 /// ONNX Runtime's CPU contrib ops, and the values every layer shares once [`Backend::begin`] has run.
@@ -118,25 +117,8 @@ impl Backend for OrtCpu {
         let k = project_heads(cx, k, nkv, spec.k_norm.as_deref(), Some(rope), &spec, s)?;
         let v = project_heads(cx, v, nkv, None, None, &spec, s)?;
         let (past_key, past_value) = &self.past[l];
-        let inputs = GqaInputs {
-            query: &q,
-            key: &k,
-            value: &v,
-            past_key,
-            past_value,
-            seqlens_k: &s.seqlens_k,
-            total_sequence_length: &s.total_len,
-            attention_bias: &s.bias,
-        };
-        let attrs = GqaAttributes {
-            num_heads: nh,
-            kv_num_heads: nkv,
-            scale: spec.scaling as f32,
-            softcap: spec.softcap.map(|c| c as f32),
-            local_window: spec.window,
-        };
         let (out, present_key, present_value) =
-            group_query_attention(cx.g, "attn", &inputs, &attrs);
+            s.attention(cx.g, &spec, [&q, &k, &v], (past_key, past_value), true);
         let flat =
             cx.g.const_i64("flat_heads", &[-1, (nh * spec.head_dim) as i64]);
         let ctx = cx.g.reshape("attn/flat", &out, &flat);

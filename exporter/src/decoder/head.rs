@@ -28,7 +28,7 @@ pub(super) fn logits(
 
 /// The last `keep` positions (all when `keep` is 0) of a flattened `[B·S, H]` stream `x`, as `[B, K, H]`; `label`
 /// names the nodes.
-fn keep_last_positions(
+pub(crate) fn keep_last_positions(
     g: &mut GraphBuilder,
     x: &Value,
     keep: &Value,

@@ -22,7 +22,8 @@ const SEQUENCE: &str = "sequence_length";
 pub const TOTAL_SEQUENCE: &str = "total_sequence_length";
 /// The portable graph's past keys and values.
 pub const PAST_SEQUENCE: &str = "past_sequence_length";
-const KEPT_SEQUENCE: &str = "kept_sequence_length";
+/// The `logits` positions kept (`num_logits_to_keep`).
+pub const KEPT_SEQUENCE: &str = "kept_sequence_length";
 /// The KV inputs' head and head-size axes where [`Backend::open_past_head_dims`] leaves them open.
 const PAST_HEADS: &str = "past_num_key_value_heads";
 const PAST_HEAD_DIM: &str = "past_head_dim";

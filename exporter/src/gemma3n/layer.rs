@@ -10,6 +10,7 @@
 //! Attention: q/k RMSNorm (weights as is), an unscaled v-norm, RoPE, scaling 1. A KV-shared layer computes no keys
 //! or values: it attends to the present keys and values of the layer it shares with.
 
+use super::cpu::{self, LayerKv};
 use super::{altup, n3_of, ple, rms_norm, Result, Tables, Text};
 use crate::attention::{AttentionSpec, LayerTables};
 use crate::builder::{Attr, Value};
@@ -27,14 +28,14 @@ pub(super) struct LayerIo<'a> {
     pub ple: &'a Value,
 }
 
-/// Layer `l` on `streams`; pushes its present key and value to `kv` when it has its own.
+/// Layer `l` on `streams`; pushes its keys and values to `kv` when it has its own.
 pub(super) fn layer(
     cx: &mut Ctx<'_>,
     tx: &Text,
     l: usize,
     streams: &Value,
     io: &LayerIo<'_>,
-    kv: &mut Vec<(Value, Value)>,
+    kv: &mut Vec<LayerKv>,
 ) -> Result<Value> {
     let Text { t, prefix } = tx;
     let n = |s: &str| layer_name(prefix, l, s);
@@ -89,15 +90,18 @@ fn add_to_all_but_first(cx: &mut Ctx<'_>, streams: &Value, add: &Value, k: usize
     Ok(g.concat("streams", &[&parts[0], &rest], 1))
 }
 
-/// Self-attention of layer `l` on `x [N, H]` (semantics §12.5).
+/// Self-attention of layer `l` on `x [N, H]` (semantics §12.5): standard ops, or the cpu graph's (`cpu.rs`).
 fn attention(
     cx: &mut Ctx<'_>,
     tx: &Text,
     l: usize,
     x: &Value,
     io: &LayerIo<'_>,
-    kv: &mut Vec<(Value, Value)>,
+    kv: &mut Vec<LayerKv>,
 ) -> Result<Value> {
+    if let Some(shared) = &io.tables.cpu {
+        return cpu::attention(cx, tx, l, x, (shared, io.past), kv);
+    }
     let Text { t, prefix } = tx;
     let spec = AttentionSpec::of_layer(t, prefix, l);
     let tables = match spec.layer_type {
@@ -128,10 +132,14 @@ fn attention(
         let (past_k, past_v) = &io.past[l];
         let key = cx.g.concat("kv/key", &[past_k, &k], 2);
         let value = cx.g.concat("kv/value", &[past_v, &v], 2);
-        kv.push((key, value));
+        kv.push(LayerKv {
+            key,
+            value,
+            new: None,
+        });
     }
-    let (key, value) = kv[source].clone();
-    cx.attend(&q, (&key, &value), &spec, mask)
+    let LayerKv { key, value, .. } = &kv[source];
+    cx.attend(&q, (key, value), &spec, mask)
 }
 
 /// `x [N, H]` projected by `proj` to `heads` heads `[B, heads, S, hd]`, RMSNorm'd per head with weight `norm`

@@ -3,17 +3,24 @@
 //! | file | inputs → outputs |
 //! |---|---|
 //! | `embed_tokens.onnx` | `input_ids` i64 `[batch, seq]` → `inputs_embeds` f32 `[batch, seq, H]` (scaled by fp32 sqrt(H)), `per_layer_inputs` f32 `[batch, seq, L, P]` (the per-layer embedding scaled by fp32 sqrt(P), unprojected) |
-//! | `decoder_model_merged.onnx` | `inputs_embeds`, `per_layer_inputs`, `attention_mask` i64 `[batch, total]`, `position_ids` i64 `[batch, seq]`, `past_key_values.{i}.key/value` → `logits` f32 `[batch, seq, V]`, `present.{i}.key/value` |
+//! | `decoder_model_merged.onnx` | `inputs_embeds`, `per_layer_inputs`, `attention_mask` i64 `[batch, total]`, `position_ids` i64 `[batch, seq]`, (cpu: `num_logits_to_keep`), `past_key_values.{i}.key/value` → `logits` f32 `[batch, seq, V]`, `present.{i}.key/value` |
 //!
 //! Only the first `L − num_kv_shared_layers` layers have a KV cache (`i` below that); the last layers attend to
 //! the present keys and values of the last earlier layer of their type, as transformers' `shared_kv_states` do.
 //! Both graphs read their weights from `model.onnx_data`, stored at the export's precision (fp32, fp16/bf16, or
 //! int8/int4 through `MatMulNBits`/`GatherBlockQuantized`) except the tiny AltUp router and coefficients and the
-//! norms, always float32; standard ONNX ops otherwise (portable).
+//! norms, always float32.
+//!
+//! Two decoder kinds, as for Gemma 1–3 (`--graph`): **portable** (standard ONNX ops; the KV cache is
+//! `Concat(past, new)`), and **cpu**, the default (`cpu.rs`: ONNX Runtime's `GroupQueryAttention` on KV buffers
+//! updated in place, `RotaryEmbedding`, and the required input `num_logits_to_keep`, which keeps the last positions'
+//! AltUp streams before the unembedding, the final norm and the lm_head). The cpu graph's KV dims name
+//! `global_cache` / `sliding_cache` capacities like Gemma 3's; the embedding graph is the same for both.
 //!
 //! The pieces: [`altup`] (the streams, predict/correct, the final unembedding), [`ple`] (per-layer inputs),
-//! `layer.rs` (one decoder layer: Laurel, attention with KV sharing, the sparse GeGLU MLP); `options.rs` (the
-//! export options refused, the manifest section, the warnings).
+//! `decode.rs` (the layer loop and the head), `layer.rs` (one decoder layer: Laurel, attention with KV sharing, the
+//! sparse GeGLU MLP), `cpu.rs` (the cpu graph's attention); `options.rs` (the export options refused, the manifest
+//! section, the warnings).
 //!
 //! The audio graphs (`preprocess_audio.onnx`, `audio_encoder.onnx`, semantics §13) are `audio_preprocess.rs`,
 //! `audio_encoder.rs`, `audio_conformer.rs` and `audio_attention.rs`.
@@ -22,6 +29,8 @@ mod altup;
 mod audio_conformer;
 pub mod audio_encoder;
 pub mod audio_preprocess;
+mod cpu;
+mod decode;
 mod hard_tokens;
 mod layer;
 mod options;
@@ -37,15 +46,16 @@ pub use vision_encoder::write_vision_graphs;
 
 use crate::builder::{Attr, GraphBuilder, Value};
 use crate::decoder::io::{
-    past_key, past_value, present_key, present_value, ATTENTION_MASK, INPUTS_EMBEDS, LOGITS,
-    PAST_SEQUENCE, POSITION_IDS, TOTAL_SEQUENCE,
+    past_key, past_value, ATTENTION_MASK, GLOBAL_CACHE_DIM, INPUTS_EMBEDS, LOGITS_TO_KEEP,
+    PAST_SEQUENCE, POSITION_IDS, SLIDING_CACHE_DIM, TOTAL_SEQUENCE,
 };
 use crate::decoder::portable::masks;
-use crate::decoder::{DecoderInput, Text};
+use crate::decoder::{DecoderInput, Inputs, Text};
 use crate::layers::{Ctx, Kernels, LinearKind};
 use crate::onnx::DataType;
 use crate::weights::WeightWriter;
 use crate::ExportError;
+use gemma_models::contract::{window_sized_kv, GraphKind};
 use gemma_models::names::{self, gemma3n as n3};
 use gemma_models::{Checkpoint, Gemma3nText, LayerType, ModelConfig, TextConfig};
 
@@ -116,7 +126,7 @@ fn rms_norm(
     })
 }
 
-/// Builds the two graphs of a Gemma 3n export: `decoder_model_merged.onnx` into `decoder`, then
+/// Builds the two graphs of a Gemma 3n export: `decoder_model_merged.onnx` (of kind `graph`) into `decoder`, then
 /// `embed_tokens.onnx` into `embed`, with `linear` storage, streaming the weights through `w` (the embedding table is
 /// written once, for the tied lm_head, and referenced by the embedding graph).
 pub fn build(
@@ -124,7 +134,7 @@ pub fn build(
     w: &mut WeightWriter,
     ckpt: &Checkpoint,
     cfg: &ModelConfig,
-    linear: LinearKind,
+    (linear, graph): (LinearKind, GraphKind),
 ) -> Result<()> {
     let kernels = Kernels {
         linear,
@@ -136,7 +146,7 @@ pub fn build(
         ckpt,
         kernels,
     };
-    build_decoder(&mut cx, cfg)?;
+    build_decoder(&mut cx, cfg, graph == GraphKind::Cpu)?;
     cx.g = embed;
     build_embed_tokens(&mut cx, cfg)
 }
@@ -177,18 +187,21 @@ fn build_embed_tokens(cx: &mut Ctx<'_>, cfg: &ModelConfig) -> Result<()> {
     Ok(())
 }
 
-/// RoPE tables and the additive mask of each layer type in use.
+/// What every layer's attention shares: RoPE tables and the additive mask of each layer type in use (portable), or
+/// the cpu graph's lengths, bias and RoPE tables.
 pub(crate) struct Tables {
     pub batch_seq: Value,
     pub global: Option<crate::attention::LayerTables>,
     pub local: Option<crate::attention::LayerTables>,
+    pub cpu: Option<crate::decoder::cpu::shared::Shared>,
 }
 
-/// `decoder_model_merged.onnx` (semantics §12.2–§12.7).
-fn build_decoder(cx: &mut Ctx<'_>, cfg: &ModelConfig) -> Result<()> {
+/// `decoder_model_merged.onnx` (semantics §12.2–§12.7), portable or, with `cpu`, on ONNX Runtime's in-place KV
+/// buffers with logits for the last `num_logits_to_keep` positions (0: all).
+fn build_decoder(cx: &mut Ctx<'_>, cfg: &ModelConfig, cpu: bool) -> Result<()> {
     let g = &mut *cx.g;
     let tx = Text::of(cfg);
-    let (t, prefix) = (&tx.t, tx.prefix.as_str());
+    let t = &tx.t;
     let (h, p, layers) = sizes(t);
     let (nkv, hd, kv_layers) = (
         t.num_key_value_heads,
@@ -215,16 +228,46 @@ fn build_decoder(cx: &mut Ctx<'_>, cfg: &ModelConfig) -> Result<()> {
         DataType::Int64,
         &[BATCH.into(), SEQUENCE.into()],
     );
+    let keep = cpu.then(|| g.input_any_rank(LOGITS_TO_KEEP, DataType::Int64));
+    // The length axis of layer `l`'s KV input or output: the cpu graph's buffers are a capacity.
+    let kv_len = |l: usize, present: bool| match (cpu, present) {
+        (true, _) if window_sized_kv(&t.layer_types, kv_layers, l) => SLIDING_CACHE_DIM,
+        (true, _) => GLOBAL_CACHE_DIM,
+        (false, false) => PAST_SEQUENCE,
+        (false, true) => TOTAL_SEQUENCE,
+    };
     let kv_dims = |len: &str| [BATCH.into(), nkv.into(), len.into(), hd.into()];
     let past: Vec<(Value, Value)> = (0..kv_layers)
         .map(|l| {
-            let k = g.input(&past_key(l), DataType::Float, &kv_dims(PAST_SEQUENCE));
-            let v = g.input(&past_value(l), DataType::Float, &kv_dims(PAST_SEQUENCE));
+            let dims = kv_dims(kv_len(l, false));
+            let k = g.input(&past_key(l), DataType::Float, &dims);
+            let v = g.input(&past_value(l), DataType::Float, &dims);
             (k, v)
         })
         .collect();
 
     g.set_scope("/model");
+    if let Some(keep) = &keep {
+        let inputs = Inputs {
+            kind: DecoderInput::InputsEmbeds {
+                with_token_type_ids: false,
+            },
+            tokens: embeds.clone(),
+            attention_mask: mask.clone(),
+            position_ids: pos.clone(),
+            token_type_ids: None,
+            keep: keep.clone(),
+            past: past.clone(),
+        };
+        let shared = crate::decoder::cpu::shared::values(g, t, &inputs);
+        let tables = Tables {
+            batch_seq: shared.batch_seq.clone(),
+            global: None,
+            local: None,
+            cpu: Some(shared),
+        };
+        return decode::decode(cx, &tx, (&embeds, &per_layer), &tables, (&past, Some(keep)));
+    }
     let batch_seq = g.shape_range("batch_seq", &embeds, None, 2);
     let mut tables = |ty: LayerType| {
         t.layer_types.contains(&ty).then(|| {
@@ -242,45 +285,7 @@ fn build_decoder(cx: &mut Ctx<'_>, cfg: &ModelConfig) -> Result<()> {
         batch_seq,
         global,
         local,
+        cpu: None,
     };
-
-    let x0 = cx.flatten_rows(&embeds, h);
-    let ple = ple::project(cx, &tx, &x0, &per_layer)?;
-    let mut streams = altup::embed(cx, &tx, &x0)?;
-    let mut kv: Vec<(Value, Value)> = Vec::with_capacity(past.len());
-    for l in 0..layers {
-        let io = layer::LayerIo {
-            tables: &tables,
-            past: &past,
-            ple: &ple,
-        };
-        streams = layer::layer(cx, &tx, l, &streams, &io, &mut kv)?;
-    }
-    let x = altup::unembed(cx, &tx, &streams)?;
-    cx.g.set_scope("/model/norm");
-    let x = rms_norm(cx, &x, Some(&names::final_norm(prefix)), t.rms_norm_eps)?;
-    let hidden = cx.g.const_i64("hidden_dim", &[h as i64]);
-    let shape3 = cx.g.concat("hidden_3d", &[&tables.batch_seq, &hidden], 0);
-    let x3 = cx.g.reshape("hidden_states", &x, &shape3);
-    let logits = cx.lm_head(&x3, t, prefix)?;
-
-    let g = &mut *cx.g;
-    g.set_scope("");
-    let logits_dims = [BATCH.into(), SEQUENCE.into(), t.vocab_size.into()];
-    g.output(&logits, LOGITS, DataType::Float, &logits_dims);
-    for (l, (k, v)) in kv.iter().enumerate() {
-        g.output(
-            k,
-            &present_key(l),
-            DataType::Float,
-            &kv_dims(TOTAL_SEQUENCE),
-        );
-        g.output(
-            v,
-            &present_value(l),
-            DataType::Float,
-            &kv_dims(TOTAL_SEQUENCE),
-        );
-    }
-    Ok(())
+    decode::decode(cx, &tx, (&embeds, &per_layer), &tables, (&past, None))
 }

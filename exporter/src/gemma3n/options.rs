@@ -102,16 +102,20 @@ pub fn vision_section(cfg: &Gemma3nVisionConfig, pre: &PreprocessConfig) -> Gemm
     }
 }
 
-/// Sets what a Gemma 3n export's manifest says differently: portable graphs without `num_logits_to_keep`, and
-/// the `gemma3n` section (with `audio` and `vision` when those graphs were written).
+/// Sets what a Gemma 3n export's manifest says differently: its decoder is of kind `graph` (the portable one
+/// without `num_logits_to_keep`; the cpu one with its `cpu` section), and the `gemma3n` section (with `audio` and
+/// `vision` when those graphs were written).
 pub fn fill_manifest(
     manifest: &mut gemma_models::contract::Manifest,
-    src: &Path,
+    (src, graph): (&Path, GraphKind),
     cfg: &ModelConfig,
     (audio, vision): (Option<Gemma3nAudioSection>, Option<Gemma3nVisionSection>),
 ) {
-    manifest.graph = GraphKind::Portable;
+    manifest.graph = graph;
     manifest.portable_logits_to_keep_input = None;
+    if graph == GraphKind::Cpu {
+        manifest.cpu = Some(gemma_models::contract::CpuSection::current());
+    }
     manifest.gemma3n = Gemma3nSection::new(&cfg.text, towers_not_exported(src, cfg));
     if let Some(section) = manifest.gemma3n.as_mut() {
         section.audio = audio;
@@ -122,13 +126,6 @@ pub fn fill_manifest(
 /// What the user should know about a Gemma 3n export, one line each.
 pub fn warnings(opts: &crate::ExportOptions, cfg: &ModelConfig) -> Vec<String> {
     let mut out = Vec::new();
-    if opts.graph == GraphKind::Cpu {
-        out.push(
-            "Gemma 3n: the cpu graph is not built yet; the export holds the portable graphs \
-             (embed_tokens.onnx + decoder_model_merged.onnx)"
-                .to_string(),
-        );
-    }
     let towers = towers_not_exported(&opts.src, cfg);
     if !towers.is_empty() {
         let audio = match (

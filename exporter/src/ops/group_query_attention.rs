@@ -37,8 +37,11 @@ pub struct GqaAttributes {
     pub kv_num_heads: usize,
     pub scale: f32,
     pub softcap: Option<f32>,
-    /// Sliding layers: the window W, with a window-sized cache.
+    /// Sliding layers: the window W.
     pub local_window: Option<usize>,
+    /// With `local_window`: the buffer is window-sized and the op evicts old positions (`sliding_window_cache`);
+    /// without, it holds every position, like a global layer's (Gemma 3n's sources of KV-shared layers).
+    pub window_cache: bool,
 }
 
 /// `(output, present_key, present_value)`.
@@ -59,7 +62,9 @@ pub fn group_query_attention(
     }
     if let Some(w) = a.local_window {
         attrs.push(("local_window_size", Attr::Int(w as i64)));
-        attrs.push(("sliding_window_cache", Attr::Int(1)));
+        if a.window_cache {
+            attrs.push(("sliding_window_cache", Attr::Int(1)));
+        }
     }
     let none = Value(String::new());
     let inputs = [

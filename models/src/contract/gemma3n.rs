@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::files;
-use crate::config::TextConfig;
+use crate::config::{LayerType, TextConfig};
 
 /// Gemma 3n's text path: `embed_tokens` turns `input_ids` into `inputs_embeds` and `per_layer_inputs`, which the
 /// manifest's `decoder` (`decoder_model_merged.onnx`) takes with the usual mask, positions and KV cache.
@@ -80,5 +80,43 @@ impl Gemma3nSection {
             audio: None,
             vision: None,
         })
+    }
+}
+
+/// The layers whose keys and values the KV-shared layers `kv_layers..` read (of `layer_types`): for each shared
+/// layer, the last earlier layer of its type below `kv_layers` (transformers' `kv_sharing`), ascending, no repeats.
+pub fn shared_kv_sources(layer_types: &[LayerType], kv_layers: usize) -> Vec<usize> {
+    let mut out: Vec<usize> = layer_types
+        .iter()
+        .skip(kv_layers)
+        .filter_map(|ty| (0..kv_layers).rev().find(|&i| layer_types[i] == *ty))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Whether the cpu graph keeps layer `l`'s keys and values in a window-sized buffer that ONNX Runtime evicts
+/// (`sliding_window_cache`): a sliding layer that no KV-shared layer reads. A source of shared layers keeps every
+/// position (a buffer that grows, like a global layer's), because the shared layers attend to all of this step's
+/// keys after the source's own attention has written (and would have evicted) them.
+pub fn window_sized_kv(layer_types: &[LayerType], kv_layers: usize, l: usize) -> bool {
+    layer_types[l] == LayerType::Sliding && !shared_kv_sources(layer_types, kv_layers).contains(&l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use LayerType::{Full as F, Sliding as S};
+
+    #[test]
+    fn shared_layers_read_the_last_kv_layer_of_their_type() {
+        // E4B-like: 4 sliding + 1 full, the last 3 of 10 layers shared.
+        let types = [S, S, S, S, F, S, S, S, S, F];
+        assert_eq!(shared_kv_sources(&types, 7), [4, 6]);
+        assert!(!window_sized_kv(&types, 7, 6));
+        assert!(window_sized_kv(&types, 7, 5));
+        assert!(!window_sized_kv(&types, 7, 4));
+        assert_eq!(shared_kv_sources(&types, 10), Vec::<usize>::new());
     }
 }

@@ -100,6 +100,12 @@ impl Manifest {
             .as_ref()
             .map_or(self.num_layers, |n| n.kv_layers)
     }
+
+    /// Whether a cpu graph keeps layer `l`'s keys and values in a window-sized buffer that ONNX Runtime evicts:
+    /// every sliding layer, except the sources of Gemma 3n's KV-shared layers ([`super::window_sized_kv`]).
+    pub fn window_sized_kv(&self, l: usize) -> bool {
+        super::window_sized_kv(&self.layer_types, self.kv_layers(), l)
+    }
 }
 
 fn version_1() -> u32 {

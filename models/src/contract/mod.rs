@@ -26,7 +26,9 @@ mod vision;
 
 pub use crate::config::{Family, LayerType};
 pub use classifier::{select_policies, ClassifierSection, Policy};
-pub use gemma3n::{Gemma3nAudioSection, Gemma3nSection, Gemma3nVisionSection};
+pub use gemma3n::{
+    shared_kv_sources, window_sized_kv, Gemma3nAudioSection, Gemma3nSection, Gemma3nVisionSection,
+};
 pub use manifest::{
     CpuSection, DType, FileFingerprint, GraphKind, LoraSection, Manifest, Precision,
 };

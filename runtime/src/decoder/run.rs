@@ -187,12 +187,34 @@ impl Decoder {
         f: impl FnOnce(ArrayView3<f32>) -> R,
     ) -> Result<R> {
         let ctx = self.context;
-        let TokenInput::Ids(input_ids) = step.tokens else {
-            return Err(Error::InvalidArgument(
-                "the cpu graph takes input_ids, not inputs_embeds".into(),
-            ));
+        let (batch, seq) = step.tokens.dim();
+        let copy = |e: ort::Error| Error::ort(ctx, e);
+        // The tokens: `input_ids`; for Gemma 3n, embed_tokens.onnx's outputs (or the caller's edited copies).
+        let tokens: Vec<(&'static str, DynValue)> = match step.tokens {
+            TokenInput::Ids(ids) if self.embed_tokens.is_some() => {
+                self.embed_ids(ids.as_standard_layout().view())?.into()
+            }
+            TokenInput::Ids(ids) => {
+                let ids = Tensor::from_array(ids.to_owned()).map_err(copy)?;
+                vec![(io::INPUT_IDS, ids.into_dyn())]
+            }
+            TokenInput::Gemma3nEmbeds {
+                embeds,
+                per_layer_inputs,
+            } => {
+                let embeds = Tensor::from_array(embeds.to_owned()).map_err(copy)?;
+                let per_layer = Tensor::from_array(per_layer_inputs.to_owned()).map_err(copy)?;
+                vec![
+                    (io::INPUTS_EMBEDS, embeds.into_dyn()),
+                    (io::PER_LAYER_INPUTS, per_layer.into_dyn()),
+                ]
+            }
+            TokenInput::Embeds { .. } => {
+                return Err(Error::InvalidArgument(
+                    "the cpu graph takes input_ids, not inputs_embeds".into(),
+                ))
+            }
         };
-        let (batch, seq) = input_ids.dim();
         let past = cache.len();
         let cpu = self
             .manifest
@@ -217,7 +239,9 @@ impl Decoder {
             .create_binding()
             .map_err(|e| Error::ort(ctx, e))?;
         let bind = |r: ort::Result<()>| r.map_err(|e| Error::ort(ctx, e));
-        bind(binding.bind_input(io::INPUT_IDS, &owned(input_ids)?))?;
+        for (name, value) in &tokens {
+            bind(binding.bind_input(*name, value))?;
+        }
         bind(binding.bind_input(io::ATTENTION_MASK, &owned(step.attention_mask)?))?;
         bind(binding.bind_input(io::POSITION_IDS, &owned(step.position_ids)?))?;
         let keep = Tensor::from_array(((), vec![keep])).map_err(|e| Error::ort(ctx, e))?;

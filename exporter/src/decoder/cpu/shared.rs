@@ -6,14 +6,16 @@
 //! - RoPE: one row of cos/sin per token of this chunk, computed in float32 from `position_ids` like transformers,
 //!   indexed `0 .. B·S` by `RotaryEmbedding`.
 
-use super::Inputs;
+use super::{DecoderInput, Inputs};
+use crate::attention::AttentionSpec;
 use crate::builder::{GraphBuilder, Value};
 use crate::layers::{inv_freq, MASK_MIN};
 use crate::onnx::DataType;
+use crate::ops::group_query_attention::{group_query_attention, GqaAttributes, GqaInputs};
 use gemma_models::{LayerType, RopeParams, TextConfig};
 
 /// See the module documentation.
-pub(super) struct Shared {
+pub(crate) struct Shared {
     pub batch_seq: Value,
     pub seqlens_k: Value,
     pub total_len: Value,
@@ -32,12 +34,48 @@ impl Shared {
         }
         .expect("tables exist for every layer type in use")
     }
+
+    /// `GroupQueryAttention` of the layer `spec` on `q` and the new `[k, v]` after the `past` buffers, with this
+    /// step's lengths and bias: `(output, present_key, present_value)`. `window_cache`: a sliding layer's buffer is
+    /// window-sized (see [`GqaAttributes::window_cache`]).
+    pub fn attention(
+        &self,
+        g: &mut GraphBuilder,
+        spec: &AttentionSpec,
+        [q, k, v]: [&Value; 3],
+        (past_key, past_value): (&Value, &Value),
+        window_cache: bool,
+    ) -> (Value, Value, Value) {
+        let inputs = GqaInputs {
+            query: q,
+            key: k,
+            value: v,
+            past_key,
+            past_value,
+            seqlens_k: &self.seqlens_k,
+            total_sequence_length: &self.total_len,
+            attention_bias: &self.bias,
+        };
+        let attrs = GqaAttributes {
+            num_heads: spec.num_heads,
+            kv_num_heads: spec.num_kv_heads,
+            scale: spec.scaling as f32,
+            softcap: spec.softcap.map(|c| c as f32),
+            local_window: spec.window,
+            window_cache,
+        };
+        group_query_attention(g, "attn", &inputs, &attrs)
+    }
 }
 
 /// Computes the shared values of one step.
-pub(super) fn values(g: &mut GraphBuilder, t: &TextConfig, inputs: &Inputs) -> Shared {
+pub(crate) fn values(g: &mut GraphBuilder, t: &TextConfig, inputs: &Inputs) -> Shared {
     let (ids, mask) = (&inputs.tokens, &inputs.attention_mask);
-    let batch_seq = g.shape("batch_seq", ids);
+    // `[B, S]`: the shape of `input_ids`, the first two dims of `inputs_embeds` (Gemma 3n).
+    let batch_seq = match inputs.kind {
+        DecoderInput::InputIds => g.shape("batch_seq", ids),
+        DecoderInput::InputsEmbeds { .. } => g.shape_range("batch_seq", ids, None, 2),
+    };
     let batch = g.shape_range("batch", ids, Some(0), 1);
     let seq = g.shape_range("seq", ids, Some(1), 2);
     let total = g.shape_range("total", mask, Some(1), 2);
