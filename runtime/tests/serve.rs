@@ -20,10 +20,15 @@ use serve_support::Server;
 
 /// A tiny export of `graph` with the tokenizer and the Gemma 2 chat template.
 fn tiny(graph: gemma_exporter::GraphKind) -> (tempfile::TempDir, PathBuf) {
+    tiny_of(FIXTURE, graph)
+}
+
+/// [`tiny`] of another fixture.
+fn tiny_of(fixture: &str, graph: gemma_exporter::GraphKind) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("onnx");
     gemma_exporter::export(
-        &gemma_exporter::ExportOptions::new(fixtures().join("tiny").join(FIXTURE), dir.clone())
+        &gemma_exporter::ExportOptions::new(fixtures().join("tiny").join(fixture), dir.clone())
             .graph(graph),
     )
     .unwrap();
@@ -72,11 +77,16 @@ fn mixed_requests() -> Vec<Value> {
         .collect()
 }
 
-fn concurrent_equals_solo(graph: gemma_exporter::GraphKind) {
-    let (_tmp, dir) = tiny(graph);
+fn concurrent_equals_solo(fixture: &str, graph: gemma_exporter::GraphKind) {
+    let (_tmp, dir) = tiny_of(fixture, graph);
     let server = Server::start(&dir, &["--max-batch", "8"]);
     let bodies = mixed_requests();
     let solo: Vec<String> = bodies.iter().map(|b| server.chat_text(b)).collect();
+    let distinct: std::collections::HashSet<&String> = solo.iter().collect();
+    assert!(
+        distinct.len() > 4,
+        "{fixture}: the replies must differ for the comparison to mean something: {solo:?}"
+    );
     for round in 0..3 {
         let together = server.chat_together(&bodies, round);
         assert_eq!(together, solo, "round {round}");
@@ -86,12 +96,24 @@ fn concurrent_equals_solo(graph: gemma_exporter::GraphKind) {
 
 #[test]
 fn concurrent_requests_equal_solo_on_the_portable_graph() {
-    concurrent_equals_solo(gemma_exporter::GraphKind::Portable);
+    concurrent_equals_solo(FIXTURE, gemma_exporter::GraphKind::Portable);
 }
 
 #[test]
 fn concurrent_requests_equal_solo_on_the_cpu_graph() {
-    concurrent_equals_solo(gemma_exporter::GraphKind::Cpu);
+    concurrent_equals_solo(FIXTURE, gemma_exporter::GraphKind::Cpu);
+}
+
+/// Gemma 3n (embed_tokens per step, per-layer inputs, KV-shared layers without buffers of their own, a window of 4
+/// under prompts of up to 22 words) batches like the other families, on both graphs.
+#[test]
+fn gemma3n_concurrent_requests_equal_solo() {
+    for graph in [
+        gemma_exporter::GraphKind::Cpu,
+        gemma_exporter::GraphKind::Portable,
+    ] {
+        concurrent_equals_solo("gemma3n-text-f32", graph);
+    }
 }
 
 #[test]
