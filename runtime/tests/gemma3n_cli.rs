@@ -84,8 +84,16 @@ fn generate_with_an_image_and_a_clip_gives_transformers_tokens() {
         }
         args.extend(["-n", "2", "--ignore-eos", "--json"]);
         let v = json_of(success(&gemma(&args, None)));
-        assert_eq!(v["prompt_tokens"], ids.len(), "{case}: the processor's prompt length");
-        assert_eq!(token_ids(&v), vec![first, next], "{case}: transformers' tokens");
+        assert_eq!(
+            v["prompt_tokens"],
+            ids.len(),
+            "{case}: the processor's prompt length"
+        );
+        assert_eq!(
+            token_ids(&v),
+            vec![first, next],
+            "{case}: transformers' tokens"
+        );
     }
 }
 
