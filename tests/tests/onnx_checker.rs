@@ -4,7 +4,8 @@
 //!
 //! Covered: the text decoder of Gemma 1, 2 and 3 as `--graph cpu` and `--graph portable` at every precision, and a
 //! Gemma 3 vision export (its `vision_encoder.onnx`, `embed_tokens.onnx`, `decoder_model_merged.onnx`,
-//! `preprocess.onnx` and `model.onnx`), each with the copies of the transformers.js layout in `onnx/` where the
+//! `preprocess.onnx` and `model.onnx`), a Gemma 3n export with its image and audio graphs, each with the copies of
+//! the transformers.js layout in `onnx/` where the
 //! export has them (portable, but bf16), plus the real Gemma 3 270M's cpu graph. The opsets are checked too: the
 //! portable graphs stay at opset 21 for older runtimes; the cpu graph imports 23 for `RMSNormalization`.
 //!
@@ -172,6 +173,31 @@ fn vision_export_graphs_pass_the_full_check() {
         );
         for c in files.iter().filter(|c| file_name(c) != "model.onnx") {
             assert_eq!(c.opsets.get("ai.onnx"), Some(&21), "{c:?}");
+        }
+    }
+}
+
+/// Every graph of a Gemma 3n export with all three towers, both decoder graphs, every precision.
+#[test]
+fn gemma3n_graphs_pass_the_full_check() {
+    let results = check_fixture("gemma3n-f32");
+    for (graph, files) in &results {
+        let top = files.iter().filter(|c| c.file.components().count() == 1);
+        let mut names: Vec<&str> = top.map(file_name).collect();
+        names.sort_unstable();
+        names.dedup();
+        for want in [
+            "audio_encoder.onnx",
+            "decoder_model_merged.onnx",
+            "embed_tokens.onnx",
+            "preprocess.onnx",
+            "preprocess_audio.onnx",
+            "vision_encoder.onnx",
+        ] {
+            assert!(
+                names.contains(&want),
+                "{graph:?}: {want} not checked: {names:?}"
+            );
         }
     }
 }
