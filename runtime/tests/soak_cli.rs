@@ -110,9 +110,9 @@ fn long_generation_keeps_memory_flat() {
 /// its present a new output at every step, `[b, nkv, len, hd]` for every layer (sliding layers too: the graph masks
 /// them, it does not evict), and during a step both are alive. ONNX Runtime's CPU arena, which never returns memory,
 /// holds the freed pasts as chunks one row too small for the next step, so it adds about as much again (measured:
-/// 4–4.4 KiB per token here, 4–4.4× all layers' KV rows). Disabling the arena (tried with onnxruntime's Python API on the
-/// same graph) removes that slack, not the linear growth, so it stays on. The bound, 5× all layers' KV rows plus
-/// 3 MiB, still catches a per-step leak of the size the memory-pattern cache had (another ~4 KiB per token).
+/// 4–4.4 KiB per token here, 4–4.4× all layers' KV rows). Disabling the arena (tried with onnxruntime's Python API
+/// on the same graph) removes that slack, not the linear growth, so it stays on. The bound, 5× all layers' KV rows
+/// plus 3 MiB, still catches a per-step leak of the size the memory-pattern cache had (another ~4 KiB per token).
 #[test]
 fn long_generation_on_the_portable_graph_grows_only_with_its_kv() {
     let (_tmp, dir) = long_export(gemma_exporter::GraphKind::Portable);
