@@ -4,13 +4,14 @@
 //!
 //! Each function takes the raw bytes of one untrusted input (an export's manifest, a downloaded chat template, an
 //! image given to `gemma-vision`) and returns a typed [`Error`] or `Ok`: it must never panic, hang or allocate
-//! without bound, whatever the bytes. A new input kind (the server's request parsing) gets one function here, one
-//! target in `tests/fuzz/fuzz_targets/`, and one line in the regression test's table.
+//! without bound, whatever the bytes. A new input kind gets one function here, one target in
+//! `tests/fuzz/fuzz_targets/`, and one line in the regression test's table.
 
 use std::path::Path;
 
 use crate::chat_template::ChatTemplate;
 use crate::error::Result;
+use crate::serve::api::{chat_request, completion_request, ApiError};
 use crate::vision::{decode_image, ImageLimits};
 
 /// `gemma-onnx.json` text (not UTF-8 is read lossily), parsed and validated as the runtime loads it.
@@ -62,4 +63,14 @@ pub fn image(bytes: &[u8]) -> Result<()> {
         rgb.as_raw().len()
     );
     Ok(())
+}
+
+/// A `gemma serve` request body, validated as `/v1/chat/completions` (for an export with vision, then one without)
+/// and as `/v1/completions`: `Ok` when one of the three accepts it, otherwise the first refusal (an HTTP 400 with a
+/// message). The body needs no prefix, so every seed is a request as a client sends it.
+pub fn serve_request(bytes: &[u8]) -> std::result::Result<(), ApiError> {
+    let chat_vision = chat_request(bytes, true).map(|_| ());
+    let chat_text = chat_request(bytes, false).map(|_| ());
+    let completion = completion_request(bytes).map(|_| ());
+    chat_vision.or(chat_text).or(completion)
 }

@@ -466,9 +466,62 @@ def image_seeds():
     put(t, "huge-declared.png", b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
 
 
+# --- gemma serve requests -----------------------------------------------------------------------------------------
+
+def serve_seeds():
+    t = "serve_request"
+    png1 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+    user = {"role": "user", "content": "Hello"}
+    put(t, "chat-minimal", json.dumps({"messages": [user]}))
+    put(t, "chat-full", json.dumps({
+        "model": "gemma", "messages": [{"role": "system", "content": "Be brief."}, user,
+                                       {"role": "assistant", "content": "Hi."}, {"role": "developer", "content": "x"}],
+        "max_tokens": 16, "temperature": 0.7, "top_p": 0.9, "seed": -3, "stop": ["\n", "END"], "stream": True,
+        "stream_options": {"include_usage": True}, "n": 1, "unknown_field": [1, {"a": None}]}))
+    put(t, "chat-parts-image", json.dumps({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "Describe "}, {"type": "image_url", "image_url": {"url": "data:image/png;base64," + png1}},
+        {"type": "text", "text": "briefly."}]}]}))
+    put(t, "chat-image-not-base64", json.dumps({"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/png,%89PNG%0D%0A"}}]}]}))
+    put(t, "chat-image-bad-base64", json.dumps({"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@=="}}]}]}))
+    put(t, "chat-image-remote", json.dumps({"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]}))
+    put(t, "chat-image-in-assistant", json.dumps({"messages": [{"role": "assistant", "content": [
+        {"type": "image_url", "image_url": {"url": "data:;base64,AAAA"}}]}]}))
+    put(t, "chat-unknown-part", json.dumps({"messages": [{"role": "user", "content": [{"type": "audio", "x": 1}]}]}))
+    put(t, "chat-nested-parts", json.dumps({"messages": [{"role": "user", "content": [[[{"type": "text"}]]]}]}))
+    put(t, "chat-null-content", json.dumps({"messages": [{"role": "assistant", "content": None}, user]}))
+    put(t, "chat-bad-role", json.dumps({"messages": [{"role": "tool", "content": "x"}]}))
+    put(t, "chat-empty-messages", json.dumps({"messages": []}))
+    put(t, "chat-huge-max-tokens", json.dumps({"messages": [user], "max_tokens": 18446744073709551615}))
+    put(t, "chat-max-tokens-i64-max", json.dumps({"messages": [user], "max_completion_tokens": 9223372036854775807}))
+    put(t, "chat-max-tokens-zero", json.dumps({"messages": [user], "max_tokens": 0}))
+    put(t, "chat-max-tokens-float", json.dumps({"messages": [user], "max_tokens": 1.5e300}))
+    put(t, "chat-temperature-huge", '{"messages": [{"role": "user", "content": "x"}], "temperature": 1e39}')
+    put(t, "chat-temperature-tiny", '{"messages": [{"role": "user", "content": "x"}], "temperature": 1e-45}')
+    put(t, "chat-top-p-zero", json.dumps({"messages": [user], "top_p": 0}))
+    put(t, "chat-seed-huge", json.dumps({"messages": [user], "seed": -9223372036854775808}))
+    put(t, "chat-n-2", json.dumps({"messages": [user], "n": 2}))
+    put(t, "chat-stop-five", json.dumps({"messages": [user], "stop": ["a", "b", "c", "d", "e"]}))
+    put(t, "chat-stop-empty", json.dumps({"messages": [user], "stop": ""}))
+    put(t, "chat-unicode", json.dumps({"messages": [{"role": "user", "content": "\u00e9\ud83d\ude00 \u0000"}]}))
+    put(t, "chat-lone-surrogate", '{"messages": [{"role": "user", "content": "\\ud800"}]}')
+    put(t, "completion-minimal", json.dumps({"prompt": "Once upon a time"}))
+    put(t, "completion-list-one", json.dumps({"prompt": ["Once"], "max_tokens": 5, "stop": "."}))
+    put(t, "completion-list-two", json.dumps({"prompt": ["a", "b"]}))
+    put(t, "completion-tokens", json.dumps({"prompt": [1, 2, 3]}))
+    put(t, "not-json", "POST /v1/chat/completions HTTP/1.1")
+    put(t, "truncated", json.dumps({"messages": [user]})[:-3])
+    put(t, "deep-nesting", "[" * 200 + "]" * 200)
+    put(t, "deep-nesting-object", '{"messages": ' + "[" * 1000)
+    put(t, "duplicate-keys", '{"messages": [], "messages": [{"role": "user", "content": "x"}]}')
+    put(t, "empty", b"")
+
+
 if __name__ == "__main__":
     for seeds in (safetensors_seeds, index_seeds, config_seeds, gguf_seeds, manifest_seeds, template_seeds,
-                  image_seeds):
+                  image_seeds, serve_seeds):
         seeds()
     for target in sorted(os.listdir(CORPUS)):
         print(f"{target}: {len(os.listdir(os.path.join(CORPUS, target)))} files")

@@ -4,7 +4,7 @@
 //! through the entry point its cargo-fuzz target calls (`gemma_models::fuzzing`, `gemma_runtime::fuzzing`), here
 //! without libFuzzer or nightly. Each must return, without panicking, either `Ok` or a typed error with a message.
 //!
-//! A new target (the server's request parsing) adds one row to [`TARGETS`].
+//! A new target adds one row to [`TARGETS`].
 
 use std::path::{Path, PathBuf};
 
@@ -22,7 +22,7 @@ fn runtime(f: fn(&[u8]) -> gemma_runtime::Result<()>) -> impl Fn(&[u8]) -> Resul
 }
 
 /// `(target, entry point)`: the corpus folder name is the cargo-fuzz target's name.
-const TARGETS: [(&str, Entry); 7] = [
+const TARGETS: [(&str, Entry); 8] = [
     ("safetensors_file", |b| {
         models(gemma_models::fuzzing::safetensors_file)(b)
     }),
@@ -38,6 +38,9 @@ const TARGETS: [(&str, Entry); 7] = [
         runtime(gemma_runtime::fuzzing::chat_template)(b)
     }),
     ("image", |b| runtime(gemma_runtime::fuzzing::image)(b)),
+    ("serve_request", |b| {
+        gemma_runtime::fuzzing::serve_request(b).map_err(|e| e.message)
+    }),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
