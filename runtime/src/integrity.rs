@@ -190,17 +190,21 @@ pub fn check_graph_shapes(session: &Session, m: &Manifest, graph: &Path) -> Resu
         shape.and_then(|s| s.get(i).copied()).filter(|&d| d > 0)
     };
     let mut checks: Vec<(&str, String, usize, Option<i64>)> = Vec::new();
+    // A KV tensor is `[batch, num_kv_heads, seq, head_dim]`.
+    let kv = |checks: &mut Vec<_>, name: &str, shape: Option<&ort::value::Shape>| {
+        checks.push((
+            "num_kv_heads",
+            name.to_string(),
+            m.num_kv_heads,
+            dim(shape, 1),
+        ));
+        checks.push(("head_dim", name.to_string(), m.head_dim, dim(shape, 3)));
+    };
     for input in session.inputs() {
         let shape = input.dtype().tensor_shape();
         let name = input.name();
         if name.starts_with(io::PAST_PREFIX) {
-            checks.push((
-                "num_kv_heads",
-                name.to_string(),
-                m.num_kv_heads,
-                dim(shape, 1),
-            ));
-            checks.push(("head_dim", name.to_string(), m.head_dim, dim(shape, 3)));
+            kv(&mut checks, name, shape);
         } else if name == io::INPUTS_EMBEDS {
             checks.push((
                 "hidden_size",
@@ -215,13 +219,7 @@ pub fn check_graph_shapes(session: &Session, m: &Manifest, graph: &Path) -> Resu
         let name = output.name();
         if name.starts_with(io::PRESENT_PREFIX) {
             // Where the KV inputs leave these axes open (Gemma 2's portable graph), the outputs still fix them.
-            checks.push((
-                "num_kv_heads",
-                name.to_string(),
-                m.num_kv_heads,
-                dim(shape, 1),
-            ));
-            checks.push(("head_dim", name.to_string(), m.head_dim, dim(shape, 3)));
+            kv(&mut checks, name, shape);
         }
         match name {
             io::LOGITS => {
