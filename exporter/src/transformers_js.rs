@@ -142,9 +142,9 @@ pub fn write(
         (None, Some(n)) => gemma3n::graphs(dir, n, decoder)?,
         (None, None) => vec![(DECODER_SESSION, decoder.clone(), true)],
     };
-    // Gemma 3n's float32 audio encoder is named for its own `dtype`.
+    // Gemma 3n's float32 encoders are named for their own `dtype`.
     let dtype_of = |session: &str| match session {
-        gemma3n::AUDIO_SESSION => ("fp32", ""),
+        gemma3n::AUDIO_SESSION | gemma3n::VISION_SESSION => ("fp32", ""),
         _ => (layout.dtype, layout.suffix),
     };
     let mut external = serde_json::Map::new();

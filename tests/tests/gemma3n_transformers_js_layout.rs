@@ -1,7 +1,7 @@
 //! A portable Gemma 3n export has the transformers.js layout (`exporter/src/transformers_js/gemma3n.rs`): the
 //! sessions `onnx/embed_tokens{suffix}.onnx`, `onnx/decoder_model_merged{suffix}.onnx` (their weights once, in
-//! `onnx/decoder_model_merged{suffix}.onnx_data`) and `onnx/audio_encoder.onnx` (+ `.onnx_data`, float32 at every
-//! precision), and config.json's `transformers.js_config` names them. Fed as transformers.js's
+//! `onnx/decoder_model_merged{suffix}.onnx_data`), `onnx/vision_encoder.onnx` and `onnx/audio_encoder.onnx` (+
+//! `.onnx_data`, float32 at every precision), and config.json's `transformers.js_config` names them. Fed as transformers.js's
 //! `Gemma3nForConditionalGeneration` feeds them (0-based positions, an empty cache for the session's own
 //! `past_key_values.*` inputs), the `onnx/` copies give transformers' logits.
 
@@ -142,4 +142,49 @@ fn an_int4_export_names_its_sessions_by_dtype() {
         .unwrap();
     assert!(logits.iter().all(|v| v.is_finite()));
     gemma_runtime::audio::AudioEncoder::open(&out, &parity_runtime()).unwrap();
+}
+
+/// With the image graphs, `onnx/vision_encoder.onnx` (float32, its data moved beside it) is the session
+/// transformers.js loads, and the top-level graph the runtime runs reads the same weights from there.
+#[test]
+fn the_vision_encoder_joins_the_layout() {
+    let src = tiny_fixture("gemma3n-f32");
+    let (_tmp, out) = export_precision_to_temp(&src, Precision::INT4, GraphKind::Portable).unwrap();
+    for file in [
+        "onnx/vision_encoder.onnx",
+        "onnx/vision_encoder.onnx_data",
+        "vision_encoder.onnx",
+    ] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    assert!(
+        !out.join("vision_encoder.onnx_data").exists(),
+        "the encoder's weights are stored once, in onnx/"
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let tjs = &config["transformers.js_config"];
+    assert_eq!(tjs["dtype"]["vision_encoder"], "fp32");
+    assert_eq!(tjs["use_external_data_format"]["vision_encoder.onnx"], 1);
+    let mut copy = session(&out.join("onnx/vision_encoder.onnx"));
+    let mut top = session(&out.join("vision_encoder.onnx"));
+    assert_eq!(copy.inputs()[0].name(), "pixel_values");
+    assert_eq!(copy.outputs()[0].name(), "image_features");
+    let pixels = Array4::<f32>::from_shape_fn((1, 3, 96, 96), |(_, c, y, x)| {
+        ((c * 31 + y * 7 + x) % 97) as f32 / 96.0
+    });
+    let mut run = |s: &mut Session| {
+        let input = TensorRef::from_array_view(pixels.view()).unwrap();
+        let out = s.run(ort::inputs!["pixel_values" => input]).unwrap();
+        out["image_features"]
+            .try_extract_array::<f32>()
+            .unwrap()
+            .to_owned()
+    };
+    let (a, b) = (run(&mut copy), run(&mut top));
+    assert_eq!(a.shape(), [1, 9, 64]);
+    assert_eq!(
+        a, b,
+        "the onnx/ copy and the top-level graph are the same encoder"
+    );
 }

@@ -1,17 +1,18 @@
 //! The transformers.js layout of a Gemma 3n export: the sessions transformers.js 4.x's
-//! `Gemma3nForConditionalGeneration` loads (`embed_tokens`, `decoder_model_merged`, and `audio_encoder` when the
-//! export has the audio graphs), with the I/O it feeds them:
+//! `Gemma3nForConditionalGeneration` loads (`embed_tokens`, `decoder_model_merged`, and `vision_encoder` and
+//! `audio_encoder` when the export has the image and audio graphs), with the I/O it feeds them:
 //!
 //! - `embed_tokens`: `input_ids` → `inputs_embeds`, `per_layer_inputs`;
 //! - `decoder_model_merged`: `inputs_embeds`, `per_layer_inputs`, `attention_mask`, `position_ids` (0-based: the
 //!   one-based types are Gemma 3's and PaliGemma's only) and the `past_key_values.{i}.*` the session declares (it
 //!   makes the empty cache from the session's own inputs, so the KV layers only) → `logits`, `present.{i}.*`;
+//! - `vision_encoder`: `pixel_values` → `image_features`;
 //! - `audio_encoder`: `input_features`, `input_features_mask` → `audio_features`.
 //!
 //! Weights: the text ones are already in `onnx/decoder_model_merged{suffix}.onnx_data` (both text graphs read
-//! them; `embed_tokens` is thus left out of `use_external_data_format`, as for Gemma 3 vision). The audio encoder,
-//! float32 at every precision, is named for `dtype` fp32 (`audio_encoder.onnx`, config `dtype` per session): its
-//! data file moves to `onnx/audio_encoder.onnx_data` and the top-level `audio_encoder.onnx` is pointed there.
+//! them; `embed_tokens` is thus left out of `use_external_data_format`, as for Gemma 3 vision). The two encoders,
+//! float32 at every precision, are named for `dtype` fp32 (`vision_encoder.onnx`, `audio_encoder.onnx`, config
+//! `dtype` per session): each data file moves into `onnx/` and the top-level graph is pointed there.
 
 use super::{beside, relocate, ModelProto};
 use crate::ExportError;
@@ -22,9 +23,11 @@ use std::path::Path;
 
 /// The audio encoder's session, float32 whatever the export's precision.
 pub(super) const AUDIO_SESSION: &str = "audio_encoder";
+/// The vision encoder's session, float32 whatever the export's precision.
+pub(super) const VISION_SESSION: &str = "vision_encoder";
 
 /// The export's Gemma 3n graphs by transformers.js session: (session, graph, whether it takes `position_ids`);
-/// `decoder` is the graph written as `decoder_model_merged.onnx`. Moves the audio encoder's data into `onnx/`.
+/// `decoder` is the graph written as `decoder_model_merged.onnx`. Moves the encoders' data into `onnx/`.
 pub(super) fn graphs(
     dir: &Path,
     section: &Gemma3nSection,
@@ -38,20 +41,29 @@ pub(super) fn graphs(
         ),
         ("decoder_model_merged", decoder.clone(), true),
     ];
+    if let Some(vision) = &section.vision {
+        out.push((VISION_SESSION, encoder(dir, &vision.encoder)?, false));
+    }
     if let Some(audio) = &section.audio {
-        let top = dir.join(&audio.encoder);
-        let mut proto = read(&top)?;
-        let inside = |name: &str| format!("{}/{name}", files::TRANSFORMERS_JS_DIR);
-        for name in beside(&mut proto) {
-            let (from, to) = (dir.join(&name), dir.join(inside(&name)));
-            fs::rename(&from, &to).map_err(|e| ExportError::io(&from, e))?;
-        }
-        let copy = proto.clone();
-        relocate(&mut proto, inside);
-        fs::write(&top, proto.encode_to_vec()).map_err(|e| ExportError::io(&top, e))?;
-        out.push((AUDIO_SESSION, copy, false));
+        out.push((AUDIO_SESSION, encoder(dir, &audio.encoder)?, false));
     }
     Ok(out)
+}
+
+/// The encoder graph `file` of `dir` for its `onnx/` copy: its data moves into `onnx/`, and the top-level graph is
+/// rewritten to read it there.
+fn encoder(dir: &Path, file: &str) -> Result<ModelProto, ExportError> {
+    let top = dir.join(file);
+    let mut proto = read(&top)?;
+    let inside = |name: &str| format!("{}/{name}", files::TRANSFORMERS_JS_DIR);
+    for name in beside(&mut proto) {
+        let (from, to) = (dir.join(&name), dir.join(inside(&name)));
+        fs::rename(&from, &to).map_err(|e| ExportError::io(&from, e))?;
+    }
+    let copy = proto.clone();
+    relocate(&mut proto, inside);
+    fs::write(&top, proto.encode_to_vec()).map_err(|e| ExportError::io(&top, e))?;
+    Ok(copy)
 }
 
 /// The graph in the file `path`.
