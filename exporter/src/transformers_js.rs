@@ -142,10 +142,15 @@ pub fn write(
         (None, Some(n)) => gemma3n::graphs(dir, n, decoder)?,
         (None, None) => vec![(DECODER_SESSION, decoder.clone(), true)],
     };
-    // Gemma 3n's float32 encoders are named for their own `dtype`.
-    let dtype_of = |session: &str| match session {
-        gemma3n::AUDIO_SESSION | gemma3n::VISION_SESSION => ("fp32", ""),
-        _ => (layout.dtype, layout.suffix),
+    // Gemma 3n's float32 encoders are named for their own `dtype` (Gemma 3's vision encoder, quantized with the
+    // export, keeps the export's).
+    let float_encoder = |session: &str| {
+        manifest.gemma3n.is_some()
+            && matches!(session, gemma3n::AUDIO_SESSION | gemma3n::VISION_SESSION)
+    };
+    let dtype_of = |session: &str| match float_encoder(session) {
+        true => ("fp32", ""),
+        false => (layout.dtype, layout.suffix),
     };
     let mut external = serde_json::Map::new();
     for (session, proto, _) in &mut graphs {
