@@ -188,3 +188,21 @@ fn the_vision_encoder_joins_the_layout() {
         "the onnx/ copy and the top-level graph are the same encoder"
     );
 }
+
+/// Only Gemma 3n's encoders are float32 sessions: a Gemma 3 vision export's vision encoder is quantized with the
+/// export and keeps the export's dtype in its name and in config.json.
+#[test]
+fn a_gemma3_vision_encoder_keeps_the_exports_dtype() {
+    let src = tiny_fixture("cg-mqa-bf16-sharded-hf4");
+    for (p, file, dtype) in [
+        (Precision::INT8, "onnx/vision_encoder_quantized.onnx", "q8"),
+        (Precision::INT4, "onnx/vision_encoder_q4.onnx", "q4"),
+    ] {
+        let (_tmp, out) = export_precision_to_temp(&src, p, GraphKind::Portable).unwrap();
+        assert!(out.join(file).is_file(), "{file}");
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(config["transformers.js_config"]["dtype"], dtype, "{file}");
+    }
+}
