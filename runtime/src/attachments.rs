@@ -222,6 +222,22 @@ impl Gemma3nGenerator {
         }
     }
 
+    /// [`check`](Self::check) of the first of `paths` as a `kind` attachment: the export must take that kind if
+    /// any file is given.
+    fn check_first(
+        &self,
+        kind: AttachmentKind,
+        paths: &[&Path],
+    ) -> std::result::Result<(), AttachmentError> {
+        match paths.first() {
+            Some(path) => self.check(&Attachment {
+                kind,
+                path: path.to_path_buf(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Token ids of one user turn: `kinds`' content items, then `prompt`, through the chat template with the
     /// generation prompt, expanded as `Gemma3nProcessor` does (module doc).
     pub fn prompt_ids(&self, prompt: &str, kinds: &[AttachmentKind]) -> Result<Vec<u32>> {
@@ -288,15 +304,9 @@ impl Gemma3nGenerator {
         &mut self,
         paths: &[&Path],
     ) -> std::result::Result<Vec<EncodedAudio>, AttachmentError> {
-        let dir = self.dir().to_path_buf();
+        self.check_first(AttachmentKind::Audio, paths)?;
         let Some(audio) = self.audio.as_mut() else {
-            return match paths.first() {
-                Some(path) => Err(AttachmentError::NoAudio {
-                    path: path.to_path_buf(),
-                    dir,
-                }),
-                None => Ok(Vec::new()),
-            };
+            return Ok(Vec::new());
         };
         let mut clips = Vec::with_capacity(paths.len());
         for path in paths {
@@ -322,15 +332,9 @@ impl Gemma3nGenerator {
         &mut self,
         paths: &[&Path],
     ) -> std::result::Result<Vec<Array2<f32>>, AttachmentError> {
-        let dir = self.dir().to_path_buf();
+        self.check_first(AttachmentKind::Image, paths)?;
         let Some(vision) = self.vision.as_mut() else {
-            return match paths.first() {
-                Some(path) => Err(AttachmentError::NoGemma3nVision {
-                    path: path.to_path_buf(),
-                    dir,
-                }),
-                None => Ok(Vec::new()),
-            };
+            return Ok(Vec::new());
         };
         let mut rows = Vec::with_capacity(paths.len());
         for path in paths {
