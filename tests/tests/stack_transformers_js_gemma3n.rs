@@ -36,6 +36,9 @@ const TOLERANCE: f32 = 2e-5;
 
 const NEW_TOKENS: usize = 8;
 
+/// A greedy run of ours: the generated ids and each step's logits.
+type Run = (Vec<u32>, Vec<Vec<f32>>);
+
 fn options() -> RuntimeOptions {
     RuntimeOptions::cpu().with_threads(Some(2))
 }
@@ -82,7 +85,7 @@ fn tjs(
 }
 
 /// Asserts transformers.js's run equals ours (ids) and is within [`TOLERANCE`] (logits); returns the difference.
-fn compare(what: &str, theirs: &Tjs, ours: &(Vec<u32>, Vec<Vec<f32>>)) -> f32 {
+fn compare(what: &str, theirs: &Tjs, ours: &Run) -> f32 {
     assert_eq!(theirs.ids, ours.0, "{what}: greedy ids");
     let d = max_logit_diff(what, &theirs.logits, &ours.1);
     eprintln!(
@@ -179,11 +182,7 @@ const PROMPT: &str = "Describe.";
 
 /// Our greedy run on the export `dir` with [`PROMPT`] after `images` and `clips`, through the chat template as
 /// `gemma generate --image/--audio` does: (prompt ids, (generated ids, each step's logits)).
-fn our_attachments_run(
-    dir: &Path,
-    images: &[&Path],
-    clips: &[&Path],
-) -> (Vec<u32>, (Vec<u32>, Vec<Vec<f32>>)) {
+fn our_attachments_run(dir: &Path, images: &[&Path], clips: &[&Path]) -> (Vec<u32>, Run) {
     let mut gen = Gemma3nGenerator::open(dir, &options()).unwrap();
     let mut kinds = vec![AttachmentKind::Image; images.len()];
     kinds.extend(vec![AttachmentKind::Audio; clips.len()]);
