@@ -25,7 +25,8 @@
 //! are `onnx/decoder_model_merged{suffix}.onnx_data` (transformers.js's decoder session), the image encoder's
 //! `onnx/vision_encoder{suffix}.onnx_data`, the decoder gets the same shift, and the processor files are added
 //! ([`vision`]). A Gemma 3n export gets Gemma 3n's sessions (`embed_tokens`, `decoder_model_merged`,
-//! `audio_encoder`; `gemma3n.rs`), with `dtype` given per session. The cpu graph (in-place KV buffers, contrib attention) is not a transformers.js model, and
+//! `audio_encoder`; `gemma3n.rs`), with `dtype` given per session, a text-only config.json wrapped as the `gemma3n`
+//! config transformers.js knows, and the processor files when the checkpoint has none. The cpu graph (in-place KV buffers, contrib attention) is not a transformers.js model, and
 //! transformers.js has no bf16 `dtype`: those exports keep `model.onnx_data` at the top and get no `onnx/` folder.
 
 use crate::builder::inline_tensor;
@@ -172,9 +173,15 @@ pub fn write(
         "dtype": dtype,
         "use_external_data_format": external,
     });
+    if manifest.gemma3n.is_some() {
+        gemma3n::wrap_text_config(&dir.join(files::CONFIG_FILE))?;
+    }
     let model_type = add_to_config(&dir.join(files::CONFIG_FILE), &settings)?;
     if let Some(v) = &manifest.vision {
         vision::write_processor_files(dir, v)?;
+    }
+    if let Some(n) = &manifest.gemma3n {
+        gemma3n::write_processor_files(dir, n)?;
     }
     let sub = dir.join(files::TRANSFORMERS_JS_DIR);
     for (session, mut proto, is_decoder) in graphs {
