@@ -98,8 +98,17 @@ enum Content {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Part {
-    Text { text: String },
-    ImageUrl { image_url: ImageUrl },
+    Text {
+        text: String,
+    },
+    ImageUrl {
+        image_url: ImageUrl,
+    },
+    /// Refused with a 400 that says so (parsed only to name it).
+    InputAudio {
+        #[allow(dead_code)]
+        input_audio: serde::de::IgnoredAny,
+    },
 }
 
 #[derive(Deserialize)]
@@ -154,7 +163,8 @@ pub fn chat_request(body: &[u8], vision: bool) -> Result<Request, ApiError> {
                         Part::ImageUrl { image_url } => {
                             if !vision {
                                 return Err(ApiError::invalid(
-                                    "this model takes no images (export a Gemma 3 multimodal checkpoint)",
+                                    "this model takes no images (export a Gemma 3 multimodal checkpoint, or a Gemma 3n \
+                                     one with its vision tower)",
                                     Some("messages"),
                                 ));
                             }
@@ -165,6 +175,15 @@ pub fn chat_request(body: &[u8], vision: bool) -> Result<Request, ApiError> {
                                 ));
                             }
                             own_images.push(data_uri_bytes(&image_url.url)?);
+                        }
+                        Part::InputAudio { .. } => {
+                            return Err(ApiError::invalid(
+                                format!(
+                                    "messages[{i}]: input_audio parts are not supported by gemma serve; give \
+                                     audio to a Gemma 3n export with `gemma generate --audio` or `gemma chat --audio`"
+                                ),
+                                Some("messages"),
+                            ))
                         }
                     }
                 }
@@ -337,5 +356,10 @@ mod tests {
         };
         assert_eq!(messages[0].content, "a");
         assert_eq!(images[0], vec![b"hi".to_vec()]);
+        let audio = br#"{"messages": [{"role": "user", "content": [
+            {"type": "input_audio", "input_audio": {"data": "aGk=", "format": "wav"}}]}]}"#;
+        let e = chat_request(audio, true).unwrap_err();
+        assert_eq!((e.status, e.param), (400, Some("messages")));
+        assert!(e.message.contains("input_audio"), "{}", e.message);
     }
 }
