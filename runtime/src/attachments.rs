@@ -341,6 +341,27 @@ impl Gemma3nGenerator {
         Ok(encoded)
     }
 
+    /// WAV bytes (`gemma serve`'s `input_audio` parts) read as a file is read (the same formats, conversions and
+    /// 30 s limit) and encoded alone, as `gemma chat` encodes each clip; `name` only names them in errors.
+    pub fn audio_from_bytes(
+        &mut self,
+        bytes: &[u8],
+        name: &Path,
+    ) -> std::result::Result<EncodedAudio, AttachmentError> {
+        let dir = self.dir().to_path_buf();
+        let Some(audio) = self.audio.as_mut() else {
+            let path = name.to_path_buf();
+            return Err(AttachmentError::NoAudio { path, dir });
+        };
+        let clip = audio.encoder.read_bytes(bytes, name)?;
+        let seconds = clip.samples.len() as f64 / f64::from(audio.encoder.limits.rate);
+        Ok(EncodedAudio {
+            converted: clip.converted,
+            rows: audio.encoder.encode(name, clip.samples)?,
+            seconds,
+        })
+    }
+
     /// Each image file read (within the default image limits) and encoded: its `[soft_tokens, hidden]` rows
     /// ([`image_from_file`](Self::image_from_file)).
     pub fn encode_images(

@@ -1,9 +1,11 @@
-//! Gemma 3n exports with a vision part as an [`Engine`]: batched like text by the one scheduler. A request's
-//! images (the bytes of `data:` URIs, within the same limits as Gemma 3's) are decoded and encoded once by the
-//! code `gemma generate --image` and `gemma chat` use ([`Gemma3nGenerator::image_from_bytes`]); its prompt is the
-//! [`Conversation`](crate::Conversation)'s rendering, as `gemma chat` renders it, and is prefilled alone in one step
-//! with the images' rows over their soft tokens ([`Gemma3nGenerator::prompt_input`]). Generated tokens are plain
-//! ids: the decoder runs `embed_tokens.onnx` itself, as for a text-only Gemma 3n export.
+//! Gemma 3n exports with a vision or an audio part as an [`Engine`]: batched like text by the one scheduler. A
+//! request's images (the bytes of `data:` URIs, within the same limits as Gemma 3's) are decoded and encoded once by
+//! the code `gemma generate --image` and `gemma chat` use ([`Gemma3nGenerator::image_from_bytes`]); its clips (the
+//! WAV bytes of `input_audio` parts) are read as `--audio` files are and encoded alone, as `gemma chat` encodes each
+//! clip ([`Gemma3nGenerator::audio_from_bytes`]). Its prompt is the [`Conversation`](crate::Conversation)'s
+//! rendering, as `gemma chat` renders it, and is prefilled alone in one step with the images' and clips' rows over
+//! their soft tokens ([`Gemma3nGenerator::prompt_input`]). Generated tokens are plain ids: the decoder runs
+//! `embed_tokens.onnx` itself, as for a text-only Gemma 3n export.
 
 use std::path::Path;
 
@@ -38,6 +40,12 @@ impl Engine for Gemma3nGenerator {
             .map_err(|e| e.into_runtime())
     }
 
+    fn audio(&mut self, bytes: &[u8]) -> Result<Media> {
+        self.audio_from_bytes(bytes, Path::new("input_audio"))
+            .map(Media::Audio)
+            .map_err(|e| e.into_runtime())
+    }
+
     fn untemplated(&self, _: &str, _: &[&EncodedImage]) -> Result<(Vec<u32>, Vec<u32>)> {
         Err(self.no_chat_template())
     }
@@ -58,7 +66,8 @@ impl Engine for Gemma3nGenerator {
             Some(blocks) => blocks.axis_iter(Axis(0)).map(|b| b.to_owned()).collect(),
             None => Vec::new(),
         };
-        let prompt = self.prompt_input(&p.ids, &rows, &[])?;
+        let clips: Vec<_> = p.clips.iter().collect();
+        let prompt = self.prompt_input(&p.ids, &rows, &clips)?;
         self.generator_mut().decoder().run_after_cache(
             prompt.input(),
             cache,

@@ -7,7 +7,7 @@
 //! - [`engine`]: what the scheduler needs of a model (text exports here), and how a request's prompt is built.
 //! - [`sequence`]: one reply in progress (sampling, stop tokens, stop strings, streaming text).
 //! - [`vision`]: multimodal exports (Gemma 3 vision, PaliGemma) as an engine.
-//! - [`gemma3n`]: Gemma 3n exports with a vision part as an engine (`image_url` parts; `input_audio` is refused).
+//! - [`gemma3n`]: Gemma 3n exports with a vision or an audio part as an engine (`image_url`, `input_audio` parts).
 //!
 //! The listener is bound before the model loads, so `/health` answers 503 until the model is ready. Ctrl-C or
 //! SIGTERM stops accepting connections, gives in-flight requests [`ServeOptions::grace`] to finish, then returns.
@@ -77,13 +77,15 @@ pub fn serve(
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
     let manifest = crate::manifest::load(&options.model)?;
-    // Gemma 3n: the image graphs are in the manifest's `gemma3n.vision` part (a text-only or audio-only Gemma 3n export
-    // is served as text).
-    let gemma3n_vision = manifest
-        .gemma3n
-        .as_ref()
-        .is_some_and(|g| g.vision.is_some());
-    let vision = manifest.vision.is_some() || gemma3n_vision;
+    // Gemma 3n: the image and audio graphs are in the manifest's `gemma3n.vision` and `gemma3n.audio` parts (a
+    // text-only Gemma 3n export is served as text).
+    let g3n = manifest.gemma3n.as_ref();
+    let takes = api::Takes {
+        images: manifest.vision.is_some() || g3n.is_some_and(|g| g.vision.is_some()),
+        audio: g3n.is_some_and(|g| g.audio.is_some()),
+    };
+    let gemma3n_media = g3n.is_some_and(|g| g.vision.is_some() || g.audio.is_some());
+    let vision = manifest.vision.is_some();
     let ctx = options.ctx.unwrap_or(manifest.max_position_embeddings);
     let limits = Limits {
         max_batch: options.max_batch.max(1),
@@ -114,7 +116,7 @@ pub fn serve(
     let state = Arc::new(http::AppState::new(
         jobs,
         model_id,
-        vision,
+        takes,
         options.api_key.clone(),
     ));
     on_listening(local);
@@ -127,7 +129,7 @@ pub fn serve(
         .name("gemma-scheduler".into())
         .spawn(move || -> crate::Result<()> {
             type Engine = Box<dyn FnOnce(Receiver<Job>) -> crate::Result<()>>;
-            let engine: crate::Result<Engine> = if gemma3n_vision {
+            let engine: crate::Result<Engine> = if gemma3n_media {
                 Gemma3nGenerator::open(&dir, &runtime_options)
                     .map_err(|e| e.into_runtime())
                     .and_then(Served::new)
