@@ -10,8 +10,10 @@
 //!   fresh conversation's on the same messages (cache reuse changes nothing);
 //! - `gemma serve` answers an `image_url` request with `gemma generate`'s text and prompt length, and a multi-turn
 //!   request with the library conversation's reply;
-//! - an image on a Gemma 3n export without a vision tower, audio on one without audio, `input_audio` parts: errors
-//!   that name the flag (or part) and the model.
+//! - `gemma serve` answers `input_audio` parts (with or without an image) with `gemma generate --audio`'s text and
+//!   prompt length;
+//! - an image on a Gemma 3n export without a vision tower, audio on one without audio: errors that name the flag
+//!   (or part) and the model.
 
 mod common;
 #[path = "common/serve.rs"]
@@ -252,7 +254,7 @@ fn attachments_a_gemma3n_export_cannot_take_are_refused() {
             "--image",
             s(&image),
         ],
-        Some("hi\n"),
+        None,
     ));
     assert!(err.starts_with("error: --image"), "{err}");
     assert!(
@@ -267,7 +269,7 @@ fn attachments_a_gemma3n_export_cannot_take_are_refused() {
     common::write_tokenizer(&text_only, &[]);
     let err = failure(&gemma(
         &["chat", "-m", s(&text_only), "--audio", s(&clip)],
-        Some("hi\n"),
+        None,
     ));
     assert!(err.starts_with("error: --audio"), "{err}");
     assert!(
@@ -286,12 +288,17 @@ fn attachments_a_gemma3n_export_cannot_take_are_refused() {
             s(&image),
             "--pan-and-scan",
         ],
-        Some("hi\n"),
+        None,
     ));
     assert!(
         err.contains("--pan-and-scan") && err.contains("Gemma 3n"),
         "{err}"
     );
+}
+
+fn audio_part(path: &Path) -> Value {
+    let data = base64(&std::fs::read(path).unwrap());
+    json!({"type": "input_audio", "input_audio": {"data": data, "format": "wav"}})
 }
 
 fn image_part(path: &Path) -> Value {
@@ -337,7 +344,18 @@ fn serve_image_requests_equal_generate_and_chat() {
         "max_tokens": MAX_NEW, "temperature": 0});
     assert_eq!(server.chat_text(&body), r2.output.text);
 
-    // Refused with a 400 that says why: audio parts, an undecodable image.
+    // An image and a clip: `gemma generate --image --audio`'s text and prompt length.
+    let clip = src.join("clip.wav");
+    let want = generate(&model, prompt, &["--image", s(&image), "--audio", s(&clip)]);
+    let body = json!({"messages": [{"role": "user", "content": [
+        image_part(&image), audio_part(&clip), {"type": "text", "text": prompt}]}],
+        "max_tokens": MAX_NEW, "temperature": 0});
+    let r = server.post("/v1/chat/completions", &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["choices"][0]["message"]["content"], want["text"]);
+    assert_eq!(r.json()["usage"]["prompt_tokens"], want["prompt_tokens"]);
+
+    // Refused with a 400 that says why: a clip that is not WAV, an undecodable image.
     let audio = json!({"messages": [{"role": "user", "content": [
         {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}, {"type": "text", "text": "hi"}]}]});
     let r = server.post("/v1/chat/completions", &audio);
@@ -351,10 +369,22 @@ fn serve_image_requests_equal_generate_and_chat() {
 }
 
 #[test]
-fn serve_refuses_images_on_a_gemma3n_export_without_vision() {
+fn serve_on_gemma3n_exports_without_a_tower() {
     let (_tmp, model, _) = export("gemma3n-audio-f32");
-    let image = fixtures().join("tiny").join(FIXTURE).join("image.png");
+    let full = fixtures().join("tiny").join(FIXTURE);
+    let (image, clip) = (full.join("image.png"), full.join("clip.wav"));
     let server = Server::start(&model, &[]);
+
+    // Audio without vision: `gemma generate --audio`'s text and prompt length.
+    let want = generate(&model, "What do you hear?", &["--audio", s(&clip)]);
+    let heard = json!({"messages": [{"role": "user", "content": [
+        audio_part(&clip), {"type": "text", "text": "What do you hear?"}]}],
+        "max_tokens": MAX_NEW, "temperature": 0});
+    let r = server.post("/v1/chat/completions", &heard);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["choices"][0]["message"]["content"], want["text"]);
+    assert_eq!(r.json()["usage"]["prompt_tokens"], want["prompt_tokens"]);
+
     let body = json!({"messages": [{"role": "user", "content": [image_part(&image), {"type": "text", "text": "hi"}]}]});
     let r = server.post("/v1/chat/completions", &body);
     assert_eq!(r.status, 400, "{}", r.body);
@@ -381,4 +411,16 @@ fn serve_refuses_images_on_a_gemma3n_export_without_vision() {
     let text =
         json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "temperature": 0});
     assert_eq!(server.chat_text(&text), want["text"].as_str().unwrap());
+
+    // No audio tower: an audio part is refused, naming it.
+    let (_t, text_only, _) = export("gemma3n-text-f32");
+    common::write_tokenizer(&text_only, &[]);
+    let server = Server::start(&text_only, &[]);
+    let r = server.post("/v1/chat/completions", &heard);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body.contains("input_audio") && r.body.contains("takes no audio"),
+        "{}",
+        r.body
+    );
 }
