@@ -122,11 +122,11 @@ impl<M: Engine> Served<M> {
         }
     }
 
-    /// The tokens, stop tokens and image blocks of `prompt`. Chat messages are rendered by the conversation:
-    /// `images[i]` go with message `i`, and a system message is folded into the first user message when the
+    /// The tokens, stop tokens, image blocks and clips of `prompt`. Chat messages are rendered by the conversation:
+    /// `uploads[i]` go with message `i`, and a system message is folded into the first user message when the
     /// template has no system role.
     pub fn encode(&mut self, prompt: &Prompt) -> Result<Encoded> {
-        let (messages, images) = match prompt {
+        let (messages, uploads) = match prompt {
             Prompt::Raw(text) => {
                 let model = self.model_ref();
                 return Ok(Encoded {
@@ -140,10 +140,10 @@ impl<M: Engine> Served<M> {
         };
         let conv = match self {
             Served::Chat(c) => c,
-            Served::Plain(m) => return untemplated(m, messages, images),
+            Served::Plain(m) => return untemplated(m, messages, uploads),
         };
         let model = conv.generator_mut();
-        let media = images
+        let media = uploads
             .iter()
             .map(|own| {
                 own.iter()
@@ -173,18 +173,19 @@ impl<M: Engine> Served<M> {
 fn untemplated<M: Engine>(
     model: &mut M,
     messages: &[Message],
-    images: &[Vec<Upload>],
+    uploads: &[Vec<Upload>],
 ) -> Result<Encoded> {
-    let ([message], [bytes]) = (messages, images) else {
+    let ([message], [own_uploads]) = (messages, uploads) else {
         return Err(model.no_chat_template());
     };
     if message.role != "user" {
         return Err(model.no_chat_template());
     }
-    let mut own = Vec::with_capacity(bytes.len());
-    for upload in bytes {
+    let mut own = Vec::with_capacity(own_uploads.len());
+    for upload in own_uploads {
         let Upload::Image(b) = upload else {
-            return Err(model.no_chat_template());
+            let why = "this model takes no audio (only Gemma 3n exports with their audio tower do)";
+            return Err(Error::InvalidArgument(why.into()));
         };
         let Media::Image(image) = model.image(b)? else {
             return Err(Error::InvalidArgument(
