@@ -1,4 +1,4 @@
-//! Prompts with attachments on Gemma 3n exports (`gemma generate --image/--audio`, `gemma chat`'s `/audio`;
+//! Prompts with attachments on Gemma 3n exports (`gemma generate --image/--audio`, `gemma chat`'s `/image` and `/audio`, `gemma serve`;
 //! semantics §13.4): one user turn whose content items are the attachments, in the order given, then the text,
 //! rendered through the checkpoint's chat template and expanded as `Gemma3nProcessor` does, which is what
 //! `Gemma3nProcessor.apply_chat_template([{"role": "user", "content": [...]}], add_generation_prompt=True,
@@ -16,8 +16,9 @@
 //!
 //! Each image goes through `preprocess.onnx` and `vision_encoder.onnx` ([`Gemma3nImageEncoder`]) when the export
 //! has the manifest's `gemma3n.vision` part. [`Gemma3nGenerator::prompt_input`] is the one place that fills the soft
-//! tokens, images and clips alike ([`crate::gemma3n_prompt::attachments_embeds`]). (Gemma 3 vision exports take
-//! images through [`crate::VisionGenerator`].)
+//! tokens, images and clips alike ([`crate::gemma3n_prompt::attachments_embeds`]). Images are read, decoded and
+//! encoded in one place for generate, chat and serve (`attachments/images.rs`). (Gemma 3 vision exports take images through
+//! [`crate::VisionGenerator`].)
 
 use std::path::{Path, PathBuf};
 
@@ -32,9 +33,11 @@ use crate::generate::{GenerateOptions, GenerationOutput, Generator};
 use crate::kv_cache::KvCache;
 use crate::ort_env::RuntimeOptions;
 use crate::sampling::Sampler;
-use crate::vision::image_file::{load_image, ImageLimits};
 
 mod chat;
+mod images;
+
+pub use images::image_rows;
 
 /// What an attachment is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -91,6 +94,17 @@ pub enum AttachmentError {
     Audio(#[from] AudioError),
     #[error(transparent)]
     Runtime(#[from] Error),
+}
+
+impl AttachmentError {
+    /// A library error for the conversation's and the server's typed [`Result`] (an invalid argument, but for the
+    /// runtime's own errors).
+    pub fn into_runtime(self) -> Error {
+        match self {
+            AttachmentError::Runtime(e) => e,
+            other => Error::InvalidArgument(other.to_string()),
+        }
+    }
 }
 
 /// A Gemma 3n export, with its audio graphs when it has them: generation from a prompt with attachments.
@@ -327,21 +341,39 @@ impl Gemma3nGenerator {
         Ok(encoded)
     }
 
-    /// Each image file read (within the default [`ImageLimits`]) and encoded: its `[soft_tokens, hidden]` rows.
+    /// WAV bytes (`gemma serve`'s `input_audio` parts) read as a file is read (the same formats, conversions and
+    /// 30 s limit) and encoded alone, as `gemma chat` encodes each clip; `name` only names them in errors.
+    pub fn audio_from_bytes(
+        &mut self,
+        bytes: &[u8],
+        name: &Path,
+    ) -> std::result::Result<EncodedAudio, AttachmentError> {
+        let dir = self.dir().to_path_buf();
+        let Some(audio) = self.audio.as_mut() else {
+            let path = name.to_path_buf();
+            return Err(AttachmentError::NoAudio { path, dir });
+        };
+        let clip = audio.encoder.read_bytes(bytes, name)?;
+        let seconds = clip.samples.len() as f64 / f64::from(audio.encoder.limits.rate);
+        Ok(EncodedAudio {
+            converted: clip.converted,
+            rows: audio.encoder.encode(name, clip.samples)?,
+            seconds,
+        })
+    }
+
+    /// Each image file read (within the default image limits) and encoded: its `[soft_tokens, hidden]` rows
+    /// ([`image_from_file`](Self::image_from_file)).
     pub fn encode_images(
         &mut self,
         paths: &[&Path],
     ) -> std::result::Result<Vec<Array2<f32>>, AttachmentError> {
         self.check_first(AttachmentKind::Image, paths)?;
-        let Some(vision) = self.vision.as_mut() else {
-            return Ok(Vec::new());
-        };
-        let mut rows = Vec::with_capacity(paths.len());
+        let mut encoded = Vec::with_capacity(paths.len());
         for path in paths {
-            let image = load_image(path, &ImageLimits::default())?;
-            rows.push(vision.encoder.encode(&image)?);
+            encoded.push(self.image_from_file(path)?.0);
         }
-        Ok(rows)
+        Ok(image_rows(&encoded.iter().collect::<Vec<_>>()))
     }
 
     /// The decoder inputs of a prompt: the embeddings of `ids` with the soft tokens filled, the images' rows over

@@ -65,12 +65,16 @@ pub fn image(bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// A `gemma serve` request body, validated as `/v1/chat/completions` (for an export with vision, then one without)
+/// A `gemma serve` request body, validated as `/v1/chat/completions` (for an export with vision and audio, then one without)
 /// and as `/v1/completions`: `Ok` when one of the three accepts it, otherwise the first refusal (an HTTP 400 with a
 /// message). The body needs no prefix, so every seed is a request as a client sends it.
 pub fn serve_request(bytes: &[u8]) -> std::result::Result<(), ApiError> {
-    let chat_vision = chat_request(bytes, true).map(|_| ());
-    let chat_text = chat_request(bytes, false).map(|_| ());
+    let all = crate::serve::api::Takes {
+        images: true,
+        audio: true,
+    };
+    let chat_vision = chat_request(bytes, all).map(|_| ());
+    let chat_text = chat_request(bytes, Default::default()).map(|_| ());
     let completion = completion_request(bytes).map(|_| ());
     chat_vision.or(chat_text).or(completion)
 }

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use common::*;
 use gemma_runtime::{ChatOptions, Conversation, GenerateOptions, RuntimeOptions, VisionGenerator};
 use serde_json::{json, Value};
-use serve_support::Server;
+use serve_support::{base64, Server};
 
 const VISION_FIXTURE: &str = "cg-mqa-bf16-sharded-hf4";
 
@@ -187,22 +187,4 @@ fn paligemma_requests_are_batched_and_equal_describe() {
     let r = server.post("/v1/chat/completions", &two);
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(!server.log().contains("panicked"), "{}", server.log());
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in bytes.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }

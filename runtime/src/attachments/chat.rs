@@ -1,9 +1,10 @@
-//! [`ChatModel`] for [`Gemma3nGenerator`]: a [`Conversation`](crate::Conversation) whose user turns may carry audio
-//! clips (`gemma chat`'s `/audio PATH`), each encoded alone when attached.
+//! [`ChatModel`] for [`Gemma3nGenerator`]: a [`Conversation`](crate::Conversation) whose user turns may carry images
+//! and audio clips (`gemma chat`'s `--image`/`/image PATH`, `--audio`/`/audio PATH`), each encoded alone when
+//! attached, rendered as content items in the order attached (Gemma3nProcessor's layout, as `gemma generate`).
 
 use std::path::Path;
 
-use super::{AttachmentError, AttachmentKind, EncodedAudio, Gemma3nGenerator};
+use super::{image_rows, AttachmentError, EncodedAudio, Gemma3nGenerator};
 use crate::conversation::{ChatModel, ChatOptions};
 use crate::error::{Error, Result};
 use crate::generate::{with_single_bos, GenerationOutput};
@@ -11,16 +12,14 @@ use crate::kv_cache::KvCache;
 use crate::model_text::ModelText;
 use crate::vision::{EncodedImage, ImageReport};
 
-/// A library error for the conversation's typed [`Result`].
 fn runtime_error(e: AttachmentError) -> Error {
-    match e {
-        AttachmentError::Runtime(e) => e,
-        other => Error::InvalidArgument(other.to_string()),
-    }
+    e.into_runtime()
 }
 
 impl ChatModel for Gemma3nGenerator {
-    const SEES_IMAGES: bool = false;
+    // Whether this export has the vision part is known only at run time: `/image` on one without it is refused by
+    // `encode_image_file`, naming the file and the export.
+    const SEES_IMAGES: bool = true;
     const HEARS_AUDIO: bool = true;
 
     fn text(&self) -> &ModelText {
@@ -39,7 +38,8 @@ impl ChatModel for Gemma3nGenerator {
     }
 
     fn image_blocks(&self) -> Option<(u32, usize)> {
-        None
+        let v = &self.vision.as_ref()?.encoder.section;
+        Some((v.image_token_id, v.soft_tokens))
     }
 
     fn audio_blocks(&self) -> Option<(u32, usize)> {
@@ -62,26 +62,14 @@ impl ChatModel for Gemma3nGenerator {
     }
 
     fn encode_image_file(&mut self, path: &Path, _: bool) -> Result<(EncodedImage, ImageReport)> {
-        let image = super::Attachment {
-            kind: AttachmentKind::Image,
-            path: path.to_path_buf(),
-        };
-        Err(runtime_error(self.check(&image).err().unwrap_or_else(
-            || {
-                Error::InvalidArgument(format!(
-                    "{}: `gemma chat` takes no images on Gemma 3n yet; `gemma generate --image` does",
-                    path.display()
-                ))
-                .into()
-            },
-        )))
+        self.image_from_file(path).map_err(runtime_error)
     }
 
     fn continue_turn(
         &mut self,
         cache: &mut KvCache,
         feed: &[u32],
-        _new_images: &[&EncodedImage],
+        new_images: &[&EncodedImage],
         new_clips: &[&EncodedAudio],
         stop_ids: &[u32],
         options: &ChatOptions,
@@ -90,7 +78,7 @@ impl ChatModel for Gemma3nGenerator {
         self.continue_generation(
             cache,
             feed,
-            &[],
+            &image_rows(new_images),
             new_clips,
             stop_ids,
             &options.generate,

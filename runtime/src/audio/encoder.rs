@@ -75,6 +75,11 @@ impl AudioEncoder {
         read_wav(path, &self.limits)
     }
 
+    /// Reads WAV bytes as this model takes them (see [`super::wav::read_wav_bytes`]).
+    pub fn read_bytes(&self, bytes: &[u8], name: &Path) -> Result<Clip, AudioError> {
+        super::wav::read_wav_bytes(bytes, name, &self.limits)
+    }
+
     /// `audio_features` `[S, H]` of a WAV file.
     pub fn encode_file(&mut self, path: &Path) -> Result<Array2<f32>, AudioError> {
         let clip = self.read(path)?;

@@ -43,6 +43,21 @@ pub fn read_wav(path: &Path, limits: &ClipLimits) -> Result<Clip, AudioError> {
         path: path.to_path_buf(),
         source,
     })?;
+    decode_wav(BufReader::new(file), path, limits)
+}
+
+/// [`read_wav`] of WAV bytes already in memory (`gemma serve`'s `input_audio` parts); `name` only names them in
+/// errors.
+pub fn read_wav_bytes(bytes: &[u8], name: &Path, limits: &ClipLimits) -> Result<Clip, AudioError> {
+    decode_wav(std::io::Cursor::new(bytes), name, limits)
+}
+
+/// The WAV read from `input` (named `path` in errors) as [`read_wav`] describes.
+fn decode_wav<R: std::io::Read>(
+    input: R,
+    path: &Path,
+    limits: &ClipLimits,
+) -> Result<Clip, AudioError> {
     let not_audio = |e: hound::Error| match e {
         hound::Error::IoError(source) => AudioError::Io {
             path: path.to_path_buf(),
@@ -57,7 +72,7 @@ pub fn read_wav(path: &Path, limits: &ClipLimits) -> Result<Clip, AudioError> {
             reason: e.to_string(),
         },
     };
-    let mut reader = hound::WavReader::new(BufReader::new(file)).map_err(not_audio)?;
+    let mut reader = hound::WavReader::new(input).map_err(not_audio)?;
     let spec = reader.spec();
     let format = match (spec.sample_format, spec.bits_per_sample) {
         (hound::SampleFormat::Int, 16) | (hound::SampleFormat::Float, 32) => None,

@@ -7,14 +7,14 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-/// `gemma generate --image/--audio`: prompts with attachments.
+/// `gemma generate --image/--audio` (and `gemma chat`'s): prompts with attachments.
 #[path = "gemma/attachments.rs"]
 mod attachments;
 /// `gemma chat`: its arguments, and the choice between the terminal conversation and `--messages`. (A file beside
 /// this one would be taken for a binary of its own, hence the subfolder.)
 #[path = "gemma/chat_command.rs"]
 mod chat_command;
-/// `gemma chat` in the terminal, with images on Gemma 3 multimodal exports.
+/// `gemma chat` in the terminal, with images on Gemma 3 multimodal exports, images and audio on Gemma 3n.
 #[path = "gemma/chat_repl.rs"]
 mod chat_repl;
 #[path = "shared/cli.rs"]
@@ -144,7 +144,7 @@ struct PerplexityArgs {
 }
 
 fn main() -> ExitCode {
-    // The matches too: the order of `generate`'s --image and --audio values is only there.
+    // The matches too: the order of `generate`'s and `chat`'s --image and --audio values is only there.
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
@@ -153,7 +153,7 @@ fn main() -> ExitCode {
         }
         Command::Perplexity(args) => run_perplexity(args),
         Command::Bench(args) => run_bench(args),
-        Command::Chat(args) => chat_command::run(args),
+        Command::Chat(args) => chat_command::run(args, matches.subcommand_matches("chat")),
         Command::Serve(args) => serve_command::run(args),
     };
     cli::exit_status(result)

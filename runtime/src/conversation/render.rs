@@ -121,6 +121,12 @@ impl<M: ChatModel> Conversation<M> {
         Ok((ids, self.turns.iter().flat_map(Turn::images).collect()))
     }
 
+    /// The clips of the conversation as it stands, in order: those whose blocks [`prompt`](Self::prompt)'s tokens
+    /// hold.
+    pub fn prompt_clips(&self) -> Vec<&EncodedAudio> {
+        self.turns.iter().flat_map(Turn::clips).collect()
+    }
+
     /// The rendered text (with the generation prompt) and its tokens (one BOS, no special tokens added, images
     /// expanded to their blocks).
     pub(super) fn render(&self, turns: &[Turn]) -> Result<(String, Vec<u32>)> {

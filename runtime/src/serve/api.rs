@@ -24,14 +24,35 @@ pub struct Request {
 
 #[derive(Clone, Debug)]
 pub enum Prompt {
-    /// Messages for the chat template; `images[i]` are the encoded bytes of message `i`'s images, in order.
+    /// Messages for the chat template; `uploads[i]` are message `i`'s images and clips, in the order of its parts.
     Chat {
         messages: Vec<Message>,
-        images: Vec<Vec<Vec<u8>>>,
+        uploads: Vec<Vec<Upload>>,
     },
     /// `/v1/completions`: the raw text (BOS added, as `gemma generate` without `--chat`).
     Raw(String),
 }
+
+/// An attachment of a user message, still encoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Upload {
+    /// The bytes of an `image_url` part's `data:` URI.
+    Image(Vec<u8>),
+    /// The WAV bytes of an `input_audio` part.
+    Audio(Vec<u8>),
+}
+
+/// What the export takes besides text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Takes {
+    pub images: bool,
+    /// Gemma 3n exports with an audio tower.
+    pub audio: bool,
+}
+
+/// Base64 of an `input_audio` part at most: 12 MiB of WAV, room for 30 s of stereo 48 kHz float32 (11 MiB), the
+/// longest clip the model takes (30 s, checked again on the decoded samples).
+pub const MAX_AUDIO_BASE64: usize = 16 << 20;
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -100,6 +121,15 @@ enum Content {
 enum Part {
     Text { text: String },
     ImageUrl { image_url: ImageUrl },
+    InputAudio { input_audio: InputAudio },
+}
+
+#[derive(Deserialize)]
+struct InputAudio {
+    /// Base64 of the file's bytes.
+    data: String,
+    /// `"wav"` (the only format taken; absent means WAV).
+    format: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -119,14 +149,14 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// A `/v1/chat/completions` body. `vision`: whether the export takes images.
-pub fn chat_request(body: &[u8], vision: bool) -> Result<Request, ApiError> {
+/// A `/v1/chat/completions` body, for an export that `takes` images and/or audio.
+pub fn chat_request(body: &[u8], takes: Takes) -> Result<Request, ApiError> {
     let body: ChatBody = parse(body)?;
     if body.messages.is_empty() {
         return Err(ApiError::invalid("`messages` is empty", Some("messages")));
     }
     let mut messages = Vec::with_capacity(body.messages.len());
-    let mut images = Vec::with_capacity(body.messages.len());
+    let mut uploads = Vec::with_capacity(body.messages.len());
     for (i, m) in body.messages.into_iter().enumerate() {
         let role = match m.role.as_str() {
             "system" | "developer" => "system",
@@ -143,7 +173,7 @@ pub fn chat_request(body: &[u8], vision: bool) -> Result<Request, ApiError> {
             }
         };
         let mut text = String::new();
-        let mut own_images = Vec::new();
+        let mut own = Vec::new();
         match m.content {
             None => {}
             Some(Content::Text(t)) => text = t,
@@ -152,9 +182,10 @@ pub fn chat_request(body: &[u8], vision: bool) -> Result<Request, ApiError> {
                     match part {
                         Part::Text { text: t } => text.push_str(&t),
                         Part::ImageUrl { image_url } => {
-                            if !vision {
+                            if !takes.images {
                                 return Err(ApiError::invalid(
-                                    "this model takes no images (export a Gemma 3 multimodal checkpoint)",
+                                    "this model takes no images (export a Gemma 3 multimodal checkpoint, or a Gemma 3n \
+                                     one with its vision tower)",
                                     Some("messages"),
                                 ));
                             }
@@ -164,16 +195,19 @@ pub fn chat_request(body: &[u8], vision: bool) -> Result<Request, ApiError> {
                                     Some("messages"),
                                 ));
                             }
-                            own_images.push(data_uri_bytes(&image_url.url)?);
+                            own.push(Upload::Image(data_uri_bytes(&image_url.url)?));
+                        }
+                        Part::InputAudio { input_audio } => {
+                            own.push(Upload::Audio(audio_bytes(i, role, takes, &input_audio)?));
                         }
                     }
                 }
             }
         }
         messages.push(Message::new(role, text));
-        images.push(own_images);
+        uploads.push(own);
     }
-    let prompt = Prompt::Chat { messages, images };
+    let prompt = Prompt::Chat { messages, uploads };
     request(prompt, body.common)
 }
 
@@ -251,6 +285,35 @@ fn request(prompt: Prompt, c: Common) -> Result<Request, ApiError> {
     })
 }
 
+/// The WAV bytes of message `i`'s `input_audio` part, refused (400) on an export without audio, outside a user
+/// message, in another format, over [`MAX_AUDIO_BASE64`] or not base64.
+fn audio_bytes(i: usize, role: &str, takes: Takes, part: &InputAudio) -> Result<Vec<u8>, ApiError> {
+    let bad = |why: String| {
+        ApiError::invalid(
+            format!("messages[{i}].input_audio: {why}"),
+            Some("messages"),
+        )
+    };
+    if !takes.audio {
+        return Err(bad(
+            "this model takes no audio (only Gemma 3n exports with their audio tower do)".into(),
+        ));
+    }
+    if role != "user" {
+        return Err(bad("only user messages may carry audio".into()));
+    }
+    if let Some(format) = part.format.as_deref().filter(|f| *f != "wav") {
+        return Err(bad(format!("format {format:?}: only \"wav\" is taken")));
+    }
+    if part.data.len() > MAX_AUDIO_BASE64 {
+        return Err(bad(format!(
+            "{} bytes of base64, more than the {MAX_AUDIO_BASE64} taken",
+            part.data.len()
+        )));
+    }
+    base64_decode(&part.data).ok_or_else(|| bad("`data` is not valid base64".into()))
+}
+
 /// The bytes of a `data:[<type>][;base64],<data>` URI (remote URLs are not fetched).
 fn data_uri_bytes(url: &str) -> Result<Vec<u8>, ApiError> {
     let bad = |why: &str| ApiError::invalid(format!("image_url: {why}"), Some("messages"));
@@ -308,21 +371,21 @@ mod tests {
     fn bad_requests_are_400_with_a_param() {
         let e = chat_request(
             br#"{"messages": [{"role": "robot", "content": "x"}]}"#,
-            false,
+            Takes::default(),
         )
         .unwrap_err();
         assert_eq!((e.status, e.param), (400, Some("messages")));
         let e = chat_request(
             br#"{"messages": [{"role": "user", "content": "x"}], "max_tokens": -1}"#,
-            false,
+            Takes::default(),
         )
         .unwrap_err();
         assert_eq!(e.param, Some("max_tokens"));
-        let e = chat_request(br#"{"messages": "hi"}"#, false).unwrap_err();
+        let e = chat_request(br#"{"messages": "hi"}"#, Takes::default()).unwrap_err();
         assert!(e.message.contains("schema"), "{}", e.message);
-        let e = chat_request(b"{", false).unwrap_err();
+        let e = chat_request(b"{", Takes::default()).unwrap_err();
         assert!(e.message.contains("not valid JSON"), "{}", e.message);
-        let e = chat_request(br#"{"model": "x"}"#, false).unwrap_err();
+        let e = chat_request(br#"{"model": "x"}"#, Takes::default()).unwrap_err();
         assert!(e.message.contains("messages"), "{}", e.message);
     }
 
@@ -330,12 +393,45 @@ mod tests {
     fn parts_join_and_images_need_vision() {
         let body = br#"{"messages": [{"role": "user", "content": [{"type": "text", "text": "a"},
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,aGk="}}]}]}"#;
-        assert!(chat_request(body, false).is_err());
-        let r = chat_request(body, true).unwrap();
-        let Prompt::Chat { messages, images } = r.prompt else {
+        assert!(chat_request(body, Takes::default()).is_err());
+        let images = Takes {
+            images: true,
+            audio: false,
+        };
+        let r = chat_request(body, images).unwrap();
+        let Prompt::Chat { messages, uploads } = r.prompt else {
             panic!()
         };
         assert_eq!(messages[0].content, "a");
-        assert_eq!(images[0], vec![b"hi".to_vec()]);
+        assert_eq!(uploads[0], vec![Upload::Image(b"hi".to_vec())]);
+        // Audio parts: in order with the images, only where the export takes audio, WAV only.
+        let audio = br#"{"messages": [{"role": "user", "content": [
+            {"type": "input_audio", "input_audio": {"data": "aGk=", "format": "wav"}},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,aGk="}}]}]}"#;
+        let e = chat_request(audio, images).unwrap_err();
+        assert_eq!((e.status, e.param), (400, Some("messages")));
+        assert!(e.message.contains("takes no audio"), "{}", e.message);
+        let all = Takes {
+            images: true,
+            audio: true,
+        };
+        let Prompt::Chat { uploads, .. } = chat_request(audio, all).unwrap().prompt else {
+            panic!()
+        };
+        assert_eq!(
+            uploads[0],
+            vec![Upload::Audio(b"hi".to_vec()), Upload::Image(b"hi".to_vec())]
+        );
+        let mp3 = br#"{"messages": [{"role": "user", "content": [
+            {"type": "input_audio", "input_audio": {"data": "aGk=", "format": "mp3"}}]}]}"#;
+        let e = chat_request(mp3, all).unwrap_err();
+        assert!(e.message.contains("mp3"), "{}", e.message);
+        let big = format!(
+            r#"{{"messages": [{{"role": "user", "content": [
+            {{"type": "input_audio", "input_audio": {{"data": "{}"}}}}]}}]}}"#,
+            "A".repeat(MAX_AUDIO_BASE64 + 4)
+        );
+        let e = chat_request(big.as_bytes(), all).unwrap_err();
+        assert!(e.message.contains("more than"), "{}", e.message);
     }
 }

@@ -3,12 +3,13 @@
 //!
 //! A request's prompt is built by the code `gemma generate` and `gemma chat` use ([`Served::encode`]): a raw prompt
 //! as `gemma generate` encodes it; chat messages through the model's [`Conversation`], so a system message goes where
-//! `gemma chat` puts it (folded into the first user message when the template refuses a system role) and images go
-//! with their user message.
+//! `gemma chat` puts it (folded into the first user message when the template refuses a system role) and images
+//! (and Gemma 3n's clips) go with their user message, in the order of its parts.
 
 use ndarray::{Array2, Array3};
 
-use super::api::Prompt;
+use super::api::{Prompt, Upload};
+use crate::attachments::EncodedAudio;
 use crate::chat_template::Message;
 use crate::conversation::{ChatModel, ChatOptions, Conversation, Media};
 use crate::decoder::{Decoder, TokenInput};
@@ -33,6 +34,12 @@ pub trait Engine: ChatModel {
     fn raw_prompt(&self, text: &str) -> Result<Vec<u32>>;
     /// Decodes and encodes the bytes of an image; a text model refuses it.
     fn image(&mut self, bytes: &[u8]) -> Result<Media>;
+    /// Decodes and encodes the bytes of a WAV file; only Gemma 3n exports with audio take it.
+    fn audio(&mut self, _bytes: &[u8]) -> Result<Media> {
+        Err(Error::InvalidArgument(
+            "this model takes no audio (only Gemma 3n exports with their audio tower do)".into(),
+        ))
+    }
     /// Without a chat template: the tokens and stop tokens of one user message `text` with `images`, as
     /// `gemma-vision describe` prompts (PaliGemma's layout); a text model refuses it.
     fn untemplated(&self, text: &str, images: &[&EncodedImage]) -> Result<(Vec<u32>, Vec<u32>)>;
@@ -80,6 +87,8 @@ pub struct Encoded {
     pub stop_ids: Vec<u32>,
     /// The image blocks the prompt's soft tokens take (multimodal models).
     pub features: Option<Array3<f32>>,
+    /// The clips whose rows the prompt's audio soft tokens take, in order (Gemma 3n).
+    pub clips: Vec<EncodedAudio>,
 }
 
 /// The model, owned by the [`Conversation`] that renders its chat requests when it has a chat template.
@@ -113,36 +122,47 @@ impl<M: Engine> Served<M> {
         }
     }
 
-    /// The tokens, stop tokens and image blocks of `prompt`. Chat messages are rendered by the conversation:
-    /// `images[i]` go with message `i`, and a system message is folded into the first user message when the
+    /// The tokens, stop tokens, image blocks and clips of `prompt`. Chat messages are rendered by the conversation:
+    /// `uploads[i]` go with message `i`, and a system message is folded into the first user message when the
     /// template has no system role.
     pub fn encode(&mut self, prompt: &Prompt) -> Result<Encoded> {
-        let (messages, images) = match prompt {
+        let (messages, uploads) = match prompt {
             Prompt::Raw(text) => {
                 let model = self.model_ref();
                 return Ok(Encoded {
                     ids: model.raw_prompt(text)?,
                     stop_ids: model.text().stop_ids.clone(),
                     features: model.features(&[])?,
+                    clips: Vec::new(),
                 });
             }
-            Prompt::Chat { messages, images } => (messages, images),
+            Prompt::Chat { messages, uploads } => (messages, uploads),
         };
         let conv = match self {
             Served::Chat(c) => c,
-            Served::Plain(m) => return untemplated(m, messages, images),
+            Served::Plain(m) => return untemplated(m, messages, uploads),
         };
-        let media = images
+        let model = conv.generator_mut();
+        let media = uploads
             .iter()
-            .map(|own| own.iter().map(|b| conv.generator_mut().image(b)).collect())
+            .map(|own| {
+                own.iter()
+                    .map(|u| match u {
+                        Upload::Image(b) => model.image(b),
+                        Upload::Audio(b) => model.audio(b),
+                    })
+                    .collect()
+            })
             .collect::<Result<Vec<Vec<Media>>>>()?;
         conv.reset()?;
         conv.options_mut().system = None;
         conv.set_messages_with_media(messages, media)?;
         let (ids, images) = conv.prompt()?;
+        let clips = conv.prompt_clips().into_iter().cloned().collect();
         let model = conv.generator();
         Ok(Encoded {
             features: model.features(&images)?,
+            clips,
             ids,
             stop_ids: model.text().chat_stop_token_ids(),
         })
@@ -153,16 +173,20 @@ impl<M: Engine> Served<M> {
 fn untemplated<M: Engine>(
     model: &mut M,
     messages: &[Message],
-    images: &[Vec<Vec<u8>>],
+    uploads: &[Vec<Upload>],
 ) -> Result<Encoded> {
-    let ([message], [bytes]) = (messages, images) else {
+    let ([message], [own_uploads]) = (messages, uploads) else {
         return Err(model.no_chat_template());
     };
     if message.role != "user" {
         return Err(model.no_chat_template());
     }
-    let mut own = Vec::with_capacity(bytes.len());
-    for b in bytes {
+    let mut own = Vec::with_capacity(own_uploads.len());
+    for upload in own_uploads {
+        let Upload::Image(b) = upload else {
+            let why = "this model takes no audio (only Gemma 3n exports with their audio tower do)";
+            return Err(Error::InvalidArgument(why.into()));
+        };
         let Media::Image(image) = model.image(b)? else {
             return Err(Error::InvalidArgument(
                 "gemma serve takes images, not audio".into(),
@@ -174,6 +198,7 @@ fn untemplated<M: Engine>(
     let (ids, stop_ids) = model.untemplated(&message.content, &refs)?;
     Ok(Encoded {
         features: model.features(&refs)?,
+        clips: Vec::new(),
         ids,
         stop_ids,
     })

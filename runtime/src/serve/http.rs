@@ -33,8 +33,8 @@ pub struct AppState {
     pub jobs: Mutex<Option<Sender<Job>>>,
     /// The name `/v1/models` lists and responses carry.
     pub model_id: String,
-    /// Whether the export takes images.
-    pub vision: bool,
+    /// Whether the export takes images, audio.
+    pub takes: api::Takes,
     pub api_key: Option<String>,
     next_id: AtomicU64,
 }
@@ -43,14 +43,14 @@ impl AppState {
     pub fn new(
         jobs: Sender<Job>,
         model_id: String,
-        vision: bool,
+        takes: api::Takes,
         api_key: Option<String>,
     ) -> AppState {
         AppState {
             ready: AtomicBool::new(false),
             jobs: Mutex::new(Some(jobs)),
             model_id,
-            vision,
+            takes,
             api_key,
             next_id: AtomicU64::new(1),
         }
@@ -138,8 +138,8 @@ async fn not_found() -> Response {
 }
 
 async fn chat(State(s): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
-    let vision = s.vision;
-    handle(s, body, true, |b| api::chat_request(b, vision)).await
+    let takes = s.takes;
+    handle(s, body, true, |b| api::chat_request(b, takes)).await
 }
 
 async fn completions(State(s): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {

@@ -6,13 +6,15 @@
 //! - [`scheduler`]: the thread that owns the model; continuous batching.
 //! - [`engine`]: what the scheduler needs of a model (text exports here), and how a request's prompt is built.
 //! - [`sequence`]: one reply in progress (sampling, stop tokens, stop strings, streaming text).
-//! - [`vision`]: multimodal exports as an engine.
+//! - [`vision`]: multimodal exports (Gemma 3 vision, PaliGemma) as an engine.
+//! - [`gemma3n`]: Gemma 3n exports with a vision or an audio part as an engine (`image_url`, `input_audio` parts).
 //!
 //! The listener is bound before the model loads, so `/health` answers 503 until the model is ready. Ctrl-C or
 //! SIGTERM stops accepting connections, gives in-flight requests [`ServeOptions::grace`] to finish, then returns.
 
 pub mod api;
 pub mod engine;
+pub mod gemma3n;
 pub mod http;
 pub mod reply;
 pub mod scheduler;
@@ -26,6 +28,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::attachments::Gemma3nGenerator;
 use crate::generate::Generator;
 use crate::ort_env::RuntimeOptions;
 use crate::vision::VisionGenerator;
@@ -74,6 +77,14 @@ pub fn serve(
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
     let manifest = crate::manifest::load(&options.model)?;
+    // Gemma 3n: the image and audio graphs are in the manifest's `gemma3n.vision` and `gemma3n.audio` parts (a
+    // text-only Gemma 3n export is served as text).
+    let g3n = manifest.gemma3n.as_ref();
+    let takes = api::Takes {
+        images: manifest.vision.is_some() || g3n.is_some_and(|g| g.vision.is_some()),
+        audio: g3n.is_some_and(|g| g.audio.is_some()),
+    };
+    let gemma3n_media = g3n.is_some_and(|g| g.vision.is_some() || g.audio.is_some());
     let vision = manifest.vision.is_some();
     let ctx = options.ctx.unwrap_or(manifest.max_position_embeddings);
     let limits = Limits {
@@ -105,7 +116,7 @@ pub fn serve(
     let state = Arc::new(http::AppState::new(
         jobs,
         model_id,
-        vision,
+        takes,
         options.api_key.clone(),
     ));
     on_listening(local);
@@ -118,7 +129,12 @@ pub fn serve(
         .name("gemma-scheduler".into())
         .spawn(move || -> crate::Result<()> {
             type Engine = Box<dyn FnOnce(Receiver<Job>) -> crate::Result<()>>;
-            let engine: crate::Result<Engine> = if vision {
+            let engine: crate::Result<Engine> = if gemma3n_media {
+                Gemma3nGenerator::open(&dir, &runtime_options)
+                    .map_err(|e| e.into_runtime())
+                    .and_then(Served::new)
+                    .map(|g| Box::new(move |jobs| scheduler::run(g, jobs, limits)) as Engine)
+            } else if vision {
                 VisionGenerator::open(&dir, &runtime_options)
                     .and_then(Served::new)
                     .map(|g| Box::new(move |jobs| scheduler::run(g, jobs, limits)) as Engine)

@@ -30,7 +30,7 @@ Gemma 3 4B and up, MedGemma 4B). With --image or --audio the prompt is one user 
 attachments in command-line order, then the text";
 
 /// The flag that gives an attachment of `kind`.
-fn flag(kind: AttachmentKind) -> &'static str {
+pub fn flag(kind: AttachmentKind) -> &'static str {
     match kind {
         AttachmentKind::Image => "--image",
         AttachmentKind::Audio => "--audio",

@@ -8,12 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
-use gemma_runtime::attachments::Gemma3nGenerator;
+use clap::{ArgMatches, Args};
+use gemma_runtime::attachments::{AttachmentKind, Gemma3nGenerator};
 use gemma_runtime::{
     ChatOptions, Conversation, GenerateOptions, Generator, Message, VisionGenerator,
 };
 
+use super::attachments;
 use super::chat_repl::{self, note_dropped, note_folded, print_verbose};
 use super::cli::{ModelArgs, SamplingArgs};
 #[allow(unused_imports)]
@@ -31,9 +32,14 @@ Examples:
   > /image other.png
   > And how does this one differ?
 
-  # Gemma 3n: let it hear clips (--audio, or /audio PATH during the conversation)
+  # Gemma 3n: show it images and let it hear clips (--image, --audio, or /image PATH and /audio PATH during
+  # the conversation); a turn's attachments come before its text, in the order given
   gemma chat -m gemma-3n-e2b-it-onnx --audio question.wav
   > Answer the question in this clip.
+  gemma chat -m gemma-3n-e2b-it-onnx --image photo.jpg --audio question.wav
+  > Answer the question about this picture.
+  > /image other.png
+  > And this one?
 
   # One reply to a conversation in a file, as text or as JSON
   echo '[{\"role\": \"user\", \"content\": \"Name three rivers.\"}]' > conv.json
@@ -66,17 +72,20 @@ pub struct ChatArgs {
     /// Answer the conversation in this JSON file (list of {role, content}) and exit
     #[arg(long, value_name = "FILE.json")]
     messages: Option<PathBuf>,
-    /// Show the model this image with your first message (repeatable; Gemma 3 multimodal exports). In the
-    /// conversation, `/image PATH` attaches an image to your next message
+    /// Show the model this image with your first message (repeatable; Gemma 3 multimodal exports, Gemma 3n exports
+    /// with a vision tower; with --audio, in the order given). In the conversation, `/image PATH` attaches an image
+    /// to your next message
     #[arg(long = "image", value_name = "PATH", conflicts_with = "messages")]
     images: Vec<PathBuf>,
-    /// Let the model hear this WAV clip with your first message (repeatable; Gemma 3n exports with an audio tower).
+    /// Let the model hear this WAV clip with your first message (repeatable; Gemma 3n exports with an audio tower;
+    /// with --image, in the order given).
     /// In the conversation, `/audio PATH` attaches a clip to your next message. Mono 16 kHz 16-bit PCM or float
     /// WAV is used as it is; stereo is averaged and other rates resampled (rubato), which then differs slightly from
     /// a Python pipeline
     #[arg(long = "audio", value_name = "PATH", conflicts_with = "messages")]
     audio: Vec<PathBuf>,
-    /// With images: Pan & Scan, up to 4 extra crops of a long image so that details survive the resize
+    /// With images: Pan & Scan, up to 4 extra crops of a long image so that details survive the resize (Gemma 3
+    /// only)
     #[arg(long = "pan-and-scan")]
     pan_and_scan: bool,
     /// Most tokens per reply (also kept free in the context before each turn)
@@ -100,7 +109,8 @@ pub struct ChatArgs {
     verbose: bool,
 }
 
-pub fn run(args: ChatArgs) -> Result<()> {
+/// `matches`: those of `chat`, for the order of its `--image` and `--audio` values.
+pub fn run(args: ChatArgs, matches: Option<&ArgMatches>) -> Result<()> {
     let sampling = args.sampling.config()?;
     if args.max_new_tokens == 0 {
         bail!("--max-new-tokens must be at least 1 for a chat reply");
@@ -150,17 +160,34 @@ pub fn run(args: ChatArgs) -> Result<()> {
     };
     let runtime = args.model.runtime_options();
     let open_error = || format!("opening {}", dir.display());
-    // A Gemma 3n export chats through its audio graphs, so that `/audio PATH` works at any turn.
+    // A Gemma 3n export chats through its image and audio graphs, so that `/image PATH` and `/audio PATH` work at
+    // any turn. Every attachment is checked before any file is read; `--image` and `--audio` go with the first
+    // message in the order given, as `gemma generate` renders them.
     let manifest = gemma_runtime::manifest::load(dir).with_context(open_error)?;
     if file_messages.is_none() && manifest.gemma3n.is_some() {
-        let generator = Gemma3nGenerator::open(dir, &runtime).with_context(open_error)?;
-        let mut conversation = Conversation::new(generator, options)?;
-        for path in &args.images {
-            conversation.add_image(path).context("--image")?;
+        if args.pan_and_scan {
+            bail!(
+                "--pan-and-scan: the model in {} is a Gemma 3n export, whose processor has no Pan & Scan",
+                dir.display()
+            );
         }
-        for path in &args.audio {
-            conversation.add_audio(path).context("--audio")?;
-            chat_repl::note_audio(path, &conversation);
+        let generator = Gemma3nGenerator::open(dir, &runtime).with_context(open_error)?;
+        let attached = attachments::in_order(&args.images, &args.audio, matches);
+        for a in &attached {
+            generator.check(a).context(attachments::flag(a.kind))?;
+        }
+        let mut conversation = Conversation::new(generator, options)?;
+        for a in &attached {
+            match a.kind {
+                AttachmentKind::Image => {
+                    let report = conversation.add_image(&a.path).context("--image")?;
+                    chat_repl::note_image(&report, conversation.pending_images());
+                }
+                AttachmentKind::Audio => {
+                    conversation.add_audio(&a.path).context("--audio")?;
+                    chat_repl::note_audio(&a.path, &conversation);
+                }
+            }
         }
         return chat_repl::run(&mut conversation, dir, args.verbose, &stop, &replying);
     }

@@ -1,6 +1,7 @@
 //! `gemma chat` in the terminal: one line per user turn, replies streamed, the KV cache kept between turns by
 //! [`Conversation`]. On a multimodal export `/image PATH` attaches an image to the next message (`--image` to the
-//! first one); on a Gemma 3n export `/audio PATH` attaches a WAV clip (`--audio` to the first one).
+//! first one); on a Gemma 3n export `/image PATH` and `/audio PATH` attach an image or a WAV clip (`--image`,
+//! `--audio` to the first one), rendered in the order attached.
 //!
 //! Plain stdin lines rather than a line-editor crate: it works the same in a terminal, in a pipe and in tests, and
 //! the terminal's own line editing (backspace, Ctrl-U, Ctrl-W) is there. Ctrl-C during a reply sets the
@@ -29,7 +30,9 @@ pub fn run<M: ChatModel>(
     note_folded(conversation);
     let tty = std::io::stdin().is_terminal();
     if tty {
-        let images = if M::SEES_IMAGES {
+        let images = if M::SEES_IMAGES && M::HEARS_AUDIO {
+            " (attachments: /image PATH and /audio PATH attach an image or a WAV clip to your next message)"
+        } else if M::SEES_IMAGES {
             " (images: /image PATH attaches one to your next message)"
         } else if M::HEARS_AUDIO {
             " (audio: /audio PATH attaches a WAV clip to your next message)"

@@ -19,8 +19,9 @@ Examples:
 Endpoints: GET /health (503 while loading, then 200), GET /v1/models, POST /v1/chat/completions, \
 POST /v1/completions (OpenAI schema; \"stream\": true for Server-Sent Events). Requests that arrive \
 together are decoded together, one batched step per token (continuous batching); beyond --max-batch \
-they queue. temperature 0 gives exactly `gemma generate --chat`'s text. Ctrl-C or SIGTERM stops \
-accepting requests and lets running ones finish (at most 10 s). One log line per request on stderr.";
+they queue. temperature 0 gives exactly `gemma generate --chat`'s text. Multimodal exports take \
+image_url parts (data: URIs); Gemma 3n exports with an audio tower take input_audio parts (base64 \
+WAV). Ctrl-C or SIGTERM stops accepting requests and lets running ones finish (at most 10 s). One log line per request on stderr.";
 
 #[derive(Args)]
 pub struct ServeArgs {
