@@ -173,7 +173,7 @@ fn the_vision_encoder_joins_the_layout() {
     let pixels = Array4::<f32>::from_shape_fn((1, 3, 96, 96), |(_, c, y, x)| {
         ((c * 31 + y * 7 + x) % 97) as f32 / 96.0
     });
-    let mut run = |s: &mut Session| {
+    let run = |s: &mut Session| {
         let input = TensorRef::from_array_view(pixels.view()).unwrap();
         let out = s.run(ort::inputs!["pixel_values" => input]).unwrap();
         out["image_features"]

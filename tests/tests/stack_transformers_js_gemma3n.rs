@@ -214,16 +214,6 @@ fn our_attachments_run(dir: &Path, images: &[&Path], clips: &[&Path]) -> (Vec<u3
     (ids, (out, all))
 }
 
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
 /// Text, image+text, audio+text and image+audio+text on the multimodal export: transformers.js's
 /// `AutoModelForImageTextToText` with `AutoProcessor`'s `pixel_values` and `input_features` generates our ids, its
 /// processor expands the template's placeholders into our prompt ids, and the logits agree.

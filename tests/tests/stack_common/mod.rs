@@ -76,7 +76,8 @@ pub fn our_generate(
     Ok((ids, all_logits))
 }
 
-fn argmax(v: &[f32]) -> u32 {
+/// The index of the largest value (the first of equal ones): the greedy pick.
+pub fn argmax(v: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &x) in v.iter().enumerate() {
         if x > v[best] {
