@@ -8,9 +8,11 @@
 //!
 //! Floating-point exports keep the reference float32 encoder, node for node as before (their parity with
 //! transformers is the reference the quantized encoders are measured against). Quantized exports quantize the
-//! tower's matmuls, ~98% of its FLOPs at 896 px, in 8 bits whatever the text decoder's scheme: int4's 4-bit
-//! `gate_proj` has no counterpart in SigLIP, and a custom `--quant` spec is about the text decoder. The patch
-//! embedding, the layer norms, the position embedding and the projector stay float32 (together ~1% of the work).
+//! tower's linears in 8 bits whatever the text decoder's scheme: int4's 4-bit `gate_proj` has no counterpart in
+//! SigLIP, and a custom `--quant-spec` is about the text decoder. At 896 px (4096 patches) the linears are ~60% of
+//! the tower's FLOPs and attention's two batched matmuls ~40%, which stay float32 (inside `MultiHeadAttention` on
+//! the cpu graph); the patch embedding, the layer norms, the position embedding and the projector stay float32 too
+//! (together ~1% of the time). Measured on the 4B's tower: docs/benchmarks.md, "The image path".
 //!
 //! `--graph cpu` is for ONNX Runtime's CPU provider, so it takes its fused kernels: `DynamicQuantizeMatMul` runs an
 //! int8 GEMM over all patches at once (the activation quantized per tensor at run time), and `MultiHeadAttention`
