@@ -72,7 +72,8 @@ impl Ctx<'_> {
 
     /// `W` `[out, in]` as `DynamicQuantizeMatMul` wants it: `Wᵀ` int8 `[in, out]` and one float32 scale per output
     /// column, symmetric round-to-nearest over the whole column (the text quantizer's rounder on one block of `in`
-    /// values, ONNX Runtime's own per-channel scheme). Initializers `{name}_int8` and `{name}_scale`.
+    /// values): the value of largest magnitude becomes −128, so a column's scale is negative when that value is
+    /// positive, which the kernel's per-column multiply takes as is. Initializers `{name}_int8` and `{name}_scale`.
     fn int8_columns(&mut self, name: &str) -> Result<(Value, Value), ExportError> {
         let (qname, sname) = (format!("{name}_int8"), format!("{name}_scale"));
         if let (Some(w), Some(s)) = (self.g.existing(&qname), self.g.existing(&sname)) {
