@@ -103,7 +103,8 @@ pub struct ExportOptions {
     pub src: PathBuf,
     pub out: PathBuf,
     pub precision: Precision,
-    /// The text decoder graph; image graphs (Gemma3ForConditionalGeneration) are always portable.
+    /// The text decoder graph. The image graphs of Gemma3ForConditionalGeneration are portable, except that int8/int4
+    /// exports of the cpu graph write the vision encoder with ONNX Runtime's CPU kernels ([`crate::vision::kernels`]).
     pub graph: GraphKind,
     /// Replace `out` if it exists.
     pub force: bool,
@@ -359,7 +360,8 @@ fn write_export(
         let mut vw = WeightWriter::create_in(dir, &encoder_data, progress.clone())?;
         vw.allow_nonfinite = opts.allow_nonfinite;
         let mut v = GraphBuilder::new();
-        vision::build_encoder(&mut v, &mut vw, ckpt, cfg, plan)?;
+        let kernels = vision::VisionKernels::choose(&opts.precision, opts.graph);
+        vision::build_encoder(&mut v, &mut vw, ckpt, cfg, plan, &kernels)?;
         vision_bytes = vw.finish()?;
         image_graphs.push((vision::ENCODER_FILE, "gemma_vision_encoder", v));
     }

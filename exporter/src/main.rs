@@ -62,7 +62,9 @@ enum GraphArg {
 /// Gemma3ForConditionalGeneration checkpoints (vision tower named
 /// vision_tower.vision_model.* or vision_tower.*) also get the image graphs:
 /// preprocess.onnx (image processor with Pan & Scan), vision_encoder.onnx
-/// (SigLIP + projector), embed_tokens.onnx and decoder_model_merged.onnx (the
+/// (SigLIP + projector; int8/int4 quantize SigLIP's matmuls in 8 bits, with
+/// DynamicQuantizeMatMul and MultiHeadAttention under --graph cpu),
+/// embed_tokens.onnx and decoder_model_merged.onnx (the
 /// decoder on inputs_embeds, with token_type_ids for the bidirectional image
 /// blocks). See `vision` in gemma-onnx.json.
 ///

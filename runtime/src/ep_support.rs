@@ -10,7 +10,8 @@
 //! The table follows ONNX Runtime's registered kernels (its `OperatorKernels.md`): the CUDA provider has
 //! `MatMulNBits`, `GatherBlockQuantized`, `RotaryEmbedding` and `SkipSimplifiedLayerNormalization` for float32,
 //! float16 and bfloat16, but `GroupQueryAttention` for float16 and bfloat16 only, while the `cpu` graph keeps its
-//! activations and KV cache in float32 at every precision. TensorRT and CoreML run no contrib op; with the `cuda`
+//! activations and KV cache in float32 at every precision. The vision encoder of an int8/int4 `cpu`-graph export
+//! adds `MultiHeadAttention` (CUDA: float32 and float16) and `DynamicQuantizeMatMul` (no CUDA kernel). TensorRT and CoreML run no contrib op; with the `cuda`
 //! feature, nodes TensorRT declines go to the CUDA provider (see `ExecutionProvider::dispatch`), so its table is
 //! the union of both.
 
@@ -34,7 +35,7 @@ enum Support {
 
 /// `(op, CUDA, TensorRT, CoreML)` for every contrib op gemma-export writes. A contrib op not listed is treated as
 /// unsupported by every provider but the CPU.
-const CONTRIB_OPS: [(&str, Support, Support, Support); 5] = [
+const CONTRIB_OPS: [(&str, Support, Support, Support); 7] = [
     (
         "GroupQueryAttention",
         Support::HalfOnly,
@@ -49,6 +50,15 @@ const CONTRIB_OPS: [(&str, Support, Support, Support); 5] = [
         Support::No,
     ),
     ("RotaryEmbedding", Support::Yes, Support::No, Support::No),
+    // The SigLIP tower of int8/int4 `--graph cpu` vision exports (gemma-export's `vision/kernels.rs`): CUDA has
+    // MultiHeadAttention for float32 and float16, and no DynamicQuantizeMatMul.
+    ("MultiHeadAttention", Support::Yes, Support::No, Support::No),
+    (
+        "DynamicQuantizeMatMul",
+        Support::No,
+        Support::No,
+        Support::No,
+    ),
     (
         "SkipSimplifiedLayerNormalization",
         Support::Yes,
@@ -151,9 +161,12 @@ pub fn check(model: &Path, provider: ExecutionProvider) -> Result<(), EpSupportE
     if ops.is_empty() {
         return Ok(());
     }
-    let quantized = ops
-        .iter()
-        .any(|o| matches!(o.op_type.as_str(), "MatMulNBits" | "GatherBlockQuantized"));
+    let quantized = ops.iter().any(|o| {
+        matches!(
+            o.op_type.as_str(),
+            "MatMulNBits" | "GatherBlockQuantized" | "DynamicQuantizeMatMul"
+        )
+    });
     let advice = match provider {
         ExecutionProvider::Cuda => "gemma-export SRC -o OUT --graph portable (standard ONNX operators, which the \
                                     CUDA provider runs; add --precision fp16 for half the weight memory)"

@@ -6,7 +6,9 @@
 //! | `embed_tokens.onnx` | `input_ids` i64 `[batch, seq]` → `inputs_embeds` f32 `[batch, seq, text_hidden]`, scaled by fp32 sqrt(text_hidden) |
 //! | `decoder_model_merged.onnx` | the portable decoder (Optimum I/O) with `inputs_embeds` instead of `input_ids`, plus `token_type_ids` i64 `[batch, seq]` |
 //!
-//! The encoder is float32 whatever the export precision. The two text graphs use the text decoder's weight storage
+//! The encoder's activations are float32 whatever the export precision; int8/int4 exports quantize its matmuls in 8
+//! bits, with ONNX Runtime's fused CPU kernels when the text decoder is the cpu graph ([`kernels`] has the table).
+//! The two text graphs use the text decoder's weight storage
 //! (fp32, fp16/bf16 or block-quantized) and always portable attention, also when `model.onnx` is the CPU graph.
 //!
 //! How a runtime uses them: encode the images; embed the prompt; overwrite the rows of `<image_soft_token>`
@@ -25,6 +27,7 @@
 //! (transformers 5.x `save_pretrained`); both are accepted ([`VisionNames::detect`], with the other vision tensor
 //! names in [`gemma_models::names::vision`]).
 
+pub mod kernels;
 pub mod preprocess;
 mod projector;
 mod siglip;
@@ -37,6 +40,7 @@ use crate::weights::WeightWriter;
 use crate::ExportError;
 use gemma_models::names::{self, vision::VisionNames};
 use gemma_models::{Checkpoint, ModelConfig, VisionConfig};
+pub use kernels::VisionKernels;
 
 /// The image graphs' file names (the decoder on embeddings has transformers.js's name).
 pub use gemma_models::contract::files::{
@@ -86,6 +90,7 @@ pub fn build_encoder(
     ckpt: &Checkpoint,
     cfg: &ModelConfig,
     plan: &VisionPlan,
+    kernels: &VisionKernels,
 ) -> Result<(), ExportError> {
     let v = &plan.config;
     let s = v.image_size;
@@ -99,14 +104,14 @@ pub fn build_encoder(
             s.into(),
         ],
     );
-    // Vision blocks are always the portable float32 ones, whatever the text decoder uses.
+    // The tower's kernels are `kernels`; everything else (the projector) is the portable float32 blocks.
     let mut cx = Ctx {
         g,
         w,
         ckpt,
         kernels: Kernels::PORTABLE,
     };
-    let hidden = siglip::tower(&mut cx, &pixel_values, v, &plan.weights)?;
+    let hidden = siglip::tower(&mut cx, &pixel_values, v, &plan.weights, kernels)?;
     let features = projector::project(&mut cx, &hidden, v, &plan.weights, cfg.text.hidden_size)?;
     cx.g.set_scope("");
     cx.g.output(

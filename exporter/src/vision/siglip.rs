@@ -7,11 +7,17 @@
 //! x = post_layernorm(x)                              → [N·T, D], what Gemma 3's projector reads
 //! ```
 //!
-//! The residual stream is kept flat as `[N·T, D]` so every linear is one `Gemm` with its bias; it is reshaped to
-//! heads only inside attention. T, D and the head sizes are fixed by the config, only N (images) is symbolic.
+//! The residual stream is kept flat as `[N·T, D]` so every linear is one `Gemm` with its bias (or, in quantized
+//! exports, one quantized matmul, see [`super::kernels`]); it is reshaped to heads only inside attention. T, D and
+//! the head sizes are fixed by the config, only N (images) is symbolic.
 
+use super::kernels::{VisionAttention, VisionKernels, VisionLinear};
 use crate::builder::{Attr, Value};
 use crate::layers::Ctx;
+use crate::onnx::DataType;
+use crate::ops::dynamic_quantize_matmul::dynamic_quantize_matmul;
+use crate::ops::multi_head_attention::multi_head_attention;
+use crate::quant::rounding::{quantize_block, Rounding};
 use crate::ExportError;
 use gemma_models::names::vision::{self as tensor, attn, VisionNames};
 use gemma_models::VisionConfig;
@@ -36,6 +42,68 @@ impl Ctx<'_> {
             .op("Gemm", "linear", &[x, &w, &b], &[("transB", Attr::Int(1))]))
     }
 
+    /// One of the tower's linears (`nn.Linear` with bias) in the kernel `k` chooses.
+    fn tower_linear(
+        &mut self,
+        x: &Value,
+        prefix: &str,
+        k: &VisionKernels,
+    ) -> Result<Value, ExportError> {
+        match k.linear {
+            VisionLinear::Gemm => self.linear_bias(x, prefix),
+            VisionLinear::DynamicQuantize => {
+                let (w, scales) = self.int8_columns(&format!("{prefix}.weight"))?;
+                let b = self.weight(&format!("{prefix}.bias"))?;
+                Ok(dynamic_quantize_matmul(
+                    self.g,
+                    "linear_int8",
+                    x,
+                    [&w, &scales],
+                    Some(&b),
+                ))
+            }
+            VisionLinear::NBits(cfg) => {
+                let y = self.linear_nbits(x, &format!("{prefix}.weight"), &cfg, false)?;
+                let b = self.weight(&format!("{prefix}.bias"))?;
+                Ok(self.g.op("Add", "linear_bias", &[&y, &b], &[]))
+            }
+        }
+    }
+
+    /// `W` `[out, in]` as `DynamicQuantizeMatMul` wants it: `Wᵀ` int8 `[in, out]` and one float32 scale per output
+    /// column, symmetric round-to-nearest over the whole column (the text quantizer's rounder on one block of `in`
+    /// values): the value of largest magnitude becomes −128, so a column's scale is negative when that value is
+    /// positive, which the kernel's per-column multiply takes as is. Initializers `{name}_int8` and `{name}_scale`.
+    fn int8_columns(&mut self, name: &str) -> Result<(Value, Value), ExportError> {
+        let (qname, sname) = (format!("{name}_int8"), format!("{name}_scale"));
+        if let (Some(w), Some(s)) = (self.g.existing(&qname), self.g.existing(&sname)) {
+            return Ok((w, s));
+        }
+        let view = self.ckpt.tensor(name)?;
+        let (n, k) = (view.shape[0], view.shape[1]);
+        let values = view.to_f32_vec();
+        crate::finite::check(&view, 0, &values, self.w.allow_nonfinite)?;
+        self.ckpt.release(&view);
+        let mut codes = vec![0u8; k];
+        let mut transposed = vec![0u8; k * n];
+        let mut scales = Vec::with_capacity(n);
+        for (col, row) in values.chunks_exact(k).enumerate() {
+            let block = quantize_block(row, 8, true, Rounding::Nearest, None, &mut codes);
+            scales.push(block.scale);
+            for (i, &c) in codes.iter().enumerate() {
+                // code − 128 as int8: flip the sign bit.
+                transposed[i * n + col] = c ^ 0x80;
+            }
+        }
+        let dims = [k as i64, n as i64];
+        let w = self
+            .w
+            .raw_values(&qname, DataType::Int8, &dims, &transposed)?;
+        let s = self.w.f32_values(&sname, &[n as i64], &scales)?;
+        self.w.advance((n * k * 4) as u64);
+        Ok((self.g.initializer(w), self.g.initializer(s)))
+    }
+
     /// Standard LayerNorm over the last axis (biased variance, affine), as `nn.LayerNorm`.
     fn layer_norm(&mut self, x: &Value, prefix: &str, eps: f64) -> Result<Value, ExportError> {
         let w = self.weight(&format!("{prefix}.weight"))?;
@@ -58,6 +126,7 @@ pub fn tower(
     pixel_values: &Value,
     v: &VisionConfig,
     names: &VisionNames,
+    k: &VisionKernels,
 ) -> Result<Value, ExportError> {
     let (d, t, p) = (v.hidden_size, v.num_patches(), v.patch_size);
     let eps = v.layer_norm_eps;
@@ -88,17 +157,17 @@ pub fn tower(
         cx.g.set_scope(format!("/vision_tower/encoder/layers.{l}"));
         let n = |s: &str| names.layer(l, s);
         let h = cx.layer_norm(&x, &n(tensor::LAYER_NORM1), eps)?;
-        let a = self_attention(cx, &h, v, &n(tensor::SELF_ATTN))?;
+        let a = self_attention(cx, &h, v, &n(tensor::SELF_ATTN), k)?;
         x = cx.g.op("Add", "residual_attn", &[&x, &a], &[]);
         let h = cx.layer_norm(&x, &n(tensor::LAYER_NORM2), eps)?;
-        let h = cx.linear_bias(&h, &n(tensor::FC1))?;
+        let h = cx.tower_linear(&h, &n(tensor::FC1), k)?;
         let h = cx.g.op(
             "Gelu",
             "mlp/gelu",
             &[&h],
             &[("approximate", Attr::Str("tanh".into()))],
         );
-        let h = cx.linear_bias(&h, &n(tensor::FC2))?;
+        let h = cx.tower_linear(&h, &n(tensor::FC2), k)?;
         x = cx.g.op("Add", "residual_mlp", &[&x, &h], &[]);
     }
     cx.g.set_scope("/vision_tower/post_layernorm");
@@ -111,6 +180,7 @@ fn self_attention(
     x: &Value,
     v: &VisionConfig,
     prefix: &str,
+    k: &VisionKernels,
 ) -> Result<Value, ExportError> {
     let (nh, hd, t, d) = (
         v.num_attention_heads,
@@ -118,10 +188,25 @@ fn self_attention(
         v.num_patches(),
         v.hidden_size,
     );
+    let scale = (hd as f64).powf(-0.5) as f32;
+    let out_proj = format!("{prefix}.{}", attn::OUT_PROJ);
+    if k.attention == VisionAttention::MultiHead {
+        // [N·T, D] → [N, T, D] for q, k, v; one kernel; back to [N·T, D].
+        let images = cx.g.const_i64("vision_images", &[-1, t as i64, d as i64]);
+        let mut qkv = Vec::with_capacity(3);
+        for which in [attn::Q_PROJ, attn::K_PROJ, attn::V_PROJ] {
+            let y = cx.tower_linear(x, &format!("{prefix}.{which}"), k)?;
+            qkv.push(cx.g.reshape("heads/images", &y, &images));
+        }
+        let ctx = multi_head_attention(cx.g, "attn/mha", [&qkv[0], &qkv[1], &qkv[2]], nh, scale);
+        let flat = cx.g.const_i64("vision_flat", &[-1, d as i64]);
+        let ctx = cx.g.reshape("attn/context_flat", &ctx, &flat);
+        return cx.tower_linear(&ctx, &out_proj, k);
+    }
     let heads_shape =
         cx.g.const_i64("vision_heads", &[-1, t as i64, nh as i64, hd as i64]);
     let proj = |cx: &mut Ctx<'_>, which: &str, perm: &[i64]| -> Result<Value, ExportError> {
-        let y = cx.linear_bias(x, &format!("{prefix}.{which}"))?;
+        let y = cx.tower_linear(x, &format!("{prefix}.{which}"), k)?;
         let y = cx.g.reshape("heads/reshape", &y, &heads_shape);
         Ok(cx.g.transpose("heads/transpose", &y, perm))
     };
@@ -130,7 +215,7 @@ fn self_attention(
     let vv = proj(cx, attn::V_PROJ, &[0, 2, 1, 3])?; // [N, nh, T, hd]
     let g = &mut *cx.g;
     let scores = g.op("MatMul", "attn/qk", &[&q, &kt], &[]);
-    let scale = g.scalar_f32("vision_attn_scale", (hd as f64).powf(-0.5) as f32);
+    let scale = g.scalar_f32("vision_attn_scale", scale);
     let scores = g.op("Mul", "attn/scale", &[&scores, &scale], &[]);
     let probs = g.op(
         "Softmax",
@@ -142,5 +227,5 @@ fn self_attention(
     let ctx = g.transpose("attn/context_t", &ctx, &[0, 2, 1, 3]);
     let flat = g.const_i64("vision_flat", &[-1, d as i64]);
     let ctx = g.reshape("attn/context_flat", &ctx, &flat);
-    cx.linear_bias(&ctx, &format!("{prefix}.{}", attn::OUT_PROJ))
+    cx.tower_linear(&ctx, &out_proj, k)
 }
