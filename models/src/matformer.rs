@@ -86,7 +86,11 @@ pub enum MatformerError {
 }
 
 fn preset_names() -> String {
-    PRESETS.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+    PRESETS
+        .iter()
+        .map(|p| p.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The MLP widths of the kept layers.
@@ -141,14 +145,20 @@ impl Spec {
                     let list = match key {
                         "skip" => &mut skip,
                         "ffn" => &mut ffn,
-                        _ => return Err(syntax(format!("unknown key {key:?}: the keys are skip and ffn"))),
+                        _ => {
+                            return Err(syntax(format!(
+                                "unknown key {key:?}: the keys are skip and ffn"
+                            )))
+                        }
                     };
                     if list.replace(Vec::new()).is_some() {
                         return Err(syntax(format!("{key} is given twice")));
                     }
                     v.trim()
                 }
-                None if key.is_empty() => return Err(syntax(format!("{part:?} has no key (skip= or ffn=)"))),
+                None if key.is_empty() => {
+                    return Err(syntax(format!("{part:?} has no key (skip= or ffn=)")))
+                }
                 None => part,
             };
             let number = |t: &str| -> Result<usize, MatformerError> {
@@ -230,10 +240,7 @@ impl Plan {
             }
         }
         if let Some(&layer) = spec.skip.iter().find(|&&l| l >= n) {
-            return Err(MatformerError::LayerOutOfRange {
-                layer,
-                last: n - 1,
-            });
+            return Err(MatformerError::LayerOutOfRange { layer, last: n - 1 });
         }
         let kept: Vec<usize> = (0..n).filter(|l| !spec.skip.contains(l)).collect();
         if kept.is_empty() {
@@ -302,8 +309,16 @@ impl Plan {
             _ => &mut out,
         };
         let obj = t.as_object_mut().expect("an object");
-        let layer_types: Vec<&str> = self.kept.iter().map(|&l| text.layer_types[l].name()).collect();
-        let sparsity: Vec<f64> = self.kept.iter().map(|&l| g.activation_sparsity[l]).collect();
+        let layer_types: Vec<&str> = self
+            .kept
+            .iter()
+            .map(|&l| text.layer_types[l].name())
+            .collect();
+        let sparsity: Vec<f64> = self
+            .kept
+            .iter()
+            .map(|&l| g.activation_sparsity[l])
+            .collect();
         obj.insert("num_hidden_layers".into(), json!(self.kept.len()));
         obj.insert("intermediate_size".into(), json!(self.ffn));
         obj.insert("layer_types".into(), json!(layer_types));
@@ -316,7 +331,12 @@ impl Plan {
     /// each kept layer's `gate_proj`/`up_proj` keep their first `ffn` rows and `down_proj` its first `ffn` columns;
     /// `embed_tokens_per_layer` keeps the column blocks and `per_layer_model_projection` the row blocks of the
     /// kept layers (`hidden_size_per_layer_input` wide). `text` is the checkpoint's (unsliced) text config.
-    pub fn apply(&self, ckpt: &mut Checkpoint, text: &TextConfig, prefix: &str) -> Result<(), CheckpointError> {
+    pub fn apply(
+        &self,
+        ckpt: &mut Checkpoint,
+        text: &TextConfig,
+        prefix: &str,
+    ) -> Result<(), CheckpointError> {
         let g = text.gemma3n.as_ref().expect("Plan::new checked Gemma 3n");
         let layers = format!("{prefix}layers.");
         let new_index = |old: usize| self.kept.iter().position(|&k| k == old);
@@ -335,14 +355,22 @@ impl Plan {
         for (j, (&l, &w)) in self.kept.iter().zip(&self.ffn).enumerate() {
             if w < g.intermediate_sizes[l] {
                 let cut = Some(vec![0..w]);
-                ckpt.select(&names::layer(prefix, j, suffix::GATE_PROJ), cut.clone(), None)?;
+                ckpt.select(
+                    &names::layer(prefix, j, suffix::GATE_PROJ),
+                    cut.clone(),
+                    None,
+                )?;
                 ckpt.select(&names::layer(prefix, j, suffix::UP_PROJ), cut.clone(), None)?;
                 ckpt.select(&names::layer(prefix, j, suffix::DOWN_PROJ), None, cut)?;
             }
         }
         if self.kept.len() < self.source_layers {
             let blocks = self.layer_blocks(g.hidden_size_per_layer_input);
-            ckpt.select(&n3::embed_tokens_per_layer(prefix), None, Some(blocks.clone()))?;
+            ckpt.select(
+                &n3::embed_tokens_per_layer(prefix),
+                None,
+                Some(blocks.clone()),
+            )?;
             ckpt.select(&n3::per_layer_model_projection(prefix), Some(blocks), None)?;
         }
         Ok(())
@@ -371,7 +399,11 @@ fn ranges(v: &[usize]) -> String {
         while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
             j += 1;
         }
-        parts.push(if i == j { v[i].to_string() } else { format!("{}-{}", v[i], v[j]) });
+        parts.push(if i == j {
+            v[i].to_string()
+        } else {
+            format!("{}-{}", v[i], v[j])
+        });
         i = j + 1;
     }
     parts.join(",")
@@ -383,7 +415,11 @@ fn runs(v: &[usize]) -> String {
     let mut i = 0;
     while i < v.len() {
         let j = v[i..].iter().take_while(|&&w| w == v[i]).count();
-        parts.push(if j == 1 { v[i].to_string() } else { format!("{}*{j}", v[i]) });
+        parts.push(if j == 1 {
+            v[i].to_string()
+        } else {
+            format!("{}*{j}", v[i])
+        });
         i += j;
     }
     parts.join(",")

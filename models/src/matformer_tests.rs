@@ -30,7 +30,10 @@ fn presets_are_the_labs_e4b_slices() {
     let Ffn::PerLayer(w) = e254.ffn else { panic!() };
     let wide: Vec<usize> = (0..35).filter(|&i| w[i] == 16_384).collect();
     assert_eq!(wide, [4, 20, 21, 22, 23, 24]);
-    assert!(matches!(Spec::parse("E3B"), Err(MatformerError::UnknownPreset(_))));
+    assert!(matches!(
+        Spec::parse("E3B"),
+        Err(MatformerError::UnknownPreset(_))
+    ));
 }
 
 #[test]
@@ -38,10 +41,23 @@ fn explicit_specs() {
     let s = Spec::parse("skip=20-24,ffn=8192").unwrap();
     assert_eq!((s.skip, s.ffn), ((20..25).collect(), Ffn::All(8192)));
     let s = Spec::parse("skip=7,3,5-6,ffn=8*2,16:4").unwrap();
-    assert_eq!((s.skip, s.ffn), (vec![3, 5, 6, 7], Ffn::PerLayer(vec![8, 8, 16, 4])));
+    assert_eq!(
+        (s.skip, s.ffn),
+        (vec![3, 5, 6, 7], Ffn::PerLayer(vec![8, 8, 16, 4]))
+    );
     assert_eq!(Spec::parse("skip=1").unwrap().ffn, Ffn::Keep);
-    for bad in ["skip=a", "ffn=0", "skip=4-2", "size=3", "skip=1,skip=2", "ffn="] {
-        assert!(matches!(Spec::parse(bad), Err(MatformerError::Syntax(_))), "{bad}");
+    for bad in [
+        "skip=a",
+        "ffn=0",
+        "skip=4-2",
+        "size=3",
+        "skip=1,skip=2",
+        "ffn=",
+    ] {
+        assert!(
+            matches!(Spec::parse(bad), Err(MatformerError::Syntax(_))),
+            "{bad}"
+        );
     }
 }
 
@@ -51,25 +67,52 @@ fn plans_check_layers_sharing_and_widths() {
     // The fixture: 6 layers, the last 2 share the keys and values of layers 3 and 2; widths 96 96 128 128 96 64.
     let plan = |s: &str| Plan::new(&Spec::parse(s).unwrap(), &cfg.text);
     let p = plan("skip=1,ffn=64").unwrap();
-    assert_eq!((p.kept.clone(), p.ffn.clone(), p.kv_shared_layers), (vec![0, 2, 3, 4, 5], vec![64; 5], 2));
+    assert_eq!(
+        (p.kept.clone(), p.ffn.clone(), p.kv_shared_layers),
+        (vec![0, 2, 3, 4, 5], vec![64; 5], 2)
+    );
     assert_eq!(p.label, "skip=1,ffn=64*5");
     assert_eq!(plan("skip=5").unwrap().kv_shared_layers, 1);
-    assert_eq!(plan("skip=3"), Err(MatformerError::KvSource { layer: 3, shared: 4 }));
+    assert_eq!(
+        plan("skip=3"),
+        Err(MatformerError::KvSource {
+            layer: 3,
+            shared: 4
+        })
+    );
     assert_eq!(plan("skip=4,3").unwrap().kept, [0, 1, 2, 5]);
-    assert_eq!(plan("skip=6"), Err(MatformerError::LayerOutOfRange { layer: 6, last: 5 }));
+    assert_eq!(
+        plan("skip=6"),
+        Err(MatformerError::LayerOutOfRange { layer: 6, last: 5 })
+    );
     assert_eq!(plan("skip=0-5"), Err(MatformerError::NothingLeft));
     assert_eq!(
         plan("ffn=96"),
-        Err(MatformerError::FfnTooLarge { size: 96, layer: 5, original: 5, max: 64 })
+        Err(MatformerError::FfnTooLarge {
+            size: 96,
+            layer: 5,
+            original: 5,
+            max: 64
+        })
     );
-    assert_eq!(plan("skip=0,ffn=8,8"), Err(MatformerError::FfnCount { given: 2, kept: 5 }));
-    assert!(matches!(plan("E2B"), Err(MatformerError::PresetNeedsE4B { layers: 6, .. })));
+    assert_eq!(
+        plan("skip=0,ffn=8,8"),
+        Err(MatformerError::FfnCount { given: 2, kept: 5 })
+    );
+    assert!(matches!(
+        plan("E2B"),
+        Err(MatformerError::PresetNeedsE4B { layers: 6, .. })
+    ));
 }
 
 #[test]
 fn sliced_checkpoint_reads_as_the_sliced_config() {
     let (json, cfg) = fixture();
-    let p = Plan::new(&Spec::parse("skip=1,ffn=64,32,64,48,64").unwrap(), &cfg.text).unwrap();
+    let p = Plan::new(
+        &Spec::parse("skip=1,ffn=64,32,64,48,64").unwrap(),
+        &cfg.text,
+    )
+    .unwrap();
     let sliced_json = p.slice_config(&json, &cfg.text);
     let sliced = ModelConfig::from_json_str(&sliced_json.to_string(), Path::new("c")).unwrap();
     let g = sliced.text.gemma3n.as_ref().unwrap();
@@ -90,11 +133,18 @@ fn sliced_checkpoint_reads_as_the_sliced_config() {
     names::check_layer_tensors(&sliced, &ckpt).unwrap();
     // New layer 1 is old layer 2; its down_proj keeps the first 32 columns of each row.
     let pre = "model.";
-    let down = ckpt.tensor(&names::layer(pre, 1, suffix::DOWN_PROJ)).unwrap().to_f32_vec();
-    let old = original.tensor(&names::layer(pre, 2, suffix::DOWN_PROJ)).unwrap();
+    let down = ckpt
+        .tensor(&names::layer(pre, 1, suffix::DOWN_PROJ))
+        .unwrap()
+        .to_f32_vec();
+    let old = original
+        .tensor(&names::layer(pre, 2, suffix::DOWN_PROJ))
+        .unwrap();
     let (rows, cols) = (old.shape[0], old.shape[1]);
     let old = old.to_f32_vec();
-    let want: Vec<f32> = (0..rows).flat_map(|r| old[r * cols..r * cols + 32].to_vec()).collect();
+    let want: Vec<f32> = (0..rows)
+        .flat_map(|r| old[r * cols..r * cols + 32].to_vec())
+        .collect();
     assert_eq!(down, want);
     // The per-layer table keeps the column blocks of layers 0, 2, 3, 4, 5 (P = 8).
     let table = ckpt.tensor(&n3::embed_tokens_per_layer(pre)).unwrap();

@@ -11,10 +11,10 @@
 //! [`Checkpoint::release`] after each tensor to keep the resident set small.
 
 mod adjust;
-mod select;
 mod folder;
 pub mod ggml;
 mod gguf;
+mod select;
 mod shard;
 #[cfg(test)]
 mod tests;
@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::CheckpointError;
 pub use adjust::{LowRank, ReadAdjust};
-pub use select::Selection;
 pub use folder::check_inside;
+pub use select::Selection;
 use shard::{Shard, StoredDType};
 
 /// File name of a single-file checkpoint.
@@ -284,7 +284,9 @@ impl Checkpoint {
                     return Err(CheckpointError::BadTensor {
                         path: self.dir.clone(),
                         tensor: name.clone(),
-                        detail: format!("would be renamed to {new:?}, which another tensor already is"),
+                        detail: format!(
+                            "would be renamed to {new:?}, which another tensor already is"
+                        ),
                     });
                 }
             }
@@ -323,7 +325,10 @@ impl Checkpoint {
             detail,
         };
         let [r, c] = view.shape[..] else {
-            return Err(bad(format!("is {}-D, a selection needs 2-D", view.shape.len())));
+            return Err(bad(format!(
+                "is {}-D, a selection needs 2-D",
+                view.shape.len()
+            )));
         };
         if view.select.is_some() || view.adjust.low_rank.is_some() {
             return Err(bad("is already selected or adjusted".into()));

@@ -65,7 +65,12 @@ impl Selection {
 
     /// Calls `read(stored_start, out_chunk)` for the runs of contiguous stored elements that make up selected
     /// elements `[start, start + out.len())`, in order.
-    pub fn for_each_run(&self, start: usize, out: &mut [f32], mut read: impl FnMut(usize, &mut [f32])) {
+    pub fn for_each_run(
+        &self,
+        start: usize,
+        out: &mut [f32],
+        mut read: impl FnMut(usize, &mut [f32]),
+    ) {
         let cols = self.shape()[1];
         let mut done = 0;
         while done < out.len() {
@@ -94,8 +99,15 @@ mod tests {
         for start in 0..9 {
             for len in 0..=(9 - start) {
                 let mut out = vec![0.0; len];
-                sel.for_each_run(start, &mut out, |s, o| o.copy_from_slice(&stored[s..s + o.len()]));
-                assert_eq!(out, want[start..start + len], "window [{start}, {})", start + len);
+                sel.for_each_run(start, &mut out, |s, o| {
+                    o.copy_from_slice(&stored[s..s + o.len()])
+                });
+                assert_eq!(
+                    out,
+                    want[start..start + len],
+                    "window [{start}, {})",
+                    start + len
+                );
             }
         }
     }
@@ -105,6 +117,9 @@ mod tests {
         assert!(Selection::new([4, 6], Some(vec![2..4, 0..1]), None).is_none());
         assert!(Selection::new([4, 6], None, Some(vec![5..7])).is_none());
         assert!(Selection::new([4, 6], Some(vec![1..1]), None).is_none());
-        assert_eq!(Selection::new([4, 6], None, None).unwrap().shape(), vec![4, 6]);
+        assert_eq!(
+            Selection::new([4, 6], None, None).unwrap().shape(),
+            vec![4, 6]
+        );
     }
 }
