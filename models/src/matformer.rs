@@ -8,6 +8,9 @@
 //!   [`Checkpoint`] read as the sliced model, lazily (nothing is copied; see
 //!   [`Selection`](crate::checkpoint::Selection)).
 
+// Selections are lists of ranges, often of one (not a mistaken vec![a..b] for a vec of a..b).
+#![allow(clippy::single_range_in_vec_init)]
+
 use std::ops::Range;
 
 use serde_json::{json, Value};

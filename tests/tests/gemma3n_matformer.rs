@@ -21,7 +21,16 @@ use ndarray::{s, Array1, Array2, ArrayView1, Axis};
 const FIXTURE: &str = "gemma3n-matformer-f32";
 
 /// (reference name, --matformer, layers, KV layers, kept layers, MLP widths)
-const SLICES: [(&str, &str, usize, usize, &[usize], &[usize]); 2] = [
+type Slice = (
+    &'static str,
+    &'static str,
+    usize,
+    usize,
+    &'static [usize],
+    &'static [usize],
+);
+
+const SLICES: [Slice; 2] = [
     (
         "skip",
         "skip=1,5,ffn=64,32,128,64,64,96",

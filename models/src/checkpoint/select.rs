@@ -8,6 +8,9 @@
 //! row-major order; a view with a selection has the selected shape, and its `data` are the whole stored tensor's
 //! bytes, so code that copies `data` as it is must check [`TensorView::select`](super::TensorView::select) first.
 
+// A list of ranges is the data here, and often a list of one (not a mistaken vec![a..b] for a vec of a..b).
+#![allow(clippy::single_range_in_vec_init)]
+
 use std::ops::Range;
 
 /// Rows and columns of a stored `[rows, cols]` tensor, each an ordered list of disjoint, non-empty ranges.
