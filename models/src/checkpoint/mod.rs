@@ -422,13 +422,23 @@ impl Checkpoint {
     /// [`release`](Self::release) for elements `[from, to)` of `view` only: streaming code calls it after each
     /// chunk so that even a single large tensor never becomes resident whole.
     pub fn release_elements(&self, view: &TensorView<'_>, from: usize, to: usize) {
-        if view.select.is_some() {
-            // Selected elements are not contiguous in the file: leave the pages to the OS.
-            return;
-        }
         let (be, bb) = (view.dtype.block_elems(), view.dtype.block_bytes());
         let to = to.min(view.numel());
         if from >= to {
+            return;
+        }
+        if let Some(sel) = view.select {
+            // The stored rows behind the selected rows read whole (their unselected columns are never read).
+            let cols = view.shape[1];
+            let whole = from.div_ceil(cols)..to / cols;
+            let stored_view = TensorView {
+                select: None,
+                shape: vec![view.data.len() / bb * be],
+                ..view.clone()
+            };
+            for stored in sel.stored_rows(whole) {
+                self.release_elements(&stored_view, stored.start, stored.end);
+            }
             return;
         }
         // Whole blocks only: a block straddling either end may still be read.

@@ -66,6 +66,24 @@ impl Selection {
         unreachable!("index inside the selection")
     }
 
+    /// The stored element ranges holding the whole stored rows behind selected rows `rows` (unselected columns
+    /// included), adjacent ones merged: what a reader that has finished those rows may let go of.
+    pub fn stored_rows(&self, rows: Range<usize>) -> Vec<Range<usize>> {
+        let mut out: Vec<Range<usize>> = Vec::new();
+        let mut r = rows.start;
+        while r < rows.end {
+            let (stored, run) = Self::stored_index(&self.rows, r);
+            let n = run.min(rows.end - r);
+            let span = stored * self.stored_cols..(stored + n) * self.stored_cols;
+            match out.last_mut() {
+                Some(last) if last.end == span.start => last.end = span.end,
+                _ => out.push(span),
+            }
+            r += n;
+        }
+        out
+    }
+
     /// Calls `read(stored_start, out_chunk)` for the runs of contiguous stored elements that make up selected
     /// elements `[start, start + out.len())`, in order.
     pub fn for_each_run(
@@ -113,6 +131,14 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn stored_rows_of_selected_rows() {
+        let sel = Selection::new([5, 6], Some(vec![0..2, 3..5]), Some(vec![1..3])).unwrap();
+        assert_eq!(sel.stored_rows(0..4), vec![0..12, 18..30]);
+        assert_eq!(sel.stored_rows(1..3), vec![6..12, 18..24]);
+        assert!(sel.stored_rows(2..2).is_empty());
     }
 
     #[test]
