@@ -156,3 +156,62 @@ fn sliced_checkpoint_reads_as_the_sliced_config() {
         .collect();
     assert_eq!(table, want);
 }
+
+/// Gemma 3n E4B's text config (its fields that have no class default, and those slicing changes).
+fn e4b() -> (Value, ModelConfig) {
+    let types: Vec<&str> = (0..35)
+        .map(|i| {
+            if i % 5 == 4 {
+                "full_attention"
+            } else {
+                "sliding_attention"
+            }
+        })
+        .collect();
+    let mut sparsity = vec![0.95; 10];
+    sparsity.extend([0.0; 25]);
+    let json = serde_json::json!({
+        "architectures": ["Gemma3nForCausalLM"], "model_type": "gemma3n_text",
+        "num_hidden_layers": 35, "intermediate_size": vec![16_384; 35], "layer_types": types,
+        "num_kv_shared_layers": 15, "activation_sparsity_pattern": sparsity,
+        "hidden_size": 2048, "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 256,
+        "vocab_size": 262_400, "vocab_size_per_layer_input": 262_144, "hidden_size_per_layer_input": 256,
+        "sliding_window": 512, "max_position_embeddings": 32_768, "rms_norm_eps": 1e-6,
+    });
+    let cfg = ModelConfig::from_json_str(&json.to_string(), Path::new("e4b")).unwrap();
+    (json, cfg)
+}
+
+#[test]
+fn e2b_preset_gives_the_released_e2b_config() {
+    let (json, cfg) = e4b();
+    let plan = Plan::new(&Spec::parse("E2B").unwrap(), &cfg.text).unwrap();
+    let sliced = plan.slice_config(&json, &cfg.text);
+    let e2b = ModelConfig::from_json_str(&sliced.to_string(), Path::new("e2b")).unwrap();
+    let g = e2b.text.gemma3n.as_ref().unwrap();
+    // google/gemma-3n-E2B's text config: 30 layers of width 8192, the same 4-sliding-1-full period, the last 10
+    // sharing, sparsity on the first 10.
+    assert_eq!(e2b.text.num_hidden_layers, 30);
+    assert_eq!(g.intermediate_sizes, vec![8192; 30]);
+    assert_eq!(g.num_kv_shared_layers, 10);
+    assert_eq!(e2b.text.layer_types, cfg.text.layer_types[..30]);
+    let mut sparsity = vec![0.95; 10];
+    sparsity.extend([0.0; 20]);
+    assert_eq!(g.activation_sparsity, sparsity);
+    // Layers 25..35 (new 20..30) reuse layers 18 and 19, now as before.
+    assert_eq!(plan.kept[18..20], [18, 19]);
+    let sources: Vec<usize> = (20..30)
+        .map(|l| g.kv_source(&e2b.text.layer_types, l))
+        .collect();
+    assert_eq!(sources, [18, 18, 18, 18, 19, 18, 18, 18, 18, 19]);
+    assert_eq!(plan.label, "E2B");
+    // The Lab's reserved layers.
+    for reserved in [18, 19] {
+        let spec = Spec::parse(&format!("skip={reserved},ffn=8192")).unwrap();
+        assert!(
+            matches!(Plan::new(&spec, &cfg.text), Err(MatformerError::KvSource { layer, .. }) if layer == reserved)
+        );
+    }
+    let p254 = Plan::new(&Spec::parse("E2.54B").unwrap(), &cfg.text).unwrap();
+    assert_eq!((p254.kept.len(), p254.kv_shared_layers), (35, 15));
+}
