@@ -47,6 +47,9 @@ const PRESETS: &[Preset] = &[
 const E4B_LAYERS: usize = 35;
 const E4B_FFN: usize = 16_384;
 
+/// The most layers a spec may name (the config's own limit is checked by the plan).
+const MAX_SPEC_LAYERS: usize = 1 << 16;
+
 struct Preset {
     name: &'static str,
     skip: Range<usize>,
@@ -169,12 +172,19 @@ impl Spec {
                     .parse()
                     .map_err(|_| syntax(format!("{key}: {t:?} is not a non-negative integer")))
             };
+            // Layer numbers and repeat counts beyond any model's layer count are refused before a list is built.
+            let layers = |n: usize| match n <= MAX_SPEC_LAYERS {
+                true => Ok(n),
+                false => Err(syntax(format!(
+                    "{key}: {n} is more layers than any model has"
+                ))),
+            };
             let list = if key == "skip" { &mut skip } else { &mut ffn };
             let list = list.as_mut().expect("set when the key was read");
             if key == "skip" {
                 match item.split_once('-') {
                     Some((a, b)) => {
-                        let (a, b) = (number(a)?, number(b)?);
+                        let (a, b) = (number(a)?, layers(number(b)?)?);
                         if a > b {
                             return Err(syntax(format!("skip: the range {item} is empty")));
                         }
@@ -184,7 +194,7 @@ impl Spec {
                 }
             } else {
                 let (w, n) = match item.split_once('*') {
-                    Some((w, n)) => (number(w)?, number(n)?),
+                    Some((w, n)) => (number(w)?, layers(number(n)?)?),
                     None => (number(item)?, 1),
                 };
                 if w == 0 {
