@@ -8,7 +8,11 @@
 //!
 //! Each slice, exported with the cpu and the portable graph and run by the runtime, gives transformers' logits
 //! within 1e-4 through the prefill and four cached decode steps, and its greedy ids; the manifest describes the
-//! sliced model. The presets (E2B, …) need a real E4B; their parsing and checks are unit tests of
+//! sliced model.
+//!
+//! The `E2B` preset, on a checkpoint shaped like E4B where slicing looks (35 layers, MLP width 16384, 15 shared;
+//! hidden 8), exports exactly the model of the same slice made by hand and written as a 30-layer checkpoint with
+//! the released E2B's config: equal logits. The presets' parsing and the E2B config are unit tests of
 //! `gemma_models::matformer`, the CLI's refusals are in `exporter/tests/matformer_cli.rs`.
 
 use gemma_exporter::GraphKind;
@@ -153,4 +157,157 @@ fn the_unsliced_model_is_not_what_the_slices_give() {
         );
         assert!(d > 100.0 * FP32_TOLERANCE, "{name}: {d}");
     }
+}
+
+/// A Gemma3nForCausalLM config shaped like E4B where slicing looks (35 layers, four sliding then one full, MLP
+/// width 16384, the last 15 sharing, sparsity on the first 10), tiny elsewhere (hidden 8, one head).
+fn e4b_shaped_config(layers: usize, ffn: usize, shared: usize) -> serde_json::Value {
+    let types: Vec<&str> = (0..layers)
+        .map(|i| {
+            if i % 5 == 4 {
+                "full_attention"
+            } else {
+                "sliding_attention"
+            }
+        })
+        .collect();
+    let sparsity: Vec<f64> = (0..layers)
+        .map(|i| if i < 10 { 0.95 } else { 0.0 })
+        .collect();
+    serde_json::json!({
+        "architectures": ["Gemma3nForCausalLM"], "model_type": "gemma3n_text",
+        "num_hidden_layers": layers, "intermediate_size": vec![ffn; layers], "layer_types": types,
+        "num_kv_shared_layers": shared, "activation_sparsity_pattern": sparsity,
+        "hidden_size": 8, "num_attention_heads": 1, "num_key_value_heads": 1, "head_dim": 8,
+        "vocab_size": 16, "vocab_size_per_layer_input": 16, "hidden_size_per_layer_input": 2, "laurel_rank": 2,
+        "sliding_window": 4, "max_position_embeddings": 64, "rms_norm_eps": 1e-6, "final_logit_softcapping": 30.0,
+        "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 1, "tie_word_embeddings": true,
+    })
+}
+
+/// Deterministic weights in about ±1/√fan-in (norm gains around 1).
+fn weights(name: &str, shape: &[usize], seed: &mut u64) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    let scale = 1.0 / (*shape.last().unwrap() as f32).sqrt();
+    (0..n)
+        .map(|_| {
+            *seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let u = (*seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            if shape.len() == 1 && !name.contains("correct_output_scale") {
+                1.0 + 0.3 * u
+            } else {
+                2.0 * u * scale
+            }
+        })
+        .collect()
+}
+
+/// The E2B preset on an E4B-shaped checkpoint exports the same model as the same slice made by hand (an
+/// independent copy of the Lab's tensor loop, written as an ordinary 30-layer checkpoint): equal logits.
+#[test]
+fn e2b_preset_on_an_e4b_shaped_checkpoint_is_the_hand_sliced_checkpoint() {
+    use gemma_models::names::{self, gemma3n as n3};
+    let tmp = tempfile::tempdir().unwrap();
+    let (e4b_dir, e2b_dir) = (tmp.path().join("e4b"), tmp.path().join("e2b"));
+    let e4b_json = e4b_shaped_config(35, 16_384, 15);
+    let e4b = gemma_models::ModelConfig::from_json_str(&e4b_json.to_string(), &e4b_dir).unwrap();
+    let mut seed = 7;
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> =
+        names::gemma3n::text_tensors(&e4b.text, "model.")
+            .into_iter()
+            .map(|(name, shape)| {
+                let w = weights(&name, &shape, &mut seed);
+                (name, shape, w)
+            })
+            .collect();
+    let write =
+        |dir: &std::path::Path, json: &serde_json::Value, t: &[(String, Vec<usize>, Vec<f32>)]| {
+            std::fs::create_dir(dir).unwrap();
+            std::fs::write(dir.join("config.json"), json.to_string()).unwrap();
+            let t: Vec<_> = t
+                .iter()
+                .map(|(n, s, v)| gemma_tests::f32_tensor(n, s, v))
+                .collect();
+            gemma_tests::write_safetensors(&dir.join("model.safetensors"), &t);
+        };
+    write(&e4b_dir, &e4b_json, &tensors);
+
+    // By hand: layers 20-24 dropped, the others renumbered, MLPs cut to 8192, the per-layer blocks (P = 2) kept.
+    let kept: Vec<usize> = (0..35).filter(|l| !(20..25).contains(l)).collect();
+    let (p, w) = (2, 8192);
+    let sliced: Vec<(String, Vec<usize>, Vec<f32>)> = tensors
+        .iter()
+        .filter_map(|(name, shape, v)| {
+            if let Some(rest) = name.strip_prefix("model.layers.") {
+                let (i, tail) = rest.split_once('.').unwrap();
+                let new = kept
+                    .iter()
+                    .position(|&k| k == i.parse::<usize>().unwrap())?;
+                let name = format!("model.layers.{new}.{tail}");
+                return Some(match tail {
+                    "mlp.gate_proj.weight" | "mlp.up_proj.weight" => {
+                        (name, vec![w, shape[1]], v[..w * shape[1]].to_vec())
+                    }
+                    "mlp.down_proj.weight" => {
+                        let rows = v.chunks(shape[1]).flat_map(|r| r[..w].to_vec()).collect();
+                        (name, vec![shape[0], w], rows)
+                    }
+                    _ => (name, shape.clone(), v.clone()),
+                });
+            }
+            let blocks = |row: &[f32]| -> Vec<f32> {
+                kept.iter()
+                    .flat_map(|&l| row[l * p..(l + 1) * p].to_vec())
+                    .collect()
+            };
+            Some(if name == &n3::embed_tokens_per_layer("model.") {
+                let rows = v.chunks(shape[1]).flat_map(blocks).collect();
+                (name.clone(), vec![shape[0], 30 * p], rows)
+            } else if name == &n3::per_layer_model_projection("model.") {
+                let rows = kept
+                    .iter()
+                    .flat_map(|&l| v[l * p * shape[1]..(l + 1) * p * shape[1]].to_vec())
+                    .collect();
+                (name.clone(), vec![30 * p, shape[1]], rows)
+            } else {
+                (name.clone(), shape.clone(), v.clone())
+            })
+        })
+        .collect();
+    // The released E2B's config: 30 layers of width 8192, the last 10 sharing.
+    write(&e2b_dir, &e4b_shaped_config(30, 8192, 10), &sliced);
+
+    let ids = Array2::from_shape_vec((1, 7), vec![2, 5, 9, 3, 14, 7, 11]).unwrap();
+    let logits = |src: &std::path::Path, spec: Option<Spec>| {
+        let (_tmp, out) =
+            export_with_to_temp(src, |o| o.graph(GraphKind::Cpu).matformer(spec)).unwrap();
+        let mut decoder = Decoder::open(&out, &parity_runtime()).unwrap();
+        assert_eq!(
+            (
+                decoder.manifest().num_layers,
+                decoder.manifest().kv_layers()
+            ),
+            (30, 20)
+        );
+        let mut cache = decoder.new_cache(1).unwrap();
+        decoder
+            .run_after_cache(
+                TokenInput::Ids(ids.view()),
+                &mut cache,
+                LogitsMode::All,
+                |l| l.to_owned(),
+            )
+            .unwrap()
+    };
+    let preset = logits(&e4b_dir, Some(Spec::parse("E2B").unwrap()));
+    let by_hand = logits(&e2b_dir, None);
+    assert!(preset.iter().all(|v| v.is_finite()) && preset.iter().any(|&v| v != preset[[0, 0, 0]]));
+    let d = max_abs_diff(preset.view(), by_hand.view());
+    eprintln!("E2B preset vs hand-sliced checkpoint: max |Δlogit| = {d:.2e}");
+    assert_eq!(
+        d, 0.0,
+        "the same weights and config must give the same logits"
+    );
 }
