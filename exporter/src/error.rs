@@ -8,6 +8,8 @@ pub enum ExportError {
     Config(#[from] gemma_models::ConfigError),
     #[error(transparent)]
     Checkpoint(#[from] gemma_models::CheckpointError),
+    #[error("--matformer")]
+    Matformer(#[from] gemma_models::matformer::MatformerError),
     #[error(transparent)]
     Lora(#[from] gemma_models::LoraError),
     #[error(transparent)]

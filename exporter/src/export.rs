@@ -116,6 +116,8 @@ pub struct ExportOptions {
     pub lora: Option<LoraOptions>,
     /// Also write a Triton model repository for the export ([`crate::triton`]).
     pub triton: Option<TritonOptions>,
+    /// Export this MatFormer slice of a Gemma 3n checkpoint instead of the whole model ([`crate::matformer`]).
+    pub matformer: Option<gemma_models::matformer::Spec>,
 }
 
 impl ExportOptions {
@@ -131,6 +133,7 @@ impl ExportOptions {
             allow_nonfinite: false,
             lora: None,
             triton: None,
+            matformer: None,
         }
     }
 
@@ -167,6 +170,12 @@ impl ExportOptions {
     /// `--triton REPO [--triton-name NAME]`, or no repository.
     pub fn triton(mut self, triton: Option<TritonOptions>) -> Self {
         self.triton = triton;
+        self
+    }
+
+    /// `--matformer SPEC`, or the whole model.
+    pub fn matformer(mut self, spec: Option<gemma_models::matformer::Spec>) -> Self {
+        self.matformer = spec;
         self
     }
 
@@ -216,7 +225,7 @@ const COPIED_FILES: &[&str] = &[
 ];
 
 pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
-    let (cfg, mut ckpt, source) = if crate::gguf::is_gguf(&opts.src) {
+    let (mut cfg, mut ckpt, mut source) = if crate::gguf::is_gguf(&opts.src) {
         let opened = crate::gguf::open(&opts.src)?;
         opened.0.check_ids_and_window(&opts.src)?;
         opened
@@ -235,6 +244,11 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
         unwrap_classifier(&cfg, &mut ckpt)?;
         (cfg, ckpt, SourceFiles::folder())
     };
+    // A MatFormer slice: from here on the config is the sliced one and the checkpoint reads as the sliced model
+    // (before the LoRA adapter, whose tensor names are the sliced model's).
+    if let Some(spec) = &opts.matformer {
+        cfg = crate::matformer::slice(spec, &opts.src, &cfg, &mut ckpt, &mut source)?;
+    }
     let lora = match &opts.lora {
         Some(l) => Some(gemma_models::lora::apply(&mut ckpt, &cfg, &l.dir, l.scale)?),
         None => None,
@@ -426,6 +440,7 @@ fn write_export(
     manifest.source_format = Some(source.format.to_string());
     manifest.kept_source_blocks = kept_source_blocks;
     manifest.lora = lora.map(contract::LoraSection::new);
+    manifest.matformer = source.matformer.clone();
     // The policies and prompt template of a classifier (checked in `export`).
     if let Some(ids) = &cfg.classifier {
         manifest.classifier = Some(crate::classifier::section(&opts.src, ids)?);
@@ -460,8 +475,15 @@ fn write_export(
         fs::write(&path, proto.encode_to_vec()).map_err(|e| ExportError::io(&path, e))?;
     }
 
+    if let Some(text) = &source.config {
+        let path = dir.join(files::CONFIG_FILE);
+        fs::write(&path, text).map_err(|e| ExportError::io(&path, e))?;
+    }
     for name in COPIED_FILES {
         let src = opts.src.join(name);
+        if *name == files::CONFIG_FILE && source.config.is_some() {
+            continue;
+        }
         if src.exists() {
             // Only regular files: a FIFO or device here is refused, not waited on or read forever.
             let mut from =

@@ -20,6 +20,10 @@ pub struct SourceFiles {
     pub format: &'static str,
     pub files: Vec<(String, String)>,
     pub warnings: Vec<String>,
+    /// The config.json to write instead of the source folder's (a `--matformer` slice's).
+    pub config: Option<String>,
+    /// The `--matformer` slice the export is of its source.
+    pub matformer: Option<gemma_models::contract::MatformerSection>,
 }
 
 impl SourceFiles {

@@ -16,6 +16,7 @@
 //!   after interrupted exports); [`manifest`]: `gemma-onnx.json`; [`genai`]: `genai_config.json` for ONNX Runtime
 //!   GenAI; [`transformers_js`]: the `onnx/` folder and config keys that make a portable export a transformers.js
 //!   model folder.
+//! - [`matformer`]: `--matformer`, a MatFormer slice of a Gemma 3n checkpoint (E2B from E4B, …).
 //! - [`source`]: what SRC names (a local path or a Hub id); [`hub`]: Hugging Face Hub downloads into its cache.
 //! - [`triton`]: a Triton Inference Server model repository for an export (`--triton REPO`).
 
@@ -34,6 +35,7 @@ pub mod half;
 pub mod hub;
 pub mod layers;
 pub mod manifest;
+pub mod matformer;
 pub mod onnx;
 pub mod ops;
 pub mod output;

@@ -132,6 +132,15 @@ struct Args {
         allow_negative_numbers = true
     )]
     lora_scale: Option<f64>,
+    /// Gemma 3n only: export a MatFormer slice of the checkpoint, a smaller model nested in it: a preset of
+    /// Google's MatFormer Lab for Gemma 3n E4B (E2B: the official E2B, 30 layers of MLP width 8192; E1.96B;
+    /// E2.54B), or `skip=LAYERS,ffn=WIDTHS`: LAYERS are the checkpoint's layers to drop (numbers and ranges,
+    /// e.g. 20-24 or 3,7-9), WIDTHS the MLP width of the kept layers (one for all, or one per kept layer in
+    /// order; W*N repeats W N times), each keeping the first units of the layer's MLP; either part may be left
+    /// out. E.g. `--matformer skip=20-24,ffn=8192` (= E2B), `--matformer ffn=8192*4,16384,8192*30`. The export's
+    /// config.json is the sliced model's. See docs/gemma3n.md, "MatFormer".
+    #[arg(long, value_name = "SPEC")]
+    matformer: Option<String>,
     /// Also write a Triton Inference Server model repository into REPO (created if missing): the model NAME (the
     /// portable decoder under the onnxruntime backend, its KV cache as implicit state; built beside the cpu graph
     /// when --graph cpu, sharing model.onnx_data) and NAME_generate (Python backend: tokenizer and greedy decode
@@ -203,7 +212,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         t
     });
+    let matformer = match &args.matformer {
+        Some(spec) => Some(
+            gemma_models::matformer::Spec::parse(spec)
+                .map_err(|e| anyhow::anyhow!("--matformer {spec:?}: {e}"))?,
+        ),
+        None => None,
+    };
     let opts = ExportOptions::new(src, args.out.clone())
+        .matformer(matformer)
         .precision(precision)
         .graph(graph)
         .force(args.force)
@@ -238,6 +255,14 @@ fn run(args: Args) -> anyhow::Result<()> {
                 t.name,
                 t.generate_name(),
                 t.repo.display()
+            );
+        }
+        if let Some(m) = &report.manifest.matformer {
+            say!(
+                "  MatFormer slice {}: {} of the checkpoint's {} layers",
+                m.spec,
+                m.kept_layers.len(),
+                m.source_layers
             );
         }
         if let Some(l) = &report.manifest.lora {

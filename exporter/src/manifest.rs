@@ -53,6 +53,7 @@ pub fn new(
         vision: cfg.vision_config.as_ref().map(contract::VisionSection::new),
         classifier: None,
         lora: None,
+        matformer: None,
         gemma3n: None,
     })
 }

@@ -5,6 +5,7 @@
 //! * [`config`]: [`ModelConfig`] / [`TextConfig`] from `config.json` for Gemma 1, 2 and 3 (text and multimodal).
 //! * [`checkpoint`]: [`Checkpoint`], memory-mapped and validated safetensors (single file or sharded), with
 //!   [`TensorView::read_f32`] for streaming conversion.
+//! * [`matformer`]: Gemma 3n MatFormer slicing: reading an E4B checkpoint as a nested smaller model (E2B, …).
 //! * [`lora`]: merging a PEFT LoRA adapter into a [`Checkpoint`] as it is read (W + s·B·A).
 //! * [`gguf`]: GGUF files (llama.cpp) as a source: container, config from metadata, weights, vocabulary.
 //! * [`names`]: the tensor names of the text decoder for a given prefix, and of the vision tower
@@ -27,6 +28,7 @@ pub mod fingerprint;
 pub mod fuzzing;
 pub mod gguf;
 pub mod lora;
+pub mod matformer;
 pub mod names;
 /// Checkpoint writers for tests (GGUF, safetensors); the `testing` feature.
 #[cfg(any(test, feature = "testing"))]

@@ -128,6 +128,7 @@ fn ggml_blocks_through_tensor_view() {
             data: blocks,
             file: Path::new("t.gguf"),
             adjust: ReadAdjust::default(),
+            select: None,
         };
         assert_bits_eq(dtype, 0, &view.to_f32_vec(), &want);
         let (start, len) = (dtype.block_elems() / 2 + 3, dtype.block_elems() * 2);

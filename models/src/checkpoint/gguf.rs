@@ -55,6 +55,7 @@ impl Checkpoint {
             tensors: names,
             low_rank: BTreeMap::new(),
             stored_names: BTreeMap::new(),
+            selections: BTreeMap::new(),
         })
     }
 }

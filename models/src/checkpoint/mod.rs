@@ -14,6 +14,7 @@ mod adjust;
 mod folder;
 pub mod ggml;
 mod gguf;
+mod select;
 mod shard;
 #[cfg(test)]
 mod tests;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use crate::error::CheckpointError;
 pub use adjust::{LowRank, ReadAdjust};
 pub use folder::check_inside;
+pub use select::Selection;
 use shard::{Shard, StoredDType};
 
 /// File name of a single-file checkpoint.
@@ -154,8 +156,11 @@ pub struct Checkpoint {
     tensors: BTreeMap<String, usize>,
     /// Low-rank updates merged into tensors as they are read (LoRA), by tensor name.
     low_rank: BTreeMap<String, LowRank>,
-    /// Names given by [`strip_prefix`](Checkpoint::strip_prefix) → the names in the files.
+    /// Names given by [`strip_prefix`](Checkpoint::strip_prefix) or [`rename`](Checkpoint::rename) → the names in
+    /// the files.
     stored_names: BTreeMap<String, String>,
+    /// Tensors read as a part of the stored one ([`select`](Checkpoint::select)), by tensor name.
+    selections: BTreeMap<String, Selection>,
 }
 
 /// One tensor's bytes inside a mapped file, with its metadata.
@@ -171,6 +176,9 @@ pub struct TensorView<'a> {
     /// Applied by [`read_f32`](Self::read_f32) after decoding (see [`ReadAdjust`]); code that copies `data` as it
     /// is must check [`ReadAdjust::is_identity`] first.
     pub adjust: ReadAdjust<'a>,
+    /// Reads return only these rows and columns of the stored tensor ([`Selection`]); `shape` is the selected one,
+    /// `data` the whole stored tensor's. Code that copies `data` as it is must check that this is `None`.
+    pub select: Option<&'a Selection>,
 }
 
 impl Checkpoint {
@@ -196,6 +204,7 @@ impl Checkpoint {
             tensors,
             low_rank: BTreeMap::new(),
             stored_names: BTreeMap::new(),
+            selections: BTreeMap::new(),
         })
     }
 
@@ -210,6 +219,7 @@ impl Checkpoint {
             tensors,
             low_rank: BTreeMap::new(),
             stored_names: BTreeMap::new(),
+            selections: BTreeMap::new(),
         })
     }
 
@@ -253,6 +263,81 @@ impl Checkpoint {
     /// The name of tensor `name` in its file.
     fn stored_name<'n>(&'n self, name: &'n str) -> &'n str {
         self.stored_names.get(name).map_or(name, String::as_str)
+    }
+
+    /// Renames and drops tensors: `f` maps each name to its new name, or to `None` to drop the tensor. Low-rank
+    /// updates and selections move with their tensor. Fails, changing nothing, when two tensors would get the same
+    /// name. Returns how many tensors were renamed or dropped.
+    pub fn rename(
+        &mut self,
+        mut f: impl FnMut(&str) -> Option<String>,
+    ) -> Result<usize, CheckpointError> {
+        let mut tensors = BTreeMap::new();
+        let mut changed = Vec::new();
+        for (name, &shard) in &self.tensors {
+            let new = f(name);
+            if new.as_deref() != Some(name.as_str()) {
+                changed.push((name.clone(), new.clone()));
+            }
+            if let Some(new) = new {
+                if tensors.insert(new.clone(), shard).is_some() {
+                    return Err(CheckpointError::BadTensor {
+                        path: self.dir.clone(),
+                        tensor: name.clone(),
+                        detail: format!(
+                            "would be renamed to {new:?}, which another tensor already is"
+                        ),
+                    });
+                }
+            }
+        }
+        self.tensors = tensors;
+        for (old, new) in &changed {
+            let stored = self.stored_names.remove(old).unwrap_or_else(|| old.clone());
+            let low_rank = self.low_rank.remove(old);
+            let selection = self.selections.remove(old);
+            if let Some(new) = new {
+                self.stored_names.insert(new.clone(), stored);
+                if let Some(lr) = low_rank {
+                    self.low_rank.insert(new.clone(), lr);
+                }
+                if let Some(sel) = selection {
+                    self.selections.insert(new.clone(), sel);
+                }
+            }
+        }
+        Ok(changed.len())
+    }
+
+    /// Reads the 2-D tensor `name` from now on as these rows and columns of it (`None`: all), see [`Selection`].
+    /// Fails if the tensor is absent, not 2-D, already selected or has a low-rank update, or if the ranges do not
+    /// fit it.
+    pub fn select(
+        &mut self,
+        name: &str,
+        rows: Option<Vec<std::ops::Range<usize>>>,
+        cols: Option<Vec<std::ops::Range<usize>>>,
+    ) -> Result<(), CheckpointError> {
+        let view = self.tensor(name)?;
+        let bad = |detail: String| CheckpointError::BadTensor {
+            path: view.file.to_path_buf(),
+            tensor: name.to_string(),
+            detail,
+        };
+        let [r, c] = view.shape[..] else {
+            return Err(bad(format!(
+                "is {}-D, a selection needs 2-D",
+                view.shape.len()
+            )));
+        };
+        if view.select.is_some() || view.adjust.low_rank.is_some() {
+            return Err(bad("is already selected or adjusted".into()));
+        }
+        let what = format!("rows {rows:?} and columns {cols:?}");
+        let sel = Selection::new([r, c], rows, cols)
+            .ok_or_else(|| bad(format!("has shape [{r}, {c}], which has no {what}")))?;
+        self.selections.insert(name.to_string(), sel);
+        Ok(())
     }
 
     /// The tensors that have a low-rank update, sorted.
@@ -301,16 +386,18 @@ impl Checkpoint {
                 })
             }
         };
+        let select = self.selections.get(name);
         Ok(TensorView {
             name: key,
             dtype,
-            shape: stored.shape.clone(),
+            shape: select.map_or_else(|| stored.shape.clone(), Selection::shape),
             data: &shard.mmap[stored.begin..stored.end],
             file: &shard.path,
             adjust: ReadAdjust {
                 offset: stored.offset,
                 low_rank: self.low_rank.get(name),
             },
+            select,
         })
     }
 
@@ -338,6 +425,20 @@ impl Checkpoint {
         let (be, bb) = (view.dtype.block_elems(), view.dtype.block_bytes());
         let to = to.min(view.numel());
         if from >= to {
+            return;
+        }
+        if let Some(sel) = view.select {
+            // The stored rows behind the selected rows read whole (their unselected columns are never read).
+            let cols = view.shape[1];
+            let whole = from.div_ceil(cols)..to / cols;
+            let stored_view = TensorView {
+                select: None,
+                shape: vec![view.data.len() / bb * be],
+                ..view.clone()
+            };
+            for stored in sel.stored_rows(whole) {
+                self.release_elements(&stored_view, stored.start, stored.end);
+            }
             return;
         }
         // Whole blocks only: a block straddling either end may still be read.
@@ -442,9 +543,17 @@ impl TensorView<'_> {
             self.name,
             start + out.len()
         );
+        match self.select {
+            Some(sel) => sel.for_each_run(start, out, |s, o| self.decode(s, o)),
+            None => self.decode(start, out),
+        }
+        self.adjust.apply(start, out);
+    }
+
+    /// Decodes stored elements `[start, start + out.len())` to f32, without [`adjust`](Self::adjust).
+    fn decode(&self, start: usize, out: &mut [f32]) {
         if self.dtype.is_block_quantized() {
             ggml::read_blocks(self.dtype, self.data, start, out);
-            self.adjust.apply(start, out);
             return;
         }
         let size = self.dtype.size();
@@ -468,7 +577,6 @@ impl TensorView<'_> {
             }
             _ => unreachable!("block formats are decoded above"),
         }
-        self.adjust.apply(start, out);
     }
 
     /// All elements as f32 (for small tensors such as norm weights).

@@ -519,6 +519,56 @@ fn release_keeps_views_readable() {
     assert_eq!(small.to_f32_vec(), vec![1.0, 2.0, 3.0]);
 }
 
+/// A selected tensor reads its rows and columns (bf16, with a low-rank update on the selected shape), survives a
+/// rename, and stays readable after its stored rows are released chunk by chunk.
+#[test]
+#[allow(clippy::single_range_in_vec_init)] // lists of ranges are the data
+fn selections_read_rename_and_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rows, cols) = (300, 200);
+    let stored: Vec<f32> = (0..rows * cols).map(|i| (i % 251) as f32).collect();
+    write_safetensors(
+        &dir.path().join(SINGLE_FILE),
+        &[spec("w", Dtype::BF16, &[rows, cols], bf16_bytes(&stored))],
+    );
+    let mut ckpt = Checkpoint::open(dir.path()).unwrap();
+    ckpt.select(
+        "w",
+        Some(vec![10..20, 100..300]),
+        Some(vec![0..50, 150..200]),
+    )
+    .unwrap();
+    assert_eq!(ckpt.rename(|n| Some(format!("x.{n}"))).unwrap(), 1);
+    let lr = LowRank::new(1, 210, 100, vec![1.0; 100], vec![0.5; 210]).unwrap();
+    ckpt.add_low_rank("x.w", lr).unwrap();
+    let view = ckpt.tensor("x.w").unwrap();
+    assert_eq!(view.shape, [210, 100]);
+    let kept_rows: Vec<usize> = (10..20).chain(100..300).collect();
+    let stored = &stored;
+    let want: Vec<f32> = kept_rows
+        .iter()
+        .flat_map(|&r| {
+            (0..50)
+                .chain(150..200)
+                .map(move |c| stored[r * cols + c] + 0.5)
+        })
+        .collect();
+    let mut got = vec![0.0; want.len()];
+    for (i, chunk) in got.chunks_mut(777).enumerate() {
+        view.read_f32(i * 777, chunk);
+        ckpt.release_elements(&view, i * 777, i * 777 + chunk.len());
+    }
+    assert_eq!(got, want);
+    assert_eq!(
+        view.to_f32_vec(),
+        want,
+        "released rows are read back from the file"
+    );
+    // A tensor already selected (and updated), and a missing one: refused.
+    assert!(ckpt.select("x.w", None, Some(vec![0..10])).is_err());
+    assert!(ckpt.select("missing", None, None).is_err());
+}
+
 /// A complete tiny Gemma 3 checkpoint built from `names::text_tensors` opens and every tensor has its shape.
 #[test]
 fn tiny_gemma3_checkpoint_round_trip() {

@@ -87,6 +87,10 @@ pub struct Manifest {
     /// The LoRA adapter merged into the weights (`gemma-export --lora`); absent when none was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora: Option<LoraSection>,
+    /// The MatFormer slice this export is of its checkpoint (`gemma-export --matformer`); absent when the whole
+    /// model was exported. The export's config.json and every field above describe the sliced model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matformer: Option<MatformerSection>,
     /// Gemma 3n exports: the embedding graph and the KV layers of the decoder on embeddings; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gemma3n: Option<super::Gemma3nSection>,
@@ -230,6 +234,31 @@ impl FileFingerprint {
             size,
             sampled_crc32,
         })
+    }
+}
+
+/// The `matformer` section: which layers and MLP widths of the checkpoint the export keeps.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MatformerSection {
+    /// `--matformer` in canonical form: a preset name (`E2B`) or `skip=…,ffn=…`.
+    pub spec: String,
+    /// The checkpoint's layer count.
+    pub source_layers: usize,
+    /// The checkpoint's layers the export keeps, in order (the export's layer `i` is the checkpoint's `kept_layers[i]`).
+    pub kept_layers: Vec<usize>,
+    /// The MLP width of each kept layer (the first units of the checkpoint's).
+    pub ffn: Vec<usize>,
+}
+
+impl MatformerSection {
+    /// The section for `plan`.
+    pub fn new(plan: &crate::matformer::Plan) -> MatformerSection {
+        MatformerSection {
+            spec: plan.label.clone(),
+            source_layers: plan.source_layers,
+            kept_layers: plan.kept.clone(),
+            ffn: plan.ffn.clone(),
+        }
     }
 }
 

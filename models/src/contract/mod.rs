@@ -3,7 +3,7 @@
 //! same contract for people.
 //!
 //! * [`Manifest`]: `gemma-onnx.json`, with its sections [`CpuSection`], [`VisionSection`] (and its
-//!   [`PreprocessSection`]), [`ClassifierSection`], [`LoraSection`] and the [`FileFingerprint`]s of the graph files; typed enums for the
+//!   [`PreprocessSection`]), [`ClassifierSection`], [`LoraSection`], [`MatformerSection`] and the [`FileFingerprint`]s of the graph files; typed enums for the
 //!   values the runtime branches on ([`Family`], [`GraphKind`], [`LayerType`], [`Precision`], [`DType`]).
 //! * [`files`]: the file names of an export folder.
 //! * [`io`]: the graphs' input and output tensor names, the symbolic KV dimensions and the metadata keys.
@@ -30,7 +30,8 @@ pub use gemma3n::{
     shared_kv_sources, window_sized_kv, Gemma3nAudioSection, Gemma3nSection, Gemma3nVisionSection,
 };
 pub use manifest::{
-    CpuSection, DType, FileFingerprint, GraphKind, LoraSection, Manifest, Precision,
+    CpuSection, DType, FileFingerprint, GraphKind, LoraSection, Manifest, MatformerSection,
+    Precision,
 };
 pub use vision::{PreprocessConfig, PreprocessSection, VisionSection, PIL_BICUBIC, PIL_BILINEAR};
 

@@ -11,11 +11,12 @@ pub const KEPT_FORMATS: [DType; 3] = [DType::Q8_0, DType::Q5_0, DType::Q4_0];
 
 /// Whether `view`'s stored blocks are exactly what `scheme` in blocks of `block_size` would store, so that
 /// [`copy_symmetric_rows`] can copy them: a matrix in one of [`KEPT_FORMATS`] (whole, consistent bytes) read
-/// without adjustment, and an 8-bit symmetric scheme with blocks of 32 (either rounding: a copy is exact, so no
+/// whole, without adjustment, and an 8-bit symmetric scheme with blocks of 32 (either rounding: a copy is exact, so no
 /// rounder can do better).
 pub fn keeps_source_blocks(view: &TensorView<'_>, scheme: TensorScheme, block_size: usize) -> bool {
     KEPT_FORMATS.contains(&view.dtype)
         && view.adjust.is_identity()
+        && view.select.is_none()
         && scheme.bits == 8
         && scheme.symmetric
         && block_size == view.dtype.block_elems()

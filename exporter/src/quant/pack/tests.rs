@@ -38,6 +38,7 @@ fn view(dtype: DType, offset: f32) -> TensorView<'static> {
             offset,
             low_rank: None,
         },
+        select: None,
     }
 }
 
