@@ -2,12 +2,14 @@
 //!
 //! | export | linears (q/k/v/out_proj, fc1/fc2) | attention |
 //! |---|---|---|
-//! | fp32, fp16, bf16 (either `--graph`) | fp32 `Gemm` | `MatMul`/`Softmax`/`MatMul` |
+//! | fp32, fp16, bf16, `--graph cpu` | fp32 `Gemm` | `MultiHeadAttention` |
+//! | fp32, fp16, bf16, `--graph portable` | fp32 `Gemm` | `MatMul`/`Softmax`/`MatMul` |
 //! | int8, int4, `--graph cpu` | `DynamicQuantizeMatMul`: int8 weights, per-column scales, bias fused | `MultiHeadAttention` |
 //! | int8, int4, `--graph portable` | `MatMulNBits` 8-bit (the text decoder's quantizer, [`QuantConfig::int8`]) + `Add` bias | `MatMul`/`Softmax`/`MatMul` |
 //!
-//! Floating-point exports keep the reference float32 encoder, node for node as before (their parity with
-//! transformers is the reference the quantized encoders are measured against). Quantized exports quantize the
+//! Floating-point exports keep float32 weights; on the cpu graph their attention is ONNX Runtime's fused
+//! `MultiHeadAttention` too (the same arithmetic in float32, within the parity tolerance of transformers), on the
+//! portable graph the standard-op reference encoder. Quantized exports quantize the
 //! tower's linears in 8 bits whatever the text decoder's scheme: int4's 4-bit `gate_proj` has no counterpart in
 //! SigLIP, and a custom `--quant-spec` is about the text decoder. At 896 px (4096 patches) the linears are ~60% of
 //! the tower's FLOPs and attention's two batched matmuls ~40%, which stay float32 (inside `MultiHeadAttention` on
@@ -61,7 +63,13 @@ impl VisionKernels {
     /// The kernels for an export at `precision` whose text decoder is `graph` (see the module table).
     pub fn choose(precision: &Precision, graph: GraphKind) -> VisionKernels {
         if precision.quant().is_none() {
-            return VisionKernels::REFERENCE;
+            return match graph {
+                GraphKind::Cpu => VisionKernels {
+                    linear: VisionLinear::Gemm,
+                    attention: VisionAttention::MultiHead,
+                },
+                GraphKind::Portable => VisionKernels::REFERENCE,
+            };
         }
         match graph {
             GraphKind::Cpu => VisionKernels {
@@ -86,11 +94,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_quantized_exports_change_the_encoder() {
+    fn only_quantized_exports_quantize_and_only_the_cpu_graph_fuses_attention() {
         for p in [Precision::Fp32, Precision::Fp16, Precision::Bf16] {
-            for g in [GraphKind::Cpu, GraphKind::Portable] {
-                assert_eq!(VisionKernels::choose(&p, g), VisionKernels::REFERENCE);
-            }
+            let cpu = VisionKernels::choose(&p, GraphKind::Cpu);
+            assert_eq!(cpu.linear, VisionLinear::Gemm);
+            assert_eq!(cpu.attention, VisionAttention::MultiHead);
+            let portable = VisionKernels::choose(&p, GraphKind::Portable);
+            assert_eq!(portable, VisionKernels::REFERENCE);
         }
         for p in [Precision::INT8, Precision::INT4] {
             let cpu = VisionKernels::choose(&p, GraphKind::Cpu);
