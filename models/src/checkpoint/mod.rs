@@ -236,28 +236,10 @@ impl Checkpoint {
     /// named without it from now on (ShieldGemma 2's `model.` + Gemma3ForConditionalGeneration). Fails, renaming
     /// nothing, when a new name is already taken. Returns how many tensors were renamed.
     pub fn strip_prefix(&mut self, prefix: &str) -> Result<usize, CheckpointError> {
-        let renamed: Vec<(String, String)> = self
-            .tensors
-            .keys()
-            .filter_map(|n| n.strip_prefix(prefix).map(|s| (s.to_string(), n.clone())))
-            .collect();
-        if let Some((new, old)) = renamed
-            .iter()
-            .find(|(new, _)| self.tensors.contains_key(new))
-        {
-            return Err(CheckpointError::BadTensor {
-                path: self.dir.clone(),
-                tensor: old.clone(),
-                detail: format!("is also {new:?} once the wrapper prefix {prefix:?} is removed"),
-            });
-        }
-        for (new, old) in &renamed {
-            let shard = self.tensors.remove(old).expect("listed above");
-            self.tensors.insert(new.clone(), shard);
-            let stored = self.stored_names.remove(old).unwrap_or_else(|| old.clone());
-            self.stored_names.insert(new.clone(), stored);
-        }
-        Ok(renamed.len())
+        self.rename_checked(
+            |n| Some(n.strip_prefix(prefix).unwrap_or(n).to_string()),
+            |new| format!("is also {new:?} once the wrapper prefix {prefix:?} is removed"),
+        )
     }
 
     /// The name of tensor `name` in its file.
@@ -270,9 +252,22 @@ impl Checkpoint {
     /// name. Returns how many tensors were renamed or dropped.
     pub fn rename(
         &mut self,
-        mut f: impl FnMut(&str) -> Option<String>,
+        f: impl FnMut(&str) -> Option<String>,
     ) -> Result<usize, CheckpointError> {
-        let mut tensors = BTreeMap::new();
+        self.rename_checked(f, |new| {
+            format!("would be renamed to {new:?}, which another tensor already is")
+        })
+    }
+
+    /// [`rename`](Self::rename), with `clash(new)` the error detail when two tensors would be named `new`; the
+    /// error names the tensor of the two whose name changes.
+    fn rename_checked(
+        &mut self,
+        mut f: impl FnMut(&str) -> Option<String>,
+        clash: impl Fn(&str) -> String,
+    ) -> Result<usize, CheckpointError> {
+        // New name -> (shard, old name).
+        let mut tensors: BTreeMap<String, (usize, &str)> = BTreeMap::new();
         let mut changed = Vec::new();
         for (name, &shard) in &self.tensors {
             let new = f(name);
@@ -280,17 +275,17 @@ impl Checkpoint {
                 changed.push((name.clone(), new.clone()));
             }
             if let Some(new) = new {
-                if tensors.insert(new.clone(), shard).is_some() {
+                if let Some((_, other)) = tensors.insert(new.clone(), (shard, name.as_str())) {
+                    let tensor = if other == new { name.as_str() } else { other };
                     return Err(CheckpointError::BadTensor {
                         path: self.dir.clone(),
-                        tensor: name.clone(),
-                        detail: format!(
-                            "would be renamed to {new:?}, which another tensor already is"
-                        ),
+                        tensor: tensor.to_string(),
+                        detail: clash(&new),
                     });
                 }
             }
         }
+        let tensors = tensors.into_iter().map(|(n, (shard, _))| (n, shard)).collect();
         self.tensors = tensors;
         for (old, new) in &changed {
             let stored = self.stored_names.remove(old).unwrap_or_else(|| old.clone());
