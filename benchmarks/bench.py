@@ -341,6 +341,9 @@ def main():
                    help="gemma-onnx precisions [default: all of gemma-export --help]; PRECISION:SPEC adds "
                         "--quant-spec SPEC, e.g. int4:emb=4a")
     p.add_argument("--genai-precisions", nargs="*", default=["int4", "int8", "fp32"])
+    p.add_argument("--genai-sizes", type=lambda s: s.split(","), metavar="SIZES",
+                   help="the --sizes GenAI's builder runs on (default: all); its builder holds the checkpoint in "
+                        "fp32 torch tensors, ~16 GB at 4b")
     p.add_argument("--peer-ort-precisions", nargs="*", default=["fp32", "int8", "int4"],
                    help="gemma-onnx precisions also run on GenAI's onnxruntime wheel (none: skip)")
     p.add_argument("--skip", nargs="*", default=[], choices=["gemma-onnx", "genai", "llama"])
@@ -374,7 +377,7 @@ def main():
             gemma_onnx(a, bins, entries, model)
             if a.baseline or a.baseline_rev:
                 gemma_onnx(a, baseline_bins(a), entries, model, label=f"baseline {a.baseline_rev or a.baseline}")
-        if "genai" not in a.skip:
+        if "genai" not in a.skip and (a.genai_sizes is None or model["size"] in a.genai_sizes):
             genai(a, entries, model)
             if "gemma-onnx" not in a.skip and a.peer_ort_precisions and model["nll"]:
                 # The same exports on GenAI's ONNX Runtime, to compare the graphs on one ORT version.

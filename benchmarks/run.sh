@@ -43,13 +43,15 @@ if [[ ! -x $venv/bin/python ]]; then
 fi
 py=$venv/bin/python
 # Peers named after --skip are neither installed nor built.
-skipped=" $(printf '%s\n' "$@" | sed -n '/^--skip$/,/^--/p' | grep -v '^--' | tr '\n' ' ')"
+skipped=" $(printf '%s\n' "$@" | sed -n '/^--skip$/,/^--/p' | { grep -v '^--' || true; } | tr '\n' ' ')"
 "$py" -c 'import tokenizers' 2>/dev/null || "$venv/bin/pip" install -q tokenizers
 [[ $skipped == *" genai "* ]] || "$py" -c 'import numpy, tokenizers, onnx, onnx_ir, transformers, onnxruntime_genai' 2>/dev/null || {
   echo "[bench] installing onnxruntime-genai 0.18 and its builder's dependencies" >&2
   "$venv/bin/pip" install -q numpy tokenizers onnx onnx_ir transformers "onnxruntime-genai==0.18.*"
 }
-[[ $skipped == *" genai "* ]] || "$py" -c 'import torch' 2>/dev/null || {
+# torch: for the GenAI builder, and for the synthetic sizes' checkpoint script and llama.cpp's converter.
+synthetic_sizes=$(printf '%s\n' "$@" | grep -qE '(^|,)(1b|4b)(,|$)' && echo yes || true)
+{ [[ $skipped == *" genai "* ]] && [[ -z $synthetic_sizes ]]; } || "$py" -c 'import torch' 2>/dev/null || {
   site=$(echo "$fixtures_venv"/lib/python3*/site-packages)
   if [[ -d $site/torch ]]; then
     echo "$site" > "$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/zz-borrowed-torch.pth"
@@ -68,12 +70,13 @@ llama_version=0.3.36
 }
 # The synthetic sizes: llama.cpp's converter from the same sdist, with its requirements (torch is borrowed above).
 converter=()
-if [[ $skipped != *" llama "* ]] && printf '%s\n' "$@" | grep -qE '(^|,)(1b|4b)(,|$)'; then
+if [[ $skipped != *" llama "* ]] && [[ -n $synthetic_sizes ]]; then
   sdist=$HOME/.cache/llama-cpp-python-sdist
   script=$sdist/llama_cpp_python-$llama_version/vendor/llama.cpp/convert_hf_to_gguf.py
   [[ -f $script ]] || {
     echo "[bench] downloading llama-cpp-python $llama_version's sdist for convert_hf_to_gguf.py" >&2
-    "$venv/bin/pip" download -q --no-deps --no-binary :all: "llama-cpp-python==$llama_version" -d "$sdist"
+    # Only this package as source: with --no-binary :all: pip also builds cmake from source for the metadata step.
+    "$venv/bin/pip" download -q --no-deps --no-binary llama-cpp-python "llama-cpp-python==$llama_version" -d "$sdist"
     tar -xzf "$sdist/llama_cpp_python-$llama_version.tar.gz" -C "$sdist"
   }
   "$py" -c 'import sentencepiece, safetensors, torch, transformers' 2>/dev/null \
