@@ -76,11 +76,14 @@ def genai_speed(a):
     og, model, vocab = genai_model(a.model, a.threads)
     cfg = json.load(open(f"{a.model}/genai_config.json"))
     bos = cfg["model"].get("bos_token_id", 2)
+    window = cfg["model"]["decoder"].get("sliding_window", {}).get("window_size", 0)
+    min_length = max(MIN_GENAI_LENGTH, window)
 
     def run(prompt, gen):
         params = og.GeneratorParams(model)
-        # GenAI sizes its KV buffers by max_length, and its sliding layers need at least the window (512).
-        params.set_search_options(max_length=max(len(prompt) + gen, MIN_GENAI_LENGTH), do_sample=False)
+        # GenAI sizes its KV buffers by max_length, and its sliding layers need at least the window (512 at 270M
+        # and 1B, 1024 at 4B: genai_config.json's sliding_window.window_size).
+        params.set_search_options(max_length=max(len(prompt) + gen, min_length), do_sample=False)
         g = og.Generator(model, params)
         t0 = time.perf_counter()
         g.append_tokens(prompt)  # the prompt's forward pass
