@@ -60,6 +60,15 @@ def windows(tokens, context):
 MIN_GENAI_LENGTH = 512
 
 
+def genai_min_length(path):
+    """The shortest `max_length` GenAI accepts for the model at `path`: it sizes its KV buffers by max_length, and
+    its sliding layers need at least their window (512 at 270M and 1B, 1024 at 4B: genai_config.json's
+    sliding_window.window_size)."""
+    cfg = json.load(open(f"{path}/genai_config.json"))
+    window = cfg["model"]["decoder"].get("sliding_window", {}).get("window_size", 0)
+    return max(MIN_GENAI_LENGTH, window)
+
+
 def genai_model(path, threads):
     """The model on the CPU provider; threads come from genai_config.json (run.sh sets intra_op_num_threads)."""
     import onnxruntime_genai as og
@@ -76,13 +85,10 @@ def genai_speed(a):
     og, model, vocab = genai_model(a.model, a.threads)
     cfg = json.load(open(f"{a.model}/genai_config.json"))
     bos = cfg["model"].get("bos_token_id", 2)
-    window = cfg["model"]["decoder"].get("sliding_window", {}).get("window_size", 0)
-    min_length = max(MIN_GENAI_LENGTH, window)
+    min_length = genai_min_length(a.model)
 
     def run(prompt, gen):
         params = og.GeneratorParams(model)
-        # GenAI sizes its KV buffers by max_length, and its sliding layers need at least the window (512 at 270M
-        # and 1B, 1024 at 4B: genai_config.json's sliding_window.window_size).
         params.set_search_options(max_length=max(len(prompt) + gen, min_length), do_sample=False)
         g = og.Generator(model, params)
         t0 = time.perf_counter()
@@ -116,10 +122,11 @@ def speed_rows(a, prompt_of, run):
 def genai_nll(a):
     og, model, vocab = genai_model(a.model, a.threads)
     tokens = json.load(open(a.tokens))
+    min_length = genai_min_length(a.model)
     total, count = 0.0, 0
     for w in windows(tokens, a.context):
         params = og.GeneratorParams(model)
-        params.set_search_options(max_length=max(len(w), MIN_GENAI_LENGTH), do_sample=False)
+        params.set_search_options(max_length=max(len(w), min_length), do_sample=False)
         g = og.Generator(model, params)
         # The builder's graphs return the last position's logits only: feed one token per step.
         for t in range(len(w) - 1):
